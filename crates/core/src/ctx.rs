@@ -1,0 +1,83 @@
+//! The context of one forward pass: training or evaluation, and the seeded randomness that
+//! dropout and stochastic depth draw from (candle's own RNG is not seedable on every device).
+
+use std::cell::RefCell;
+
+use candle_core::{Device, Result, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Train/eval mode plus a seeded RNG for masks. Cheap to create; one per forward pass or per run.
+pub struct ForwardCtx {
+    train: bool,
+    /// Probability of dropping a residual branch per example (stochastic depth) in training.
+    pub drop_path: f64,
+    rng: RefCell<ChaCha8Rng>,
+}
+
+impl ForwardCtx {
+    /// Evaluation: no dropout, no stochastic depth.
+    pub fn eval() -> Self {
+        Self { train: false, drop_path: 0.0, rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)) }
+    }
+
+    /// Training with masks drawn from `seed`.
+    pub fn train(seed: u64, drop_path: f64) -> Self {
+        Self { train: true, drop_path, rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)) }
+    }
+
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    /// Inverted dropout with probability `p`: identity in evaluation or when `p == 0`.
+    pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let mask = self.keep_mask(x.elem_count(), p, x.device())?.reshape(x.shape())?;
+        x.mul(&mask.to_dtype(x.dtype())?)
+    }
+
+    /// Stochastic depth on a residual branch `[batch, ...]`: each example's branch is dropped with
+    /// probability `drop_path` and the kept ones rescaled, as timm's `DropPath`.
+    pub fn drop_path(&self, branch: &Tensor) -> Result<Tensor> {
+        if !self.train || self.drop_path <= 0.0 {
+            return Ok(branch.clone());
+        }
+        let batch = branch.dim(0)?;
+        let mut shape = vec![batch];
+        shape.extend(std::iter::repeat_n(1, branch.rank() - 1));
+        let mask = self.keep_mask(batch, self.drop_path, branch.device())?.reshape(shape)?;
+        branch.broadcast_mul(&mask.to_dtype(branch.dtype())?)
+    }
+
+    /// A `[n]` f32 tensor of `0` (dropped, probability `p`) or `1/(1-p)` (kept).
+    fn keep_mask(&self, n: usize, p: f64, device: &Device) -> Result<Tensor> {
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mut rng = self.rng.borrow_mut();
+        let values: Vec<f32> =
+            (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect();
+        Tensor::from_vec(values, n, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_is_identity_and_train_is_seeded() -> Result<()> {
+        let x = Tensor::ones((4, 3, 2), candle_core::DType::F32, &Device::Cpu)?;
+        let eval = ForwardCtx::eval();
+        assert_eq!(eval.drop_path(&x)?.sum_all()?.to_scalar::<f32>()?, 24.0);
+        let a = ForwardCtx::train(7, 0.5).drop_path(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let b = ForwardCtx::train(7, 0.5).drop_path(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(a, b);
+        // Whole examples are dropped or kept and rescaled by 1/(1-p).
+        for chunk in a.chunks(6) {
+            assert!(chunk.iter().all(|&v| v == 0.0) || chunk.iter().all(|&v| v == 2.0));
+        }
+        Ok(())
+    }
+}

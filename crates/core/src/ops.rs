@@ -1,0 +1,165 @@
+//! Differentiable tensor ops built only from candle primitives that implement backward.
+//!
+//! candle-nn 0.11's fused kernels (`ops::layer_norm`, `ops::softmax_last_dim`, `ops::rms_norm`,
+//! `ops::sdpa`, and `candle_nn::LayerNorm` on contiguous input) record no backward op: a model built
+//! from them trains only the parameters after the last fused op, silently. Everything here is composed
+//! from primitive ops, so `Tensor::backward` is exact; `tests` check it against finite differences.
+
+use candle_core::{Result, Tensor, D};
+
+/// Layer normalisation over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`,
+/// with the biased variance, as `torch.nn.LayerNorm` computes it.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+/// Softmax over the last dimension. The row maximum is subtracted for stability and detached:
+/// softmax is invariant to it, so its gradient is exactly zero and need not be traced.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    let sum = exp.sum_keepdim(D::Minus1)?;
+    exp.broadcast_div(&sum)
+}
+
+/// Log-softmax over the last dimension (max detached, as in [`softmax_last_dim`]).
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&log_sum)
+}
+
+/// `x @ weight^T + bias` for `x` of any rank >= 2 and a `[out, in]` weight (PyTorch's layout).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let y = match x.dims() {
+        [b1, b2, _, _] => x.matmul(&weight.broadcast_left((*b1, *b2))?.t()?)?,
+        [bsize, _, _] => x.matmul(&weight.broadcast_left(*bsize)?.t()?)?,
+        _ => x.matmul(&weight.t()?)?,
+    };
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// Activation functions by their Hugging Face `hidden_act` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact GELU with erf (`"gelu"` in HF configs, `nn.GELU()` in PyTorch).
+    Gelu,
+    /// Tanh approximation (`"gelu_new"`, `"gelu_pytorch_tanh"`).
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh")]
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Gelu => x.gelu_erf(),
+            Self::GeluTanh => x.gelu(),
+            Self::Relu => x.relu(),
+            Self::Silu => x.silu(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Central finite differences of `f` w.r.t. every element of `var`, against autograd.
+    fn check_grad(var: &Var, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+        let loss = f(var.as_tensor())?;
+        let grads = loss.backward()?;
+        let analytic = grads.get(var).expect("gradient reaches the input").flatten_all()?;
+        let analytic = analytic.to_vec1::<f64>()?;
+        let base = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+        let shape = var.as_tensor().shape().clone();
+        let h = 1e-6;
+        for i in 0..base.len() {
+            let mut plus = base.clone();
+            plus[i] += h;
+            let mut minus = base.clone();
+            minus[i] -= h;
+            let fp = f(&Tensor::from_vec(plus, &shape, &Device::Cpu)?)?.to_scalar::<f64>()?;
+            let fm = f(&Tensor::from_vec(minus, &shape, &Device::Cpu)?)?.to_scalar::<f64>()?;
+            let numeric = (fp - fm) / (2.0 * h);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                "element {i}: finite difference {numeric} vs autograd {}",
+                analytic[i]
+            );
+        }
+        Ok(())
+    }
+
+    fn input() -> Result<Var> {
+        let values: Vec<f64> = (0..24).map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0).collect();
+        Var::from_vec(values, (2, 3, 4), &Device::Cpu)
+    }
+
+    fn weighted_sum(y: &Tensor) -> Result<Tensor> {
+        // A non-symmetric reduction so that every output element matters differently.
+        let n = y.elem_count();
+        let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        let w = Tensor::from_vec(w, y.shape(), y.device())?;
+        (y * w)?.sum_all()
+    }
+
+    #[test]
+    fn layer_norm_matches_definition_and_finite_differences() -> Result<()> {
+        let x = input()?;
+        let w = Tensor::new(&[1.0f64, 2.0, -1.0, 0.5], &Device::Cpu)?;
+        let b = Tensor::new(&[0.1f64, 0.0, -0.2, 0.3], &Device::Cpu)?;
+        // Reference: torch.nn.functional.layer_norm on row [0,1,2,3] with the weights above.
+        let row = Tensor::new(&[[0.0f64, 1.0, 2.0, 3.0]], &Device::Cpu)?;
+        let got = layer_norm(&row, &w, &b, 1e-5)?.to_vec2::<f64>()?;
+        let expected = [-1.2416355, -0.8944245, -0.6472118, 0.9708177];
+        for (g, e) in got[0].iter().zip(expected) {
+            assert!((g - e).abs() < 1e-6, "{g} vs {e}");
+        }
+        check_grad(&x, |t| weighted_sum(&layer_norm(t, &w, &b, 1e-5)?))
+    }
+
+    #[test]
+    fn softmax_and_log_softmax_have_exact_gradients() -> Result<()> {
+        let x = input()?;
+        let sm = softmax_last_dim(x.as_tensor())?.sum(D::Minus1)?.flatten_all()?;
+        for s in sm.to_vec1::<f64>()? {
+            assert!((s - 1.0).abs() < 1e-12);
+        }
+        check_grad(&x, |t| weighted_sum(&softmax_last_dim(t)?))?;
+        check_grad(&x, |t| weighted_sum(&log_softmax_last_dim(t)?))
+    }
+
+    #[test]
+    fn activations_have_gradients() -> Result<()> {
+        let x = input()?;
+        for act in [Activation::Gelu, Activation::GeluTanh, Activation::Silu] {
+            check_grad(&x, |t| weighted_sum(&act.apply(t)?))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn linear_matches_matmul_for_every_rank() -> Result<()> {
+        let w = Tensor::new(&[[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], &Device::Cpu)?;
+        let b = Tensor::new(&[0.25f32, -0.5], &Device::Cpu)?;
+        let x4 = Tensor::arange(0f32, 48.0, &Device::Cpu)?.reshape((2, 3, 2, 4))?;
+        let y4 = linear(&x4, &w, Some(&b))?;
+        let y2 = linear(&x4.reshape((12, 4))?, &w, Some(&b))?;
+        assert_eq!(y4.dims(), &[2, 3, 2, 2]);
+        assert_eq!(y4.flatten_all()?.to_vec1::<f32>()?, y2.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(y2.get(0)?.to_vec1::<f32>()?, vec![20.25, 4.5]);
+        Ok(())
+    }
+}
