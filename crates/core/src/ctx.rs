@@ -18,12 +18,20 @@ pub struct ForwardCtx {
 impl ForwardCtx {
     /// Evaluation: no dropout, no stochastic depth.
     pub fn eval() -> Self {
-        Self { train: false, drop_path: 0.0, rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)) }
+        Self {
+            train: false,
+            drop_path: 0.0,
+            rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)),
+        }
     }
 
     /// Training with masks drawn from `seed`.
     pub fn train(seed: u64, drop_path: f64) -> Self {
-        Self { train: true, drop_path, rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)) }
+        Self {
+            train: true,
+            drop_path,
+            rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)),
+        }
     }
 
     pub fn is_train(&self) -> bool {
@@ -35,7 +43,9 @@ impl ForwardCtx {
         if !self.train || p <= 0.0 {
             return Ok(x.clone());
         }
-        let mask = self.keep_mask(x.elem_count(), p, x.device())?.reshape(x.shape())?;
+        let mask = self
+            .keep_mask(x.elem_count(), p, x.device())?
+            .reshape(x.shape())?;
         x.mul(&mask.to_dtype(x.dtype())?)
     }
 
@@ -48,7 +58,9 @@ impl ForwardCtx {
         let batch = branch.dim(0)?;
         let mut shape = vec![batch];
         shape.extend(std::iter::repeat_n(1, branch.rank() - 1));
-        let mask = self.keep_mask(batch, self.drop_path, branch.device())?.reshape(shape)?;
+        let mask = self
+            .keep_mask(batch, self.drop_path, branch.device())?
+            .reshape(shape)?;
         branch.broadcast_mul(&mask.to_dtype(branch.dtype())?)
     }
 
@@ -56,8 +68,9 @@ impl ForwardCtx {
     fn keep_mask(&self, n: usize, p: f64, device: &Device) -> Result<Tensor> {
         let scale = (1.0 / (1.0 - p)) as f32;
         let mut rng = self.rng.borrow_mut();
-        let values: Vec<f32> =
-            (0..n).map(|_| if rng.random::<f64>() < p { 0.0 } else { scale }).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+            .collect();
         Tensor::from_vec(values, n, device)
     }
 }
@@ -71,8 +84,14 @@ mod tests {
         let x = Tensor::ones((4, 3, 2), candle_core::DType::F32, &Device::Cpu)?;
         let eval = ForwardCtx::eval();
         assert_eq!(eval.drop_path(&x)?.sum_all()?.to_scalar::<f32>()?, 24.0);
-        let a = ForwardCtx::train(7, 0.5).drop_path(&x)?.flatten_all()?.to_vec1::<f32>()?;
-        let b = ForwardCtx::train(7, 0.5).drop_path(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        let a = ForwardCtx::train(7, 0.5)
+            .drop_path(&x)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let b = ForwardCtx::train(7, 0.5)
+            .drop_path(&x)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert_eq!(a, b);
         // Whole examples are dropped or kept and rescaled by 1/(1-p).
         for chunk in a.chunks(6) {

@@ -56,7 +56,13 @@ mod tests {
     fn parses_and_prints() {
         assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
         assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
-        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap().to_string(), "cuda:3");
-        assert!("tpu".parse::<DeviceSpec>().unwrap_err().contains("cpu, cuda or cuda:N"));
+        assert_eq!(
+            "cuda:3".parse::<DeviceSpec>().unwrap().to_string(),
+            "cuda:3"
+        );
+        assert!("tpu"
+            .parse::<DeviceSpec>()
+            .unwrap_err()
+            .contains("cpu, cuda or cuda:N"));
     }
 }

@@ -1,7 +1,7 @@
 //! Seeded parameter initialisation. candle's `randn` draws from an unseedable thread RNG on CPU, so
 //! every trainable tensor in peftbench is drawn here, from a ChaCha stream derived from the run seed.
 
-use candle_core::{Device, Result, Shape, Tensor, Var};
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -11,11 +11,26 @@ use rand_distr::{Distribution, Normal, Uniform};
 pub struct SeededInit {
     rng: ChaCha8Rng,
     device: Device,
+    dtype: DType,
 }
 
 impl SeededInit {
     pub fn new(seed: u64, device: &Device) -> Self {
-        Self { rng: ChaCha8Rng::seed_from_u64(seed), device: device.clone() }
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            device: device.clone(),
+            dtype: DType::F32,
+        }
+    }
+
+    /// Values in `dtype` (f32 by default; gradient checks use f64).
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn device(&self) -> &Device {
@@ -31,11 +46,15 @@ impl SeededInit {
         for b in label.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        Self { rng: ChaCha8Rng::seed_from_u64(base.next_u64() ^ h), device: self.device.clone() }
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(base.next_u64() ^ h),
+            device: self.device.clone(),
+            dtype: self.dtype,
+        }
     }
 
     fn var_from(&self, values: Vec<f32>, shape: Shape) -> Result<Var> {
-        Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?)
+        Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?)
     }
 
     pub fn zeros(&self, shape: impl Into<Shape>) -> Result<Var> {
@@ -51,14 +70,18 @@ impl SeededInit {
     pub fn uniform(&mut self, shape: impl Into<Shape>, low: f32, high: f32) -> Result<Var> {
         let shape = shape.into();
         let dist = Uniform::new(low, high).map_err(candle_core::Error::wrap)?;
-        let values = (0..shape.elem_count()).map(|_| dist.sample(&mut self.rng)).collect();
+        let values = (0..shape.elem_count())
+            .map(|_| dist.sample(&mut self.rng))
+            .collect();
         self.var_from(values, shape)
     }
 
     pub fn normal(&mut self, shape: impl Into<Shape>, std: f32) -> Result<Var> {
         let shape = shape.into();
         let dist = Normal::new(0.0, std).map_err(candle_core::Error::wrap)?;
-        let values = (0..shape.elem_count()).map(|_| dist.sample(&mut self.rng)).collect();
+        let values = (0..shape.elem_count())
+            .map(|_| dist.sample(&mut self.rng))
+            .collect();
         self.var_from(values, shape)
     }
 

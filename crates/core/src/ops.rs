@@ -80,7 +80,10 @@ mod tests {
     fn check_grad(var: &Var, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
         let loss = f(var.as_tensor())?;
         let grads = loss.backward()?;
-        let analytic = grads.get(var).expect("gradient reaches the input").flatten_all()?;
+        let analytic = grads
+            .get(var)
+            .expect("gradient reaches the input")
+            .flatten_all()?;
         let analytic = analytic.to_vec1::<f64>()?;
         let base = var.as_tensor().flatten_all()?.to_vec1::<f64>()?;
         let shape = var.as_tensor().shape().clone();
@@ -103,7 +106,9 @@ mod tests {
     }
 
     fn input() -> Result<Var> {
-        let values: Vec<f64> = (0..24).map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0).collect();
+        let values: Vec<f64> = (0..24)
+            .map(|i| ((i * 37 % 11) as f64 - 5.0) / 3.0)
+            .collect();
         Var::from_vec(values, (2, 3, 4), &Device::Cpu)
     }
 
@@ -133,7 +138,9 @@ mod tests {
     #[test]
     fn softmax_and_log_softmax_have_exact_gradients() -> Result<()> {
         let x = input()?;
-        let sm = softmax_last_dim(x.as_tensor())?.sum(D::Minus1)?.flatten_all()?;
+        let sm = softmax_last_dim(x.as_tensor())?
+            .sum(D::Minus1)?
+            .flatten_all()?;
         for s in sm.to_vec1::<f64>()? {
             assert!((s - 1.0).abs() < 1e-12);
         }
@@ -152,13 +159,19 @@ mod tests {
 
     #[test]
     fn linear_matches_matmul_for_every_rank() -> Result<()> {
-        let w = Tensor::new(&[[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], &Device::Cpu)?;
+        let w = Tensor::new(
+            &[[1.0f32, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]],
+            &Device::Cpu,
+        )?;
         let b = Tensor::new(&[0.25f32, -0.5], &Device::Cpu)?;
         let x4 = Tensor::arange(0f32, 48.0, &Device::Cpu)?.reshape((2, 3, 2, 4))?;
         let y4 = linear(&x4, &w, Some(&b))?;
         let y2 = linear(&x4.reshape((12, 4))?, &w, Some(&b))?;
         assert_eq!(y4.dims(), &[2, 3, 2, 2]);
-        assert_eq!(y4.flatten_all()?.to_vec1::<f32>()?, y2.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(
+            y4.flatten_all()?.to_vec1::<f32>()?,
+            y2.flatten_all()?.to_vec1::<f32>()?
+        );
         assert_eq!(y2.get(0)?.to_vec1::<f32>()?, vec![20.25, 4.5]);
         Ok(())
     }

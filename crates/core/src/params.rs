@@ -19,7 +19,10 @@ pub struct NamedVars(pub Vec<NamedVar>);
 
 impl NamedVars {
     pub fn push(&mut self, name: impl Into<String>, var: Var) {
-        self.0.push(NamedVar { name: name.into(), var });
+        self.0.push(NamedVar {
+            name: name.into(),
+            var,
+        });
     }
 
     pub fn extend(&mut self, other: NamedVars) {
@@ -47,9 +50,22 @@ impl NamedVars {
         self.0.iter().map(|p| p.var.elem_count()).sum()
     }
 
-    /// Snapshot of the current values, by name (sorted: stable on disk).
+    /// Snapshot of the current values, by name (sorted: stable on disk). A deep copy: `Var::set`
+    /// writes in place, so a detached view would change with the next optimizer step.
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.0.iter().map(|p| (p.name.clone(), p.var.as_tensor().detach())).collect()
+        self.0
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.var
+                        .as_tensor()
+                        .detach()
+                        .copy()
+                        .expect("copy of a live tensor"),
+                )
+            })
+            .collect()
     }
 
     /// Overwrites values from `tensors` by name; every parameter must be present with its shape.
@@ -58,7 +74,8 @@ impl NamedVars {
             let t = tensors
                 .get(&p.name)
                 .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor `{}`", p.name)))?;
-            p.var.set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
+            p.var
+                .set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
         }
         Ok(())
     }
@@ -66,7 +83,8 @@ impl NamedVars {
     /// Writes the parameters as safetensors, names as given.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         // safetensors orders tensors itself (by dtype, then name), so the file is deterministic.
-        let tensors: std::collections::HashMap<String, Tensor> = self.tensors().into_iter().collect();
+        let tensors: std::collections::HashMap<String, Tensor> =
+            self.tensors().into_iter().collect();
         candle_core::safetensors::save(&tensors, path)
     }
 }

@@ -1,1 +1,99 @@
-//! placeholder
+//! PEFT methods behind one registry.
+//!
+//! Each method lives in its own folder (`config` = its documented hyper-parameters with the paper's
+//! defaults, `layer`/`model` = what it adds to a backbone) and is registered once in
+//! [`registry`] under a unique name. A method *attaches* to a [`Backbone`]: it creates its
+//! trainable parameters, may swap pretrained tensors for variables (full fine-tuning, BitFit), and
+//! returns an [`Adaptation`], the [`Hooks`] the backbone calls on every forward pass.
+//! [`PeftModel`] puts backbone, adaptation and classification head together.
+
+pub mod adapter;
+pub mod adaptformer;
+pub mod bitfit;
+pub mod full;
+mod head;
+pub mod linear_probe;
+pub mod lora;
+mod model;
+pub mod peft_format;
+pub mod registry;
+pub mod vpt;
+
+pub use head::ClassifierHead;
+pub use model::PeftModel;
+pub use registry::{find_method, registry};
+
+use std::path::Path;
+
+use peftbench_backbones::{Backbone, Hooks};
+use peftbench_core::{NamedVars, SeededInit};
+use serde::de::DeserializeOwned;
+
+/// One documented hyper-parameter of a method, for `harness list methods` and error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDoc {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// What `harness list methods` prints about a method.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    /// Unique registry name used in suite files (`method: lora`).
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// The paper that introduced it.
+    pub paper: &'static str,
+    pub params: &'static [ParamDoc],
+}
+
+/// A PEFT method: validates its configuration and attaches to a backbone.
+pub trait Method: Sync {
+    fn info(&self) -> MethodInfo;
+
+    /// Checks a parameter object (`params:` of a suite entry) without building anything.
+    fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
+
+    /// Creates the method's parameters on `backbone`, drawing initial values from `init`.
+    fn attach(
+        &self,
+        params: &serde_json::Value,
+        backbone: &mut dyn Backbone,
+        init: &SeededInit,
+    ) -> anyhow::Result<Box<dyn Adaptation>>;
+}
+
+/// A method attached to a backbone: the hooks it installs plus the parameters it trains.
+pub trait Adaptation: Hooks {
+    /// The method's trainable parameters (the classification head is separate).
+    fn trainable(&self) -> &NamedVars;
+
+    /// Scalars this method adds to the model (0 for methods that only unfreeze pretrained ones).
+    fn added_params(&self) -> usize {
+        self.trainable().count()
+    }
+
+    /// Writes the trained adapter into `dir` (HF PEFT format where PEFT has the method), with the
+    /// head under `modules_to_save`. Returns the files written.
+    fn save(
+        &self,
+        dir: &Path,
+        head: &ClassifierHead,
+        base_model: &str,
+    ) -> anyhow::Result<Vec<std::path::PathBuf>>;
+}
+
+/// Parses a method's configuration from a suite's JSON parameter object: missing fields take the
+/// documented defaults, unknown ones are errors naming the valid choices.
+pub fn parse_config<C: DeserializeOwned>(
+    method: &str,
+    params: &serde_json::Value,
+) -> Result<C, String> {
+    let value = if params.is_null() {
+        serde_json::json!({})
+    } else {
+        params.clone()
+    };
+    serde_json::from_value(value).map_err(|e| format!("method `{method}`: {e}"))
+}

@@ -1,1 +1,23 @@
-//! placeholder
+//! Training for peftbench: AdamW as PyTorch computes it, timm's cosine learning-rate schedule,
+//! cross-entropy with label smoothing, gradient clipping and a model- and data-agnostic training loop.
+//!
+//! Everything here is built from candle primitives with a backward pass (through
+//! [`peftbench_core::ops`]); nothing uses candle-nn's fused kernels, which silently stop gradients.
+//! Runs are deterministic: the same [`TrainConfig::seed`] gives bit-identical losses on one device.
+
+pub mod clip;
+pub mod data;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use clip::clip_grad_norm;
+pub use data::InMemoryBatches;
+pub use loss::cross_entropy;
+pub use optim::{AdamW, AdamWConfig};
+pub use schedule::CosineSchedule;
+pub use trainer::{
+    derive_seed, evaluate, train, BatchSource, EpochLog, Evaluation, Progress, Selection,
+    TrainConfig, TrainModel, TrainOutcome, TrainReport,
+};

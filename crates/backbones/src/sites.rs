@@ -1,0 +1,127 @@
+//! The places in a transformer block where PEFT methods attach.
+
+use candle_core::{Result, Tensor};
+use peftbench_core::{ops, ForwardCtx};
+
+/// A linear projection inside a block. Named by role; each backbone maps roles to its own module
+/// paths (`Backbone::module_path`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearSite {
+    Query,
+    Key,
+    Value,
+    /// The attention output projection.
+    AttentionOutput,
+    /// The MLP's first (expanding) projection.
+    Fc1,
+    /// The MLP's second (contracting) projection.
+    Fc2,
+}
+
+impl LinearSite {
+    pub const ALL: [LinearSite; 6] = [
+        Self::Query,
+        Self::Key,
+        Self::Value,
+        Self::AttentionOutput,
+        Self::Fc1,
+        Self::Fc2,
+    ];
+
+    /// The name used in suite files (`target_modules: [query, value]`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Key => "key",
+            Self::Value => "value",
+            Self::AttentionOutput => "attention_output",
+            Self::Fc1 => "fc1",
+            Self::Fc2 => "fc2",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The two residual branches of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sublayer {
+    Attention,
+    Mlp,
+}
+
+/// Normalisation layers (for methods that scale/shift features after them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NormSite {
+    BeforeAttention,
+    BeforeMlp,
+    /// The encoder's final norm (`layer` is `None`).
+    Final,
+}
+
+/// A frozen (or, for full fine-tuning, variable) linear layer in PyTorch's `[out, in]` layout.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// Callbacks a backbone makes during its forward pass. Every default leaves the pretrained model
+/// unchanged, so a method overrides only the sites it uses.
+pub trait Hooks {
+    /// Output of projection `site` of block `layer` for input `x`. Default: the frozen projection.
+    fn linear(
+        &self,
+        _layer: usize,
+        _site: LinearSite,
+        x: &Tensor,
+        base: &Linear,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        base.forward(x)
+    }
+
+    /// Output of a residual branch just before it is added to the stream. `input` is the stream
+    /// entering the branch (before its norm), `output` the branch's output.
+    fn sublayer(
+        &self,
+        _layer: usize,
+        _kind: Sublayer,
+        _input: &Tensor,
+        output: Tensor,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        Ok(output)
+    }
+
+    /// The token stream `[batch, tokens, hidden]` entering block `layer` (prompt insertion).
+    fn tokens(&self, _layer: usize, tokens: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> {
+        Ok(tokens)
+    }
+
+    /// Extra keys and values `[batch, prefix, hidden]` prepended in block `layer`'s attention.
+    fn prefix(&self, _layer: usize, _batch: usize) -> Result<Option<(Tensor, Tensor)>> {
+        Ok(None)
+    }
+
+    /// Output of a normalisation layer (`layer` is `None` for the final norm).
+    fn norm(&self, _layer: Option<usize>, _site: NormSite, output: Tensor) -> Result<Tensor> {
+        Ok(output)
+    }
+}
+
+/// The pretrained model unchanged.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}

@@ -1,0 +1,146 @@
+//! Bottleneck adapters: a down-projection, a non-linearity and an up-projection inserted in each
+//! block with their own residual connection (Houlsby et al., 2019, "Parameter-Efficient Transfer
+//! Learning for NLP", ICML, arXiv:1902.00751; Pfeiffer et al., 2021, "AdapterFusion", EACL,
+//! arXiv:2005.00247, for the single after-FFN placement).
+//!
+//! Placements: `houlsby` adapts the output of both the attention and the MLP sublayer,
+//! `pfeiffer` the MLP sublayer only. The up-projection starts at zero, so the model is unchanged at
+//! initialisation.
+
+mod config;
+mod layer;
+
+pub use config::{AdapterActivation, AdapterConfig, Placement};
+pub use layer::Bottleneck;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use peftbench_backbones::{Backbone, Hooks, Sublayer};
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+
+use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
+
+pub struct BottleneckAdapter;
+
+/// Sequential bottleneck adapters attached to a backbone.
+pub struct AdapterAdaptation {
+    config: AdapterConfig,
+    adapters: BTreeMap<(usize, SublayerKey), Bottleneck>,
+    params: NamedVars,
+}
+
+/// `Sublayer` as an ordered map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SublayerKey {
+    Attention,
+    Mlp,
+}
+
+impl From<Sublayer> for SublayerKey {
+    fn from(s: Sublayer) -> Self {
+        match s {
+            Sublayer::Attention => Self::Attention,
+            Sublayer::Mlp => Self::Mlp,
+        }
+    }
+}
+
+impl AdapterAdaptation {
+    pub fn new(
+        config: AdapterConfig,
+        backbone: &dyn Backbone,
+        init: &SeededInit,
+    ) -> candle_core::Result<Self> {
+        let hidden = backbone.info().hidden_size;
+        let mut adapters = BTreeMap::new();
+        let mut params = NamedVars::default();
+        let sites: &[(SublayerKey, &str)] = match config.placement {
+            Placement::Houlsby => &[
+                (SublayerKey::Attention, "attention_adapter"),
+                (SublayerKey::Mlp, "output_adapter"),
+            ],
+            Placement::Pfeiffer => &[(SublayerKey::Mlp, "output_adapter")],
+        };
+        for layer in 0..backbone.info().num_layers {
+            for &(key, name) in sites {
+                let prefix = format!("vit.encoder.layer.{layer}.{name}");
+                let adapter = Bottleneck::new(
+                    hidden,
+                    config.bottleneck,
+                    config.activation,
+                    &init.fork(&prefix),
+                )?;
+                adapter.push_params(&prefix, &mut params);
+                adapters.insert((layer, key), adapter);
+            }
+        }
+        Ok(Self {
+            config,
+            adapters,
+            params,
+        })
+    }
+}
+
+impl Hooks for AdapterAdaptation {
+    fn sublayer(
+        &self,
+        layer: usize,
+        kind: Sublayer,
+        _input: &Tensor,
+        output: Tensor,
+        _ctx: &ForwardCtx,
+    ) -> candle_core::Result<Tensor> {
+        match self.adapters.get(&(layer, kind.into())) {
+            Some(adapter) => &output + adapter.forward(&output)?,
+            None => Ok(output),
+        }
+    }
+}
+
+impl Adaptation for AdapterAdaptation {
+    fn trainable(&self) -> &NamedVars {
+        &self.params
+    }
+
+    fn save(
+        &self,
+        dir: &Path,
+        head: &ClassifierHead,
+        base_model: &str,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        peft_format::write_native(dir, "adapter", &self.config, base_model, &self.params, head)
+    }
+}
+
+impl Method for BottleneckAdapter {
+    fn info(&self) -> MethodInfo {
+        MethodInfo {
+            name: "adapter",
+            summary: "Bottleneck adapter (down-act-up, residual) after sublayers: Houlsby or Pfeiffer placement",
+            paper: "Houlsby et al., ICML 2019 (arXiv:1902.00751); Pfeiffer et al., EACL 2021 (arXiv:2005.00247)",
+            params: &[
+                ParamDoc { name: "placement", default: "houlsby", doc: "houlsby (after attention and MLP) or pfeiffer (after MLP only)" },
+                ParamDoc { name: "bottleneck", default: "8", doc: "width of the bottleneck" },
+                ParamDoc { name: "activation", default: "relu", doc: "relu, gelu or silu" },
+            ],
+        }
+    }
+
+    fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
+        parse_config::<AdapterConfig>("adapter", params)?.check()
+    }
+
+    fn attach(
+        &self,
+        params: &serde_json::Value,
+        backbone: &mut dyn Backbone,
+        init: &SeededInit,
+    ) -> anyhow::Result<Box<dyn Adaptation>> {
+        let config: AdapterConfig = parse_config("adapter", params).map_err(anyhow::Error::msg)?;
+        config.check().map_err(anyhow::Error::msg)?;
+        Ok(Box::new(AdapterAdaptation::new(config, backbone, init)?))
+    }
+}

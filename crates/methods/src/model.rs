@@ -1,0 +1,101 @@
+//! A backbone with a method attached and a classification head: the model a run trains.
+
+use std::path::Path;
+
+use candle_core::{Result, Tensor};
+use peftbench_backbones::Backbone;
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+
+use crate::{find_method, Adaptation, ClassifierHead};
+
+pub struct PeftModel {
+    backbone: Box<dyn Backbone>,
+    adaptation: Box<dyn Adaptation>,
+    head: ClassifierHead,
+    /// Method parameters, then the head: the optimizer's parameter order.
+    trainable: NamedVars,
+    method: String,
+    pretrained_params: usize,
+}
+
+impl PeftModel {
+    /// Attaches registry method `method` with `params` to `backbone` and adds a fresh head.
+    /// All initial values come from `init` (derive it from the run seed).
+    pub fn new(
+        method: &str,
+        params: &serde_json::Value,
+        mut backbone: Box<dyn Backbone>,
+        num_classes: usize,
+        init: &SeededInit,
+    ) -> anyhow::Result<Self> {
+        let found = find_method(method).map_err(anyhow::Error::msg)?;
+        let pretrained_params = backbone.num_params();
+        let adaptation = found.attach(params, backbone.as_mut(), &init.fork(method))?;
+        let head =
+            ClassifierHead::new(backbone.info().hidden_size, num_classes, &init.fork("head"))?;
+        let mut trainable = adaptation.trainable().clone();
+        trainable.extend(head.params().clone());
+        Ok(Self {
+            backbone,
+            adaptation,
+            head,
+            trainable,
+            method: method.into(),
+            pretrained_params,
+        })
+    }
+
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    pub fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    pub fn backbone_mut(&mut self) -> &mut dyn Backbone {
+        self.backbone.as_mut()
+    }
+
+    pub fn adaptation(&self) -> &dyn Adaptation {
+        self.adaptation.as_ref()
+    }
+
+    pub fn head(&self) -> &ClassifierHead {
+        &self.head
+    }
+
+    /// Everything the optimizer updates: the method's parameters and the head.
+    pub fn trainable(&self) -> &NamedVars {
+        &self.trainable
+    }
+
+    pub fn trainable_count(&self) -> usize {
+        self.trainable.count()
+    }
+
+    /// Pretrained scalars + what the method adds + the head (PEFT's `all params`).
+    pub fn total_count(&self) -> usize {
+        self.pretrained_params + self.adaptation.added_params() + self.head.params().count()
+    }
+
+    pub fn features(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.backbone
+            .forward_features(input, self.adaptation.as_ref(), ctx)
+    }
+
+    pub fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.head.forward(&self.features(input, ctx)?)
+    }
+
+    /// Saves the trained adapter and head into `dir`; returns the bytes written on disk.
+    pub fn save(&self, dir: &Path, base_model: &str) -> anyhow::Result<u64> {
+        std::fs::create_dir_all(dir)?;
+        let files = self.adaptation.save(dir, &self.head, base_model)?;
+        let mut bytes = 0;
+        for f in files {
+            bytes += std::fs::metadata(&f)?.len();
+        }
+        Ok(bytes)
+    }
+}

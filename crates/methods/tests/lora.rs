@@ -1,0 +1,186 @@
+//! LoRA specifics: merge equals the unmerged output, scaling conventions, the published ViT-B/16
+//! parameter count, and the Hugging Face PEFT on-disk format.
+
+use candle_core::{DType, Device, Tensor};
+use peftbench_backbones::{Backbone, LinearSite, NoHooks, Vit, VitConfig};
+use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_methods::lora::{LoraAdaptation, LoraConfig};
+use peftbench_methods::{peft_format, Adaptation, ClassifierHead, PeftModel};
+use serde_json::json;
+
+fn tiny() -> Vit {
+    let mut vit = Vit::random(
+        VitConfig::new(16, 2, 2, 32, 16, 8),
+        &SeededInit::new(1, &Device::Cpu),
+    )
+    .unwrap();
+    vit.cast(DType::F64).unwrap();
+    vit
+}
+
+#[test]
+fn merged_weights_give_the_unmerged_output() {
+    let mut vit = tiny();
+    let config = LoraConfig {
+        r: 3,
+        alpha: 6.0,
+        target_modules: LinearSite::ALL.to_vec(),
+        ..LoraConfig::default()
+    };
+    let init = SeededInit::new(5, &Device::Cpu).with_dtype(DType::F64);
+    let lora = LoraAdaptation::new(config, &vit, &init).unwrap();
+    for p in lora.trainable().iter() {
+        let noise = init.fork(&p.name).normal(p.var.shape(), 0.3).unwrap();
+        p.var.set(noise.as_tensor()).unwrap();
+    }
+    let x = init
+        .fork("x")
+        .normal((2, 3, 16, 16), 1.0)
+        .unwrap()
+        .as_tensor()
+        .detach();
+    let ctx = ForwardCtx::eval();
+    let unmerged = vit.forward_features(&x, &lora, &ctx).unwrap();
+    let frozen = vit.forward_features(&x, &NoHooks, &ctx).unwrap();
+    lora.merge_into(&mut vit).unwrap();
+    let merged = vit.forward_features(&x, &NoHooks, &ctx).unwrap();
+    let max = |t: Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    assert!(
+        max((&unmerged - &frozen).unwrap()) > 1e-3,
+        "the update is not trivial"
+    );
+    assert!(max((merged - unmerged).unwrap()) < 1e-12);
+}
+
+#[test]
+fn scaling_is_alpha_over_r_or_over_sqrt_r() {
+    let c = LoraConfig {
+        r: 16,
+        alpha: 32.0,
+        ..LoraConfig::default()
+    };
+    assert_eq!(c.scaling(), 2.0);
+    let c = LoraConfig {
+        use_rslora: true,
+        ..c
+    };
+    assert_eq!(c.scaling(), 8.0);
+}
+
+#[test]
+fn vit_b16_lora_r16_query_value_matches_the_published_count() {
+    // reference.md: 667,493 trainable (589,824 LoRA + 77,669 head) of 86,466,149.
+    let vit = Vit::random(
+        VitConfig::vit_base_patch16_224(),
+        &SeededInit::new(0, &Device::Cpu),
+    )
+    .unwrap();
+    let m = PeftModel::new(
+        "lora",
+        &json!({"r": 16, "alpha": 16, "target_modules": ["query", "value"]}),
+        Box::new(vit),
+        101,
+        &SeededInit::new(0, &Device::Cpu),
+    )
+    .unwrap();
+    assert_eq!(m.adaptation().trainable().count(), 589_824);
+    assert_eq!(m.trainable_count(), 667_493);
+    assert_eq!(m.total_count(), 86_466_149);
+}
+
+#[test]
+fn saves_in_hugging_face_peft_format_and_loads_back_bit_exact() {
+    let vit = tiny();
+    let init = SeededInit::new(2, &Device::Cpu);
+    let config = LoraConfig {
+        r: 2,
+        alpha: 4.0,
+        ..LoraConfig::default()
+    };
+    let lora = LoraAdaptation::new(config, &vit, &init).unwrap();
+    for p in lora.trainable().iter() {
+        p.var
+            .set(
+                init.fork(&p.name)
+                    .normal(p.var.shape(), 0.3)
+                    .unwrap()
+                    .as_tensor(),
+            )
+            .unwrap();
+    }
+    let head = ClassifierHead::new(16, 3, &init).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    lora.save(dir.path(), &head, "google/vit-base-patch16-224-in21k")
+        .unwrap();
+
+    let text = std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 2);
+    assert_eq!(config["lora_alpha"], 4.0);
+    assert_eq!(config["target_modules"], json!(["query", "value"]));
+    assert_eq!(config["modules_to_save"], json!(["classifier"]));
+    // Keys are sorted, as PEFT writes them.
+    let keys: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"')?.split('"').next())
+        .collect();
+    let top: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| config.get(*k).is_some())
+        .collect();
+    let mut sorted = top.clone();
+    sorted.sort_unstable();
+    assert_eq!(top, sorted);
+
+    let raw =
+        candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let a = &raw["base_model.model.vit.encoder.layer.0.attention.attention.query.lora_A.weight"];
+    let b = &raw["base_model.model.vit.encoder.layer.1.attention.attention.value.lora_B.weight"];
+    assert_eq!((a.dims(), b.dims()), (&[2, 16][..], &[16, 2][..]));
+    assert!(raw.contains_key("base_model.model.classifier.weight"));
+    assert_eq!(raw.len(), 2 * 2 * 2 + 2);
+
+    let (_, tensors) = peft_format::read_adapter(dir.path()).unwrap();
+    for p in lora.trainable().iter() {
+        let loaded = tensors[&p.name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(
+            loaded,
+            p.var.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{}",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn fc2_alone_is_saved_as_an_unambiguous_regex() {
+    let vit = tiny();
+    let config = LoraConfig {
+        target_modules: vec![LinearSite::Fc2],
+        ..LoraConfig::default()
+    };
+    let lora = LoraAdaptation::new(config, &vit, &SeededInit::new(0, &Device::Cpu)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let head = ClassifierHead::new(16, 2, &SeededInit::new(0, &Device::Cpu)).unwrap();
+    lora.save(dir.path(), &head, "x").unwrap();
+    let (config, _) = peft_format::read_adapter(dir.path()).unwrap();
+    let pattern = config["target_modules"].as_str().unwrap();
+    assert!(
+        pattern.contains(r"(?<!attention\.)output\.dense"),
+        "{pattern}"
+    );
+}

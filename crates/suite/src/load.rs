@@ -1,0 +1,870 @@
+//! Reading suite files: YAML -> raw structs (with source spans) -> validated [`Suite`].
+//!
+//! Line numbers: schema errors (unknown field, wrong type, malformed YAML) carry the line and column
+//! reported by `serde-saphyr`. Semantic errors (unknown method, unknown task in a group, ...) use
+//! `serde_saphyr::Spanned<T>` on the offending values, so they name the line of that value. A few
+//! section-level errors (for example `data` missing `train_examples`) locate the section key by
+//! scanning the source text for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+
+use crate::error::{list, SuiteError};
+use crate::schema::*;
+use crate::MethodCatalog;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    description: String,
+    backbone: BackboneSpec,
+    data: DataSpec,
+    preprocess: PreprocessSpec,
+    protocol: Protocol,
+    #[serde(default)]
+    recipe: Recipe,
+    seeds: Spanned<Vec<u64>>,
+    #[serde(default = "default_averaging")]
+    averaging: Vec<Averaging>,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<Spanned<String>>>,
+    tasks: Spanned<Vec<RawTask>>,
+    methods: Spanned<Vec<RawMethod>>,
+    #[serde(default)]
+    published: Option<RawPublished>,
+}
+
+fn default_averaging() -> Vec<Averaging> {
+    vec![Averaging::Mean]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: Spanned<String>,
+    num_classes: usize,
+    #[serde(default)]
+    generator: Option<Generator>,
+    #[serde(default)]
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMethod {
+    method: Spanned<String>,
+    #[serde(default)]
+    label: Option<Spanned<String>>,
+    #[serde(default)]
+    params: Option<Map<String, Value>>,
+    #[serde(default)]
+    grid: OrderedGrid,
+    #[serde(default)]
+    recipe: RecipePatch,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublished {
+    source: String,
+    #[serde(default = "default_metric")]
+    metric: String,
+    #[serde(default)]
+    results: BTreeMap<String, BTreeMap<String, Spanned<f64>>>,
+    #[serde(default)]
+    means: BTreeMap<String, Spanned<f64>>,
+    #[serde(default)]
+    group_means: BTreeMap<String, Spanned<f64>>,
+}
+
+fn default_metric() -> String {
+    "accuracy".to_string()
+}
+
+/// A YAML mapping read in file order (grid axes keep their order).
+#[derive(Default)]
+struct OrderedGrid(Vec<(Spanned<String>, Vec<Value>)>);
+
+impl<'de> Deserialize<'de> for OrderedGrid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrderedGrid;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping from parameter or recipe.* keys to lists of values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedGrid, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Spanned<String>, Vec<Value>>()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedGrid(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Names usable for tasks, labels and suites: they become path components of run ids.
+pub(crate) fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+}
+
+fn line_of<T>(s: &Spanned<T>) -> Option<usize> {
+    let l = s.referenced.line() as usize;
+    (l > 0).then_some(l)
+}
+
+/// The line of a top-level key (`data:`) or of a key nested under it (`["data", "format"]`),
+/// found by scanning the source text (used where no span is recorded).
+pub(crate) fn key_line(src: &str, path: &[&str]) -> Option<usize> {
+    let mut depth = 0;
+    let mut min_indent = 0usize;
+    for (i, line) in src.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if depth > 0 && indent < min_indent {
+            return None; // left the parent block
+        }
+        let key = path[depth];
+        if (depth == 0 && indent == 0 || depth > 0) && trimmed.starts_with(&format!("{key}:")) {
+            depth += 1;
+            if depth == path.len() {
+                return Some(i + 1);
+            }
+            min_indent = indent + 1;
+        }
+    }
+    None
+}
+
+/// Dotted path of the mapping keys enclosing `line` (1-based), from indentation; sequence
+/// items are shown as `[first value]` (`methods[lora].recipe`). Best effort, used in messages.
+pub(crate) fn context_at(src: &str, line: usize, column: usize) -> String {
+    let lines: Vec<&str> = src.lines().collect();
+    if line == 0 || line > lines.len() {
+        return String::new();
+    }
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let item_marker = |item: &str| {
+        let first = item
+            .split_once(':')
+            .map(|(_, v)| v.trim())
+            .unwrap_or(item.trim())
+            .trim_matches(|c| c == '{' || c == '}' || c == '"' || c == '\'');
+        format!("[{}]", first.split(',').next().unwrap_or("").trim())
+    };
+    let own = lines[line - 1];
+    let mut cur = indent_of(own);
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(item) = own.trim_start().strip_prefix("- ") {
+        if column > cur + 1 {
+            parts.push(item_marker(item));
+        }
+    }
+    for l in lines[..line - 1].iter().rev() {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent_of(l);
+        if let Some(item) = t.strip_prefix("- ") {
+            // A sequence item: `- key: value` opens a mapping whose keys sit at ind + 2.
+            if ind < cur {
+                parts.push(item_marker(item));
+                cur = ind;
+            } else if ind + 2 < cur {
+                if let Some((k, _)) = item.split_once(':') {
+                    parts.push(k.trim().to_string());
+                }
+                cur = ind + 2;
+            }
+            continue;
+        }
+        if ind < cur {
+            if let Some((k, _)) = t.split_once(':') {
+                parts.push(k.trim().to_string());
+            }
+            cur = ind;
+            if ind == 0 {
+                break;
+            }
+        }
+    }
+    parts.reverse();
+    let mut out = String::new();
+    for p in parts {
+        if !out.is_empty() && !p.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(&p);
+    }
+    out
+}
+
+/// The mapping key written before `column` on `line` (`epochs` for `  epochs: four`), if any.
+fn key_before(src: &str, line: usize, column: usize) -> Option<String> {
+    let text = src.lines().nth(line.checked_sub(1)?)?;
+    let upto: String = text.chars().take(column.saturating_sub(1)).collect();
+    let before_value = upto.trim_end().strip_suffix(':')?;
+    let key = before_value.rsplit(['{', ',', '-', ' ']).next()?.trim();
+    (!key.is_empty()).then(|| key.to_string())
+}
+
+fn parse_error(path: &Path, src: &str, e: &serde_saphyr::Error) -> SuiteError {
+    let loc = e.location();
+    let (line, column) = loc
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .unwrap_or((0, 0));
+    let mut message = e.without_snippet().to_string();
+    let suffix = format!(" at line {line}, column {column}");
+    if let Some(m) = message.strip_suffix(&suffix) {
+        message = m.to_string();
+    }
+    let message = message.replace("expected one of ", "expected one of: ");
+    let mut ctx = context_at(src, line, column);
+    if !message.starts_with("unknown field") {
+        if let Some(k) = key_before(src, line, column) {
+            if !ctx.is_empty() {
+                ctx.push('.');
+            }
+            ctx.push_str(&k);
+        }
+    }
+    let message = if ctx.is_empty() {
+        message
+    } else if let Some(rest) = message.strip_prefix("unknown field `") {
+        match rest.split_once('`') {
+            Some((field, tail)) => format!("unknown field `{field}` in {ctx}{tail}"),
+            None => format!("{message} (in {ctx})"),
+        }
+    } else {
+        format!("{message} (in {ctx})")
+    };
+    if line == 0 {
+        SuiteError::Invalid {
+            path: path.to_path_buf(),
+            line: None,
+            message,
+        }
+    } else {
+        SuiteError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Suite names (file stems) and descriptions of `*.yaml` / `*.yml` files in `suites_dir`, sorted
+/// by name. A file that does not parse is listed with its error as description.
+pub fn list_suites(suites_dir: &Path) -> Vec<(String, String)> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        description: Option<String>,
+    }
+    let Ok(rd) = std::fs::read_dir(suites_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .filter_map(|p| {
+            let stem = p.file_stem()?.to_str()?.to_string();
+            let desc = match std::fs::read_to_string(&p) {
+                Ok(src) => match serde_saphyr::from_str::<Head>(&src) {
+                    Ok(h) => h.description.unwrap_or_default(),
+                    Err(e) => format!("(invalid: {})", e.without_snippet()),
+                },
+                Err(e) => format!("(unreadable: {e})"),
+            };
+            Some((stem, desc))
+        })
+        .collect();
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+fn resolve(path_or_name: &str, suites_dir: &Path) -> Result<PathBuf, SuiteError> {
+    let direct = PathBuf::from(path_or_name);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    let is_name = !path_or_name.contains(['/', '\\']) && direct.extension().is_none();
+    if is_name {
+        for ext in ["yaml", "yml"] {
+            let p = suites_dir.join(format!("{path_or_name}.{ext}"));
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(SuiteError::NotFound {
+        name: path_or_name.to_string(),
+        looked: if is_name {
+            suites_dir.join(format!("{path_or_name}.yaml"))
+        } else {
+            direct
+        },
+        available: list_suites(suites_dir)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
+    })
+}
+
+/// Loads a suite by path, or by name from `suites_dir/<name>.yaml`, and validates it (method names
+/// and parameters against `catalog`, tasks, groups, labels, seeds, recipe ranges, published table).
+pub fn load_suite(
+    path_or_name: &str,
+    suites_dir: &Path,
+    catalog: &dyn MethodCatalog,
+) -> Result<Suite, SuiteError> {
+    let path = resolve(path_or_name, suites_dir)?;
+    let src = std::fs::read_to_string(&path).map_err(|source| SuiteError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    parse_suite(&src, &path, catalog)
+}
+
+/// Parses and validates suite text; `path` is used for the default name and in messages.
+pub fn parse_suite(
+    src: &str,
+    path: &Path,
+    catalog: &dyn MethodCatalog,
+) -> Result<Suite, SuiteError> {
+    let raw: RawSuite = serde_saphyr::from_str(src).map_err(|e| parse_error(path, src, &e))?;
+    let invalid = |line: Option<usize>, message: String| SuiteError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let section = |key: &str| key_line(src, &[key]);
+
+    // Name.
+    let name = match &raw.name {
+        Some(n) => {
+            if !is_safe_name(&n.value) {
+                return Err(invalid(
+                    line_of(n),
+                    format!(
+                        "suite name `{}` may only use letters, digits, `.`, `_`, `-`",
+                        n.value
+                    ),
+                ));
+            }
+            n.value.clone()
+        }
+        None => path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("suite")
+            .to_string(),
+    };
+
+    // Seeds.
+    if raw.seeds.value.is_empty() {
+        return Err(invalid(
+            line_of(&raw.seeds),
+            "`seeds` is empty; give at least one seed".into(),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for s in &raw.seeds.value {
+        if !seen.insert(*s) {
+            return Err(invalid(
+                line_of(&raw.seeds),
+                format!("seed {s} is listed twice"),
+            ));
+        }
+    }
+
+    // Backbone, data, preprocess, protocol, recipe.
+    if raw.backbone.checkpoint.trim().is_empty() {
+        return Err(invalid(
+            section("backbone"),
+            "`backbone.checkpoint` is empty".into(),
+        ));
+    }
+    let generated = raw.data.format == DataFormat::Generated;
+    if generated {
+        for (field, v) in [
+            ("train_examples", raw.data.train_examples),
+            ("eval_examples", raw.data.eval_examples),
+        ] {
+            match v {
+                None => {
+                    return Err(invalid(
+                        section("data"),
+                        format!("`data.{field}` is required for format `generated`"),
+                    ))
+                }
+                Some(0) => {
+                    return Err(invalid(
+                        key_line(src, &["data", field]),
+                        format!("`data.{field}` must be at least 1"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    } else {
+        for (field, set) in [
+            ("image_size", raw.data.image_size.is_some()),
+            ("train_examples", raw.data.train_examples.is_some()),
+            ("eval_examples", raw.data.eval_examples.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    key_line(src, &["data", field]).or(section("data")),
+                    format!("`data.{field}` only applies to format `generated`"),
+                ));
+            }
+        }
+    }
+    if raw.data.image_size == Some(0) || raw.preprocess.image_size == 0 {
+        return Err(invalid(
+            section("data").or(section("preprocess")),
+            "image_size must be at least 1".into(),
+        ));
+    }
+    validate_protocol(&raw.protocol).map_err(|m| invalid(section("protocol"), m))?;
+    raw.recipe
+        .validate()
+        .map_err(|m| invalid(section("recipe"), m))?;
+
+    // Tasks.
+    if raw.tasks.value.is_empty() {
+        return Err(invalid(line_of(&raw.tasks), "`tasks` is empty".into()));
+    }
+    let mut tasks: Vec<TaskSpec> = Vec::new();
+    let mut task_lines: BTreeMap<String, Option<usize>> = BTreeMap::new();
+    for t in &raw.tasks.value {
+        let line = line_of(&t.name);
+        let tname = &t.name.value;
+        if !is_safe_name(tname) {
+            return Err(invalid(
+                line,
+                format!("task name `{tname}` may only use letters, digits, `.`, `_`, `-`"),
+            ));
+        }
+        if task_lines.insert(tname.clone(), line).is_some() {
+            return Err(invalid(line, format!("task `{tname}` is listed twice")));
+        }
+        if t.num_classes < 2 {
+            return Err(invalid(
+                line,
+                format!("task `{tname}`: num_classes must be at least 2"),
+            ));
+        }
+        match (generated, t.generator) {
+            (true, None) => {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "task `{tname}` needs a `generator` (format `generated`); valid generators: position, orientation, count, shapes"
+                    ),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    line,
+                    format!("task `{tname}`: `generator` only applies to data format `generated`"),
+                ))
+            }
+            _ => {}
+        }
+        tasks.push(TaskSpec {
+            name: tname.clone(),
+            num_classes: t.num_classes,
+            generator: t.generator,
+            group: t.group.clone(),
+        });
+    }
+    let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+
+    // Groups: from `groups` and from tasks' `group`.
+    let mut member_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (g, members) in &raw.groups {
+        if !is_safe_name(g) {
+            return Err(invalid(
+                section("groups"),
+                format!("group name `{g}` may only use letters, digits, `.`, `_`, `-`"),
+            ));
+        }
+        let entry = groups.entry(g.clone()).or_default();
+        for m in members {
+            let line = line_of(m);
+            if !task_lines.contains_key(&m.value) {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "group `{g}` lists task `{}`, which is not in `tasks`; valid tasks: {}",
+                        m.value,
+                        list(&task_names)
+                    ),
+                ));
+            }
+            if let Some(other) = member_of.insert(m.value.clone(), g.clone()) {
+                return Err(invalid(
+                    line,
+                    format!("task `{}` is in two groups: `{other}` and `{g}`", m.value),
+                ));
+            }
+            entry.push(m.value.clone());
+        }
+    }
+    for (t, raw_t) in tasks.iter_mut().zip(&raw.tasks.value) {
+        match (&t.group, member_of.get(&t.name)) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid(
+                    line_of(&raw_t.name),
+                    format!(
+                        "task `{}` says group `{a}` but `groups` puts it in `{b}`",
+                        t.name
+                    ),
+                ))
+            }
+            (Some(a), None) => {
+                if !is_safe_name(a) {
+                    return Err(invalid(
+                        line_of(&raw_t.name),
+                        format!("group name `{a}` may only use letters, digits, `.`, `_`, `-`"),
+                    ));
+                }
+                groups.entry(a.clone()).or_default().push(t.name.clone());
+            }
+            (None, Some(b)) => t.group = Some(b.clone()),
+            _ => {}
+        }
+    }
+    // Members in task order within each group.
+    for members in groups.values_mut() {
+        members.sort_by_key(|m| task_names.iter().position(|t| t == m));
+    }
+
+    // Averaging.
+    let mut averaging = raw.averaging.clone();
+    averaging.dedup();
+    if averaging.is_empty() {
+        return Err(invalid(
+            section("averaging"),
+            "`averaging` is empty; valid: mean, group-mean".into(),
+        ));
+    }
+    if averaging.contains(&Averaging::GroupMean) {
+        let ungrouped: Vec<&str> = tasks
+            .iter()
+            .filter(|t| t.group.is_none())
+            .map(|t| t.name.as_str())
+            .collect();
+        if !ungrouped.is_empty() {
+            return Err(invalid(
+                section("averaging"),
+                format!(
+                    "`group-mean` averaging needs every task in a group; ungrouped: {}",
+                    list(&ungrouped)
+                ),
+            ));
+        }
+    }
+
+    // Methods.
+    if raw.methods.value.is_empty() {
+        return Err(invalid(line_of(&raw.methods), "`methods` is empty".into()));
+    }
+    let mut valid_methods = catalog.method_names();
+    valid_methods.sort();
+    let mut methods: Vec<MethodSpec> = Vec::new();
+    let mut labels: BTreeMap<String, Option<usize>> = BTreeMap::new();
+    for m in &raw.methods.value {
+        let line = line_of(&m.method);
+        let mname = &m.method.value;
+        if !valid_methods.iter().any(|v| v == mname) {
+            return Err(invalid(
+                line,
+                format!(
+                    "unknown method `{mname}`; valid methods: {}",
+                    list(&valid_methods)
+                ),
+            ));
+        }
+        let (label, label_line) = match &m.label {
+            Some(l) => (l.value.clone(), line_of(l)),
+            None => (mname.clone(), line),
+        };
+        if !is_safe_name(&label) {
+            return Err(invalid(
+                label_line,
+                format!("label `{label}` may only use letters, digits, `.`, `_`, `-`, `+`"),
+            ));
+        }
+        if let Some(prev) = labels.insert(label.clone(), label_line) {
+            let prev = prev
+                .map(|l| format!(" (first at line {l})"))
+                .unwrap_or_default();
+            return Err(invalid(
+                label_line,
+                format!(
+                    "duplicate label `{label}`{prev}; give each entry of the same method a distinct `label:`"
+                ),
+            ));
+        }
+        let mut grid = Vec::new();
+        for (k, values) in &m.grid.0 {
+            let kline = line_of(k).or(line);
+            let key = k
+                .value
+                .strip_prefix("params.")
+                .unwrap_or(&k.value)
+                .to_string();
+            if let Some(field) = key.strip_prefix("recipe.") {
+                if !RECIPE_FIELDS.contains(&field) {
+                    return Err(invalid(
+                        kline,
+                        format!(
+                            "unknown grid key `{key}` in method `{label}`; valid recipe keys: {}",
+                            RECIPE_FIELDS
+                                .iter()
+                                .map(|f| format!("recipe.{f}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            } else if key.is_empty() || key.contains('.') {
+                return Err(invalid(
+                    kline,
+                    format!("grid key `{key}` in method `{label}` must be a method parameter name or `recipe.<field>`"),
+                ));
+            }
+            if values.is_empty() {
+                return Err(invalid(
+                    kline,
+                    format!("grid axis `{key}` of method `{label}` has no values"),
+                ));
+            }
+            if grid.iter().any(|a: &GridAxis| a.key == key) {
+                return Err(invalid(
+                    kline,
+                    format!("grid axis `{key}` of method `{label}` is given twice"),
+                ));
+            }
+            grid.push(GridAxis {
+                key,
+                values: values.clone(),
+            });
+        }
+        let spec = MethodSpec {
+            method: mname.clone(),
+            label,
+            params: Value::Object(sorted(m.params.clone().unwrap_or_default())),
+            grid,
+            recipe: m.recipe.clone(),
+            line: line.unwrap_or(0),
+        };
+        // Every grid point must have valid params and a valid recipe.
+        for point in grid_points(&spec.grid) {
+            let (params, recipe) = resolve_point(&spec, &raw.recipe, &point)
+                .map_err(|msg| invalid(line, format!("method `{}`: {msg}", spec.label)))?;
+            catalog.validate_params(mname, &params).map_err(|msg| {
+                invalid(
+                    line,
+                    format!("method `{mname}` (label `{}`): {msg}", spec.label),
+                )
+            })?;
+            recipe
+                .validate()
+                .map_err(|msg| invalid(line, format!("method `{}`: {msg}", spec.label)))?;
+        }
+        methods.push(spec);
+    }
+    // Labels of grid points must not collide with other entries' labels.
+    let mut run_labels: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    for m in &methods {
+        for point in grid_points(&m.grid) {
+            let l = crate::plan::point_label(&m.label, &point);
+            if let Some((other, _)) = run_labels.insert(l.clone(), (m.label.clone(), m.line)) {
+                return Err(invalid(
+                    Some(m.line).filter(|l| *l > 0),
+                    format!(
+                        "run label `{l}` of entry `{}` repeats one of entry `{other}` (a grid value listed twice, or labels that collide); change a `label:`",
+                        m.label
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Published.
+    let published = match raw.published {
+        None => None,
+        Some(p) => {
+            let check = |v: &Spanned<f64>, what: String| -> Result<f64, SuiteError> {
+                if !(0.0..=100.0).contains(&v.value) {
+                    return Err(invalid(
+                        line_of(v),
+                        format!(
+                            "published {what} = {} is not a percentage in [0, 100]",
+                            v.value
+                        ),
+                    ));
+                }
+                Ok(v.value)
+            };
+            let mut results = BTreeMap::new();
+            for (label, per_task) in &p.results {
+                let mut row = BTreeMap::new();
+                for (task, v) in per_task {
+                    if !task_lines.contains_key(task) {
+                        return Err(invalid(
+                            line_of(v),
+                            format!(
+                                "published result for `{label}` names task `{task}`, which is not in `tasks`; valid tasks: {}",
+                                list(&task_names)
+                            ),
+                        ));
+                    }
+                    row.insert(task.clone(), check(v, format!("{label}/{task}"))?);
+                }
+                results.insert(label.clone(), row);
+            }
+            let mut means = BTreeMap::new();
+            for (label, v) in &p.means {
+                means.insert(label.clone(), check(v, format!("mean of {label}"))?);
+            }
+            let mut group_means = BTreeMap::new();
+            for (label, v) in &p.group_means {
+                group_means.insert(label.clone(), check(v, format!("group mean of {label}"))?);
+            }
+            Some(Published {
+                source: p.source,
+                metric: p.metric,
+                results,
+                means,
+                group_means,
+            })
+        }
+    };
+
+    Ok(Suite {
+        source: path.to_path_buf(),
+        name,
+        description: raw.description,
+        backbone: raw.backbone,
+        data: raw.data,
+        preprocess: raw.preprocess,
+        protocol: raw.protocol,
+        recipe: raw.recipe,
+        seeds: raw.seeds.value,
+        averaging,
+        groups,
+        tasks,
+        methods,
+        published,
+    })
+}
+
+pub(crate) fn validate_protocol(p: &Protocol) -> Result<(), String> {
+    for (field, v) in [
+        ("train_split", &p.train_split),
+        ("eval_split", &p.eval_split),
+    ] {
+        if v.trim().is_empty() {
+            return Err(format!("`protocol.{field}` is empty"));
+        }
+    }
+    if p.selection == Selection::BestVal && p.val_split.is_none() {
+        return Err("`protocol.selection: best-val` needs `protocol.val_split`".into());
+    }
+    if p.val_split.as_deref() == Some(p.eval_split.as_str()) && p.selection == Selection::BestVal {
+        return Err(format!(
+            "`protocol.val_split` is the evaluation split `{}`: selecting on it leaks the test set",
+            p.eval_split
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON object with sorted keys (independent of serde_json's `preserve_order` feature).
+pub(crate) fn sorted(m: Map<String, Value>) -> Map<String, Value> {
+    let b: BTreeMap<String, Value> = m.into_iter().collect();
+    b.into_iter().collect()
+}
+
+/// Grid points: the cartesian product of the axes, first axis slowest. No axes -> one empty point.
+pub(crate) fn grid_points(axes: &[GridAxis]) -> Vec<Vec<(String, Value)>> {
+    let mut points: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+    for axis in axes {
+        let mut next = Vec::with_capacity(points.len() * axis.values.len());
+        for p in &points {
+            for v in &axis.values {
+                let mut q = p.clone();
+                q.push((axis.key.clone(), v.clone()));
+                next.push(q);
+            }
+        }
+        points = next;
+    }
+    points
+}
+
+/// Sets `field` of a recipe given as JSON; the result is checked when converted back.
+pub(crate) fn recipe_from_json(json: Value) -> Result<Recipe, String> {
+    serde_json::from_value(json).map_err(|e| format!("invalid recipe: {e}"))
+}
+
+/// Params and recipe of one grid point (before command-line overrides).
+pub(crate) fn resolve_point(
+    m: &MethodSpec,
+    base: &Recipe,
+    point: &[(String, Value)],
+) -> Result<(Value, Recipe), String> {
+    let mut params = match &m.params {
+        Value::Object(o) => o.clone(),
+        _ => Map::new(),
+    };
+    let mut recipe = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    let obj = recipe
+        .as_object_mut()
+        .expect("recipe serialises to an object");
+    for (k, v) in m.recipe.to_json() {
+        obj.insert(k, v);
+    }
+    for (k, v) in point {
+        match k.strip_prefix("recipe.") {
+            Some(f) => {
+                obj.insert(f.to_string(), v.clone());
+            }
+            None => {
+                params.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let recipe = recipe_from_json(recipe)?;
+    Ok((Value::Object(sorted(params)), recipe))
+}

@@ -1,0 +1,461 @@
+//! The parsed, validated form of a suite file and the pieces a [`RunSpec`](crate::RunSpec) is made of.
+//!
+//! Every struct here mirrors one section of the YAML file; every struct that is read from YAML
+//! rejects unknown fields (the error lists the valid ones).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The model that every run of a suite adapts (YAML section `backbone`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSpec {
+    /// A Hugging Face hub id (`google/vit-base-patch16-224-in21k`), a local directory, or the special
+    /// value `demo`: the small backbone embedded in the binary (pretrained by this project).
+    pub checkpoint: String,
+    /// Hub revision (branch, tag or commit); `None` means the hub default (`main`).
+    #[serde(default)]
+    pub revision: Option<String>,
+}
+
+/// On-disk (or generated) layout of the data sets.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// NOAH / FacT / V-PETL folders: `<root>/<task>/{train800,val200,train800val200,test}.txt`.
+    Noah,
+    /// The processed VTAB-1k copy published as parquet files.
+    Parquet,
+    /// The FGVC layout of VPT (json split files).
+    Fgvc,
+    /// Synthetic images rendered on the fly; each task names a `generator`.
+    Generated,
+}
+
+/// Where the images come from (YAML section `data`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Layout of the data on disk, or `generated`.
+    pub format: DataFormat,
+    /// Data root; `None` means the `--data-dir` option or the `PEFTBENCH_DATA` environment variable.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Generated tasks only: the size (pixels, square) the images are rendered at.
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    /// Generated tasks only: training examples per task (required for `generated`).
+    #[serde(default)]
+    pub train_examples: Option<usize>,
+    /// Generated tasks only: evaluation examples per task (required for `generated`).
+    #[serde(default)]
+    pub eval_examples: Option<usize>,
+}
+
+/// Resampling filter used to resize images.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Bicubic (NOAH, FacT).
+    Bicubic,
+    /// Bilinear (V-PETL evaluation).
+    Bilinear,
+}
+
+/// Pixel normalisation applied after scaling to [0, 1].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// ImageNet mean/std (NOAH LoRA/Adapter, FacT, V-PETL).
+    Imagenet,
+    /// Mean 0.5, std 0.5 (NOAH's VPT script).
+    Inception,
+    /// No normalisation: pixels stay in [0, 1] (VPT, SSF, binary adapters).
+    None,
+}
+
+/// Input pipeline (YAML section `preprocess`). All fields are required: the choice differs between
+/// published repositories and changes the numbers, so a suite must state it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSpec {
+    /// Images are resized to `image_size` x `image_size`.
+    pub image_size: usize,
+    /// Resampling filter for the resize.
+    pub interpolation: Interpolation,
+    /// Pixel normalisation.
+    pub normalization: Normalization,
+}
+
+/// Which checkpoint of a run is evaluated (recorded in every result).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// The model after the last epoch (V-PETL).
+    Final,
+    /// The epoch with the best accuracy on `val_split` (needs `val_split`).
+    BestVal,
+}
+
+/// What a corrupt or unreadable image does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDataError {
+    /// Stop the run with an error naming the file (default).
+    #[default]
+    Stop,
+    /// Skip the example and count it in the run's record.
+    SkipExample,
+}
+
+/// Splits and model-selection rule (YAML section `protocol`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    /// Split trained on (`train800val200` for final VTAB-1k runs, `train800` when tuning).
+    pub train_split: String,
+    /// Split the reported accuracy is measured on (`test`, or `val200` when tuning).
+    pub eval_split: String,
+    /// Split used for model selection; required when `selection` is `best-val`.
+    #[serde(default)]
+    pub val_split: Option<String>,
+    /// Model-selection rule.
+    pub selection: Selection,
+    /// What a corrupt image does (default `stop`).
+    #[serde(default)]
+    pub on_data_error: OnDataError,
+}
+
+/// The field names of [`Protocol`], in file order (valid `protocol.*` override keys).
+pub const PROTOCOL_FIELDS: &[&str] = &[
+    "train_split",
+    "eval_split",
+    "val_split",
+    "selection",
+    "on_data_error",
+];
+
+/// Optimisation recipe (YAML section `recipe`, and per-method `recipe` overrides).
+///
+/// AdamW with a linear warm-up from `warmup_lr` to `lr` over `warmup_epochs`, then cosine decay to
+/// `min_lr`. Every field is optional in the file; the defaults are the NOAH/FacT VTAB-1k recipe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recipe {
+    /// Training epochs (default 100).
+    pub epochs: usize,
+    /// Training batch size (default 64).
+    pub batch_size: usize,
+    /// Peak learning rate (default 1e-3).
+    pub lr: f64,
+    /// Final learning rate of the cosine schedule (default 1e-5).
+    pub min_lr: f64,
+    /// Linear warm-up epochs (default 10).
+    pub warmup_epochs: usize,
+    /// Learning rate at the start of warm-up (default 1e-6).
+    pub warmup_lr: f64,
+    /// AdamW decoupled weight decay (default 1e-4).
+    pub weight_decay: f64,
+    /// AdamW betas (default [0.9, 0.999]).
+    pub betas: [f64; 2],
+    /// AdamW epsilon (default 1e-8).
+    pub eps: f64,
+    /// Label smoothing of the cross-entropy loss (default 0; V-PETL uses 0.1).
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this value (default none).
+    pub grad_clip: Option<f64>,
+    /// Stochastic depth rate of the backbone (default 0.1).
+    pub drop_path: f64,
+    /// Batch size for evaluation (default 128).
+    pub eval_batch_size: usize,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            epochs: 100,
+            batch_size: 64,
+            lr: 1.0e-3,
+            min_lr: 1.0e-5,
+            warmup_epochs: 10,
+            warmup_lr: 1.0e-6,
+            weight_decay: 1.0e-4,
+            betas: [0.9, 0.999],
+            eps: 1.0e-8,
+            label_smoothing: 0.0,
+            grad_clip: None,
+            drop_path: 0.1,
+            eval_batch_size: 128,
+        }
+    }
+}
+
+/// The field names of [`Recipe`], in declaration order (valid `recipe.*` keys).
+pub const RECIPE_FIELDS: &[&str] = &[
+    "epochs",
+    "batch_size",
+    "lr",
+    "min_lr",
+    "warmup_epochs",
+    "warmup_lr",
+    "weight_decay",
+    "betas",
+    "eps",
+    "label_smoothing",
+    "grad_clip",
+    "drop_path",
+    "eval_batch_size",
+];
+
+impl Recipe {
+    /// Checks ranges (positive sizes and rates, probabilities in [0, 1), warm-up within the run).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (name, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if v == 0 {
+                problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            problems.push(format!("lr must be positive (got {})", self.lr));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            problems.push(format!("eps must be positive (got {})", self.eps));
+        }
+        for (name, v) in [
+            ("min_lr", self.min_lr),
+            ("warmup_lr", self.warmup_lr),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                problems.push(format!("{name} must be zero or positive (got {v})"));
+            }
+        }
+        for (name, v) in [
+            ("label_smoothing", self.label_smoothing),
+            ("drop_path", self.drop_path),
+            ("betas[0]", self.betas[0]),
+            ("betas[1]", self.betas[1]),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                problems.push(format!("{name} must be in [0, 1) (got {v})"));
+            }
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                problems.push(format!("grad_clip must be positive or null (got {c})"));
+            }
+        }
+        if self.warmup_epochs > self.epochs {
+            problems.push(format!(
+                "warmup_epochs ({}) exceeds epochs ({})",
+                self.warmup_epochs, self.epochs
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("invalid recipe: {}", problems.join("; ")))
+        }
+    }
+}
+
+fn some_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+/// A partial [`Recipe`]: a method's `recipe:` overrides. Fields left out keep the suite's value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RecipePatch {
+    /// See [`Recipe::epochs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// See [`Recipe::batch_size`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// See [`Recipe::lr`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// See [`Recipe::min_lr`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_lr: Option<f64>,
+    /// See [`Recipe::warmup_epochs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<usize>,
+    /// See [`Recipe::warmup_lr`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_lr: Option<f64>,
+    /// See [`Recipe::weight_decay`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// See [`Recipe::betas`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub betas: Option<[f64; 2]>,
+    /// See [`Recipe::eps`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+    /// See [`Recipe::label_smoothing`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    /// See [`Recipe::grad_clip`]; `grad_clip: null` switches clipping off.
+    #[serde(
+        default,
+        deserialize_with = "some_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub grad_clip: Option<Option<f64>>,
+    /// See [`Recipe::drop_path`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_path: Option<f64>,
+    /// See [`Recipe::eval_batch_size`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_batch_size: Option<usize>,
+}
+
+impl RecipePatch {
+    /// The fields this patch sets, as a JSON object.
+    pub fn to_json(&self) -> serde_json::Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// Whether the patch sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.to_json().is_empty()
+    }
+}
+
+/// Which averages over tasks a report shows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Averaging {
+    /// Plain mean over all tasks (V-PETL).
+    Mean,
+    /// Mean of the group means (most papers); needs every task in a group.
+    GroupMean,
+}
+
+/// Synthetic task generators of the `generated` data format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Generator {
+    /// Where is the shape (grid cell)?
+    Position,
+    /// Which way does the shape point?
+    Orientation,
+    /// How many shapes are there?
+    Count,
+    /// Which shape is it? (the demo backbone's upstream pre-training task)
+    Shapes,
+}
+
+/// One task of the suite (an entry of `tasks`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Task name: the data folder name (`cifar`, `oxford_iiit_pet`, ...); letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Number of classes of the classification head.
+    pub num_classes: usize,
+    /// Generated data only: which generator renders the task.
+    #[serde(default)]
+    pub generator: Option<Generator>,
+    /// Group (`natural`, `specialized`, `structured`). In the file it may be given here or by
+    /// listing the task in `groups`; after loading it is filled in from both.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// One grid axis of a method: the key and the values it takes, in file order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GridAxis {
+    /// A method parameter name (`r`; `params.r` is accepted and normalised to `r`) or a recipe key
+    /// (`recipe.lr`).
+    pub key: String,
+    /// The values, in order; the first axis varies slowest.
+    pub values: Vec<Value>,
+}
+
+/// One entry of `methods`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MethodSpec {
+    /// The registered method name (`lora`, `vpt-deep`, ...).
+    pub method: String,
+    /// Unique label (default: the method name). Grid runs append the grid values (`lora-r4-lr0.001`).
+    pub label: String,
+    /// Fixed method parameters (a JSON object).
+    pub params: Value,
+    /// Grid axes, in file order.
+    pub grid: Vec<GridAxis>,
+    /// Recipe overrides for this method.
+    pub recipe: RecipePatch,
+    /// Line of the entry in the suite file (for messages).
+    pub line: usize,
+}
+
+/// Published reference numbers printed beside ours (YAML section `published`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    /// Where the numbers come from (paper, README, table).
+    pub source: String,
+    /// The metric (default `accuracy`).
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    /// Per-task numbers in percent: method label -> task -> value.
+    #[serde(default)]
+    pub results: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Published plain means over all tasks, in percent: method label -> value.
+    #[serde(default)]
+    pub means: BTreeMap<String, f64>,
+    /// Published means of group means, in percent: method label -> value.
+    #[serde(default)]
+    pub group_means: BTreeMap<String, f64>,
+}
+
+fn default_metric() -> String {
+    "accuracy".to_string()
+}
+
+/// A parsed and validated suite file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suite {
+    /// The file the suite was read from.
+    pub source: PathBuf,
+    /// Suite name (`name:`, default the file stem).
+    pub name: String,
+    /// One-line description.
+    pub description: String,
+    /// The backbone every run adapts.
+    pub backbone: BackboneSpec,
+    /// Data format and location.
+    pub data: DataSpec,
+    /// Input pipeline.
+    pub preprocess: PreprocessSpec,
+    /// Splits and model selection.
+    pub protocol: Protocol,
+    /// Suite-wide recipe (methods may override fields).
+    pub recipe: Recipe,
+    /// Seeds; every (task, method, grid point) runs once per seed.
+    pub seeds: Vec<u64>,
+    /// Averages a report shows.
+    pub averaging: Vec<Averaging>,
+    /// Group name -> task names (complete: includes groups given on tasks).
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Tasks in file order, `group` filled in.
+    pub tasks: Vec<TaskSpec>,
+    /// Methods in file order.
+    pub methods: Vec<MethodSpec>,
+    /// Published reference numbers.
+    pub published: Option<Published>,
+}

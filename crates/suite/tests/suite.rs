@@ -1,0 +1,837 @@
+//! Loading, validation messages, planning, overrides, filters and hashes of suites.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use peftbench_suite::*;
+use serde_json::{json, Value};
+
+/// A stand-in for the methods crate: names and parameter names of the eight methods.
+struct FakeCatalog;
+
+fn params_of(method: &str) -> Option<&'static [&'static str]> {
+    Some(match method {
+        "full" | "linear" | "bitfit" => &[],
+        "lora" => &["alpha", "dropout", "r", "target_modules", "use_rslora"],
+        "adapter" => &["activation", "bottleneck", "placement"],
+        "adaptformer" => &["bottleneck", "dropout", "scale"],
+        "vpt-shallow" | "vpt-deep" => &["dropout", "prompts"],
+        _ => return None,
+    })
+}
+
+impl MethodCatalog for FakeCatalog {
+    fn method_names(&self) -> Vec<String> {
+        [
+            "full",
+            "linear",
+            "bitfit",
+            "lora",
+            "adapter",
+            "adaptformer",
+            "vpt-shallow",
+            "vpt-deep",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+    fn validate_params(&self, method: &str, params: &Value) -> Result<(), String> {
+        let valid = params_of(method).ok_or_else(|| format!("unknown method `{method}`"))?;
+        let obj = params.as_object().ok_or("params must be a mapping")?;
+        for k in obj.keys() {
+            if !valid.contains(&k.as_str()) {
+                return Err(format!(
+                    "unknown parameter `{k}`; valid parameters: {}",
+                    if valid.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        valid.join(", ")
+                    }
+                ));
+            }
+        }
+        if let Some(r) = obj.get("r") {
+            if r.as_u64().is_none_or(|r| r == 0) {
+                return Err(format!("`r` must be a positive integer, got {r}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn suites_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../suites")
+}
+
+const BASE: &str = "\
+name: small
+description: a small test suite
+backbone:
+  checkpoint: demo
+data:
+  format: generated
+  image_size: 32
+  train_examples: 100
+  eval_examples: 50
+preprocess: { image_size: 32, interpolation: bilinear, normalization: none }
+protocol:
+  train_split: train
+  eval_split: test
+  selection: final
+recipe:
+  epochs: 4
+  lr: 1.0e-3
+  warmup_epochs: 1
+seeds: [0, 1]
+averaging: [mean, group-mean]
+groups:
+  structured: [position, count]
+tasks:
+  - { name: position, num_classes: 9, generator: position }
+  - name: count
+    num_classes: 6
+    generator: count
+methods:
+  - method: full
+    recipe: { lr: 3.0e-4 }
+  - method: lora
+    label: lora-grid
+    params: { r: 8, alpha: 8, target_modules: [query, value] }
+    grid: { r: [4, 8], recipe.lr: [1.0e-3, 5.0e-4] }
+  - method: vpt-deep
+    params: { prompts: 4 }
+";
+
+/// Writes `text` to `<tmp>/x.yaml` and loads it.
+fn load_text(text: &str) -> (tempfile::TempDir, Result<Suite, SuiteError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.yaml");
+    std::fs::write(&path, text).unwrap();
+    let r = load_suite(path.to_str().unwrap(), dir.path(), &FakeCatalog);
+    (dir, r)
+}
+
+fn load_err(text: &str) -> String {
+    match load_text(text).1 {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => {
+            eprintln!("{e}");
+            e.to_string()
+        }
+    }
+}
+
+/// 1-based line of the first line containing `needle`.
+fn line_with(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in text")
+        + 1
+}
+
+fn base_suite() -> Suite {
+    load_text(BASE).1.unwrap()
+}
+
+#[test]
+fn base_suite_loads() {
+    let s = base_suite();
+    assert_eq!(s.name, "small");
+    assert_eq!(s.seeds, vec![0, 1]);
+    assert_eq!(s.tasks.len(), 2);
+    assert_eq!(s.tasks[1].group.as_deref(), Some("structured"));
+    assert_eq!(s.methods.len(), 3);
+    assert_eq!(s.methods[1].label, "lora-grid");
+    assert_eq!(s.methods[1].grid[0].key, "r");
+    assert_eq!(s.methods[1].grid[1].key, "recipe.lr");
+    assert_eq!(s.methods[0].recipe.lr, Some(3.0e-4));
+    assert_eq!(s.recipe.epochs, 4);
+    // Defaults from the NOAH recipe fill the rest.
+    assert_eq!(s.recipe.batch_size, 64);
+    assert_eq!(s.recipe.weight_decay, 1.0e-4);
+    assert_eq!(s.protocol.on_data_error, OnDataError::Stop);
+    assert_eq!(s.methods[1].line, line_with(BASE, "method: lora"));
+}
+
+#[test]
+fn name_defaults_to_file_stem() {
+    let (_d, r) = load_text(&BASE.replace("name: small\n", ""));
+    assert_eq!(r.unwrap().name, "x");
+}
+
+#[test]
+fn unknown_field_names_file_line_column_and_choices() {
+    let text = BASE.replace("  lr: 1.0e-3\n  warmup", "  lrr: 1.0e-3\n  warmup");
+    let e = load_err(&text);
+    let line = line_with(&text, "lrr:");
+    assert!(e.contains(&format!("x.yaml:{line}:3:")), "{e}");
+    assert!(
+        e.contains("unknown field `lrr` in recipe, expected one of: epochs, batch_size"),
+        "{e}"
+    );
+    assert!(e.contains("eval_batch_size"), "{e}");
+}
+
+#[test]
+fn unknown_field_in_method_entry() {
+    let text = BASE.replace(
+        "    params: { prompts: 4 }",
+        "    params: { prompts: 4 }\n    parms: {}",
+    );
+    let e = load_err(&text);
+    let line = line_with(&text, "parms:");
+    assert!(e.contains(&format!("x.yaml:{line}:5:")), "{e}");
+    assert!(
+        e.contains("unknown field `parms` in methods[vpt-deep]"),
+        "{e}"
+    );
+    assert!(e.contains("label, params, grid, recipe"), "{e}");
+}
+
+#[test]
+fn bad_enum_value_lists_variants() {
+    let text = BASE.replace("selection: final", "selection: best");
+    let e = load_err(&text);
+    assert!(
+        e.contains(&format!("x.yaml:{}:", line_with(&text, "selection: best"))),
+        "{e}"
+    );
+    assert!(e.contains("final, best-val"), "{e}");
+}
+
+#[test]
+fn unknown_method_lists_valid_methods() {
+    let text = BASE.replace("method: vpt-deep", "method: lora2");
+    let e = load_err(&text);
+    let line = line_with(&text, "lora2");
+    assert!(
+        e.contains(&format!(
+            "x.yaml:{line}: unknown method `lora2`; valid methods: adapter, adaptformer, bitfit, full, linear, lora, vpt-deep, vpt-shallow"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_method_param_names_method_line() {
+    let text = BASE.replace("params: { prompts: 4 }", "params: { prompts: 4, depth: 3 }");
+    let e = load_err(&text);
+    let line = line_with(&text, "method: vpt-deep");
+    assert!(
+        e.contains(&format!("x.yaml:{line}: method `vpt-deep`")),
+        "{e}"
+    );
+    assert!(
+        e.contains("unknown parameter `depth`; valid parameters: dropout, prompts"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_grid_param_is_caught_per_point() {
+    let text = BASE.replace("r: [4, 8]", "r: [4, 0]");
+    let e = load_err(&text);
+    assert!(
+        e.contains(&format!(
+            "x.yaml:{}: method `lora`",
+            line_with(&text, "method: lora")
+        )),
+        "{e}"
+    );
+    assert!(e.contains("`r` must be a positive integer"), "{e}");
+    let text = BASE.replace("recipe.lr: [", "recipe.lrr: [");
+    let e = load_err(&text);
+    assert!(
+        e.contains(&format!("x.yaml:{}:", line_with(&text, "recipe.lrr"))),
+        "{e}"
+    );
+    assert!(e.contains("unknown grid key `recipe.lrr`"), "{e}");
+    assert!(e.contains("recipe.warmup_lr"), "{e}");
+}
+
+#[test]
+fn group_task_not_in_tasks() {
+    let text = BASE.replace(
+        "structured: [position, count]",
+        "structured: [position, count, kitti]",
+    );
+    let e = load_err(&text);
+    let line = line_with(&text, "kitti");
+    assert!(
+        e.contains(&format!(
+            "x.yaml:{line}: group `structured` lists task `kitti`"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("valid tasks: position, count"), "{e}");
+}
+
+#[test]
+fn group_mean_needs_grouped_tasks() {
+    let text = BASE.replace("structured: [position, count]", "structured: [position]");
+    let e = load_err(&text);
+    assert!(
+        e.contains(&format!("x.yaml:{}:", line_with(&text, "averaging:"))),
+        "{e}"
+    );
+    assert!(e.contains("ungrouped: count"), "{e}");
+    // A task may name its group itself.
+    let text = text.replace(
+        "    generator: count",
+        "    generator: count\n    group: structured",
+    );
+    let s = load_text(&text).1.unwrap();
+    assert_eq!(s.groups["structured"], vec!["position", "count"]);
+}
+
+#[test]
+fn duplicate_labels() {
+    let text = BASE.replace(
+        "  - method: vpt-deep\n",
+        "  - method: full\n  - method: vpt-deep\n",
+    );
+    let e = load_err(&text);
+    let first = line_with(&text, "method: full");
+    let second = line_with(&text, "method: vpt-deep") - 1;
+    assert!(
+        e.contains(&format!(
+            "x.yaml:{second}: duplicate label `full` (first at line {first})"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_seeds() {
+    let text = BASE.replace("seeds: [0, 1]", "seeds: []");
+    let e = load_err(&text);
+    assert!(
+        e.contains(&format!(
+            "x.yaml:{}: `seeds` is empty",
+            line_with(&text, "seeds:")
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_yaml_has_line_and_column() {
+    let text = BASE.replace("seeds: [0, 1]", "seeds: [0, 1");
+    let e = load_err(&text);
+    assert!(
+        e.starts_with(&format!("{}", Path::new("x.yaml").display())) || e.contains("x.yaml:"),
+        "{e}"
+    );
+    let re_line = e.split("x.yaml:").nth(1).unwrap();
+    let mut it = re_line.split(':');
+    let line: usize = it.next().unwrap().parse().unwrap();
+    let col: usize = it.next().unwrap().parse().unwrap();
+    assert!(line >= line_with(&text, "seeds:") && col >= 1, "{e}");
+    let e = load_err("tasks: [\n  - a\n");
+    assert!(e.contains("x.yaml:"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_line() {
+    let text = BASE.replace("epochs: 4", "epochs: four");
+    let e = load_err(&text);
+    assert!(
+        e.contains(&format!("x.yaml:{}:", line_with(&text, "epochs: four"))),
+        "{e}"
+    );
+    assert!(e.contains("(in recipe.epochs)"), "{e}");
+    let e = load_err(&BASE.replace(
+        "{ name: position, num_classes: 9,",
+        "{ name: position, num_classes: x,",
+    ));
+    assert!(
+        e.contains("x.yaml:24:") && e.contains("tasks[position].num_classes"),
+        "{e}"
+    );
+    let e = load_err(&BASE.replace("  selection: final\n", ""));
+    assert!(e.contains("missing field `selection`"), "{e}");
+}
+
+#[test]
+fn semantic_checks() {
+    let e = load_err(&BASE.replace("  train_examples: 100\n", ""));
+    assert!(
+        e.contains("x.yaml:5: `data.train_examples` is required"),
+        "{e}"
+    );
+    let e = load_err(&BASE.replace("selection: final", "selection: best-val"));
+    assert!(e.contains("needs `protocol.val_split`"), "{e}");
+    let e = load_err(&BASE.replace(
+        "  - { name: position, num_classes: 9, generator: position }",
+        "  - { name: position, num_classes: 9 }",
+    ));
+    assert!(e.contains("needs a `generator`"), "{e}");
+    let e = load_err(&BASE.replace("warmup_epochs: 1", "warmup_epochs: 10"));
+    assert!(e.contains("warmup_epochs (10) exceeds epochs (4)"), "{e}");
+    let e = load_err(&BASE.replace("- name: count\n", "- name: position\n"));
+    assert!(e.contains("task `position` is listed twice"), "{e}");
+    let e = load_err(&format!(
+        "{BASE}published:\n  source: x\n  results:\n    lora-grid: {{ cifar: 50.0 }}\n"
+    ));
+    assert!(
+        e.contains("names task `cifar`, which is not in `tasks`"),
+        "{e}"
+    );
+    let e = load_err(&format!(
+        "{BASE}published:\n  source: x\n  means: {{ full: 0.9, lora: 101 }}\n"
+    ));
+    assert!(e.contains("is not a percentage"), "{e}");
+}
+
+#[test]
+fn suite_by_name_and_not_found() {
+    let s = load_suite("demo", &suites_dir(), &FakeCatalog).unwrap();
+    assert_eq!(s.name, "demo");
+    let e = load_suite("vtab", &suites_dir(), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no suite `vtab`"), "{e}");
+    assert!(e.contains("valid suites: demo, fgvc, vtab1k"), "{e}");
+    let listed = list_suites(&suites_dir());
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.starts_with(&["demo", "fgvc", "vtab1k"]) || names.contains(&"vtab1k"),
+        "{names:?}"
+    );
+    assert!(listed.iter().all(|(_, d)| !d.is_empty()));
+}
+
+#[test]
+fn grid_expansion_count_and_order() {
+    let s = base_suite();
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    // 2 tasks x (full 1 + lora 2x2 + vpt 1) x 2 seeds
+    assert_eq!(runs.len(), 2 * 6 * 2);
+    let order: Vec<String> = runs
+        .iter()
+        .take(12)
+        .map(|r| format!("{}/{}/{}", r.task.name, r.label, r.seed))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "position/full/0",
+            "position/full/1",
+            "position/lora-grid-r4-lr0.001/0",
+            "position/lora-grid-r4-lr0.001/1",
+            "position/lora-grid-r4-lr0.0005/0",
+            "position/lora-grid-r4-lr0.0005/1",
+            "position/lora-grid-r8-lr0.001/0",
+            "position/lora-grid-r8-lr0.001/1",
+            "position/lora-grid-r8-lr0.0005/0",
+            "position/lora-grid-r8-lr0.0005/1",
+            "position/vpt-deep/0",
+            "position/vpt-deep/1",
+        ]
+    );
+    assert_eq!(runs[12].task.name, "count");
+    let r = &runs[4];
+    assert_eq!(
+        r.params,
+        json!({"alpha": 8, "r": 4, "target_modules": ["query", "value"]})
+    );
+    assert_eq!(r.recipe.lr, 5.0e-4);
+    assert_eq!(r.recipe.epochs, 4);
+    assert_eq!(runs[0].recipe.lr, 3.0e-4, "per-method recipe override");
+    assert_eq!(runs[0].params, json!({}));
+    assert_eq!(r.group.as_deref(), Some("structured"));
+    assert_eq!(r.suite, "small");
+    // Params keys are sorted.
+    let keys: Vec<&String> = r.params.as_object().unwrap().keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    // Run ids are unique and filesystem-safe.
+    let ids: std::collections::BTreeSet<String> = runs.iter().map(|r| r.run_id()).collect();
+    assert_eq!(ids.len(), runs.len());
+    let id = runs[0].run_id();
+    assert!(id.starts_with("position/full/seed0-"), "{id}");
+    assert_eq!(id.len(), "position/full/seed0-".len() + 10);
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)),
+        "{id}"
+    );
+}
+
+fn opts(filter: &[&str], overrides: &[&str]) -> PlanOptions {
+    PlanOptions {
+        filter: filter.iter().map(|s| s.to_string()).collect(),
+        overrides: overrides.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn filters() {
+    let s = base_suite();
+    let p = |f: &[&str]| plan(&s, &opts(f, &[]), &FakeCatalog);
+    let runs = p(&["task=count"]).unwrap();
+    assert_eq!(runs.len(), 12);
+    assert!(runs.iter().all(|r| r.task.name == "count"));
+    // comma = AND
+    let runs = p(&["task=count,method=lora,seed=1"]).unwrap();
+    assert_eq!(runs.len(), 4);
+    // several terms = OR
+    let runs = p(&["method=full", "label=vpt-deep"]).unwrap();
+    assert_eq!(runs.len(), 8);
+    let runs = p(&["label=lora-grid-r8-lr0.001"]).unwrap();
+    assert_eq!(runs.len(), 4);
+    let runs = p(&["group=structured,seed=0"]).unwrap();
+    assert_eq!(runs.len(), 12);
+    // bare substring of the run id
+    let runs = p(&["r4-lr0.0005/seed1"]).unwrap();
+    assert_eq!(runs.len(), 2);
+    let id = runs[0].run_id();
+    assert_eq!(p(&[&id]).unwrap().len(), 1);
+
+    let e = p(&["tsk=count"]).unwrap_err().to_string();
+    assert!(
+        e.contains("unknown key `tsk`; valid keys: task, method, label, group, seed"),
+        "{e}"
+    );
+    let e = p(&["task=cifar"]).unwrap_err().to_string();
+    assert!(
+        e.contains("no task `cifar`") && e.contains("valid tasks: position, count"),
+        "{e}"
+    );
+    let e = p(&["method=adapter"]).unwrap_err().to_string();
+    assert!(e.contains("valid methods: full, lora, vpt-deep"), "{e}");
+    let e = p(&["label=lora"]).unwrap_err().to_string();
+    assert!(
+        e.contains("valid labels: full, lora-grid-r4-lr0.001"),
+        "{e}"
+    );
+    let e = p(&["nothing-matches-this"]).unwrap_err().to_string();
+    assert!(e.contains("selects no runs"), "{e}");
+}
+
+#[test]
+fn overrides() {
+    let s = base_suite();
+    let runs = plan(
+        &s,
+        &opts(
+            &[],
+            &["recipe.lr=2e-3", "seeds=[7]", "recipe.grad_clip=1.0"],
+        ),
+        &FakeCatalog,
+    )
+    .unwrap();
+    assert_eq!(runs.len(), 12);
+    assert!(runs
+        .iter()
+        .all(|r| r.recipe.lr == 2.0e-3 && r.seed == 7 && r.recipe.grad_clip == Some(1.0)));
+    let runs = plan(&s, &opts(&[], &["seeds=3"]), &FakeCatalog).unwrap();
+    assert!(runs.iter().all(|r| r.seed == 3));
+
+    // params.* applies to the selected methods and is validated by the catalog.
+    let runs = plan(
+        &s,
+        &opts(&["method=vpt-deep"], &["params.prompts=16"]),
+        &FakeCatalog,
+    )
+    .unwrap();
+    assert!(runs.iter().all(|r| r.params["prompts"] == json!(16)));
+    let e = plan(&s, &opts(&[], &["params.prompts=16"]), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid override `params.prompts=16`"), "{e}");
+    assert!(
+        e.contains("method `full`") && e.contains("unknown parameter `prompts`"),
+        "{e}"
+    );
+    let e = plan(&s, &opts(&["method=lora"], &["params.r=2"]), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`r` is a grid axis"), "{e}");
+    let runs = plan(
+        &s,
+        &opts(&["method=lora"], &["params.alpha=16"]),
+        &FakeCatalog,
+    )
+    .unwrap();
+    assert!(runs.iter().all(|r| r.params["alpha"] == json!(16)));
+
+    // protocol.selection
+    let runs = plan(
+        &s,
+        &opts(
+            &[],
+            &["protocol.selection=best-val", "protocol.val_split=val"],
+        ),
+        &FakeCatalog,
+    )
+    .unwrap();
+    assert!(runs
+        .iter()
+        .all(|r| r.protocol.selection == Selection::BestVal));
+    let e = plan(
+        &s,
+        &opts(&[], &["protocol.selection=best-val"]),
+        &FakeCatalog,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("val_split"), "{e}");
+
+    // Unknown keys list the valid ones; bad values say why.
+    let e = plan(&s, &opts(&[], &["recipe.lrr=1"]), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown recipe field `lrr`; expected one of: epochs, batch_size, lr"),
+        "{e}"
+    );
+    let e = plan(&s, &opts(&[], &["optimizer=sgd"]), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown key `optimizer`") && e.contains("params.<name>") && e.contains("seeds"),
+        "{e}"
+    );
+    let e = plan(&s, &opts(&[], &["recipe.epochs=many"]), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid recipe"), "{e}");
+    let e = plan(&s, &opts(&[], &["seeds=[]"]), &FakeCatalog)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seeds is empty"), "{e}");
+
+    // --epochs and --limit
+    let o = PlanOptions {
+        epochs: Some(1),
+        limit: Some(32),
+        ..Default::default()
+    };
+    let runs = plan(&s, &o, &FakeCatalog).unwrap();
+    assert!(runs
+        .iter()
+        .all(|r| r.recipe.epochs == 1 && r.recipe.warmup_epochs <= 1 && r.limit == Some(32)));
+    let o = PlanOptions {
+        limit: Some(0),
+        ..Default::default()
+    };
+    assert!(plan(&s, &o, &FakeCatalog).is_err());
+}
+
+#[test]
+fn config_hash_is_stable() {
+    let s = base_suite();
+    let a = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    let b = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(a[0].config_hash(), b[0].config_hash());
+    assert_eq!(a[0].config_hash().len(), 64);
+    // A clone, and a JSON round trip, hash the same.
+    let rt: RunSpec = serde_json::from_str(&serde_json::to_string(&a[3]).unwrap()).unwrap();
+    assert_eq!(rt.config_hash(), a[3].config_hash());
+    // Changing lr changes the hash.
+    let mut c = a[0].clone();
+    c.recipe.lr *= 2.0;
+    assert_ne!(c.config_hash(), a[0].config_hash());
+    let mut c = a[0].clone();
+    c.limit = Some(10);
+    assert_ne!(c.config_hash(), a[0].config_hash());
+    // Key order in the YAML does not matter.
+    let reordered = BASE
+        .replace(
+            "params: { r: 8, alpha: 8, target_modules: [query, value] }",
+            "params: { target_modules: [query, value], alpha: 8, r: 8 }",
+        )
+        .replace(
+            "recipe:\n  epochs: 4\n  lr: 1.0e-3\n",
+            "recipe:\n  lr: 1.0e-3\n  epochs: 4\n",
+        )
+        .replace(
+            "preprocess: { image_size: 32, interpolation: bilinear, normalization: none }",
+            "preprocess: { normalization: none, interpolation: bilinear, image_size: 32 }",
+        );
+    assert_ne!(reordered, BASE);
+    let s2 = load_text(&reordered).1.unwrap();
+    let a2 = plan(&s2, &PlanOptions::default(), &FakeCatalog).unwrap();
+    let h1: Vec<String> = a.iter().map(|r| r.run_id()).collect();
+    let h2: Vec<String> = a2.iter().map(|r| r.run_id()).collect();
+    assert_eq!(h1, h2);
+}
+
+#[test]
+fn canonical_json_sorts_keys() {
+    let mut s = String::new();
+    canonical_json(&json!({"b": 1, "a": {"d": [1, 2.5], "c": null}}), &mut s);
+    assert_eq!(s, r#"{"a":{"c":null,"d":[1,2.5]},"b":1}"#);
+}
+
+#[test]
+fn recipe_fields_constant_matches_struct() {
+    let v = serde_json::to_value(Recipe::default()).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let mut expected: Vec<&str> = RECIPE_FIELDS.to_vec();
+    keys.sort();
+    expected.sort();
+    assert_eq!(keys, expected);
+    let v = serde_json::to_value(base_suite().protocol).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let mut expected: Vec<&str> = PROTOCOL_FIELDS.to_vec();
+    keys.sort();
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
+const VTAB: [(&str, usize, &str); 19] = [
+    ("cifar", 100, "natural"),
+    ("caltech101", 102, "natural"),
+    ("dtd", 47, "natural"),
+    ("oxford_flowers102", 102, "natural"),
+    ("oxford_iiit_pet", 37, "natural"),
+    ("svhn", 10, "natural"),
+    ("sun397", 397, "natural"),
+    ("patch_camelyon", 2, "specialized"),
+    ("eurosat", 10, "specialized"),
+    ("resisc45", 45, "specialized"),
+    ("diabetic_retinopathy", 5, "specialized"),
+    ("clevr_count", 8, "structured"),
+    ("clevr_dist", 6, "structured"),
+    ("dmlab", 6, "structured"),
+    ("kitti", 4, "structured"),
+    ("dsprites_loc", 16, "structured"),
+    ("dsprites_ori", 16, "structured"),
+    ("smallnorb_azi", 18, "structured"),
+    ("smallnorb_ele", 9, "structured"),
+];
+
+#[test]
+fn shipped_vtab1k() {
+    let s = load_suite("vtab1k", &suites_dir(), &FakeCatalog).unwrap();
+    assert_eq!(s.name, "vtab1k");
+    assert_eq!(s.backbone.checkpoint, "google/vit-base-patch16-224-in21k");
+    assert_eq!(s.data.format, DataFormat::Noah);
+    assert_eq!(s.preprocess.normalization, Normalization::Imagenet);
+    assert_eq!(s.preprocess.image_size, 224);
+    assert_eq!(s.protocol.selection, Selection::Final);
+    assert_eq!(s.recipe, Recipe::default(), "the NOAH/FacT recipe");
+    assert_eq!(s.averaging, vec![Averaging::Mean, Averaging::GroupMean]);
+    assert_eq!(s.tasks.len(), 19);
+    for (t, (name, classes, group)) in s.tasks.iter().zip(VTAB) {
+        assert_eq!(
+            (t.name.as_str(), t.num_classes, t.group.as_deref()),
+            (name, classes, Some(group))
+        );
+    }
+    let sizes: BTreeMap<&str, usize> = s
+        .groups
+        .iter()
+        .map(|(g, m)| (g.as_str(), m.len()))
+        .collect();
+    assert_eq!(
+        sizes,
+        BTreeMap::from([("natural", 7), ("specialized", 4), ("structured", 8)])
+    );
+    let labels: Vec<&str> = s.methods.iter().map(|m| m.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "full",
+            "linear",
+            "bitfit",
+            "lora",
+            "adapter",
+            "adaptformer",
+            "vpt-shallow",
+            "vpt-deep"
+        ]
+    );
+    let lora = &s.methods[3];
+    assert_eq!(
+        lora.params,
+        json!({"r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"], "use_rslora": false})
+    );
+
+    let p = s.published.as_ref().unwrap();
+    assert_eq!(p.metric, "accuracy");
+    let mut published: Vec<&str> = p.results.keys().map(|k| k.as_str()).collect();
+    published.sort();
+    let mut expected = labels.clone();
+    expected.sort();
+    assert_eq!(published, expected);
+    for (label, row) in &p.results {
+        assert_eq!(row.len(), 19, "{label}");
+        // The published plain and group means agree with the per-task numbers.
+        let vals: Vec<f64> = VTAB.iter().map(|(t, _, _)| row[*t]).collect();
+        let mean = vals.iter().sum::<f64>() / 19.0;
+        assert!(
+            (mean - p.means[label]).abs() < 0.01,
+            "{label}: {mean} vs {}",
+            p.means[label]
+        );
+        let g = |r: std::ops::Range<usize>| vals[r.clone()].iter().sum::<f64>() / r.len() as f64;
+        let gm = (g(0..7) + g(7..11) + g(11..19)) / 3.0;
+        assert!((gm - p.group_means[label]).abs() < 0.01, "{label}: {gm}");
+    }
+    assert_eq!(p.results["lora"]["cifar"], 67.1);
+    assert_eq!(p.results["adaptformer"]["smallnorb_ele"], 41.1);
+    assert_eq!(p.results["full"]["sun397"], 38.8);
+
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(runs.len(), 19 * 8);
+    assert_eq!(
+        runs.iter().find(|r| r.label == "full").unwrap().recipe.lr,
+        1.0e-4
+    );
+}
+
+#[test]
+fn shipped_fgvc_and_demo() {
+    let s = load_suite("fgvc", &suites_dir(), &FakeCatalog).unwrap();
+    let tasks: Vec<(&str, usize)> = s
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.num_classes))
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            ("cub", 200),
+            ("nabirds", 555),
+            ("oxford_flowers", 102),
+            ("stanford_dogs", 120),
+            ("stanford_cars", 196)
+        ]
+    );
+    assert_eq!(s.data.format, DataFormat::Fgvc);
+    let p = s.published.unwrap();
+    assert_eq!(p.means["vpt-deep"], 89.10);
+    assert_eq!(p.means.len(), 9);
+
+    let s = load_suite("demo", &suites_dir(), &FakeCatalog).unwrap();
+    assert_eq!(s.backbone.checkpoint, "demo");
+    assert_eq!(s.data.format, DataFormat::Generated);
+    assert_eq!(
+        (s.data.train_examples, s.data.eval_examples),
+        (Some(800), Some(400))
+    );
+    assert_eq!(s.preprocess.image_size, 32);
+    assert_eq!(s.preprocess.normalization, Normalization::None);
+    let gens: Vec<Option<Generator>> = s.tasks.iter().map(|t| t.generator).collect();
+    assert_eq!(
+        gens,
+        [
+            Some(Generator::Position),
+            Some(Generator::Orientation),
+            Some(Generator::Count)
+        ]
+    );
+    assert_eq!(s.seeds, vec![0]);
+    assert_eq!(s.methods.len(), 8);
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(runs.len(), 3 * 8);
+    assert_eq!(runs[0].recipe.lr, 3.0e-4);
+    assert_eq!(runs[1].recipe.lr, 1.0e-3);
+    assert_eq!(runs[0].recipe.drop_path, 0.0);
+}

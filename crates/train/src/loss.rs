@@ -1,0 +1,189 @@
+//! Cross-entropy with label smoothing, equal to PyTorch's
+//! `F.cross_entropy(logits, labels, label_smoothing=eps)` with the default mean reduction:
+//!
+//! ```text
+//! loss = mean_b [ (1 - eps) * (-log p[b, y_b]) + eps * mean_c (-log p[b, c]) ]
+//! ```
+//!
+//! i.e. the cross-entropy against the target distribution `(1 - eps) * onehot(y) + eps / C`.
+//! Built from [`peftbench_core::ops::log_softmax_last_dim`] and primitive ops, so the gradient flows
+//! to the logits (candle-nn's fused softmax kernels have no backward).
+
+use candle_core::{DType, Result, Tensor, D};
+use peftbench_core::ops::log_softmax_last_dim;
+
+/// Mean cross-entropy of `logits` `[B, C]` (any float dtype) against `labels` `[B]` (u32 class
+/// indices), with label smoothing `label_smoothing` in `[0, 1]`. Returns a scalar of the logits' dtype.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> Result<Tensor> {
+    let (batch, classes) = logits.dims2()?;
+    if labels.dims() != [batch] {
+        candle_core::bail!(
+            "cross_entropy: labels of shape {:?} for logits {:?}",
+            labels.dims(),
+            logits.dims()
+        );
+    }
+    if !(0.0..=1.0).contains(&label_smoothing) {
+        candle_core::bail!("cross_entropy: label smoothing {label_smoothing} outside [0, 1]");
+    }
+    if batch == 0 {
+        candle_core::bail!("cross_entropy: empty batch");
+    }
+    let labels = labels.to_dtype(DType::U32)?;
+    let max_label = labels.max(0)?.to_scalar::<u32>()?;
+    if max_label as usize >= classes {
+        candle_core::bail!("cross_entropy: label {max_label} out of range for {classes} classes");
+    }
+    let log_p = log_softmax_last_dim(logits)?;
+    // Target distribution: (1 - eps) on the label, plus eps / C everywhere.
+    let class_ids = Tensor::arange(0u32, classes as u32, logits.device())?;
+    let onehot = class_ids
+        .unsqueeze(0)?
+        .broadcast_eq(&labels.unsqueeze(1)?)?
+        .to_dtype(logits.dtype())?;
+    let target = onehot.affine(1.0 - label_smoothing, label_smoothing / classes as f64)?;
+    let per_example = (target * log_p)?.sum(D::Minus1)?.neg()?;
+    per_example.mean(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    const LOGITS: [[f64; 4]; 3] = [
+        [2.0, -1.0, 0.5, 0.0],
+        [0.1, 0.2, 0.3, -3.0],
+        [10.0, -10.0, 1.0, 2.0],
+    ];
+    const LABELS: [u32; 3] = [0, 3, 1];
+
+    /// Reference values from torch 2.12.1 (float64): `F.cross_entropy(logits, labels,
+    /// label_smoothing=eps)` and its gradient w.r.t. the logits.
+    const TORCH: [(f64, f64, [f64; 12]); 3] = [
+        (
+            0.0,
+            8.219400848813176,
+            [
+                -0.0966333590379419,
+                0.01178459780291629,
+                0.05281490317165991,
+                0.032033858063365735,
+                0.09886435859897809,
+                0.10926201395779264,
+                0.12075320027652793,
+                -0.32887957283329866,
+                0.3331804453253595,
+                -0.33333333264659726,
+                4.111773348311529e-05,
+                0.00011176958775457435,
+            ],
+        ),
+        (
+            0.1,
+            7.83523418214651,
+            [
+                -0.07163335903794185,
+                0.00345126446958296,
+                0.044481569838326594,
+                0.023700524730032414,
+                0.09053102526564477,
+                0.10092868062445932,
+                0.11241986694319461,
+                -0.3038795728332987,
+                0.3248471119920263,
+                -0.3083333326465973,
+                -0.008292215599850218,
+                -0.00822156374557876,
+            ],
+        ),
+        (
+            0.3,
+            7.066900848813177,
+            [
+                -0.021633359037941845,
+                -0.013215402197083706,
+                0.02781490317165992,
+                0.007033858063365743,
+                0.0738643585989781,
+                0.08426201395779265,
+                0.09575320027652794,
+                -0.25387957283329865,
+                0.3081804453253596,
+                -0.25833333264659725,
+                -0.024958882266516883,
+                -0.024888230412245423,
+            ],
+        ),
+    ];
+
+    fn labels() -> Result<Tensor> {
+        Tensor::new(&LABELS, &Device::Cpu)
+    }
+
+    #[test]
+    fn matches_torch_value_and_gradient() -> Result<()> {
+        let logits = Var::new(&LOGITS, &Device::Cpu)?;
+        for (eps, loss, grad) in TORCH {
+            let l = cross_entropy(logits.as_tensor(), &labels()?, eps)?;
+            let got = l.to_scalar::<f64>()?;
+            assert!(
+                (got - loss).abs() < 1e-12,
+                "eps {eps}: {got} vs torch {loss}"
+            );
+            let g = l.backward()?;
+            let g = g
+                .get(logits.as_tensor())
+                .expect("gradient")
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            for (i, (a, b)) in g.iter().zip(grad).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "eps {eps} grad {i}: {a} vs torch {b}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() -> Result<()> {
+        let base: Vec<f64> = LOGITS.iter().flatten().copied().collect();
+        let f = |v: &[f64]| -> Result<f64> {
+            let t = Tensor::from_vec(v.to_vec(), (3, 4), &Device::Cpu)?;
+            cross_entropy(&t, &labels()?, 0.2)?.to_scalar::<f64>()
+        };
+        let var = Var::from_vec(base.clone(), (3, 4), &Device::Cpu)?;
+        let grads = cross_entropy(var.as_tensor(), &labels()?, 0.2)?.backward()?;
+        let analytic = grads
+            .get(var.as_tensor())
+            .expect("gradient")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        let h = 1e-6;
+        for i in 0..base.len() {
+            let (mut plus, mut minus) = (base.clone(), base.clone());
+            plus[i] += h;
+            minus[i] -= h;
+            let numeric = (f(&plus)? - f(&minus)?) / (2.0 * h);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-7,
+                "{i}: {numeric} vs {}",
+                analytic[i]
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn works_in_f32_and_rejects_bad_labels() -> Result<()> {
+        let logits = Tensor::new(&LOGITS, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let l = cross_entropy(&logits, &labels()?, 0.1)?.to_scalar::<f32>()?;
+        assert!((f64::from(l) - TORCH[1].1).abs() < 1e-5);
+        let bad = Tensor::new(&[0u32, 4, 1], &Device::Cpu)?;
+        assert!(cross_entropy(&logits, &bad, 0.0).is_err());
+        assert!(cross_entropy(&logits, &Tensor::new(&[0u32, 1], &Device::Cpu)?, 0.0).is_err());
+        Ok(())
+    }
+}
