@@ -34,17 +34,25 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&log_sum)
 }
 
-/// `x @ weight^T + bias` for `x` of any rank >= 2 and a `[out, in]` weight (PyTorch's layout).
+/// `x @ weight^T + bias` for `x` of any rank >= 1 and a `[out, in]` weight (PyTorch's layout).
+///
+/// Leading dimensions are flattened into one 2-D matmul: a batched matmul against a broadcast
+/// weight would make the backward pass build a `[batch, out, in]` weight gradient and then sum it.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let y = match x.dims() {
-        [b1, b2, _, _] => x.matmul(&weight.broadcast_left((*b1, *b2))?.t()?)?,
-        [bsize, _, _] => x.matmul(&weight.broadcast_left(*bsize)?.t()?)?,
-        _ => x.matmul(&weight.t()?)?,
+    let dims = x.dims().to_vec();
+    let (in_features, lead) = match dims.split_last() {
+        Some((&last, lead)) => (last, lead.to_vec()),
+        None => candle_core::bail!("linear: input is a scalar"),
     };
-    match bias {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
+    let rows: usize = lead.iter().product();
+    let y = x.reshape((rows, in_features))?.matmul(&weight.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out_dims = lead;
+    out_dims.push(weight.dim(0)?);
+    y.reshape(out_dims)
 }
 
 /// Activation functions by their Hugging Face `hidden_act` names.

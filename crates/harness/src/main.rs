@@ -1,1 +1,74 @@
-fn main() {}
+//! `harness`: sweep PEFT methods over benchmark suites and report comparable tables.
+//!
+//! Exit codes: 0 success; 1 a comparison found a regression (reserved for `compare`); 2 an error
+//! (bad suite, missing data or weights, I/O); 3 the sweep finished but some runs failed.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// A caching allocator: training allocates and frees many large intermediates per step, and
+// keeping freed pages for reuse avoids most page faults and zero-filling.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Benchmark parameter-efficient fine-tuning methods on standard suites.
+///
+/// Start with `harness suite demo` (needs nothing downloaded), then `harness list suites` to see
+/// what else exists. Results are kept under --results (one JSON record per run); rerunning a suite
+/// skips finished runs, so an interrupted sweep resumes where it stopped.
+#[derive(Parser)]
+#[command(name = "harness", version, about, long_about = None, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 regression found, 2 error, 3 some runs failed.";
+
+/// Where results, reports, suites, data and the cache live (shared by every subcommand).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Locations {
+    /// Directory of run records and saved adapters.
+    #[arg(long, global = true, default_value = "results")]
+    pub results: PathBuf,
+    /// Directory the markdown leaderboards are written to.
+    #[arg(long, global = true, default_value = "reports")]
+    pub reports: PathBuf,
+    /// Directory of suite files (`NAME` resolves to `<dir>/NAME.yaml`). Default: ./suites, else the
+    /// suites shipped with this build.
+    #[arg(long, global = true)]
+    pub suites_dir: Option<PathBuf>,
+    /// Root of on-disk datasets (one folder per task), when a suite's `data.root` is not set.
+    #[arg(long, global = true, env = "PEFTBENCH_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run (or resume) a suite: every task x method x grid point x seed.
+    Suite(commands::suite::Args),
+    /// Print and write the leaderboard of a suite from its run records.
+    Report(commands::report::Args),
+    /// List the methods, tasks or suites that exist.
+    List(commands::list::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Suite(args) => commands::suite::run(args),
+        Command::Report(args) => commands::report::run(args),
+        Command::List(args) => commands::list::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

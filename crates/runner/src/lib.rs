@@ -1,1 +1,59 @@
-//! placeholder
+//! Runs peftbench configurations end to end: resolves the backbone (downloading nothing the user did
+//! not ask for; the embedded demo backbone is pretrained here on first use), loads the data, attaches
+//! the method, trains, evaluates, saves the adapter and leaves one atomic run record. A sweep runs a
+//! suite's plan, skipping runs whose record already exists, and ends with the leaderboard.
+
+pub mod backbone;
+pub mod catalog;
+pub mod data;
+pub mod demo;
+pub mod layout;
+pub mod run;
+pub mod sweep;
+
+pub use catalog::RegistryCatalog;
+pub use sweep::{sweep, SweepOptions, SweepSummary};
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where things live for a harness invocation.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Run records and artifacts (`--results`, default `results/`).
+    pub results: PathBuf,
+    /// Markdown leaderboards (`--reports`, default `reports/`).
+    pub reports: PathBuf,
+    /// Dataset root (`--data-dir` / `PEFTBENCH_DATA`) when a suite gives none.
+    pub data_dir: Option<PathBuf>,
+    /// The project's cache (`PEFTBENCH_CACHE`, default the platform cache dir + `peftbench`).
+    pub cache: PathBuf,
+}
+
+impl Paths {
+    /// The project cache: `$PEFTBENCH_CACHE`, else e.g. `~/.cache/peftbench`.
+    pub fn default_cache() -> PathBuf {
+        std::env::var_os("PEFTBENCH_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| dirs::cache_dir().map(|d| d.join("peftbench")))
+            .unwrap_or_else(|| PathBuf::from(".peftbench-cache"))
+    }
+}
+
+/// Versions recorded in every result: peftbench's own and the numeric dependencies'.
+pub fn crate_versions() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "peftbench".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    for pair in env!("PEFTBENCH_DEP_VERSIONS")
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        if let Some((k, v)) = pair.split_once('=') {
+            out.insert(k.to_string(), v.to_string());
+        }
+    }
+    out
+}

@@ -60,10 +60,14 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// SHA-256 (hex) of the canonical JSON of the whole spec (object keys sorted, no whitespace).
-    /// Every field takes part, including `suite`, `label`, `data.root` and `limit`.
+    /// SHA-256 (hex) of the canonical JSON of the spec (object keys sorted, no whitespace).
+    /// Every field that can change the numbers takes part, including `suite`, `label` and `limit`;
+    /// `data.root` does not: moving the data to another folder keeps the runs' identity.
     pub fn config_hash(&self) -> String {
-        let v = serde_json::to_value(self).expect("RunSpec serialises to JSON");
+        let mut v = serde_json::to_value(self).expect("RunSpec serialises to JSON");
+        if let Some(data) = v.get_mut("data").and_then(Value::as_object_mut) {
+            data.remove("root");
+        }
         let mut s = String::new();
         canonical_json(&v, &mut s);
         let digest = Sha256::digest(s.as_bytes());

@@ -639,6 +639,10 @@ fn config_hash_is_stable() {
     let mut c = a[0].clone();
     c.limit = Some(10);
     assert_ne!(c.config_hash(), a[0].config_hash());
+    // Moving the data keeps the runs' identity.
+    let mut c = a[0].clone();
+    c.data.root = Some("/elsewhere/data".into());
+    assert_eq!(c.config_hash(), a[0].config_hash());
     // Key order in the YAML does not matter.
     let reordered = BASE
         .replace(

@@ -1,0 +1,31 @@
+//! One file per subcommand.
+
+pub mod list;
+pub mod report;
+pub mod suite;
+
+use std::path::PathBuf;
+
+use crate::Locations;
+
+/// The suites directory: `--suites-dir`, else `./suites` when it exists, else the one shipped with
+/// this build (so `harness suite demo` works from any directory).
+pub fn suites_dir(loc: &Locations) -> PathBuf {
+    if let Some(dir) = &loc.suites_dir {
+        return dir.clone();
+    }
+    let local = PathBuf::from("suites");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../suites")
+}
+
+pub fn paths(loc: &Locations) -> peftbench_runner::Paths {
+    peftbench_runner::Paths {
+        results: loc.results.clone(),
+        reports: loc.reports.clone(),
+        data_dir: loc.data_dir.clone(),
+        cache: peftbench_runner::Paths::default_cache(),
+    }
+}

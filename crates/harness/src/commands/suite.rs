@@ -1,0 +1,93 @@
+//! `harness suite NAME|FILE`: expand a suite into runs and execute them.
+
+use std::process::ExitCode;
+
+use peftbench_core::DeviceSpec;
+use peftbench_runner::{sweep, RegistryCatalog, SweepOptions};
+use peftbench_suite::{load_suite, PlanOptions};
+
+use super::{paths, suites_dir};
+use crate::Locations;
+
+/// Run or resume a suite.
+///
+/// Examples:
+///   harness suite demo
+///   harness suite vtab1k --data-dir ~/data/vtab-1k --filter method=lora
+///   harness suite vtab1k --dry-run --filter task=cifar,method=lora
+///   harness suite suites/my.yaml --override recipe.lr=5e-4 --epochs 2 --limit 64
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// A suite name (`<suites-dir>/NAME.yaml`) or a path to a suite file.
+    pub suite: String,
+    /// Print the planned runs (and which are already done) without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep only matching runs: `task=cifar`, `method=lora,seed=0` (comma = and; repeat = or), or a
+    /// substring of the run id.
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Change a setting for every run: `recipe.lr=5e-4`, `params.r=16`, `seeds=[0,1,2]`,
+    /// `protocol.selection=best-val`. Repeatable.
+    #[arg(long = "override")]
+    pub overrides: Vec<String>,
+    /// Override `recipe.epochs` (quick runs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Use at most this many examples of each split (quick runs).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Rerun runs whose record says `failed` (completed and diverged runs are always kept).
+    #[arg(long)]
+    pub retry_failed: bool,
+    #[command(flatten)]
+    pub locations: Locations,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let suite = load_suite(&args.suite, &suites_dir(&args.locations), &RegistryCatalog)?;
+    let opts = SweepOptions {
+        plan: PlanOptions {
+            filter: args.filter,
+            overrides: args.overrides,
+            epochs: args.epochs,
+            limit: args.limit,
+        },
+        dry_run: args.dry_run,
+        device: args.device,
+        retry_failed: args.retry_failed,
+        quiet: false,
+    };
+    let summary = sweep(&suite, &opts, &paths(&args.locations))?;
+    if args.dry_run {
+        print!("{}", summary.runs);
+        println!(
+            "{} runs planned for suite `{}`",
+            summary.planned, suite.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", summary.table);
+    println!(
+        "{} runs: {} completed, {} diverged, {} failed, {} reused from {} ({:.0} s)",
+        summary.planned,
+        summary.completed,
+        summary.diverged,
+        summary.failed,
+        summary.reused,
+        args.locations.results.display(),
+        summary.seconds
+    );
+    if let Some(path) = &summary.report_path {
+        println!("Leaderboard written to {}", path.display());
+    }
+    Ok(if summary.failed > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,266 @@
+//! The harness as a user runs it: malformed suites, missing data, a small sweep end to end,
+//! resuming, and a sweep killed with SIGKILL mid-run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use peftbench_backbones::{Vit, VitConfig};
+use peftbench_core::SeededInit;
+
+fn harness(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.current_dir(dir)
+        .env("PEFTBENCH_CACHE", dir.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("PEFTBENCH_DATA");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("harness runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A tiny random ViT checkpoint (16x16 images, 8x8 patches) in `dir/backbone`.
+fn tiny_backbone(dir: &Path) -> PathBuf {
+    let path = dir.join("backbone");
+    let mut vit = Vit::random(
+        VitConfig::new(16, 2, 2, 32, 16, 8),
+        &SeededInit::new(0, &Device::Cpu),
+    )
+    .unwrap();
+    vit.save(&path).unwrap();
+    path
+}
+
+fn write_suite(dir: &Path, name: &str, methods: &str, seeds: &str, epochs: usize) -> PathBuf {
+    let backbone = tiny_backbone(dir);
+    let text = format!(
+        "name: {name}
+description: tiny test suite
+backbone:
+  checkpoint: {backbone}
+data:
+  format: generated
+  image_size: 16
+  train_examples: 48
+  eval_examples: 32
+preprocess: {{ image_size: 16, interpolation: bilinear, normalization: none }}
+protocol: {{ train_split: train, eval_split: test, selection: final }}
+recipe: {{ epochs: {epochs}, batch_size: 16, lr: 1.0e-3, warmup_epochs: 0, drop_path: 0.0, eval_batch_size: 32 }}
+seeds: {seeds}
+averaging: [mean, group-mean]
+groups:
+  structured: [position, count]
+tasks:
+  - {{ name: position, num_classes: 9, generator: position }}
+  - {{ name: count, num_classes: 6, generator: count }}
+methods:
+{methods}",
+        backbone = backbone.display()
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join("results/records")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+            {
+                out.push(
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+                        .expect("record is whole JSON"),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_small_sweep_runs_reports_and_resumes_without_redoing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_suite(
+        dir.path(),
+        "tiny",
+        "  - method: linear\n  - method: lora\n    params: { r: 2 }\n",
+        "[0]",
+        1,
+    );
+    let out = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    assert_eq!(all.len(), 4);
+    for r in &all {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert!(r["metrics"]["test_accuracy"].as_f64().unwrap() >= 0.0);
+        assert_eq!(r["config_hash"].as_str().unwrap().len(), 64);
+        assert!(r["environment"]["crate_versions"]["candle-core"].is_string());
+        assert!(r["adapter_bytes"].as_u64().unwrap() > 0);
+    }
+    let lora_dir = all.iter().find(|r| r["method"] == "lora").unwrap()["adapter_dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(Path::new(&lora_dir).join("adapter_config.json").is_file());
+    assert!(dir.path().join("reports/tiny.md").is_file());
+    let table = text(&out);
+    assert!(
+        table.contains("linear") && table.contains("lora"),
+        "{table}"
+    );
+
+    let again = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(again.status.success());
+    assert!(text(&again).contains("4 reused"), "{}", text(&again));
+    assert_eq!(records(dir.path()).len(), 4);
+
+    let report = run(harness(dir.path()).args(["report"]).arg(&suite));
+    assert!(report.status.success(), "{}", text(&report));
+}
+
+#[test]
+fn a_sweep_killed_mid_run_resumes_with_nothing_lost_or_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let methods = "  - method: linear\n  - method: bitfit\n  - method: lora\n";
+    let suite = write_suite(dir.path(), "killme", methods, "[0, 1]", 3);
+    let mut child = harness(dir.path())
+        .arg("suite")
+        .arg(&suite)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while records(dir.path()).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = records(dir.path()).len();
+    assert!(
+        before < 12,
+        "the sweep was killed before it finished ({before} records)"
+    );
+
+    let out = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    assert_eq!(all.len(), 12, "every run recorded exactly once");
+    let mut ids: Vec<_> = all
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+    assert!(
+        text(&out).contains(&format!("{before} reused")),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn malformed_suites_exit_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_suite(dir.path(), "bad", "  - method: lora\n", "[0]", 1);
+    let good = std::fs::read_to_string(&suite).unwrap();
+    let cases = [
+        (
+            good.replace("method: lora", "method: lora2"),
+            "unknown method `lora2`",
+        ),
+        (good.replace("lr: 1.0e-3", "lrr: 1.0e-3"), "lrr"),
+        (good.replace("seeds: [0]", "seeds: [0"), "bad.yaml:"),
+        (
+            good.replace("method: lora\n", "method: lora\n    params: { rank: 4 }\n"),
+            "rank",
+        ),
+    ];
+    for (text_in, needle) in cases {
+        std::fs::write(&suite, &text_in).unwrap();
+        let out = run(harness(dir.path()).arg("suite").arg(&suite));
+        let msg = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{msg}");
+        assert!(msg.contains(needle), "expected `{needle}` in: {msg}");
+        assert!(msg.contains("bad.yaml:"), "file and line named: {msg}");
+    }
+}
+
+#[test]
+fn missing_data_says_where_it_looked_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_suite(dir.path(), "real", "  - method: linear\n", "[0]", 1);
+    let text_in = std::fs::read_to_string(&suite).unwrap();
+    let text_in = text_in
+        .replace(
+            "  format: generated\n  image_size: 16\n  train_examples: 48\n  eval_examples: 32\n",
+            "  format: noah\n",
+        )
+        .replace(", generator: position", "")
+        .replace(", generator: count", "")
+        .replace(
+            "train_split: train, eval_split: test",
+            "train_split: train800val200, eval_split: test",
+        );
+    std::fs::write(&suite, text_in).unwrap();
+    let empty = dir.path().join("data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(harness(dir.path())
+        .arg("suite")
+        .arg(&suite)
+        .arg("--data-dir")
+        .arg(&empty));
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains(&empty.join("position").display().to_string()),
+        "{msg}"
+    );
+    let out = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(text(&out).contains("--data-dir"), "{}", text(&out));
+}
+
+#[test]
+fn list_prints_every_method_and_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(harness(dir.path()).args(["list", "methods"]));
+    let msg = text(&out);
+    for name in [
+        "full",
+        "linear",
+        "bitfit",
+        "lora",
+        "adapter",
+        "adaptformer",
+        "vpt-shallow",
+        "vpt-deep",
+    ] {
+        assert!(
+            msg.lines().any(|l| l.starts_with(name)),
+            "{name} missing: {msg}"
+        );
+    }
+    let out = run(harness(dir.path()).args(["list", "suites"]));
+    assert!(
+        text(&out).contains("vtab1k") && text(&out).contains("demo"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,222 @@
+//! The embedded demo backbone: a small ViT that this project pretrains itself, so `harness suite
+//! demo` needs nothing downloaded. It is trained from scratch on the generated `shapes` task (which
+//! shape is drawn, wherever it is), then stored in the Hugging Face hub-cache layout under
+//! `$PEFTBENCH_CACHE/hub/models--peftbench--demo-vit/` and loaded back through the same checkpoint
+//! code as a real download. Its snapshot name is a hash of everything that shapes the weights, so
+//! changing the recipe retrains instead of reusing a stale cache.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use peftbench_backbones::checkpoint::write_to_cache;
+use peftbench_backbones::{resolve_checkpoint, ResolvedCheckpoint, Vit, VitConfig};
+use peftbench_core::SeededInit;
+use peftbench_data_vision::{synthetic, Normalization, Preprocess, ShapeTask};
+use peftbench_methods::PeftModel;
+use peftbench_train::{
+    evaluate, train, AdamWConfig, Selection, TrainConfig, TrainModel, TrainOutcome,
+};
+use sha2::{Digest, Sha256};
+
+use crate::backbone::hub_caches;
+use crate::data::batch_source;
+use crate::Paths;
+
+/// The `backbone.checkpoint` value that selects this backbone in a suite.
+pub const DEMO_CHECKPOINT: &str = "demo";
+/// Its hub id in the project cache.
+pub const DEMO_REPO_ID: &str = "peftbench/demo-vit";
+
+/// Everything that determines the demo backbone's weights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoRecipe {
+    pub config: VitConfig,
+    pub task: &'static str,
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub label_smoothing: f64,
+    pub seed: u64,
+}
+
+impl Default for DemoRecipe {
+    fn default() -> Self {
+        let mut config = VitConfig::new(64, 4, 4, 128, 32, 8);
+        config.layer_norm_eps = 1e-6;
+        Self {
+            config,
+            task: "shapes",
+            train_examples: 4000,
+            eval_examples: 500,
+            epochs: 8,
+            batch_size: 64,
+            lr: 2e-3,
+            weight_decay: 0.05,
+            label_smoothing: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl DemoRecipe {
+    /// The snapshot name: a hash of the recipe (and this file's format version).
+    pub fn commit(&self) -> String {
+        let json = serde_json::to_string(self).expect("recipe serialises");
+        let digest = Sha256::digest(format!("demo-v1:{json}").as_bytes());
+        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The demo backbone's files, pretraining it first if the cache has no snapshot for the recipe.
+pub fn ensure_demo_backbone(paths: &Paths, quiet: bool) -> anyhow::Result<ResolvedCheckpoint> {
+    let recipe = DemoRecipe::default();
+    let commit = recipe.commit();
+    let caches = hub_caches(paths);
+    if let Ok(found) = resolve_checkpoint(DEMO_REPO_ID, Some(&commit), &caches[..1]) {
+        return Ok(found);
+    }
+    let cache = &caches[0];
+    if !quiet {
+        eprintln!(
+            "Pretraining the demo backbone on generated `{}` images (first use; cached in {})",
+            recipe.task,
+            cache.path().display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let (tensors, accuracy) = pretrain(&recipe, quiet)?;
+    if !quiet {
+        eprintln!(
+            "Demo backbone: {:.1}% accuracy on held-out `{}` images after {:.0} s",
+            100.0 * accuracy,
+            recipe.task,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let files = write_to_cache(cache, DEMO_REPO_ID, &commit, &commit, |dir| {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&recipe.config.to_hf_json())?,
+        )?;
+        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+        let card = serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy });
+        std::fs::write(
+            dir.join("peftbench_pretraining.json"),
+            serde_json::to_string_pretty(&card)?,
+        )?;
+        Ok(())
+    })?;
+    Ok(files)
+}
+
+struct Trainee<'a>(&'a PeftModel);
+
+impl TrainModel for Trainee<'_> {
+    fn trainable(&self) -> &peftbench_core::NamedVars {
+        self.0.trainable()
+    }
+
+    fn logits(
+        &self,
+        input: &Tensor,
+        ctx: &peftbench_core::ForwardCtx,
+    ) -> candle_core::Result<Tensor> {
+        self.0.logits(input, ctx)
+    }
+}
+
+/// Trains the ViT from scratch on the upstream task; returns its weights (HF `ViTModel` names) and
+/// held-out accuracy.
+fn pretrain(recipe: &DemoRecipe, quiet: bool) -> anyhow::Result<(HashMap<String, Tensor>, f64)> {
+    let device = Device::Cpu;
+    let task = ShapeTask::from_name(recipe.task).expect("upstream task exists");
+    let size = recipe.config.image_size;
+    let pre = Preprocess {
+        normalization: Normalization::None,
+        ..Preprocess::new(size)
+    };
+    let train_set = Arc::new(synthetic::generate(
+        task,
+        recipe.train_examples,
+        recipe.seed ^ 0x7261_696e,
+        size,
+    ));
+    let eval_set = Arc::new(synthetic::generate(
+        task,
+        recipe.eval_examples,
+        recipe.seed ^ 0x6576_616c,
+        size,
+    ));
+    let train_batches = batch_source(&train_set, &pre, &device)?;
+    let eval_batches = batch_source(&eval_set, &pre, &device)?;
+
+    let init = SeededInit::new(recipe.seed, &device);
+    let vit = Vit::random(recipe.config.clone(), &init.fork("backbone"))?;
+    let mut model = PeftModel::new(
+        "full",
+        &serde_json::json!({}),
+        Box::new(vit),
+        task.num_classes(),
+        &init,
+    )?;
+    let cfg = TrainConfig {
+        epochs: recipe.epochs,
+        batch_size: recipe.batch_size,
+        eval_batch_size: 256,
+        lr: recipe.lr,
+        min_lr: recipe.lr / 100.0,
+        warmup_epochs: 1,
+        warmup_lr: recipe.lr / 100.0,
+        adamw: AdamWConfig {
+            weight_decay: recipe.weight_decay,
+            decay_1d: false,
+            ..AdamWConfig::default()
+        },
+        label_smoothing: recipe.label_smoothing,
+        grad_clip: Some(1.0),
+        drop_path: 0.0,
+        seed: recipe.seed,
+        selection: Selection::Final,
+    };
+    let mut progress = |p: peftbench_train::Progress| {
+        if !quiet && p.step + 1 == p.steps_per_epoch {
+            eprint!(
+                "\r  pretraining epoch {}/{} loss {:.3}   ",
+                p.epoch + 1,
+                p.epochs,
+                p.loss
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    match train(
+        &Trainee(&model),
+        train_batches.as_ref(),
+        None,
+        &cfg,
+        &mut progress,
+    )? {
+        TrainOutcome::Completed(_) => {}
+        TrainOutcome::Diverged { epoch, loss, .. } => {
+            anyhow::bail!("demo backbone pretraining diverged at epoch {epoch} (loss {loss})")
+        }
+    }
+    if !quiet {
+        eprintln!();
+    }
+    let accuracy = evaluate(&Trainee(&model), eval_batches.as_ref(), 256)?.accuracy;
+    let mut tensors = HashMap::new();
+    model.backbone_mut().visit_params(&mut |name, t| {
+        tensors.insert(
+            name.strip_prefix("vit.").unwrap_or(name).to_string(),
+            t.detach().copy()?,
+        );
+        Ok(())
+    })?;
+    Ok((tensors, accuracy))
+}

@@ -1,0 +1,247 @@
+//! One run: attach the method, train, evaluate, save the adapter, and build its record.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+use peftbench_methods::PeftModel;
+use peftbench_records::{
+    now_rfc3339, peak_rss_bytes, reset_peak_rss, Environment, EpochLog, RecordStore, RunRecord,
+    RunStatus, SCHEMA_VERSION,
+};
+use peftbench_suite::RunSpec;
+use peftbench_train::{
+    derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig, TrainModel,
+    TrainOutcome,
+};
+
+use crate::backbone::LoadedBackbone;
+
+/// The prepared inputs of a task, shared by all its runs.
+pub struct PreparedTask {
+    pub train: Box<dyn BatchSource>,
+    pub eval: Box<dyn BatchSource>,
+    pub val: Option<Box<dyn BatchSource>>,
+    pub skipped_examples: usize,
+}
+
+/// What a run needs besides its spec.
+pub struct RunContext<'a> {
+    pub store: &'a RecordStore,
+    pub device: &'a Device,
+    pub backbone: &'a LoadedBackbone,
+    pub environment: &'a Environment,
+}
+
+struct Trainee<'a>(&'a PeftModel);
+
+impl TrainModel for Trainee<'_> {
+    fn trainable(&self) -> &NamedVars {
+        self.0.trainable()
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        self.0.logits(input, ctx)
+    }
+}
+
+/// The trainer's configuration from a run's recipe and protocol.
+pub fn train_config(spec: &RunSpec) -> TrainConfig {
+    let r = &spec.recipe;
+    TrainConfig {
+        epochs: r.epochs,
+        batch_size: r.batch_size,
+        eval_batch_size: r.eval_batch_size,
+        lr: r.lr,
+        min_lr: r.min_lr,
+        warmup_epochs: r.warmup_epochs,
+        warmup_lr: r.warmup_lr,
+        // NOAH/FacT pass every parameter to AdamW, so weight decay applies to biases and norms too.
+        adamw: AdamWConfig {
+            betas: (r.betas[0], r.betas[1]),
+            eps: r.eps,
+            weight_decay: r.weight_decay,
+            decay_1d: true,
+        },
+        label_smoothing: r.label_smoothing,
+        grad_clip: r.grad_clip,
+        drop_path: r.drop_path,
+        seed: spec.seed,
+        selection: match spec.protocol.selection {
+            peftbench_suite::Selection::Final => Selection::Final,
+            peftbench_suite::Selection::BestVal => Selection::BestValidation,
+        },
+    }
+}
+
+/// The primary metric's name: accuracy on the evaluation split.
+pub fn primary_metric(spec: &RunSpec) -> String {
+    format!("{}_accuracy", spec.protocol.eval_split)
+}
+
+struct Finished {
+    status: RunStatus,
+    metrics: std::collections::BTreeMap<String, f64>,
+    selected_epoch: Option<usize>,
+    history: Vec<EpochLog>,
+    trainable: u64,
+    total: u64,
+    adapter_bytes: Option<u64>,
+    adapter_dir: Option<String>,
+    train_seconds: f64,
+    eval_seconds: f64,
+    examples_per_second: f64,
+    error: Option<String>,
+}
+
+fn logs(history: &[peftbench_train::EpochLog]) -> Vec<EpochLog> {
+    history
+        .iter()
+        .map(|h| EpochLog {
+            epoch: h.epoch,
+            train_loss: h.train_loss,
+            lr: h.lr,
+            val_accuracy: h.val_accuracy,
+            seconds: h.seconds,
+        })
+        .collect()
+}
+
+fn execute_inner(
+    spec: &RunSpec,
+    task: &PreparedTask,
+    ctx: &RunContext<'_>,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<Finished> {
+    let init = SeededInit::new(derive_seed(&[spec.seed, 0x6d6f_6465_6c]), ctx.device);
+    let model = PeftModel::new(
+        &spec.method,
+        &spec.params,
+        Box::new(ctx.backbone.vit.clone()),
+        spec.task.num_classes,
+        &init,
+    )?;
+    let trainable = model.trainable_count() as u64;
+    let total = model.total_count() as u64;
+    let cfg = train_config(spec);
+    let outcome = train(
+        &Trainee(&model),
+        task.train.as_ref(),
+        task.val.as_deref(),
+        &cfg,
+        progress,
+    )?;
+    let report = match outcome {
+        TrainOutcome::Completed(report) => report,
+        TrainOutcome::Diverged {
+            epoch,
+            step,
+            loss,
+            history,
+        } => {
+            return Ok(Finished {
+                status: RunStatus::Diverged,
+                metrics: Default::default(),
+                selected_epoch: None,
+                history: logs(&history),
+                trainable,
+                total,
+                adapter_bytes: None,
+                adapter_dir: None,
+                train_seconds: history.iter().map(|h| h.seconds).sum(),
+                eval_seconds: 0.0,
+                examples_per_second: 0.0,
+                error: Some(format!("loss became {loss} at epoch {epoch}, step {step}")),
+            });
+        }
+    };
+    let eval_started = Instant::now();
+    let evaluation = evaluate(&Trainee(&model), task.eval.as_ref(), cfg.eval_batch_size)?;
+    let mut metrics = std::collections::BTreeMap::new();
+    metrics.insert(primary_metric(spec), evaluation.accuracy);
+    if let Some(val) = report
+        .history
+        .get(report.selected_epoch)
+        .and_then(|h| h.val_accuracy)
+    {
+        metrics.insert("val_accuracy".into(), val);
+    }
+    if task.skipped_examples > 0 {
+        metrics.insert("skipped_examples".into(), task.skipped_examples as f64);
+    }
+    let eval_seconds = eval_started.elapsed().as_secs_f64();
+    let dir = ctx.store.artifact_dir(&spec.run_id());
+    let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
+    Ok(Finished {
+        status: RunStatus::Completed,
+        metrics,
+        selected_epoch: Some(report.selected_epoch),
+        history: logs(&report.history),
+        trainable,
+        total,
+        adapter_bytes: Some(adapter_bytes),
+        adapter_dir: Some(dir.display().to_string()),
+        train_seconds: report.train_seconds,
+        eval_seconds,
+        examples_per_second: report.examples_per_second,
+        error: None,
+    })
+}
+
+/// Runs `spec` and returns its record (never an error: a failure is a `failed` record).
+pub fn execute(
+    spec: &RunSpec,
+    task: &PreparedTask,
+    ctx: &RunContext<'_>,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> RunRecord {
+    let started_at = now_rfc3339();
+    reset_peak_rss();
+    let finished = execute_inner(spec, task, ctx, progress).unwrap_or_else(|e| Finished {
+        status: RunStatus::Failed,
+        metrics: Default::default(),
+        selected_epoch: None,
+        history: Vec::new(),
+        trainable: 0,
+        total: 0,
+        adapter_bytes: None,
+        adapter_dir: None,
+        train_seconds: 0.0,
+        eval_seconds: 0.0,
+        examples_per_second: 0.0,
+        error: Some(format!("{e:#}")),
+    });
+    RunRecord {
+        schema_version: SCHEMA_VERSION,
+        run_id: spec.run_id(),
+        suite: spec.suite.clone(),
+        task: spec.task.name.clone(),
+        group: spec.group.clone(),
+        method: spec.method.clone(),
+        label: spec.label.clone(),
+        seed: spec.seed,
+        config: serde_json::to_value(spec).expect("run spec serialises"),
+        config_hash: spec.config_hash(),
+        status: finished.status,
+        error: finished.error,
+        metrics: finished.metrics,
+        primary_metric: primary_metric(spec),
+        selection: match spec.protocol.selection {
+            peftbench_suite::Selection::Final => "final".into(),
+            peftbench_suite::Selection::BestVal => "best-val".into(),
+        },
+        selected_epoch: finished.selected_epoch,
+        trainable_params: finished.trainable,
+        total_params: finished.total,
+        adapter_bytes: finished.adapter_bytes,
+        peak_memory_bytes: peak_rss_bytes(),
+        train_seconds: finished.train_seconds,
+        eval_seconds: finished.eval_seconds,
+        train_examples_per_second: finished.examples_per_second,
+        history: finished.history,
+        environment: ctx.environment.clone(),
+        started_at,
+        finished_at: now_rfc3339(),
+        adapter_dir: finished.adapter_dir,
+    }
+}

@@ -1,0 +1,201 @@
+//! Sweeping a suite: plan, preflight (backbone and every task's data found before anything runs),
+//! then each run in order, skipping those whose record already exists, and the leaderboard.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use peftbench_core::DeviceSpec;
+use peftbench_records::{Environment, RecordStore, RunRecord, RunStatus};
+use peftbench_report::{runs_table, Leaderboard};
+use peftbench_suite::{plan, PlanOptions, RunSpec, Suite};
+
+use crate::backbone::load_backbone;
+use crate::data::{batch_source, load_task_data, preprocess};
+use crate::layout::report_layout;
+use crate::run::{execute, PreparedTask, RunContext};
+use crate::{crate_versions, Paths, RegistryCatalog};
+
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    pub plan: PlanOptions,
+    /// Print the plan and stop.
+    pub dry_run: bool,
+    pub device: DeviceSpec,
+    /// Run again the runs whose record says `failed` (completed and diverged runs are kept).
+    pub retry_failed: bool,
+    /// No progress output (tests).
+    pub quiet: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct SweepSummary {
+    pub planned: usize,
+    /// Runs whose record already existed.
+    pub reused: usize,
+    pub completed: usize,
+    pub diverged: usize,
+    pub failed: usize,
+    pub seconds: f64,
+    /// The leaderboard as printed in the terminal, and where its markdown was written.
+    pub table: String,
+    pub runs: String,
+    pub report_path: Option<std::path::PathBuf>,
+}
+
+/// The dry-run listing: one line per run with whether its record already exists.
+pub fn describe_plan(specs: &[RunSpec], store: &RecordStore) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for spec in specs {
+        let state = match store.get(&spec.run_id())? {
+            Some(r) => r.status.to_string(),
+            None => "pending".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<10} {}  epochs={} lr={} params={}\n",
+            state,
+            spec.run_id(),
+            spec.recipe.epochs,
+            spec.recipe.lr,
+            spec.params
+        ));
+    }
+    Ok(out)
+}
+
+fn is_done(record: &RunRecord, retry_failed: bool) -> bool {
+    match record.status {
+        RunStatus::Completed | RunStatus::Diverged => true,
+        RunStatus::Failed => !retry_failed,
+    }
+}
+
+/// Runs (or resumes) `suite`.
+pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Result<SweepSummary> {
+    let started = Instant::now();
+    let specs = plan(suite, &opts.plan, &RegistryCatalog)?;
+    let store = RecordStore::open(&paths.results)?;
+    let mut summary = SweepSummary {
+        planned: specs.len(),
+        ..Default::default()
+    };
+    if opts.dry_run {
+        summary.runs = describe_plan(&specs, &store)?;
+        return Ok(summary);
+    }
+
+    let device = opts.device.open()?;
+    let environment = Environment::capture(&opts.device.to_string(), crate_versions());
+    let backbone = load_backbone(&suite.backbone, paths, &device, opts.quiet)?;
+
+    // Preflight: every task's data is found (and generated data made) before the first run.
+    let mut task_data = std::collections::BTreeMap::new();
+    for spec in &specs {
+        if !task_data.contains_key(&spec.task.name) {
+            task_data.insert(
+                spec.task.name.clone(),
+                load_task_data(spec, paths, opts.quiet)?,
+            );
+        }
+    }
+
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(specs.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut prepared: Option<(String, PreparedTask)> = None;
+    for spec in &specs {
+        let run_id = spec.run_id();
+        if let Some(record) = store.get(&run_id)? {
+            if is_done(&record, opts.retry_failed) {
+                summary.reused += 1;
+                bar.inc(1);
+                continue;
+            }
+        }
+        // Decode a task's images once for all of its runs (the plan is ordered task by task).
+        if prepared
+            .as_ref()
+            .map(|(t, _)| t != &spec.task.name)
+            .unwrap_or(true)
+        {
+            // Free the previous task's decoded images before decoding the next task's.
+            drop(prepared.take());
+            let data = &task_data[&spec.task.name];
+            let pre = preprocess(spec);
+            let task = PreparedTask {
+                train: batch_source(&data.train, &pre, &device)?,
+                eval: batch_source(&data.eval, &pre, &device)?,
+                val: data
+                    .val
+                    .as_ref()
+                    .map(|v| batch_source(v, &pre, &device))
+                    .transpose()?,
+                skipped_examples: data.skipped,
+            };
+            prepared = Some((spec.task.name.clone(), task));
+        }
+        let (_, task) = prepared.as_ref().expect("prepared above");
+        let ctx = RunContext {
+            store: &store,
+            device: &device,
+            backbone: &backbone,
+            environment: &environment,
+        };
+        let label = format!("{}/{}/seed{}", spec.task.name, spec.label, spec.seed);
+        bar.set_message(label.clone());
+        let mut progress = |p: peftbench_train::Progress| {
+            bar.set_message(format!(
+                "{label} epoch {}/{} loss {:.3}",
+                p.epoch + 1,
+                p.epochs,
+                p.loss
+            ));
+        };
+        let record = execute(spec, task, &ctx, &mut progress);
+        match record.status {
+            RunStatus::Completed => summary.completed += 1,
+            RunStatus::Diverged => summary.diverged += 1,
+            RunStatus::Failed => {
+                summary.failed += 1;
+                bar.suspend(|| {
+                    eprintln!(
+                        "run {run_id} failed: {}",
+                        record.error.as_deref().unwrap_or("")
+                    )
+                });
+            }
+        }
+        store.write(&record)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    summary.seconds = started.elapsed().as_secs_f64();
+
+    let (table, runs, path) = report(suite, &store, &paths.reports)?;
+    summary.table = table;
+    summary.runs = runs;
+    summary.report_path = Some(path);
+    Ok(summary)
+}
+
+/// The leaderboard of `suite` from the records in `store`: terminal table, runs table, markdown path.
+pub fn report(
+    suite: &Suite,
+    store: &RecordStore,
+    reports_dir: &std::path::Path,
+) -> anyhow::Result<(String, String, std::path::PathBuf)> {
+    let records: Vec<RunRecord> = store
+        .load_all()?
+        .into_iter()
+        .filter(|r| r.suite == suite.name)
+        .collect();
+    let board = Leaderboard::build(&records, &report_layout(suite));
+    let path = board.write_markdown(reports_dir)?;
+    Ok((board.terminal(), runs_table(&records), path))
+}
