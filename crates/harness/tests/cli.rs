@@ -119,7 +119,14 @@ fn a_small_sweep_runs_reports_and_resumes_without_redoing_runs() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(Path::new(&lora_dir).join("adapter_config.json").is_file());
+    assert!(
+        dir.path()
+            .join("results")
+            .join(&lora_dir)
+            .join("adapter_config.json")
+            .is_file(),
+        "{lora_dir}"
+    );
     assert!(dir.path().join("reports/tiny.md").is_file());
     let table = text(&out);
     assert!(

@@ -113,7 +113,7 @@ fn execute_inner(
     ctx: &RunContext<'_>,
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
-    let init = SeededInit::new(derive_seed(&[spec.seed, 0x6d6f_6465_6c]), ctx.device);
+    let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
     let model = PeftModel::new(
         &spec.method,
         &spec.params,
@@ -180,7 +180,13 @@ fn execute_inner(
         trainable,
         total,
         adapter_bytes: Some(adapter_bytes),
-        adapter_dir: Some(dir.display().to_string()),
+        // Relative to the results directory, so a results folder can be moved or shared.
+        adapter_dir: Some(
+            dir.strip_prefix(ctx.store.root())
+                .unwrap_or(&dir)
+                .display()
+                .to_string(),
+        ),
         train_seconds: report.train_seconds,
         eval_seconds,
         examples_per_second: report.examples_per_second,

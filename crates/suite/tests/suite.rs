@@ -818,7 +818,7 @@ fn shipped_fgvc_and_demo() {
     assert_eq!(s.data.format, DataFormat::Generated);
     assert_eq!(
         (s.data.train_examples, s.data.eval_examples),
-        (Some(800), Some(400))
+        (Some(600), Some(400))
     );
     assert_eq!(s.preprocess.image_size, 32);
     assert_eq!(s.preprocess.normalization, Normalization::None);
@@ -835,7 +835,9 @@ fn shipped_fgvc_and_demo() {
     assert_eq!(s.methods.len(), 8);
     let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
     assert_eq!(runs.len(), 3 * 8);
-    assert_eq!(runs[0].recipe.lr, 3.0e-4);
-    assert_eq!(runs[1].recipe.lr, 1.0e-3);
+    // full, linear and the PEFT methods have their own learning rates.
+    assert_eq!(runs[0].recipe.lr, 1.0e-3);
+    assert_eq!(runs[1].recipe.lr, 1.0e-2);
+    assert_eq!(runs[2].recipe.lr, 5.0e-3);
     assert_eq!(runs[0].recipe.drop_path, 0.0);
 }
