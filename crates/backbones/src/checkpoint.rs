@@ -30,8 +30,15 @@ pub enum CheckpointError {
         looked_in: Vec<PathBuf>,
         hint: String,
     },
-    #[error("downloading `{spec}` from the Hugging Face hub failed: {reason}")]
-    Download { spec: String, reason: String },
+    #[error(
+        "checkpoint `{spec}` is not in a local cache and downloading it failed: {reason}\nLooked in:\n{}",
+        .looked_in.iter().map(|p| format!("  - {}", p.display())).collect::<Vec<_>>().join("\n")
+    )]
+    Download {
+        spec: String,
+        reason: String,
+        looked_in: Vec<PathBuf>,
+    },
 }
 
 const FILES: [&str; 2] = ["config.json", "model.safetensors"];
@@ -123,6 +130,7 @@ pub fn resolve_checkpoint(
         .map_err(|e| CheckpointError::Download {
             spec: spec.into(),
             reason: e.to_string(),
+            looked_in: looked_in.clone(),
         })?;
     let repo = api.repo(Repo::with_revision(
         spec.into(),
@@ -132,6 +140,7 @@ pub fn resolve_checkpoint(
     let get = |f: &str| {
         repo.get(f).map_err(|e| CheckpointError::Download {
             spec: spec.into(),
+            looked_in: looked_in.clone(),
             reason: format!(
                 "{f}: {e}. Without network access, download it elsewhere with \
                  `huggingface-cli download {spec}` and set HF_HOME, or pass a local folder."

@@ -40,13 +40,10 @@ impl Paths {
     }
 }
 
-/// Versions recorded in every result: peftbench's own and the numeric dependencies'.
+/// Versions of the numeric dependencies recorded in every result (peftbench's own is
+/// `Environment::peftbench_version`).
 pub fn crate_versions() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    out.insert(
-        "peftbench".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    );
     for pair in env!("PEFTBENCH_DEP_VERSIONS")
         .split(',')
         .filter(|s| !s.is_empty())

@@ -85,9 +85,8 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
 
     let device = opts.device.open()?;
     let environment = Environment::capture(&opts.device.to_string(), crate_versions());
-    let backbone = load_backbone(&suite.backbone, paths, &device, opts.quiet)?;
-
-    // Preflight: every task's data is found (and generated data made) before the first run.
+    // Preflight: every task's data and the backbone are found (and generated data made) before
+    // the first run.
     let mut task_data = std::collections::BTreeMap::new();
     for spec in &specs {
         if !task_data.contains_key(&spec.task.name) {
@@ -97,6 +96,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             );
         }
     }
+    let backbone = load_backbone(&suite.backbone, paths, &device, opts.quiet)?;
 
     let bar = if opts.quiet {
         ProgressBar::hidden()
@@ -195,7 +195,14 @@ pub fn report(
         .into_iter()
         .filter(|r| r.suite == suite.name)
         .collect();
-    let board = Leaderboard::build(&records, &report_layout(suite));
+    // Rows in the suite's method order (then any other labels found in the records).
+    let mut order: Vec<String> = Vec::new();
+    for spec in plan(suite, &PlanOptions::default(), &RegistryCatalog)? {
+        if !order.contains(&spec.label) {
+            order.push(spec.label);
+        }
+    }
+    let board = Leaderboard::build_with_order(&records, &report_layout(suite), &order);
     let path = board.write_markdown(reports_dir)?;
     Ok((board.terminal(), runs_table(&records), path))
 }

@@ -9,15 +9,17 @@ use peftbench_suite::{load_suite, PlanOptions};
 use super::{paths, suites_dir};
 use crate::Locations;
 
+const EXAMPLES: &str = "Examples:
+  harness suite demo                                   # needs nothing downloaded
+  harness suite vtab1k --data-dir ~/data/vtab-1k --filter method=lora
+  harness suite vtab1k --dry-run --filter task=cifar,method=lora
+  harness suite suites/my.yaml --override recipe.lr=5e-4 --epochs 2 --limit 64
+
+Finished runs are skipped, so rerunning an interrupted sweep resumes it.";
+
 /// Run or resume a suite.
-///
-/// Examples:
-///   harness suite demo
-///   harness suite vtab1k --data-dir ~/data/vtab-1k --filter method=lora
-///   harness suite vtab1k --dry-run --filter task=cifar,method=lora
-///   harness suite suites/my.yaml --override recipe.lr=5e-4 --epochs 2 --limit 64
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = EXAMPLES)]
 pub struct Args {
     /// A suite name (`<suites-dir>/NAME.yaml`) or a path to a suite file.
     pub suite: String,
