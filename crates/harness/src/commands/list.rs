@@ -1,5 +1,6 @@
 //! `harness list methods|tasks|suites`.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use peftbench_data_vision::ShapeTask;
@@ -7,7 +8,7 @@ use peftbench_methods::registry;
 use peftbench_runner::RegistryCatalog;
 use peftbench_suite::{list_suites, load_suite};
 
-use super::suites_dir;
+use super::{emit, suites_dir};
 use crate::Locations;
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -30,24 +31,30 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = suites_dir(&args.locations);
+    let mut out = String::new();
     match args.what {
         What::Methods => {
             for m in registry::registry() {
                 let info = m.info();
-                println!("{:<12} {}  [{}]", info.name, info.summary, info.paper);
+                writeln!(out, "{:<12} {}  [{}]", info.name, info.summary, info.paper)?;
                 for p in info.params {
-                    println!("{:<12}   {} (default {}): {}", "", p.name, p.default, p.doc);
+                    writeln!(
+                        out,
+                        "{:<12}   {} (default {}): {}",
+                        "", p.name, p.default, p.doc
+                    )?;
                 }
             }
         }
         What::Tasks => {
             for task in ShapeTask::ALL {
-                println!(
+                writeln!(
+                    out,
                     "{:<28} {} classes, generated: {}",
                     format!("generated/{}", task.name()),
                     task.num_classes(),
                     task.description()
-                );
+                )?;
             }
             for (name, _) in list_suites(&dir) {
                 let suite = match load_suite(&name, &dir, &RegistryCatalog) {
@@ -63,20 +70,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .iter()
                         .find(|(_, m)| m.contains(&t.name))
                         .map(|(g, _)| g.as_str());
-                    println!(
+                    writeln!(
+                        out,
                         "{:<28} {} classes{}",
                         format!("{}/{}", suite.name, t.name),
                         t.num_classes,
                         group.map(|g| format!(", group {g}")).unwrap_or_default()
-                    );
+                    )?;
                 }
             }
         }
         What::Suites => {
             for (name, description) in list_suites(&dir) {
-                println!("{name:<12} {description}");
+                writeln!(out, "{name:<12} {description}")?;
             }
         }
     }
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,16 @@ use std::path::PathBuf;
 
 use crate::Locations;
 
+/// Writes `text` to stdout; a closed pipe (`harness list methods | head`) is not an error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// The suites directory: `--suites-dir`, else `./suites` when it exists, else the one shipped with
 /// this build (so `harness suite demo` works from any directory).
 pub fn suites_dir(loc: &Locations) -> PathBuf {

@@ -6,7 +6,7 @@ use peftbench_core::DeviceSpec;
 use peftbench_runner::{sweep, RegistryCatalog, SweepOptions};
 use peftbench_suite::{load_suite, PlanOptions};
 
-use super::{paths, suites_dir};
+use super::{emit, paths, suites_dir};
 use crate::Locations;
 
 const EXAMPLES: &str = "Examples:
@@ -66,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let summary = sweep(&suite, &opts, &paths(&args.locations))?;
     if args.dry_run {
-        print!("{}", summary.runs);
+        emit(&summary.runs)?;
         println!(
             "{} runs planned for suite `{}`",
             summary.planned, suite.name
