@@ -141,6 +141,26 @@ fn a_small_sweep_runs_reports_and_resumes_without_redoing_runs() {
 
     let report = run(harness(dir.path()).args(["report"]).arg(&suite));
     assert!(report.status.success(), "{}", text(&report));
+
+    // Editing the suite (another lr) makes new runs; the old records are kept on disk but left out
+    // of the table, never averaged in as extra seeds.
+    let edited = std::fs::read_to_string(&suite)
+        .unwrap()
+        .replace("lr: 1.0e-3", "lr: 2.0e-3");
+    std::fs::write(&suite, edited).unwrap();
+    let out = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(records(dir.path()).len(), 8);
+    assert!(
+        text(&out).contains("4 record(s) of suite `tiny` belong to configurations no longer"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("(1)") && !text(&out).contains("(2)"),
+        "one seed per cell: {}",
+        text(&out)
+    );
 }
 
 #[test]

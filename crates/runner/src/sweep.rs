@@ -177,27 +177,41 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
 
-    let (table, runs, path) = report(suite, &store, &paths.reports)?;
+    let (table, runs, path) = report(suite, &opts.plan, &store, &paths.reports)?;
     summary.table = table;
     summary.runs = runs;
     summary.report_path = Some(path);
     Ok(summary)
 }
 
-/// The leaderboard of `suite` from the records in `store`: terminal table, runs table, markdown path.
+/// The leaderboard of the runs `plan_options` selects from `suite`, from the records in `store`:
+/// terminal table, runs table, markdown path.
 pub fn report(
     suite: &Suite,
+    plan_options: &PlanOptions,
     store: &RecordStore,
     reports_dir: &std::path::Path,
 ) -> anyhow::Result<(String, String, std::path::PathBuf)> {
-    let records: Vec<RunRecord> = store
+    // Only records of the suite's current plan count: a record left by an earlier version of the
+    // suite (another lr, another grid) has another config hash, and mixing it in would average
+    // different configurations as if they were seeds.
+    let specs = plan(suite, plan_options, &RegistryCatalog)?;
+    let current: std::collections::BTreeSet<String> = specs.iter().map(RunSpec::run_id).collect();
+    let (records, stale): (Vec<RunRecord>, Vec<RunRecord>) = store
         .load_all()?
         .into_iter()
         .filter(|r| r.suite == suite.name)
-        .collect();
-    // Rows in the suite's method order (then any other labels found in the records).
+        .partition(|r| current.contains(&r.run_id));
+    if !stale.is_empty() {
+        eprintln!(
+            "note: {} record(s) of suite `{}` belong to configurations no longer in the suite file and are left out",
+            stale.len(),
+            suite.name
+        );
+    }
+    // Rows in the suite's method order.
     let mut order: Vec<String> = Vec::new();
-    for spec in plan(suite, &PlanOptions::default(), &RegistryCatalog)? {
+    for spec in specs {
         if !order.contains(&spec.label) {
             order.push(spec.label);
         }

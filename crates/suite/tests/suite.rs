@@ -838,6 +838,6 @@ fn shipped_fgvc_and_demo() {
     // full, linear and the PEFT methods have their own learning rates.
     assert_eq!(runs[0].recipe.lr, 1.0e-3);
     assert_eq!(runs[1].recipe.lr, 1.0e-2);
-    assert_eq!(runs[2].recipe.lr, 5.0e-3);
+    assert_eq!(runs[2].recipe.lr, 1.0e-2);
     assert_eq!(runs[0].recipe.drop_path, 0.0);
 }

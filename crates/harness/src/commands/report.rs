@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use peftbench_records::RecordStore;
 use peftbench_runner::{sweep::report, RegistryCatalog};
-use peftbench_suite::load_suite;
+use peftbench_suite::{load_suite, PlanOptions};
 
 use super::suites_dir;
 use crate::Locations;
@@ -24,7 +24,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let suite = load_suite(&args.suite, &suites_dir(&args.locations), &RegistryCatalog)?;
     let store = RecordStore::open(&args.locations.results)?;
-    let (table, runs, path) = report(&suite, &store, &args.locations.reports)?;
+    let (table, runs, path) = report(
+        &suite,
+        &PlanOptions::default(),
+        &store,
+        &args.locations.reports,
+    )?;
     println!("{table}");
     if args.runs {
         println!("{runs}");
