@@ -9,8 +9,8 @@ static METHODS: &[&dyn Method] = &[
     &lora::Lora,
     &adapter::BottleneckAdapter,
     &adaptformer::AdaptFormer,
-    &vpt::VptShallow,
-    &vpt::VptDeep,
+    &vpt::VPT_SHALLOW,
+    &vpt::VPT_DEEP,
 ];
 
 /// Every registered method, in the order `harness list methods` prints them.

@@ -55,10 +55,14 @@ const PARAMS: &[ParamDoc] = &[
     },
 ];
 
-/// Prompts in front of the first block only.
-pub struct VptShallow;
-/// A prompt set for every block.
-pub struct VptDeep;
+/// VPT as a registry method: `deep: false` is VPT-shallow (prompts in front of the first block
+/// only), `deep: true` VPT-deep (a prompt set for every block).
+pub struct Vpt {
+    deep: bool,
+}
+
+pub const VPT_SHALLOW: Vpt = Vpt { deep: false };
+pub const VPT_DEEP: Vpt = Vpt { deep: true };
 
 pub struct VptAdaptation {
     config: VptConfig,
@@ -179,18 +183,26 @@ fn validate(name: &str, params: &serde_json::Value) -> Result<VptConfig, String>
     Ok(c)
 }
 
-impl Method for VptShallow {
+impl Method for Vpt {
     fn info(&self) -> MethodInfo {
+        let (name, summary) = if self.deep {
+            ("vpt-deep", "VPT-deep: a learned prompt set for every block")
+        } else {
+            (
+                "vpt-shallow",
+                "VPT-shallow: learned prompt tokens inserted before the first block",
+            )
+        };
         MethodInfo {
-            name: "vpt-shallow",
-            summary: "VPT-shallow: learned prompt tokens inserted before the first block",
+            name,
+            summary,
             paper: "Jia et al., Visual Prompt Tuning, ECCV 2022 (arXiv:2203.12119)",
             params: PARAMS,
         }
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
-        validate("vpt-shallow", params).map(|_| ())
+        validate(self.info().name, params).map(|_| ())
     }
 
     fn attach(
@@ -199,32 +211,9 @@ impl Method for VptShallow {
         backbone: &mut dyn Backbone,
         init: &SeededInit,
     ) -> anyhow::Result<Box<dyn Adaptation>> {
-        let config = validate("vpt-shallow", params).map_err(anyhow::Error::msg)?;
-        Ok(Box::new(VptAdaptation::new(config, false, backbone, init)?))
-    }
-}
-
-impl Method for VptDeep {
-    fn info(&self) -> MethodInfo {
-        MethodInfo {
-            name: "vpt-deep",
-            summary: "VPT-deep: a learned prompt set for every block",
-            paper: "Jia et al., Visual Prompt Tuning, ECCV 2022 (arXiv:2203.12119)",
-            params: PARAMS,
-        }
-    }
-
-    fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
-        validate("vpt-deep", params).map(|_| ())
-    }
-
-    fn attach(
-        &self,
-        params: &serde_json::Value,
-        backbone: &mut dyn Backbone,
-        init: &SeededInit,
-    ) -> anyhow::Result<Box<dyn Adaptation>> {
-        let config = validate("vpt-deep", params).map_err(anyhow::Error::msg)?;
-        Ok(Box::new(VptAdaptation::new(config, true, backbone, init)?))
+        let config = validate(self.info().name, params).map_err(anyhow::Error::msg)?;
+        Ok(Box::new(VptAdaptation::new(
+            config, self.deep, backbone, init,
+        )?))
     }
 }
