@@ -55,6 +55,8 @@ enum Command {
     Report(commands::report::Args),
     /// List the methods, tasks or suites that exist.
     List(commands::list::Args),
+    /// Measure speed beside a reference (`bench train-step`).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Suite(args) => commands::suite::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::List(args) => commands::list::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(code) => code,
