@@ -7,12 +7,15 @@
 //! that train pretrained weights themselves (full fine-tuning, BitFit) swap those tensors for
 //! variables through [`Backbone::visit_params`].
 
+pub mod ast;
 pub mod checkpoint;
+mod encoder;
 pub mod sites;
 pub mod vit;
 
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
+pub use ast::{Ast, AstConfig};
 pub use vit::{Vit, VitConfig};
 
 use candle_core::{Result, Tensor};

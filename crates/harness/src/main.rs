@@ -69,7 +69,9 @@ enum Command {
     Report(commands::report::Args),
     /// List the methods, tasks or suites that exist.
     List(commands::list::Args),
-    /// Measure speed beside a reference (`bench train-step`).
+    /// Show the exact model input for one file (`inspect audio FILE --out x.npy`).
+    Inspect(commands::inspect::Args),
+    /// Measure speed against a reference measured in the same run (`bench fbank`).
     Bench(commands::bench::Args),
 }
 
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Suite(args) => commands::suite::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::List(args) => commands::list::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     match result {

@@ -798,6 +798,9 @@ pub(crate) fn validate_protocol(p: &Protocol) -> Result<(), String> {
             return Err(format!("`protocol.{field}` is empty"));
         }
     }
+    if p.folds.is_some_and(|k| k < 2) {
+        return Err("`protocol.folds` must be at least 2 (omit it for fixed splits)".into());
+    }
     if p.selection == Selection::BestVal && p.val_split.is_none() {
         return Err("`protocol.selection: best-val` needs `protocol.val_split`".into());
     }

@@ -57,6 +57,10 @@ pub struct RunSpec {
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
     pub limit: Option<usize>,
+    /// The held-out fold (1-based) under `protocol.folds`; absent otherwise (so the configuration hashes
+    /// of suites without folds are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<u32>,
 }
 
 impl RunSpec {
@@ -363,7 +367,14 @@ pub fn plan(
                     .map_err(|e| plan_err(format!("method `{}` after overrides: {e}", m.label)))?;
                 let label = point_label(&m.label, &point);
                 let params = Value::Object(sorted(params));
-                for &seed in &seeds {
+                let folds: Vec<Option<u32>> = match protocol.folds {
+                    Some(k) => (1..=k).map(Some).collect(),
+                    None => vec![None],
+                };
+                for (&seed, &fold) in seeds
+                    .iter()
+                    .flat_map(|s| folds.iter().map(move |f| (s, f)))
+                {
                     runs.push(RunSpec {
                         suite: suite.name.clone(),
                         task: task.clone(),
@@ -378,6 +389,7 @@ pub fn plan(
                         preprocess: suite.preprocess.clone(),
                         protocol: protocol.clone(),
                         limit: opts.limit,
+                        fold,
                     });
                 }
             }

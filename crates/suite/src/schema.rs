@@ -127,6 +127,11 @@ pub struct Protocol {
     /// What a corrupt image does (default `stop`).
     #[serde(default)]
     pub on_data_error: OnDataError,
+    /// k-fold cross-validation (ESC-50: 5, UrbanSound8K: 10): every configuration runs once per fold
+    /// `1..=k` with that fold held out as the eval split, and reports average over the folds (and seeds).
+    /// Absent: one run per seed on the fixed splits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<u32>,
 }
 
 /// The field names of [`Protocol`], in file order (valid `protocol.*` override keys).
@@ -136,6 +141,7 @@ pub const PROTOCOL_FIELDS: &[&str] = &[
     "val_split",
     "selection",
     "on_data_error",
+    "folds",
 ];
 
 /// Optimisation recipe (YAML section `recipe`, and per-method `recipe` overrides).

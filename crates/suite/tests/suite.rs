@@ -841,3 +841,33 @@ fn shipped_fgvc_and_demo() {
     assert_eq!(runs[2].recipe.lr, 1.0e-2);
     assert_eq!(runs[0].recipe.drop_path, 0.0);
 }
+
+#[test]
+fn k_fold_protocol_runs_every_fold_per_seed_and_keeps_other_hashes() {
+    let plain = plan(&base_suite(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert!(plain.iter().all(|r| r.fold.is_none()));
+    let text = BASE.replace("  selection: final\n", "  selection: final\n  folds: 5\n");
+    let s = load_text(&text).1.unwrap();
+    assert_eq!(s.protocol.folds, Some(5));
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(runs.len(), plain.len() * 5);
+    let first: Vec<(u64, Option<u32>)> = runs.iter().take(6).map(|r| (r.seed, r.fold)).collect();
+    assert_eq!(
+        first,
+        [
+            (0, Some(1)),
+            (0, Some(2)),
+            (0, Some(3)),
+            (0, Some(4)),
+            (0, Some(5)),
+            (1, Some(1))
+        ]
+    );
+    // Each fold is its own configuration.
+    assert_ne!(runs[0].config_hash(), runs[1].config_hash());
+    // A suite without folds serialises exactly as before the field existed.
+    let json = serde_json::to_value(&plain[0]).unwrap();
+    assert!(json.get("fold").is_none() && json["protocol"].get("folds").is_none());
+    let err = load_err(&BASE.replace("  selection: final\n", "  selection: final\n  folds: 1\n"));
+    assert!(err.contains("folds"), "{err}");
+}

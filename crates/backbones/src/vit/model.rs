@@ -5,48 +5,9 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use peftbench_core::{ops, ForwardCtx, SeededInit};
 
 use super::VitConfig;
-use crate::sites::{Hooks, Linear, LinearSite, NormSite, Sublayer};
+use crate::encoder::{self, Encoder, EncoderDims};
+use crate::sites::{Hooks, Linear, LinearSite};
 use crate::{Backbone, BackboneInfo};
-
-/// A layer norm whose affine parameters may be frozen or trained (BitFit trains the bias).
-#[derive(Debug, Clone)]
-struct Norm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl Norm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-}
-
-/// One pre-norm transformer block, named as in HF's `ViTLayer`.
-#[derive(Debug, Clone)]
-struct Block {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_output: Linear,
-    fc1: Linear,
-    fc2: Linear,
-    layernorm_before: Norm,
-    layernorm_after: Norm,
-}
-
-impl Block {
-    fn linear(&self, site: LinearSite) -> &Linear {
-        match site {
-            LinearSite::Query => &self.query,
-            LinearSite::Key => &self.key,
-            LinearSite::Value => &self.value,
-            LinearSite::AttentionOutput => &self.attention_output,
-            LinearSite::Fc1 => &self.fc1,
-            LinearSite::Fc2 => &self.fc2,
-        }
-    }
-}
 
 /// The ViT encoder. Weights are plain tensors; see [`Backbone::visit_params`] for training them.
 #[derive(Debug, Clone)]
@@ -58,23 +19,27 @@ pub struct Vit {
     patch_bias: Tensor,
     cls_token: Tensor,
     position_embeddings: Tensor,
-    blocks: Vec<Block>,
-    final_norm: Norm,
+    encoder: Encoder,
 }
 
 /// Module path of block `layer` in HF checkpoints (ViTForImageClassification layout).
 fn layer_path(layer: usize) -> String {
-    format!("vit.encoder.layer.{layer}")
+    format!("vit.{}", encoder::layer_path(layer))
 }
 
-fn site_suffix(site: LinearSite) -> &'static str {
-    match site {
-        LinearSite::Query => "attention.attention.query",
-        LinearSite::Key => "attention.attention.key",
-        LinearSite::Value => "attention.attention.value",
-        LinearSite::AttentionOutput => "attention.output.dense",
-        LinearSite::Fc1 => "intermediate.dense",
-        LinearSite::Fc2 => "output.dense",
+impl VitConfig {
+    pub(crate) fn encoder_dims(&self) -> EncoderDims {
+        EncoderDims {
+            hidden_size: self.hidden_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            intermediate_size: self.intermediate_size,
+            act: self.hidden_act,
+            layer_norm_eps: self.layer_norm_eps,
+            qkv_bias: self.qkv_bias,
+            hidden_dropout: self.hidden_dropout_prob,
+            attention_dropout: self.attention_probs_dropout_prob,
+        }
     }
 }
 
@@ -121,44 +86,8 @@ impl Vit {
             }
             t.to_dtype(DType::F32)
         };
-        let (d, f, c, p) = (
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.num_channels,
-            cfg.patch_size,
-        );
-        let linear = |name: String, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-            Ok(Linear {
-                weight: get(&format!("{name}.weight"), &[out, inp])?,
-                bias: if bias {
-                    Some(get(&format!("{name}.bias"), &[out])?)
-                } else {
-                    None
-                },
-            })
-        };
-        let norm = |name: String| -> Result<Norm> {
-            Ok(Norm {
-                weight: get(&format!("{name}.weight"), &[d])?,
-                bias: get(&format!("{name}.bias"), &[d])?,
-                eps: cfg.layer_norm_eps,
-            })
-        };
-        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
-        for l in 0..cfg.num_hidden_layers {
-            let base = format!("encoder.layer.{l}");
-            let site = |s: LinearSite| format!("{base}.{}", site_suffix(s));
-            blocks.push(Block {
-                query: linear(site(LinearSite::Query), d, d, cfg.qkv_bias)?,
-                key: linear(site(LinearSite::Key), d, d, cfg.qkv_bias)?,
-                value: linear(site(LinearSite::Value), d, d, cfg.qkv_bias)?,
-                attention_output: linear(site(LinearSite::AttentionOutput), d, d, true)?,
-                fc1: linear(site(LinearSite::Fc1), f, d, true)?,
-                fc2: linear(site(LinearSite::Fc2), d, f, true)?,
-                layernorm_before: norm(format!("{base}.layernorm_before"))?,
-                layernorm_after: norm(format!("{base}.layernorm_after"))?,
-            });
-        }
+        let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
+        let encoder = Encoder::from_tensors(cfg.encoder_dims(), &get)?;
         Ok(Self {
             info: Self::info_for(&cfg),
             patch_weight: get(
@@ -171,8 +100,7 @@ impl Vit {
                 "embeddings.position_embeddings",
                 &[1, cfg.num_patches() + 1, d],
             )?,
-            blocks,
-            final_norm: norm("layernorm".into())?,
+            encoder,
             cfg,
         })
     }
@@ -228,20 +156,7 @@ impl Vit {
                 vec![d],
             ),
         ];
-        for l in 0..cfg.num_hidden_layers {
-            let base = format!("encoder.layer.{l}");
-            for site in LinearSite::ALL {
-                let (i, o) = site_dims(cfg, site);
-                out.push((format!("{base}.{}.weight", site_suffix(site)), vec![o, i]));
-                out.push((format!("{base}.{}.bias", site_suffix(site)), vec![o]));
-            }
-            for n in ["layernorm_before", "layernorm_after"] {
-                out.push((format!("{base}.{n}.weight"), vec![d]));
-                out.push((format!("{base}.{n}.bias"), vec![d]));
-            }
-        }
-        out.push(("layernorm.weight".into(), vec![d]));
-        out.push(("layernorm.bias".into(), vec![d]));
+        out.extend(cfg.encoder_dims().param_shapes());
         out
     }
 
@@ -293,48 +208,6 @@ impl Vit {
         ops::linear(&patches, &weight, Some(&self.patch_bias))
     }
 
-    fn attention(
-        &self,
-        layer: usize,
-        x: &Tensor,
-        hooks: &dyn Hooks,
-        ctx: &ForwardCtx,
-    ) -> Result<Tensor> {
-        let block = &self.blocks[layer];
-        let b = x.dim(0)?;
-        let q = hooks.linear(layer, LinearSite::Query, x, &block.query, ctx)?;
-        let mut k = hooks.linear(layer, LinearSite::Key, x, &block.key, ctx)?;
-        let mut v = hooks.linear(layer, LinearSite::Value, x, &block.value, ctx)?;
-        if let Some((pk, pv)) = hooks.prefix(layer, b)? {
-            k = Tensor::cat(&[&pk, &k], 1)?;
-            v = Tensor::cat(&[&pv, &v], 1)?;
-        }
-        let context = ops::attention(
-            &q,
-            &k,
-            &v,
-            self.cfg.num_attention_heads,
-            None,
-            self.cfg.attention_probs_dropout_prob,
-            ctx,
-        )?;
-        hooks.linear(
-            layer,
-            LinearSite::AttentionOutput,
-            &context,
-            &block.attention_output,
-            ctx,
-        )
-    }
-
-    fn mlp(&self, layer: usize, x: &Tensor, hooks: &dyn Hooks, ctx: &ForwardCtx) -> Result<Tensor> {
-        let block = &self.blocks[layer];
-        let h = hooks.linear(layer, LinearSite::Fc1, x, &block.fc1, ctx)?;
-        let h = self.cfg.hidden_act.apply(&h)?;
-        let h = hooks.linear(layer, LinearSite::Fc2, &h, &block.fc2, ctx)?;
-        ctx.dropout(&h, self.cfg.hidden_dropout_prob)
-    }
-
     /// The token stream after the final norm, `[batch, tokens, hidden]`.
     pub fn forward_tokens(
         &self,
@@ -347,30 +220,7 @@ impl Vit {
         let cls = self.cls_token.broadcast_as((b, 1, self.cfg.hidden_size))?;
         let mut x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)?;
         x = ctx.dropout(&x, self.cfg.hidden_dropout_prob)?;
-        for (l, block) in self.blocks.iter().enumerate() {
-            x = hooks.tokens(l, x, ctx)?;
-            let h = block.layernorm_before.forward(&x)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeAttention, h)?;
-            let a = self.attention(l, &h, hooks, ctx)?;
-            let a = hooks.sublayer(l, Sublayer::Attention, &x, a, ctx)?;
-            x = (&x + ctx.drop_path(&a)?)?;
-            let h = block.layernorm_after.forward(&x)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeMlp, h)?;
-            let m = self.mlp(l, &h, hooks, ctx)?;
-            let m = hooks.sublayer(l, Sublayer::Mlp, &x, m, ctx)?;
-            x = (&x + ctx.drop_path(&m)?)?;
-        }
-        let x = self.final_norm.forward(&x)?;
-        hooks.norm(None, NormSite::Final, x)
-    }
-}
-
-fn site_dims(cfg: &VitConfig, site: LinearSite) -> (usize, usize) {
-    let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
-    match site {
-        LinearSite::Fc1 => (d, f),
-        LinearSite::Fc2 => (f, d),
-        _ => (d, d),
+        self.encoder.forward(x, hooks, ctx)
     }
 }
 
@@ -380,15 +230,15 @@ impl Backbone for Vit {
     }
 
     fn linear_dims(&self, site: LinearSite) -> (usize, usize) {
-        site_dims(&self.cfg, site)
+        self.cfg.encoder_dims().site_dims(site)
     }
 
     fn linear(&self, layer: usize, site: LinearSite) -> &Linear {
-        self.blocks[layer].linear(site)
+        self.encoder.linear(layer, site)
     }
 
     fn module_path(&self, layer: usize, site: LinearSite) -> String {
-        format!("{}.{}", layer_path(layer), site_suffix(site))
+        format!("{}.{}", layer_path(layer), encoder::site_suffix(site))
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
@@ -405,42 +255,7 @@ impl Backbone for Vit {
             "vit.embeddings.patch_embeddings.projection.bias",
             &mut self.patch_bias,
         )?;
-        for (l, block) in self.blocks.iter_mut().enumerate() {
-            let base = layer_path(l);
-            let Block {
-                query,
-                key,
-                value,
-                attention_output,
-                fc1,
-                fc2,
-                layernorm_before,
-                layernorm_after,
-            } = block;
-            for (site, lin) in [
-                (LinearSite::Query, query),
-                (LinearSite::Key, key),
-                (LinearSite::Value, value),
-                (LinearSite::AttentionOutput, attention_output),
-                (LinearSite::Fc1, fc1),
-                (LinearSite::Fc2, fc2),
-            ] {
-                let path = format!("{base}.{}", site_suffix(site));
-                f(&format!("{path}.weight"), &mut lin.weight)?;
-                if let Some(bias) = lin.bias.as_mut() {
-                    f(&format!("{path}.bias"), bias)?;
-                }
-            }
-            for (name, norm) in [
-                ("layernorm_before", layernorm_before),
-                ("layernorm_after", layernorm_after),
-            ] {
-                f(&format!("{base}.{name}.weight"), &mut norm.weight)?;
-                f(&format!("{base}.{name}.bias"), &mut norm.bias)?;
-            }
-        }
-        f("vit.layernorm.weight", &mut self.final_norm.weight)?;
-        f("vit.layernorm.bias", &mut self.final_norm.bias)
+        self.encoder.visit_params("vit.", f)
     }
 
     fn forward_features(

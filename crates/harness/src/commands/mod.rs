@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod inspect;
 pub mod list;
 pub mod report;
 pub mod suite;
