@@ -13,9 +13,9 @@ mod encoder;
 pub mod sites;
 pub mod vit;
 
+pub use ast::{Ast, AstConfig};
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
-pub use ast::{Ast, AstConfig};
 pub use vit::{Vit, VitConfig};
 
 use candle_core::{Result, Tensor};
