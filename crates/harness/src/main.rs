@@ -71,7 +71,7 @@ enum Command {
     List(commands::list::Args),
     /// Show the exact model input for one file (`inspect audio FILE --out x.npy`).
     Inspect(commands::inspect::Args),
-    /// Measure speed against a reference measured in the same run (`bench fbank`).
+    /// Measure speed beside a reference (`bench train-step`, `bench fbank`).
     Bench(commands::bench::Args),
 }
 

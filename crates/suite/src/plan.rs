@@ -371,10 +371,7 @@ pub fn plan(
                     Some(k) => (1..=k).map(Some).collect(),
                     None => vec![None],
                 };
-                for (&seed, &fold) in seeds
-                    .iter()
-                    .flat_map(|s| folds.iter().map(move |f| (s, f)))
-                {
+                for (&seed, &fold) in seeds.iter().flat_map(|s| folds.iter().map(move |f| (s, f))) {
                     runs.push(RunSpec {
                         suite: suite.name.clone(),
                         task: task.clone(),

@@ -2,8 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 use peftbench_core::DeviceSpec;
+use peftbench_data_audio::{Fbank, FbankConfig};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
 use peftbench_runner::bench::{run_train_step, BenchBackbone, StepTimings, TrainStepBench};
 
 #[derive(clap::Args)]
@@ -21,6 +26,10 @@ pub enum What {
     /// The reference is `ci/bench/train_step.py`, run with --python (default: $PEFTBENCH_PYTHON, else
     /// `python3`); it is skipped with a note when torch, timm or peft cannot be imported.
     TrainStep(TrainStepArgs),
+    /// Kaldi filter banks with AST's settings (128 mel bins, 25/10 ms, 16 kHz) on 10 s clips: clips/s of
+    /// ours on one thread and on every core, beside `torchaudio.compliance.kaldi.fbank` on one thread when
+    /// a Python with torchaudio is found (`--python`, default `python3`), and the ratio.
+    Fbank(FbankArgs),
 }
 
 #[derive(clap::Args)]
@@ -64,6 +73,7 @@ fn backbone_names() -> clap::builder::PossibleValuesParser {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::TrainStep(a) => train_step(a),
+        What::Fbank(a) => fbank(a),
     }
 }
 
@@ -252,4 +262,85 @@ fn device_name(device: &candle_core::Device) -> String {
         candle_core::Device::Cpu => "cpu".into(),
         other => format!("{other:?}"),
     }
+}
+
+#[derive(clap::Args)]
+pub struct FbankArgs {
+    /// Clips per measurement.
+    #[arg(long, default_value_t = 50)]
+    pub clips: usize,
+    /// Clip length in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// The Python interpreter to time torchaudio with.
+    #[arg(long, env = "PEFTBENCH_PYTHON", default_value = "python3")]
+    pub python: String,
+}
+
+/// Times torchaudio on `clips` random clips of `samples` samples, one thread; `None` when unavailable.
+fn torchaudio_clips_per_s(python: &str, clips: usize, samples: usize) -> Option<f64> {
+    let script = format!(
+        "import time, torch\n\
+         from torchaudio.compliance import kaldi\n\
+         torch.set_num_threads(1)\n\
+         g = torch.Generator().manual_seed(0)\n\
+         xs = [torch.rand(1, {samples}, generator=g) * 2 - 1 for _ in range({clips})]\n\
+         f = lambda x: kaldi.fbank(x, htk_compat=True, sample_frequency=16000, use_energy=False, \
+         window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10)\n\
+         f(xs[0])\n\
+         t = time.perf_counter()\n\
+         for x in xs: f(x)\n\
+         print({clips} / (time.perf_counter() - t))\n"
+    );
+    let out = Command::new(python).arg("-c").arg(script).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn fbank(args: FbankArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.clips > 0 && args.seconds > 0.0,
+        "--clips and --seconds must be positive"
+    );
+    let samples = (args.seconds * 16_000.0) as usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let clips: Vec<Vec<f32>> = (0..args.clips)
+        .map(|_| (0..samples).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    let fbank = Fbank::new(FbankConfig::default())?;
+    let _warm = fbank.compute(&clips[0]);
+
+    let start = Instant::now();
+    for clip in &clips {
+        std::hint::black_box(fbank.compute(clip));
+    }
+    let ours_1 = args.clips as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    clips.par_iter().for_each(|clip| {
+        std::hint::black_box(fbank.compute(clip));
+    });
+    let ours_all = args.clips as f64 / start.elapsed().as_secs_f64();
+
+    println!(
+        "fbank, {} clips of {} s (128 mel bins, 25 ms / 10 ms, 16 kHz)",
+        args.clips, args.seconds
+    );
+    println!("  peftbench, 1 thread          {ours_1:>9.1} clips/s");
+    println!(
+        "  peftbench, {:>2} threads        {ours_all:>9.1} clips/s",
+        rayon::current_num_threads()
+    );
+    match torchaudio_clips_per_s(&args.python, args.clips, samples) {
+        Some(theirs) => {
+            println!("  torchaudio kaldi.fbank, 1 thread {theirs:>5.1} clips/s");
+            println!("  ratio (peftbench / torchaudio, 1 thread): {:.2}x", ours_1 / theirs);
+        }
+        None => println!(
+            "  torchaudio: not measured ({} cannot import torchaudio; set --python or PEFTBENCH_PYTHON)",
+            args.python
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
