@@ -7,10 +7,12 @@
 //! that train pretrained weights themselves (full fine-tuning, BitFit) swap those tensors for
 //! variables through [`Backbone::visit_params`].
 
+pub mod bert;
 pub mod checkpoint;
 pub mod sites;
 pub mod vit;
 
+pub use bert::{Bert, BertConfig, MlmHead, Pooling, TextEncoder, TokenizedBatch};
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 pub use vit::{Vit, VitConfig};
@@ -21,7 +23,7 @@ use peftbench_core::ForwardCtx;
 /// Sizes a method needs to build its parameters, independent of the architecture.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BackboneInfo {
-    /// Architecture family, e.g. `"vit"`.
+    /// Architecture family, e.g. `"vit"`, `"bert"`, `"xlm-roberta"`.
     pub family: String,
     pub hidden_size: usize,
     pub num_layers: usize,
@@ -51,6 +53,15 @@ pub trait Backbone {
 
     /// Pooled features `[batch, hidden]` (the CLS token after the final norm for ViT).
     fn forward_features(
+        &self,
+        input: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor>;
+
+    /// Per-token features `[batch, tokens, hidden]` after the final norm, one row per input token
+    /// (tokens a method inserts, such as prompts, removed): for token-level heads.
+    fn forward_sequence(
         &self,
         input: &Tensor,
         hooks: &dyn Hooks,
