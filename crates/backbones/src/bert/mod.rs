@@ -13,9 +13,11 @@
 mod config;
 mod mlm;
 mod model;
+mod packaged;
 mod tokenizer;
 
 pub use config::BertConfig;
 pub use mlm::MlmHead;
 pub use model::{Bert, Pooling};
+pub use packaged::{find_minilm, MINILM_ENV};
 pub use tokenizer::{TextEncoder, TokenizedBatch};
