@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::trainer::BatchSource;
+use crate::trainer::{Batch, BatchSource};
 
 /// Examples held as two tensors that share their first dimension.
 #[derive(Clone)]
@@ -16,11 +16,11 @@ pub struct InMemoryBatches {
 }
 
 impl InMemoryBatches {
-    /// `inputs` `[N, ...]`, `labels` `[N]` (converted to u32).
+    /// `inputs` `[N, ...]`, `labels` `[N]` or per token `[N, T]` (converted to u32).
     pub fn new(inputs: Tensor, labels: Tensor) -> anyhow::Result<Self> {
         let n = inputs.dim(0)?;
         anyhow::ensure!(
-            labels.dims() == [n],
+            labels.dims().first() == Some(&n),
             "labels {:?} do not match {n} inputs",
             labels.dims()
         );
@@ -55,7 +55,7 @@ impl BatchSource for InMemoryBatches {
         &self,
         batch_size: usize,
         shuffle_seed: Option<u64>,
-    ) -> Box<dyn Iterator<Item = anyhow::Result<(Tensor, Tensor)>> + '_> {
+    ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_> {
         let order = self.order(shuffle_seed);
         let batch_size = batch_size.max(1);
         let chunks: Vec<Vec<u32>> = order.chunks(batch_size).map(<[u32]>::to_vec).collect();
@@ -64,7 +64,7 @@ impl BatchSource for InMemoryBatches {
             let idx = Tensor::from_vec(idx, n, self.inputs.device())?;
             let inputs = self.inputs.index_select(&idx, 0)?;
             let labels = self.labels.index_select(&idx, 0)?;
-            Ok((inputs, labels))
+            Ok(Batch::new(inputs, labels))
         }))
     }
 }

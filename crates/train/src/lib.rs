@@ -14,10 +14,10 @@ pub mod trainer;
 
 pub use clip::clip_grad_norm;
 pub use data::InMemoryBatches;
-pub use loss::cross_entropy;
+pub use loss::{cross_entropy, masked_cross_entropy, IGNORE_LABEL};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::CosineSchedule;
 pub use trainer::{
-    derive_seed, evaluate, train, BatchSource, EpochLog, Evaluation, Progress, Selection,
+    derive_seed, evaluate, train, Batch, BatchSource, EpochLog, Evaluation, Progress, Selection,
     TrainConfig, TrainModel, TrainOutcome, TrainReport,
 };
