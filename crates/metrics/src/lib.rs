@@ -5,8 +5,16 @@
 //!   confidence interval of the mean, the usual way to report a metric over seeds.
 //! * [`t_quantile_975`] is the two-sided 95% critical value of Student's t distribution.
 //! * [`bootstrap_ci95`] is a seeded percentile bootstrap of accuracy over test examples.
+//! * [`macro_f1`] follows `sklearn.metrics.f1_score(average="macro")` ([`classification`]).
+//! * [`span_f1`] is entity-level F1 with seqeval's semantics ([`seqeval`]).
 //!
 //! The crate has no heavy dependencies (no tensors): it only sees plain numbers.
+
+pub mod classification;
+pub mod seqeval;
+
+pub use classification::macro_f1;
+pub use seqeval::{span_f1, SpanScores};
 
 use serde::{Deserialize, Serialize};
 
