@@ -88,6 +88,17 @@ impl PeftModel {
         self.head.forward(&self.features(input, ctx)?)
     }
 
+    /// Per-token features `[B, T, hidden]` with the method attached (token-level heads, MLM).
+    pub fn sequence_features(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.backbone
+            .forward_sequence(input, self.adaptation.as_ref(), ctx)
+    }
+
+    /// Per-token logits `[B, T, classes]` (token classification: the head on every token).
+    pub fn token_logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.head.forward(&self.sequence_features(input, ctx)?)
+    }
+
     /// Saves the trained adapter and head into `dir`; returns the bytes written on disk.
     pub fn save(&self, dir: &Path, base_model: &str) -> anyhow::Result<u64> {
         std::fs::create_dir_all(dir)?;

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod layout;
 pub mod run;
 pub mod sweep;
+pub mod text;
 
 pub use catalog::RegistryCatalog;
 pub use sweep::{sweep, SweepOptions, SweepSummary};
