@@ -74,6 +74,12 @@ pub trait Adaptation: Hooks {
         self.trainable().count()
     }
 
+    /// True when the backbone's output is exactly the pretrained model's (no hooks, nothing
+    /// unfrozen): the runner may then compute features once and train only the head on them.
+    fn leaves_backbone_unchanged(&self) -> bool {
+        false
+    }
+
     /// Writes the trained adapter into `dir` (HF PEFT format where PEFT has the method), with the
     /// head under `modules_to_save`. Returns the files written.
     fn save(

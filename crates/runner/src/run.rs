@@ -16,6 +16,7 @@ use peftbench_train::{
 };
 
 use crate::backbone::LoadedBackbone;
+use crate::features::{FeatureCache, HeadOnFeatures};
 
 /// The prepared inputs of a task, shared by all its runs.
 pub struct PreparedTask {
@@ -23,6 +24,8 @@ pub struct PreparedTask {
     pub eval: Box<dyn BatchSource>,
     pub val: Option<Box<dyn BatchSource>>,
     pub skipped_examples: usize,
+    /// Backbone features of the splits, for runs whose method leaves the backbone unchanged.
+    pub features: FeatureCache,
 }
 
 /// What a run needs besides its spec.
@@ -124,15 +127,48 @@ fn execute_inner(
     let trainable = model.trainable_count() as u64;
     let total = model.total_count() as u64;
     let cfg = train_config(spec);
-    let outcome = train(
-        &Trainee(&model),
-        task.train.as_ref(),
-        task.val.as_deref(),
-        &cfg,
-        progress,
-    )?;
+    // A frozen backbone whose training-mode forward equals its evaluation-mode forward computes
+    // the same features every epoch: compute them once per task and train the head on them.
+    let vit_cfg = ctx.backbone.vit.config();
+    let cache_features = model.adaptation().leaves_backbone_unchanged()
+        && cfg.drop_path == 0.0
+        && vit_cfg.hidden_dropout_prob == 0.0
+        && vit_cfg.attention_probs_dropout_prob == 0.0;
+    let full_model = Trainee(&model);
+    let head_only = HeadOnFeatures(&model);
+    let mut feature_seconds = 0.0;
+    let (trainee, train_split, val_split, eval_split): (
+        &dyn TrainModel,
+        &dyn BatchSource,
+        Option<&dyn BatchSource>,
+        &dyn BatchSource,
+    ) = if cache_features {
+        let (features, computed) =
+            task.features
+                .get_or_compute(task, &model, cfg.eval_batch_size)?;
+        if computed {
+            feature_seconds = features.seconds;
+        }
+        (
+            &head_only,
+            &features.train,
+            features.val.as_ref().map(|v| v as &dyn BatchSource),
+            &features.eval,
+        )
+    } else {
+        (
+            &full_model,
+            task.train.as_ref(),
+            task.val.as_deref(),
+            task.eval.as_ref(),
+        )
+    };
+    let outcome = train(trainee, train_split, val_split, &cfg, progress)?;
     let report = match outcome {
-        TrainOutcome::Completed(report) => report,
+        TrainOutcome::Completed(mut report) => {
+            report.train_seconds += feature_seconds;
+            report
+        }
         TrainOutcome::Diverged {
             epoch,
             step,
@@ -156,7 +192,7 @@ fn execute_inner(
         }
     };
     let eval_started = Instant::now();
-    let evaluation = evaluate(&Trainee(&model), task.eval.as_ref(), cfg.eval_batch_size)?;
+    let evaluation = evaluate(trainee, eval_split, cfg.eval_batch_size)?;
     let mut metrics = std::collections::BTreeMap::new();
     metrics.insert(primary_metric(spec), evaluation.accuracy);
     if let Some(val) = report

@@ -137,6 +137,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
                     .map(|v| batch_source(v, &pre, &device))
                     .transpose()?,
                 skipped_examples: data.skipped,
+                features: Default::default(),
             };
             prepared = Some((spec.task.name.clone(), task));
         }
