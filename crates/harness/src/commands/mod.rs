@@ -1,8 +1,12 @@
 //! One file per subcommand.
 
+pub mod compare;
 pub mod list;
+pub mod merge;
 pub mod report;
+pub mod slurm;
 pub mod suite;
+pub mod workers;
 
 use std::path::PathBuf;
 
