@@ -6,8 +6,9 @@
 #   ci/nightly.sh --update-baseline  # after an intended change: copy the new exports over the baselines
 #
 # Environment: NIGHTLY_SUITES (default "demo"), NIGHTLY_DEVICE (default cpu; cuda on the GPU runner),
-# NIGHTLY_ARGS (extra `harness suite` flags, also given to `harness report`), NIGHTLY_OUT (default
-# nightly), CARGO_FEATURES (e.g. cuda).
+# NIGHTLY_ARGS (`harness suite` flags that change the runs, also given to `harness report`: only
+# --epochs, --limit, --override; default "--epochs 2 --limit 128", the configuration of the shipped
+# baseline), NIGHTLY_OUT (default nightly), CARGO_FEATURES (e.g. cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ if [[ "${1:-}" == "--update-baseline" ]]; then update=1; fi
 suites=${NIGHTLY_SUITES:-demo}
 device=${NIGHTLY_DEVICE:-cpu}
 out=${NIGHTLY_OUT:-nightly}
-read -r -a extra <<< "${NIGHTLY_ARGS:-}"
+read -r -a extra <<< "${NIGHTLY_ARGS---epochs 2 --limit 128}"
 features=()
 if [[ -n "${CARGO_FEATURES:-}" ]]; then features=(--features "$CARGO_FEATURES"); fi
 

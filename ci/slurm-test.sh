@@ -75,8 +75,14 @@ MpiDefault=none
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+# Slurm 22.05 (Debian 12) initialises a cgroup plugin even with proctrack/linuxproc and task/none;
+# "disabled" only exists from 23.x. Pick the cgroup version this machine mounts.
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then cgroup=cgroup/v2; else cgroup=cgroup/v1; fi
 cat > "$conf_dir/cgroup.conf" <<CONF
-CgroupPlugin=disabled
+CgroupPlugin=$cgroup
+CgroupAutomount=no
+ConstrainCores=no
+ConstrainRAMSpace=no
 CONF
 
 slurmctld -D -i > "$work/slurmctld.out" 2>&1 &
@@ -89,7 +95,7 @@ for _ in $(seq 60); do
   sleep 1
 done
 sinfo
-[[ "$state" == idle* || "$state" == mix* ]] || { echo "the node did not come up: $state" >&2; tail -20 "$work"/slurm*.log "$work"/slurm*.out >&2; exit 2; }
+[[ "$state" == idle* || "$state" == mix* ]] || { echo "the node did not come up: $state" >&2; tail -n 20 "$work"/slurm*.log "$work"/slurm*.out >&2; exit 2; }
 
 # --- the same sweep twice ----------------------------------------------------------------------
 echo "== single process"

@@ -255,7 +255,7 @@ fn scatter<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_label_formatter(&|x| crate::format_params(*x))
+        .x_label_formatter(&|x| axis_count(*x))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
@@ -277,24 +277,37 @@ fn scatter<DB: DrawingBackend>(
                 )
             });
     }
-    for (i, (label, x, y)) in points.iter().enumerate() {
-        let c = color(i);
-        let on_front = front.contains(&i);
+    // Methods at the same point (same parameter count and accuracy) share one marker and label.
+    let mut shared: Vec<(f64, f64, Vec<usize>)> = Vec::new();
+    for (i, (_, x, y)) in points.iter().enumerate() {
+        match shared.iter_mut().find(|(sx, sy, _)| sx == x && sy == y) {
+            Some((_, _, members)) => members.push(i),
+            None => shared.push((*x, *y, vec![i])),
+        }
+    }
+    // Labels right of their marker, alternately above and below in x order, so neighbours do
+    // not print over each other.
+    shared.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (k, (x, y, members)) in shared.iter().enumerate() {
+        let first = members[0];
+        let c = color(first);
         // Filled: on the Pareto front; hollow: dominated.
-        let style = if on_front {
+        let style = if members.iter().any(|i| front.contains(i)) {
             c.filled()
         } else {
             c.stroke_width(2)
         };
+        let label = members
+            .iter()
+            .map(|&i| points[i].0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let dy = if k % 2 == 0 { -20 } else { 6 };
+        let marker = EmptyElement::at((*x, *y))
+            + Circle::new((0, 0), 6, style)
+            + Text::new(label, (9, dy), (FAMILY, 14).into_font().color(&BLACK));
         chart
-            .draw_series(std::iter::once(Circle::new((*x, *y), 6, style)))
-            .map_err(plot_err)?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                label.clone(),
-                (*x, *y),
-                (FAMILY, 14).into_font().color(&BLACK),
-            )))
+            .draw_series(std::iter::once(marker))
             .map_err(plot_err)?;
     }
     if front.len() > 1 {
@@ -308,6 +321,21 @@ fn scatter<DB: DrawingBackend>(
             .map_err(plot_err)?;
     }
     Ok(())
+}
+
+/// Tick labels of a log axis: `500`, `1k`, `10k`, `1.5M`, `2G`.
+fn axis_count(x: f64) -> String {
+    let (v, unit) = if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    let text = format!("{v:.1}");
+    format!("{}{unit}", text.trim_end_matches(".0"))
 }
 
 /// Grouped bars: one cluster per task, one bar per row, 95% interval (else ± std) error bars.
@@ -325,7 +353,8 @@ fn per_task<DB: DrawingBackend>(
         .flat_map(|r| r.cells.iter())
         .filter_map(|c| c.ci95.map(|ci| ci.1).or(c.mean()))
         .fold(0f64, f64::max);
-    let y_max = ((top / 10.0).ceil() * 10.0 + 10.0).min(105.0);
+    // Head room above the tallest whisker for the legend.
+    let y_max = ((top * 1.5 / 10.0).ceil() * 10.0).clamp(10.0, 110.0);
     let tasks = board.tasks.clone();
     let mut chart = ChartBuilder::on(root)
         .caption(title, (FAMILY, 22))
@@ -347,6 +376,7 @@ fn per_task<DB: DrawingBackend>(
             }
         })
         .y_desc("Accuracy (%)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .light_line_style(RGBColor(235, 235, 235))
@@ -382,7 +412,7 @@ fn per_task<DB: DrawingBackend>(
                 let s = cell.summary?;
                 let (lo, hi) = cell
                     .ci95
-                    .or_else(|| (s.n >= 2).then(|| (s.mean - s.std, s.mean + s.std)))?;
+                    .or_else(|| (s.n >= 2).then_some((s.mean - s.std, s.mean + s.std)))?;
                 Some((x0(t) + bar / 2.0, lo, s.mean, hi))
             })
             .collect();

@@ -86,7 +86,7 @@ pub fn run_workers(
             i + 1,
             log_path.display()
         );
-        children.push((i + 1, device.clone(), log_path, child));
+        children.push((i + 1, *device, log_path, child));
     }
     let mut worst = 0u8;
     for (i, device, log_path, mut child) in children {
