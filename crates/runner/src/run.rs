@@ -6,8 +6,8 @@ use candle_core::{Device, Tensor};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_methods::PeftModel;
 use peftbench_records::{
-    now_rfc3339, peak_rss_bytes, reset_peak_rss, Environment, EpochLog, RecordStore, RunRecord,
-    RunStatus, SCHEMA_VERSION,
+    now_rfc3339, peak_rss_bytes, reset_peak_rss, Environment, EpochLog, EvalCorrect, RecordStore,
+    RunRecord, RunStatus, SCHEMA_VERSION,
 };
 use peftbench_suite::RunSpec;
 use peftbench_train::{
@@ -95,6 +95,7 @@ struct Finished {
     eval_seconds: f64,
     examples_per_second: f64,
     error: Option<String>,
+    eval_correct: Option<EvalCorrect>,
 }
 
 fn logs(history: &[peftbench_train::EpochLog]) -> Vec<EpochLog> {
@@ -188,6 +189,7 @@ fn execute_inner(
                 eval_seconds: 0.0,
                 examples_per_second: 0.0,
                 error: Some(format!("loss became {loss} at epoch {epoch}, step {step}")),
+                eval_correct: None,
             });
         }
     };
@@ -227,6 +229,11 @@ fn execute_inner(
         eval_seconds,
         examples_per_second: report.examples_per_second,
         error: None,
+        // For bootstrap intervals over test examples in reports.
+        eval_correct: Some(EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
+            &evaluation.predictions,
+            &evaluation.labels,
+        ))),
     })
 }
 
@@ -252,6 +259,7 @@ pub fn execute(
         eval_seconds: 0.0,
         examples_per_second: 0.0,
         error: Some(format!("{e:#}")),
+        eval_correct: None,
     });
     RunRecord {
         schema_version: SCHEMA_VERSION,
@@ -285,5 +293,6 @@ pub fn execute(
         started_at,
         finished_at: now_rfc3339(),
         adapter_dir: finished.adapter_dir,
+        eval_correct: finished.eval_correct,
     }
 }
