@@ -11,8 +11,8 @@ use peftbench_records::{
 };
 use peftbench_suite::RunSpec;
 use peftbench_train::{
-    derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig, TrainModel,
-    TrainOutcome,
+    cross_entropy, derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig,
+    TrainModel, TrainOutcome, TrainReport,
 };
 
 use crate::backbone::LoadedBackbone;
@@ -74,6 +74,88 @@ pub fn train_config(spec: &RunSpec) -> TrainConfig {
     }
 }
 
+/// Purpose mixed into the calibration batches' shuffle seed ("CALI").
+const CALIBRATION: u64 = 0x4341_4c49;
+
+/// Trains every phase of the method in turn (one for most methods), each with a fresh optimizer
+/// and the phase's epochs and learning rate; histories are concatenated, epochs numbered on.
+fn train_phases(
+    model: &mut PeftModel,
+    task: &PreparedTask,
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<TrainOutcome> {
+    let phases = model.phases();
+    if phases.is_empty() {
+        return train(
+            &Trainee(model),
+            task.train.as_ref(),
+            task.val.as_deref(),
+            cfg,
+            progress,
+        );
+    }
+    let mut history = Vec::new();
+    let (mut seconds, mut examples, mut steps) = (0.0, 0.0, 0);
+    let mut last = None;
+    for (index, phase) in phases.iter().enumerate() {
+        model.enter_phase(index)?;
+        let phase_cfg = TrainConfig {
+            epochs: phase.epochs.unwrap_or(cfg.epochs),
+            lr: phase.lr.unwrap_or(cfg.lr),
+            seed: derive_seed(&[cfg.seed, index as u64]),
+            ..cfg.clone()
+        };
+        let offset = history.len();
+        let renumber = |logs: Vec<peftbench_train::EpochLog>| {
+            logs.into_iter().map(move |mut log| {
+                log.epoch += offset;
+                log
+            })
+        };
+        match train(
+            &Trainee(model),
+            task.train.as_ref(),
+            task.val.as_deref(),
+            &phase_cfg,
+            progress,
+        )? {
+            TrainOutcome::Completed(report) => {
+                seconds += report.train_seconds;
+                examples += report.examples_per_second * report.train_seconds;
+                steps += report.steps;
+                last = Some(offset + report.selected_epoch);
+                history.extend(renumber(report.history));
+            }
+            TrainOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history: h,
+            } => {
+                history.extend(renumber(h));
+                return Ok(TrainOutcome::Diverged {
+                    epoch: offset + epoch,
+                    step,
+                    loss,
+                    history,
+                });
+            }
+        }
+    }
+    Ok(TrainOutcome::Completed(TrainReport {
+        history,
+        selected_epoch: last.expect("at least one phase"),
+        train_seconds: seconds,
+        examples_per_second: if seconds > 0.0 {
+            examples / seconds
+        } else {
+            0.0
+        },
+        steps,
+    }))
+}
+
 /// The primary metric's name: accuracy on the evaluation split.
 pub fn primary_metric(spec: &RunSpec) -> String {
     format!("{}_accuracy", spec.protocol.eval_split)
@@ -114,23 +196,25 @@ fn execute_inner(
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
-    let model = PeftModel::new(
+    let mut model = PeftModel::new(
         &spec.method,
         &spec.params,
         Box::new(ctx.backbone.vit.clone()),
         spec.task.num_classes,
         &init,
     )?;
+    let cfg = train_config(spec);
+    // Data-dependent methods (CorDA, SHiRA's gradient mask) look at a few training batches first.
+    let mut calibration = task
+        .train
+        .batches(cfg.batch_size, Some(derive_seed(&[spec.seed, CALIBRATION])));
+    model.calibrate(&mut calibration, &|logits, labels| {
+        cross_entropy(logits, labels, cfg.label_smoothing)
+    })?;
+    let outcome = train_phases(&mut model, task, &cfg, progress)?;
+    // Counted after the last phase: what the final adapter trains (LT-SFT's sparse entries).
     let trainable = model.trainable_count() as u64;
     let total = model.total_count() as u64;
-    let cfg = train_config(spec);
-    let outcome = train(
-        &Trainee(&model),
-        task.train.as_ref(),
-        task.val.as_deref(),
-        &cfg,
-        progress,
-    )?;
     let report = match outcome {
         TrainOutcome::Completed(report) => report,
         TrainOutcome::Diverged {
