@@ -28,11 +28,12 @@ pub fn dequantize(codes: &Tensor, step: &Tensor, bits: u8) -> Result<Tensor> {
 }
 
 /// The quantised weight in the forward pass, differentiable by the straight-through estimator:
-/// `w + (Q(w) − w).detach()` has the value `Q(w)` and passes gradients to `w` unchanged.
+/// `Q(w) + (w − w.detach())` has exactly the value `Q(w)` (the bracket is exactly zero) and
+/// passes gradients to `w` unchanged.
 pub fn quantize_ste(w: &Tensor, bits: u8) -> Result<Tensor> {
     let (codes, step) = quantize_codes(&w.detach(), bits)?;
     let q = dequantize(&codes, &step, bits)?;
-    w + (q - w)?.detach()
+    q + (w - w.detach())?
 }
 
 /// Packs codes (`< 2^bits`) into bytes, least significant bits first.

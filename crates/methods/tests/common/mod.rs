@@ -89,7 +89,7 @@ pub fn max_abs(t: &Tensor) -> f64 {
 /// Moves every trainable parameter away from its initial value.
 pub fn perturb(m: &PeftModel, std: f32) {
     let init = SeededInit::new(99, &Device::Cpu).with_dtype(DType::F64);
-    for p in m.trainable().iter() {
+    for p in m.trainable().iter().filter(|p| p.var.elem_count() > 0) {
         let noise = init.fork(&p.name).normal(p.var.shape(), std).unwrap();
         let noise = noise.as_tensor().to_dtype(p.var.dtype()).unwrap();
         p.var.set(&(p.var.as_tensor() + noise).unwrap()).unwrap();
