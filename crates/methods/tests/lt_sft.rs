@@ -226,3 +226,11 @@ fn bad_configurations_name_method_field_and_range() {
         &["lt-sft", "mlp", "fc1"],
     );
 }
+
+#[test]
+fn weights_with_no_kept_entry_are_not_trained() {
+    // K = 4 of 4096 entries over 12 weights: most weights keep nothing (a demo run once failed here).
+    let (_, _, m) = train_briefly("lt-sft", json!({"density": 0.001}));
+    assert!(m.trainable().iter().all(|p| p.var.elem_count() > 0));
+    assert_eq!(m.trainable_count(), 4 + D * CLASSES + CLASSES);
+}

@@ -74,8 +74,12 @@ impl LtSftAdaptation {
                 Update::Dense(v) => v,
                 Update::Sparse(d) => &d.values,
             };
-            self.params
-                .push(format!("{}.weight", self.paths[key]), var.clone());
+            // A weight with no kept entry has nothing to train (and an optimizer cannot update an
+            // empty variable).
+            if var.elem_count() > 0 {
+                self.params
+                    .push(format!("{}.weight", self.paths[key]), var.clone());
+            }
         }
     }
 
