@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 use peftbench_backbones::Backbone;
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
-use crate::{find_method, Adaptation, ClassifierHead};
+use crate::{find_method, Adaptation, ClassifierHead, Phase};
 
 pub struct PeftModel {
     backbone: Box<dyn Backbone>,
@@ -86,6 +86,51 @@ impl PeftModel {
 
     pub fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         self.head.forward(&self.features(input, ctx)?)
+    }
+
+    /// Runs the calibration the method asks for (nothing for data-free methods): up to
+    /// `batches` from the training data through the model in evaluation mode, with `loss(logits,
+    /// labels)` back-propagated when the method wants gradients. See the crate docs.
+    pub fn calibrate(
+        &mut self,
+        batches: &mut dyn Iterator<Item = anyhow::Result<(Tensor, Tensor)>>,
+        loss: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> anyhow::Result<()> {
+        let Some(request) = self.adaptation.calibration() else {
+            return Ok(());
+        };
+        let ctx = ForwardCtx::eval();
+        for batch in batches.take(request.batches) {
+            let (input, labels) = batch?;
+            let logits = self.logits(&input, &ctx)?;
+            if request.gradients {
+                let grads = loss(&logits, &labels)?.backward()?;
+                self.adaptation.observe_calibration_batch(Some(&grads))?;
+            } else {
+                self.adaptation.observe_calibration_batch(None)?;
+            }
+        }
+        self.adaptation.finish_calibration()?;
+        self.refresh_trainable();
+        Ok(())
+    }
+
+    /// The method's training phases (empty = one ordinary phase).
+    pub fn phases(&self) -> Vec<Phase> {
+        self.adaptation.phases()
+    }
+
+    /// Switches to phase `index`; the trainable set may change (the head always stays).
+    pub fn enter_phase(&mut self, index: usize) -> anyhow::Result<()> {
+        self.adaptation.enter_phase(index)?;
+        self.refresh_trainable();
+        Ok(())
+    }
+
+    fn refresh_trainable(&mut self) {
+        let mut trainable = self.adaptation.trainable().clone();
+        trainable.extend(self.head.params().clone());
+        self.trainable = trainable;
     }
 
     /// Saves the trained adapter and head into `dir`; returns the bytes written on disk.

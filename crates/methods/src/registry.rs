@@ -1,6 +1,7 @@
 //! The single list of methods. Names are unique (a test checks) and are what suite files use.
 
 use crate::{adapter, adaptformer, bitfit, full, linear_probe, lora, vpt, Method};
+use crate::{corda, lowbit, lt_sft, madx, mosa, shira};
 
 static METHODS: &[&dyn Method] = &[
     &full::FullFineTuning,
@@ -11,6 +12,12 @@ static METHODS: &[&dyn Method] = &[
     &adaptformer::AdaptFormer,
     &vpt::VPT_SHALLOW,
     &vpt::VPT_DEEP,
+    &shira::Shira,
+    &lt_sft::LtSft,
+    &corda::Corda,
+    &lowbit::BiAdaptFormer,
+    &mosa::Mosa,
+    &madx::Madx,
 ];
 
 /// Every registered method, in the order `harness list methods` prints them.
@@ -48,7 +55,7 @@ mod tests {
         let mut dedup = names.clone();
         dedup.dedup();
         assert_eq!(names, dedup, "duplicate method names");
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 14);
         for m in registry() {
             let info = m.info();
             assert!(

@@ -11,8 +11,8 @@ use peftbench_records::{
 };
 use peftbench_suite::RunSpec;
 use peftbench_train::{
-    derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig, TrainModel,
-    TrainOutcome,
+    cross_entropy, derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig,
+    TrainModel, TrainOutcome, TrainReport,
 };
 
 use crate::backbone::LoadedBackbone;
@@ -77,6 +77,88 @@ pub fn train_config(spec: &RunSpec) -> TrainConfig {
     }
 }
 
+/// Purpose mixed into the calibration batches' shuffle seed ("CALI").
+const CALIBRATION: u64 = 0x4341_4c49;
+
+/// Trains every phase of the method in turn (one for most methods), each with a fresh optimizer
+/// and the phase's epochs and learning rate; histories are concatenated, epochs numbered on.
+fn train_phases(
+    model: &mut PeftModel,
+    task: &PreparedTask,
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<TrainOutcome> {
+    let phases = model.phases();
+    if phases.is_empty() {
+        return train(
+            &Trainee(model),
+            task.train.as_ref(),
+            task.val.as_deref(),
+            cfg,
+            progress,
+        );
+    }
+    let mut history = Vec::new();
+    let (mut seconds, mut examples, mut steps) = (0.0, 0.0, 0);
+    let mut last = None;
+    for (index, phase) in phases.iter().enumerate() {
+        model.enter_phase(index)?;
+        let phase_cfg = TrainConfig {
+            epochs: phase.epochs.unwrap_or(cfg.epochs),
+            lr: phase.lr.unwrap_or(cfg.lr),
+            seed: derive_seed(&[cfg.seed, index as u64]),
+            ..cfg.clone()
+        };
+        let offset = history.len();
+        let renumber = |logs: Vec<peftbench_train::EpochLog>| {
+            logs.into_iter().map(move |mut log| {
+                log.epoch += offset;
+                log
+            })
+        };
+        match train(
+            &Trainee(model),
+            task.train.as_ref(),
+            task.val.as_deref(),
+            &phase_cfg,
+            progress,
+        )? {
+            TrainOutcome::Completed(report) => {
+                seconds += report.train_seconds;
+                examples += report.examples_per_second * report.train_seconds;
+                steps += report.steps;
+                last = Some(offset + report.selected_epoch);
+                history.extend(renumber(report.history));
+            }
+            TrainOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history: h,
+            } => {
+                history.extend(renumber(h));
+                return Ok(TrainOutcome::Diverged {
+                    epoch: offset + epoch,
+                    step,
+                    loss,
+                    history,
+                });
+            }
+        }
+    }
+    Ok(TrainOutcome::Completed(TrainReport {
+        history,
+        selected_epoch: last.expect("at least one phase"),
+        train_seconds: seconds,
+        examples_per_second: if seconds > 0.0 {
+            examples / seconds
+        } else {
+            0.0
+        },
+        steps,
+    }))
+}
+
 /// The primary metric's name: accuracy on the evaluation split.
 pub fn primary_metric(spec: &RunSpec) -> String {
     format!("{}_accuracy", spec.protocol.eval_split)
@@ -118,53 +200,54 @@ fn execute_inner(
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
-    let model = PeftModel::new(
+    let mut model = PeftModel::new(
         &spec.method,
         &spec.params,
         Box::new(ctx.backbone.vit.clone()),
         spec.task.num_classes,
         &init,
     )?;
-    let trainable = model.trainable_count() as u64;
-    let total = model.total_count() as u64;
     let cfg = train_config(spec);
+    // Data-dependent methods (CorDA, SHiRA's gradient mask) look at a few training batches first.
+    let mut calibration = task
+        .train
+        .batches(cfg.batch_size, Some(derive_seed(&[spec.seed, CALIBRATION])));
+    model.calibrate(&mut calibration, &|logits, labels| {
+        cross_entropy(logits, labels, cfg.label_smoothing)
+    })?;
     // A frozen backbone whose training-mode forward equals its evaluation-mode forward computes
     // the same features every epoch: compute them once per task and train the head on them.
     let vit_cfg = ctx.backbone.vit.config();
-    let cache_features = model.adaptation().leaves_backbone_unchanged()
+    let cache_features = model.phases().is_empty()
+        && model.adaptation().leaves_backbone_unchanged()
         && cfg.drop_path == 0.0
         && vit_cfg.hidden_dropout_prob == 0.0
         && vit_cfg.attention_probs_dropout_prob == 0.0;
-    let full_model = Trainee(&model);
-    let head_only = HeadOnFeatures(&model);
     let mut feature_seconds = 0.0;
-    let (trainee, train_split, val_split, eval_split): (
-        &dyn TrainModel,
-        &dyn BatchSource,
-        Option<&dyn BatchSource>,
-        &dyn BatchSource,
-    ) = if cache_features {
+    let features = if cache_features {
         let (features, computed) =
             task.features
                 .get_or_compute(task, &model, cfg.eval_batch_size)?;
         if computed {
             feature_seconds = features.seconds;
         }
-        (
-            &head_only,
-            &features.train,
-            features.val.as_ref().map(|v| v as &dyn BatchSource),
-            &features.eval,
-        )
+        Some(features)
     } else {
-        (
-            &full_model,
-            task.train.as_ref(),
-            task.val.as_deref(),
-            task.eval.as_ref(),
-        )
+        None
     };
-    let outcome = train(trainee, train_split, val_split, &cfg, progress)?;
+    let outcome = match features {
+        Some(f) => train(
+            &HeadOnFeatures(&model),
+            &f.train,
+            f.val.as_ref().map(|v| v as &dyn BatchSource),
+            &cfg,
+            progress,
+        )?,
+        None => train_phases(&mut model, task, &cfg, progress)?,
+    };
+    // Counted after the last phase: what the final adapter trains (LT-SFT's sparse entries).
+    let trainable = model.trainable_count() as u64;
+    let total = model.total_count() as u64;
     let report = match outcome {
         TrainOutcome::Completed(mut report) => {
             report.train_seconds += feature_seconds;
@@ -194,7 +277,10 @@ fn execute_inner(
         }
     };
     let eval_started = Instant::now();
-    let evaluation = evaluate(trainee, eval_split, cfg.eval_batch_size)?;
+    let evaluation = match features {
+        Some(f) => evaluate(&HeadOnFeatures(&model), &f.eval, cfg.eval_batch_size)?,
+        None => evaluate(&Trainee(&model), task.eval.as_ref(), cfg.eval_batch_size)?,
+    };
     let mut metrics = std::collections::BTreeMap::new();
     metrics.insert(primary_metric(spec), evaluation.accuracy);
     if let Some(val) = report
