@@ -10,13 +10,20 @@
 pub mod adapter;
 pub mod adaptformer;
 pub mod bitfit;
+pub mod compacter;
+pub mod conv_adapter;
+pub mod dora;
 pub mod full;
 mod head;
+pub mod hydra;
+pub mod ia3;
 pub mod linear_probe;
 pub mod lora;
 mod model;
 pub mod peft_format;
+pub mod prefix;
 pub mod registry;
+pub mod ssf;
 pub mod vpt;
 
 pub use head::ClassifierHead;
@@ -82,6 +89,12 @@ pub trait Adaptation: Hooks {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<std::path::PathBuf>>;
+
+    /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)
+    /// computes what backbone + method computed. Methods that cannot merge say so.
+    fn merge_into(&self, _backbone: &mut dyn Backbone) -> anyhow::Result<()> {
+        anyhow::bail!("this method cannot be merged into the backbone's weights")
+    }
 }
 
 /// Parses a method's configuration from a suite's JSON parameter object: missing fields take the
