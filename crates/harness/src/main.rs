@@ -55,6 +55,8 @@ enum Command {
     Report(commands::report::Args),
     /// List the methods, tasks or suites that exist.
     List(commands::list::Args),
+    /// Classify images with a backbone and a saved adapter (ours or Python PEFT's); JSON out.
+    Predict(commands::predict::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Suite(args) => commands::suite::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::List(args) => commands::list::run(args),
+        Command::Predict(args) => commands::predict::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod list;
+pub mod predict;
 pub mod report;
 pub mod suite;
 
