@@ -511,6 +511,16 @@ fn impossible_configurations_name_method_field_and_range() {
             "field `init_std` is -1; allowed range [0, 1]",
         ),
         ("ia3", json!({"rank": 2}), "unknown field `rank`"),
+        (
+            "ia3",
+            json!({"feedforward_modules": ["mlp"]}),
+            "field `feedforward_modules`: unknown module `mlp`",
+        ),
+        (
+            "hydra",
+            json!({"target_modules": ["q"]}),
+            "field `target_modules`: unknown module `q`",
+        ),
     ];
     for (name, params, expected) in cases {
         let err = find_method(name).unwrap().validate(&params).unwrap_err();

@@ -16,6 +16,7 @@ pub struct HydraConfig {
     /// Dropout on the branches' inputs during training.
     pub dropout: f64,
     /// Projections to adapt.
+    #[serde(deserialize_with = "crate::lora::config::target_modules_or_preset")]
     pub target_modules: Vec<LinearSite>,
 }
 

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Ia3Config {
     /// Projections that get a learned rescaling vector.
+    #[serde(deserialize_with = "crate::lora::config::target_modules_or_preset")]
     pub target_modules: Vec<LinearSite>,
     /// The subset of `target_modules` whose input (not output) is rescaled.
+    #[serde(deserialize_with = "crate::lora::config::feedforward_modules_or_preset")]
     pub feedforward_modules: Vec<LinearSite>,
 }
 

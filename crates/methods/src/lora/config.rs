@@ -98,7 +98,23 @@ fn site_names() -> String {
 }
 
 /// Accepts `target_modules` as a list of site names or as one preset name.
-fn target_modules_or_preset<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LinearSite>, D::Error> {
+pub(crate) fn target_modules_or_preset<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<LinearSite>, D::Error> {
+    sites_or_preset(d, "target_modules")
+}
+
+/// The same for IA3's `feedforward_modules`.
+pub(crate) fn feedforward_modules_or_preset<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<LinearSite>, D::Error> {
+    sites_or_preset(d, "feedforward_modules")
+}
+
+fn sites_or_preset<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> Result<Vec<LinearSite>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Targets {
@@ -107,7 +123,7 @@ fn target_modules_or_preset<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Linea
     }
     let unknown = |name: &str| {
         serde::de::Error::custom(format!(
-            "field `target_modules`: unknown module `{name}`; allowed: {}, or a preset ({})",
+            "field `{field}`: unknown module `{name}`; allowed: {}, or a preset ({})",
             site_names(),
             PRESETS
                 .iter()

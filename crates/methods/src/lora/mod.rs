@@ -6,7 +6,7 @@
 //! `A` is Kaiming-uniform and `B` zero, so the model is unchanged at initialisation. Saved in Hugging
 //! Face PEFT's format.
 
-mod config;
+pub(crate) mod config;
 mod layer;
 mod model;
 

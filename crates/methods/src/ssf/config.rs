@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct SsfConfig {
     /// Projections whose output is scaled and shifted.
+    #[serde(deserialize_with = "crate::lora::config::target_modules_or_preset")]
     pub target_modules: Vec<LinearSite>,
     /// Also scale and shift after every layer norm (both per block and the final one).
     pub norms: bool,
