@@ -77,6 +77,8 @@ enum Command {
     Slurm(commands::slurm::Args),
     /// Measure speed beside a reference (`bench train-step`).
     Bench(commands::bench::Args),
+    /// Classify images with a backbone and a saved adapter (ours or Python PEFT's); JSON out.
+    Predict(commands::predict::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => commands::merge::run(args),
         Command::Slurm(args) => commands::slurm::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Predict(args) => commands::predict::run(args),
     };
     match result {
         Ok(code) => code,

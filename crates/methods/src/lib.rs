@@ -28,9 +28,14 @@
 pub mod adapter;
 pub mod adaptformer;
 pub mod bitfit;
+pub mod compacter;
+pub mod conv_adapter;
 pub mod corda;
+pub mod dora;
 pub mod full;
 mod head;
+pub mod hydra;
+pub mod ia3;
 pub mod linear_probe;
 pub mod lora;
 pub mod lowbit;
@@ -39,8 +44,10 @@ pub mod madx;
 mod model;
 pub mod mosa;
 pub mod peft_format;
+pub mod prefix;
 pub mod registry;
 pub mod shira;
+pub mod ssf;
 pub mod vpt;
 
 pub use head::ClassifierHead;
@@ -161,6 +168,12 @@ pub trait Adaptation: Hooks {
     /// change [`Adaptation::trainable`].
     fn enter_phase(&mut self, _index: usize) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)
+    /// computes what backbone + method computed. Methods that cannot merge say so.
+    fn merge_into(&self, _backbone: &mut dyn Backbone) -> anyhow::Result<()> {
+        anyhow::bail!("this method cannot be merged into the backbone's weights")
     }
 }
 

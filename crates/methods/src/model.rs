@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::Backbone;
+use peftbench_backbones::{Backbone, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::{find_method, Adaptation, ClassifierHead, Phase};
@@ -131,6 +131,41 @@ impl PeftModel {
         let mut trainable = self.adaptation.trainable().clone();
         trainable.extend(self.head.params().clone());
         self.trainable = trainable;
+    }
+
+    /// Rebuilds a trained model from an adapter folder (HF PEFT's format or peftbench's own, see
+    /// [`crate::peft_format::load_adapter`]): the method and its parameters come from the folder,
+    /// the number of classes from the saved head, and every saved tensor must be used.
+    pub fn from_adapter(dir: &Path, backbone: Box<dyn Backbone>) -> anyhow::Result<Self> {
+        let loaded = crate::peft_format::load_adapter(dir)?;
+        let bias = loaded.tensors.get("classifier.bias").ok_or_else(|| {
+            anyhow::anyhow!("{}: no classifier head (`classifier.bias`)", dir.display())
+        })?;
+        let num_classes = bias.dim(0)?;
+        // Values are overwritten below; the init only fixes device and dtype.
+        let weight = &backbone.linear(0, LinearSite::Query).weight;
+        let init = SeededInit::new(0, weight.device()).with_dtype(weight.dtype());
+        let model = Self::new(&loaded.method, &loaded.params, backbone, num_classes, &init)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
+        let expected: std::collections::BTreeSet<&str> =
+            model.trainable.iter().map(|p| p.name.as_str()).collect();
+        let unused: Vec<&String> = loaded
+            .tensors
+            .keys()
+            .filter(|k| !expected.contains(k.as_str()))
+            .collect();
+        if !unused.is_empty() {
+            anyhow::bail!(
+                "{}: tensors that method `{}` does not have: {unused:?}",
+                dir.display(),
+                loaded.method
+            );
+        }
+        model
+            .trainable
+            .load(&loaded.tensors)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        Ok(model)
     }
 
     /// Saves the trained adapter and head into `dir`; returns the bytes written on disk.

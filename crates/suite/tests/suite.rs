@@ -392,7 +392,10 @@ fn suite_by_name_and_not_found() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no suite `vtab`"), "{e}");
-    assert!(e.contains("valid suites: demo, fgvc, vtab1k"), "{e}");
+    assert!(
+        e.contains("valid suites: demo, demo-zoo, demo-zoo-b, fgvc, vtab1k"),
+        "{e}"
+    );
     let listed = list_suites(&suites_dir());
     let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
     assert!(

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compare;
 pub mod list;
 pub mod merge;
+pub mod predict;
 pub mod report;
 pub mod slurm;
 pub mod suite;
