@@ -8,6 +8,7 @@
 pub mod ctx;
 pub mod device;
 pub mod init;
+pub mod kernels;
 pub mod ops;
 pub mod params;
 

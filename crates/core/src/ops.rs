@@ -1,32 +1,36 @@
-//! Differentiable tensor ops built only from candle primitives that implement backward.
+//! Differentiable tensor ops whose gradients are known to flow.
 //!
 //! candle-nn 0.11's fused kernels (`ops::layer_norm`, `ops::softmax_last_dim`, `ops::rms_norm`,
 //! `ops::sdpa`, and `candle_nn::LayerNorm` on contiguous input) record no backward op: a model built
-//! from them trains only the parameters after the last fused op, silently. Everything here is composed
-//! from primitive ops, so `Tensor::backward` is exact; `tests` check it against finite differences.
+//! from them trains only the parameters after the last fused op, silently. The ops here run our
+//! own fused CPU kernels ([`crate::kernels`], each with its own backward) for f32/f64 on the CPU,
+//! and otherwise the [`composite`] versions built only from candle primitives that implement
+//! backward. `tests` check both paths against each other and against finite differences.
 
 use candle_core::{Result, Tensor, D};
+
+use crate::{kernels, ForwardCtx};
 
 /// Layer normalisation over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`,
 /// with the biased variance, as `torch.nn.LayerNorm` computes it.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
-    normed.broadcast_mul(weight)?.broadcast_add(bias)
+    if !(kernels::supports(x) && same_dtype(x, &[weight, bias])) {
+        return composite::layer_norm(x, weight, bias, eps);
+    }
+    let dims = x.dims().to_vec();
+    let dim = *dims
+        .last()
+        .ok_or_else(|| candle_core::Error::Msg("layer_norm: input is a scalar".into()))?;
+    let rows = x.elem_count() / dim.max(1);
+    kernels::layer_norm(&x.reshape((rows, dim))?, weight, bias, eps)?.reshape(dims)
 }
 
-/// Softmax over the last dimension. The row maximum is subtracted for stability and detached:
-/// softmax is invariant to it, so its gradient is exactly zero and need not be traced.
+/// Softmax over the last dimension (composite: it is only used on small logits).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    let sum = exp.sum_keepdim(D::Minus1)?;
-    exp.broadcast_div(&sum)
+    composite::softmax_last_dim(x)
 }
 
-/// Log-softmax over the last dimension (max detached, as in [`softmax_last_dim`]).
+/// Log-softmax over the last dimension (max detached, as in [`composite::softmax_last_dim`]).
 pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let shifted = x.broadcast_sub(&max)?;
@@ -45,14 +49,114 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         None => candle_core::bail!("linear: input is a scalar"),
     };
     let rows: usize = lead.iter().product();
-    let y = x.reshape((rows, in_features))?.matmul(&weight.t()?)?;
-    let y = match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
+    let x2 = x.reshape((rows, in_features))?;
+    let fused = kernels::supports(x)
+        && same_dtype(x, &[weight])
+        && bias.is_none_or(|b| b.dtype() == x.dtype());
+    let y = if fused {
+        kernels::linear(&x2, weight, bias)?
+    } else {
+        composite::linear_2d(&x2, weight, bias)?
     };
     let mut out_dims = lead;
     out_dims.push(weight.dim(0)?);
     y.reshape(out_dims)
+}
+
+/// Multi-head attention `softmax(q k^T / sqrt(head_dim) + mask) v` on `[batch, tokens, hidden]`
+/// projections, `heads` heads of `hidden / heads` columns each; `mask` `[batch, keys]` is added to
+/// the scores (0 = attend; a large negative value = ignore). Dropout `dropout_p` on the
+/// probabilities in training mode. Returns `[batch, queries, hidden]`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+    dropout_p: f64,
+    ctx: &ForwardCtx,
+) -> Result<Tensor> {
+    let dropout = dropout_p > 0.0 && ctx.is_train();
+    let fused = !dropout
+        && kernels::supports(q)
+        && same_dtype(q, &[k, v])
+        && mask.is_none_or(|m| m.dtype() == q.dtype());
+    if fused {
+        kernels::attention(q, k, v, heads, mask)
+    } else {
+        composite::attention(q, k, v, heads, mask, dropout_p, ctx)
+    }
+}
+
+fn same_dtype(x: &Tensor, others: &[&Tensor]) -> bool {
+    others
+        .iter()
+        .all(|o| o.dtype() == x.dtype() && o.device().same_device(x.device()))
+}
+
+/// The same ops composed from candle primitives that implement backward: the path for CUDA and
+/// half precision, and the reference the fused kernels are tested against.
+pub mod composite {
+    use candle_core::{Result, Tensor, D};
+
+    use crate::ForwardCtx;
+
+    pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(weight)?.broadcast_add(bias)
+    }
+
+    /// The row maximum is subtracted for stability and detached: softmax is invariant to it, so
+    /// its gradient is exactly zero and need not be traced.
+    pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+        let max = x.max_keepdim(D::Minus1)?.detach();
+        let exp = x.broadcast_sub(&max)?.exp()?;
+        let sum = exp.sum_keepdim(D::Minus1)?;
+        exp.broadcast_div(&sum)
+    }
+
+    /// `x` `[rows, in]` times the transposed `[out, in]` weight, plus the bias.
+    pub fn linear_2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let y = x.matmul(&weight.t()?)?;
+        match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+        x.gelu_erf()
+    }
+
+    pub fn attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        mask: Option<&Tensor>,
+        dropout_p: f64,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let (b, t, d) = q.dims3()?;
+        let s = k.dim(1)?;
+        if heads == 0 || d % heads != 0 {
+            candle_core::bail!("attention: {heads} heads do not divide hidden size {d}");
+        }
+        let hd = d / heads;
+        let split =
+            |x: &Tensor, n: usize| x.reshape((b, n, heads, hd))?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (split(q, t)?, split(k, s)?, split(v, s)?);
+        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(&m.reshape((b, 1, 1, s))?)?;
+        }
+        let probs = softmax_last_dim(&scores)?;
+        let probs = ctx.dropout(&probs, dropout_p)?;
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
+    }
 }
 
 /// Activation functions by their Hugging Face `hidden_act` names.
@@ -71,7 +175,8 @@ pub enum Activation {
 impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Gelu => x.gelu_erf(),
+            Self::Gelu if kernels::supports(x) => kernels::gelu_erf(x),
+            Self::Gelu => composite::gelu_erf(x),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
             Self::Silu => x.silu(),

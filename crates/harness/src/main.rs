@@ -15,6 +15,20 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tells mimalloc never to return freed memory to the OS. By default it does so after a second,
+/// and a training step that takes longer then faults every intermediate back in, zero-filled
+/// (ViT-Tiny LoRA, batch 16: 82,711 page faults and 9.4 s of system time for 3 steps, against
+/// 1,071 and 2.2 s with purging off; peak memory unchanged).
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // `mi_option_purge_delay` in mimalloc 3's `mimalloc.h` (libmimalloc-sys names no constant).
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: `mi_option_set` only stores an integer option; mimalloc reads it on later frees.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+}
+
 /// Benchmark parameter-efficient fine-tuning methods on standard suites.
 ///
 /// Start with `harness suite demo` (needs nothing downloaded), then `harness list suites` to see
@@ -55,14 +69,18 @@ enum Command {
     Report(commands::report::Args),
     /// List the methods, tasks or suites that exist.
     List(commands::list::Args),
+    /// Measure speed beside a reference (`bench train-step`).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Suite(args) => commands::suite::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::List(args) => commands::list::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 //! suite's plan, skipping runs whose record already exists, and ends with the leaderboard.
 
 pub mod backbone;
+pub mod bench;
 pub mod catalog;
 pub mod data;
 pub mod demo;

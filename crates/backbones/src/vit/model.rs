@@ -301,8 +301,7 @@ impl Vit {
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         let block = &self.blocks[layer];
-        let (b, t, d) = x.dims3()?;
-        let (heads, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
+        let b = x.dim(0)?;
         let q = hooks.linear(layer, LinearSite::Query, x, &block.query, ctx)?;
         let mut k = hooks.linear(layer, LinearSite::Key, x, &block.key, ctx)?;
         let mut v = hooks.linear(layer, LinearSite::Value, x, &block.value, ctx)?;
@@ -310,15 +309,15 @@ impl Vit {
             k = Tensor::cat(&[&pk, &k], 1)?;
             v = Tensor::cat(&[&pv, &v], 1)?;
         }
-        let s = k.dim(1)?;
-        let split = |x: Tensor, n: usize| -> Result<Tensor> {
-            x.reshape((b, n, heads, hd))?.transpose(1, 2)?.contiguous()
-        };
-        let (q, k, v) = (split(q, t)?, split(k, s)?, split(v, s)?);
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let probs = ops::softmax_last_dim(&scores)?;
-        let probs = ctx.dropout(&probs, self.cfg.attention_probs_dropout_prob)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let context = ops::attention(
+            &q,
+            &k,
+            &v,
+            self.cfg.num_attention_heads,
+            None,
+            self.cfg.attention_probs_dropout_prob,
+            ctx,
+        )?;
         hooks.linear(
             layer,
             LinearSite::AttentionOutput,

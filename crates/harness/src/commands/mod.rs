@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod bench;
 pub mod list;
 pub mod report;
 pub mod suite;

@@ -1,0 +1,259 @@
+//! `y = x @ W^T + b` as one graph node whose backward computes only the gradients of tracked
+//! inputs: with a frozen weight (every PEFT method), only `dx = dy @ W`.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, MatMut, MatRef};
+use super::{contiguous, tensor, with_slice, Real};
+
+/// `x` `[rows, in]`, `weight` `[out, in]` (PyTorch's layout), optional `bias` `[out]`; all CPU
+/// f32/f64 (see [`super::supports`]).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (_, in_features) = x.dims2()?;
+    let (out_features, w_in) = weight.dims2()?;
+    if w_in != in_features {
+        candle_core::bail!(
+            "linear: input has {in_features} features, weight {:?}",
+            weight.dims()
+        );
+    }
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    let op = Linear {
+        in_features,
+        out_features,
+    };
+    match bias {
+        Some(b) => {
+            if b.dims() != [out_features] {
+                candle_core::bail!("linear: bias {:?} for {out_features} outputs", b.dims());
+            }
+            x.apply_op3(&weight, &b.contiguous()?, op)
+        }
+        None => x.apply_op2(&weight, op),
+    }
+}
+
+struct Linear {
+    in_features: usize,
+    out_features: usize,
+}
+
+impl Linear {
+    fn forward<T: Real>(&self, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+        let (i, o) = (self.in_features, self.out_features);
+        let rows = x.len() / i.max(1);
+        let mut y = vec![T::ZERO; rows * o];
+        if let Some(b) = b {
+            y.par_chunks_mut(o.max(1))
+                .for_each(|row| row.copy_from_slice(b));
+        }
+        matmul(
+            MatMut::rows(&mut y, 0, rows, o, o),
+            MatRef::rows(x, 0, rows, i, i),
+            MatRef::rows(w, 0, o, i, i).t(),
+            b.is_some(),
+            true,
+        );
+        y
+    }
+
+    fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Vec<T> {
+        let (i, o) = (self.in_features, self.out_features);
+        let rows = dy.len() / o.max(1);
+        let mut dx = vec![T::ZERO; rows * i];
+        matmul(
+            MatMut::rows(&mut dx, 0, rows, i, i),
+            MatRef::rows(dy, 0, rows, o, o),
+            MatRef::rows(w, 0, o, i, i),
+            false,
+            true,
+        );
+        dx
+    }
+
+    fn grad_weight<T: Real>(&self, dy: &[T], x: &[T]) -> Vec<T> {
+        let (i, o) = (self.in_features, self.out_features);
+        let rows = dy.len() / o.max(1);
+        let mut dw = vec![T::ZERO; o * i];
+        matmul(
+            MatMut::rows(&mut dw, 0, o, i, i),
+            MatRef::rows(dy, 0, rows, o, o).t(),
+            MatRef::rows(x, 0, rows, i, i),
+            false,
+            true,
+        );
+        dw
+    }
+
+    /// Column sums of `dy` `[rows, out]`: per-thread partial sums over row blocks, then added.
+    fn grad_bias<T: Real>(&self, dy: &[T]) -> Vec<T> {
+        let o = self.out_features.max(1);
+        let rows = dy.len() / o;
+        let block = rows.div_ceil(rayon::current_num_threads().max(1)).max(64);
+        dy.par_chunks(block * o)
+            .map(|chunk| {
+                let mut acc = vec![T::ZERO; o];
+                for row in chunk.chunks(o) {
+                    for (a, &g) in acc.iter_mut().zip(row) {
+                        *a += g;
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![T::ZERO; o],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                    a
+                },
+            )
+    }
+
+    fn backward<T: Real>(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (i, o) = (self.in_features, self.out_features);
+        let rows = grad.elem_count() / o.max(1);
+        with_slice::<T, _>(grad, "linear backward", |dy| {
+            let dx = if x.track_op() {
+                let dx = with_slice::<T, _>(w, "linear backward", |w| self.grad_input(dy, w))?;
+                Some(tensor(dx, &[rows, i])?)
+            } else {
+                None
+            };
+            let dw = if w.track_op() {
+                let dw = with_slice::<T, _>(x, "linear backward", |x| self.grad_weight(dy, x))?;
+                Some(tensor(dw, &[o, i])?)
+            } else {
+                None
+            };
+            let db = match b {
+                Some(b) if b.track_op() => Some(tensor(self.grad_bias(dy), &[o])?),
+                _ => None,
+            };
+            Ok((dx, dw, db))
+        })?
+    }
+
+    fn run<T: Real>(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = contiguous::<T>(x.0, x.1, "linear")?;
+        let ws = contiguous::<T>(w.0, w.1, "linear")?;
+        let bs = match b {
+            Some((s, l)) => Some(contiguous::<T>(s, l, "linear")?),
+            None => None,
+        };
+        let rows = x.1.dims()[0];
+        let y = self.forward(xs, ws, bs);
+        Ok((
+            T::to_cpu_storage_owned(y),
+            Shape::from((rows, self.out_features)),
+        ))
+    }
+}
+
+macro_rules! by_dtype {
+    ($storage:expr, $f32:expr, $f64:expr) => {
+        match $storage {
+            CpuStorage::F32(_) => $f32,
+            CpuStorage::F64(_) => $f64,
+            _ => candle_core::bail!("fused kernels run on f32 and f64 only"),
+        }
+    };
+}
+pub(super) use by_dtype;
+
+macro_rules! by_tensor_dtype {
+    ($t:expr, $f32:expr, $f64:expr) => {
+        match $t.dtype() {
+            candle_core::DType::F32 => $f32,
+            candle_core::DType::F64 => $f64,
+            other => candle_core::bail!("fused kernels run on f32 and f64 only, not {other:?}"),
+        }
+    };
+}
+pub(super) use by_tensor_dtype;
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "peftbench-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(
+            s1,
+            self.run::<f32>((s1, l1), (s2, l2), Some((s3, l3))),
+            self.run::<f64>((s1, l1), (s2, l2), Some((s3, l3)))
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        by_tensor_dtype!(
+            grad,
+            self.backward::<f32>(x, w, Some(b), grad),
+            self.backward::<f64>(x, w, Some(b), grad)
+        )
+    }
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "peftbench-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(
+            s1,
+            self.run::<f32>((s1, l1), (s2, l2), None),
+            self.run::<f64>((s1, l1), (s2, l2), None)
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = by_tensor_dtype!(
+            grad,
+            self.backward::<f32>(x, w, None, grad)?,
+            self.backward::<f64>(x, w, None, grad)?
+        );
+        Ok((dx, dw))
+    }
+}

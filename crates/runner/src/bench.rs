@@ -1,0 +1,219 @@
+//! `harness bench train-step`: the time of one optimisation step (forward, backward, AdamW) of a
+//! method on a randomly initialised ViT, measured the way the PyTorch reference script
+//! (`ci/bench/train_step.py`) measures it, so the two can be printed side by side.
+//!
+//! Random weights change nothing about speed; they keep the bench free of downloads.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use peftbench_backbones::{Vit, VitConfig};
+use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_methods::PeftModel;
+use peftbench_train::{cross_entropy, AdamW, AdamWConfig};
+use serde::Serialize;
+
+/// The model sizes the bench knows by name (timm's names, so the reference script builds the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchBackbone {
+    /// ViT-Tiny/16 (DeiT-Ti: 192 wide, 12 deep, 3 heads).
+    VitTiny,
+    /// ViT-Small/16 (384 wide, 12 deep, 6 heads).
+    VitSmall,
+    /// ViT-Base/16 (768 wide, 12 deep, 12 heads).
+    VitBase,
+}
+
+impl BenchBackbone {
+    pub const ALL: [Self; 3] = [Self::VitTiny, Self::VitSmall, Self::VitBase];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VitTiny => "vit-tiny",
+            Self::VitSmall => "vit-small",
+            Self::VitBase => "vit-base",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    pub fn config(self, image_size: usize) -> VitConfig {
+        let (hidden, heads) = match self {
+            Self::VitTiny => (192, 3),
+            Self::VitSmall => (384, 6),
+            Self::VitBase => (768, 12),
+        };
+        let mut cfg = VitConfig::new(hidden, 12, heads, 4 * hidden, image_size, 16);
+        cfg.layer_norm_eps = 1e-6;
+        cfg
+    }
+}
+
+/// The methods the bench compares, with the settings the reference script uses for them.
+pub fn bench_method_params(method: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    Some(match method {
+        "full" | "linear" | "bitfit" => json!({}),
+        // LoRA r=8 on the three attention input projections (timm's fused `qkv` in the reference).
+        "lora" => {
+            json!({ "r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "key", "value"] })
+        }
+        "adapter" => json!({ "placement": "pfeiffer", "bottleneck": 8, "activation": "relu" }),
+        "adaptformer" => json!({ "bottleneck": 8, "scale": 0.1, "dropout": 0.0 }),
+        "vpt-deep" | "vpt-shallow" => json!({ "prompts": 10, "dropout": 0.0 }),
+        _ => return None,
+    })
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct TrainStepBench {
+    pub backbone: BenchBackbone,
+    pub method: String,
+    pub batch: usize,
+    pub image_size: usize,
+    pub num_classes: usize,
+    pub warmup_steps: usize,
+    pub steps: usize,
+}
+
+/// Timings of one bench, in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTimings {
+    pub backbone: String,
+    pub method: String,
+    pub batch: usize,
+    pub image_size: usize,
+    pub trainable_params: usize,
+    /// Median over the timed steps of forward + backward + optimizer step.
+    pub median_step_s: f64,
+    pub median_forward_s: f64,
+    pub median_backward_s: f64,
+    pub examples_per_s: f64,
+    /// Peak resident memory of this process (bytes), when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs the bench on `device` in f32: `warmup_steps` untimed steps, then `steps` timed ones.
+pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result<StepTimings> {
+    let params = bench_method_params(&bench.method).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the bench has no settings for method `{}`; choose one of: full, linear, bitfit, lora, \
+             adapter, adaptformer, vpt-shallow, vpt-deep",
+            bench.method
+        )
+    })?;
+    anyhow::ensure!(bench.steps > 0, "--steps must be at least 1");
+    let cfg = bench.backbone.config(bench.image_size);
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let init = SeededInit::new(0, device);
+    let vit = Vit::random(cfg, &init.fork("backbone"))?;
+    let model = PeftModel::new(
+        &bench.method,
+        &params,
+        Box::new(vit),
+        bench.num_classes,
+        &init,
+    )?;
+    let mut optimizer = AdamW::new(model.trainable(), AdamWConfig::default())?;
+
+    let input = Tensor::randn(
+        0f32,
+        1.0,
+        (bench.batch, 3, bench.image_size, bench.image_size),
+        device,
+    )?;
+    let labels: Vec<u32> = (0..bench.batch as u32)
+        .map(|i| i % bench.num_classes as u32)
+        .collect();
+    let labels = Tensor::from_vec(labels, bench.batch, device)?;
+
+    let (mut step_s, mut forward_s, mut backward_s) = (vec![], vec![], vec![]);
+    for step in 0..bench.warmup_steps + bench.steps {
+        let ctx = ForwardCtx::train(step as u64, 0.0);
+        let start = Instant::now();
+        let logits = model.logits(&input, &ctx)?;
+        let loss = cross_entropy(&logits, &labels, 0.0)?;
+        // Reading the loss forces the forward pass to finish on asynchronous devices.
+        let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let forward_done = Instant::now();
+        let grads = loss.backward()?;
+        let backward_done = Instant::now();
+        optimizer.step(&grads, 1e-4)?;
+        device.synchronize()?;
+        let end = Instant::now();
+        if step >= bench.warmup_steps {
+            forward_s.push((forward_done - start).as_secs_f64());
+            backward_s.push((backward_done - forward_done).as_secs_f64());
+            step_s.push((end - start).as_secs_f64());
+        }
+    }
+    let median_step_s = median(step_s);
+    Ok(StepTimings {
+        backbone: bench.backbone.name().into(),
+        method: bench.method.clone(),
+        batch: bench.batch,
+        image_size: bench.image_size,
+        trainable_params: model.trainable_count(),
+        median_step_s,
+        median_forward_s: median(forward_s),
+        median_backward_s: median(backward_s),
+        examples_per_s: bench.batch as f64 / median_step_s,
+        peak_rss_bytes: peftbench_records::peak_rss_bytes(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bench_method_takes_timed_steps() -> anyhow::Result<()> {
+        for method in ["full", "linear", "lora", "adapter", "vpt-deep"] {
+            let t = run_train_step(
+                &TrainStepBench {
+                    backbone: BenchBackbone::VitTiny,
+                    method: method.into(),
+                    batch: 2,
+                    image_size: 32,
+                    num_classes: 10,
+                    warmup_steps: 0,
+                    steps: 1,
+                },
+                &Device::Cpu,
+            )?;
+            assert!(t.median_step_s > 0.0 && t.median_step_s.is_finite());
+            assert!(t.median_forward_s + t.median_backward_s <= t.median_step_s);
+        }
+        let err = run_train_step(
+            &TrainStepBench {
+                backbone: BenchBackbone::VitTiny,
+                method: "nope".into(),
+                batch: 2,
+                image_size: 32,
+                num_classes: 10,
+                warmup_steps: 0,
+                steps: 1,
+            },
+            &Device::Cpu,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("choose one of"), "{err}");
+        Ok(())
+    }
+}
