@@ -41,6 +41,8 @@ struct RawSuite {
     methods: Spanned<Vec<RawMethod>>,
     #[serde(default)]
     published: Option<RawPublished>,
+    #[serde(default)]
+    tolerance: Option<Spanned<f64>>,
 }
 
 fn default_averaging() -> Vec<Averaging> {
@@ -56,6 +58,8 @@ struct RawTask {
     generator: Option<Generator>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    tolerance: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -771,6 +775,31 @@ pub fn parse_suite(
         }
     };
 
+    // Regression tolerances.
+    let check_tolerance = |t: &Spanned<f64>, whose: &str| -> Result<f64, SuiteError> {
+        if !(t.value.is_finite() && t.value >= 0.0) {
+            return Err(invalid(
+                line_of(t),
+                format!(
+                    "{whose} tolerance {} must be zero or a positive number of percentage points",
+                    t.value
+                ),
+            ));
+        }
+        Ok(t.value)
+    };
+    let tolerance = match &raw.tolerance {
+        Some(t) => check_tolerance(t, "suite")?,
+        None => DEFAULT_TOLERANCE,
+    };
+    let mut task_tolerances = BTreeMap::new();
+    for t in &raw.tasks.value {
+        if let Some(tol) = &t.tolerance {
+            let v = check_tolerance(tol, &format!("task `{}`", t.name.value))?;
+            task_tolerances.insert(t.name.value.clone(), v);
+        }
+    }
+
     Ok(Suite {
         source: path.to_path_buf(),
         name,
@@ -786,6 +815,8 @@ pub fn parse_suite(
         tasks,
         methods,
         published,
+        tolerance,
+        task_tolerances,
     })
 }
 

@@ -427,6 +427,10 @@ fn default_metric() -> String {
     "accuracy".to_string()
 }
 
+/// Default regression tolerance of `harness compare` when a suite declares none: a task's mean may
+/// drop by this many percentage points before it counts as a regression.
+pub const DEFAULT_TOLERANCE: f64 = 1.0;
+
 /// A parsed and validated suite file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Suite {
@@ -458,4 +462,20 @@ pub struct Suite {
     pub methods: Vec<MethodSpec>,
     /// Published reference numbers.
     pub published: Option<Published>,
+    /// Regression tolerance in percentage points (`tolerance:`, default [`DEFAULT_TOLERANCE`]):
+    /// how far a task's mean may fall below the baseline's before `harness compare` fails.
+    pub tolerance: f64,
+    /// Per-task tolerances (a task's `tolerance:`), wider for noisy tasks. Not part of any run's
+    /// configuration: changing a tolerance never invalidates results.
+    pub task_tolerances: BTreeMap<String, f64>,
+}
+
+impl Suite {
+    /// The regression tolerance of `task`, percentage points.
+    pub fn tolerance_of(&self, task: &str) -> f64 {
+        self.task_tolerances
+            .get(task)
+            .copied()
+            .unwrap_or(self.tolerance)
+    }
 }

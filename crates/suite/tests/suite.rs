@@ -392,7 +392,10 @@ fn suite_by_name_and_not_found() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no suite `vtab`"), "{e}");
-    assert!(e.contains("valid suites: demo, fgvc, vtab1k"), "{e}");
+    assert!(
+        e.contains("valid suites: demo, demo-zoo, demo-zoo-b, fgvc, vtab1k"),
+        "{e}"
+    );
     let listed = list_suites(&suites_dir());
     let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
     assert!(
@@ -840,4 +843,79 @@ fn shipped_fgvc_and_demo() {
     assert_eq!(runs[1].recipe.lr, 1.0e-2);
     assert_eq!(runs[2].recipe.lr, 1.0e-2);
     assert_eq!(runs[0].recipe.drop_path, 0.0);
+}
+
+#[test]
+fn tolerances_default_per_suite_and_per_task() {
+    let s = base_suite();
+    assert_eq!(s.tolerance, DEFAULT_TOLERANCE);
+    assert_eq!(s.tolerance_of("count"), DEFAULT_TOLERANCE);
+    let text = BASE
+        .replace("seeds: [0, 1]\n", "seeds: [0, 1]\ntolerance: 0.5\n")
+        .replace(
+            "    generator: count\n",
+            "    generator: count\n    tolerance: 3.0\n",
+        );
+    let s = load_text(&text).1.unwrap();
+    assert_eq!(s.tolerance_of("position"), 0.5);
+    assert_eq!(s.tolerance_of("count"), 3.0);
+    // Tolerances are not part of any run's identity.
+    let before = plan(&base_suite(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    let after = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(before, after);
+
+    let bad = BASE.replace(
+        "    generator: count\n",
+        "    generator: count\n    tolerance: -1\n",
+    );
+    let e = load_err(&bad);
+    let line = line_with(&bad, "tolerance: -1");
+    assert!(e.contains(&format!("x.yaml:{line}:")), "{e}");
+    assert!(e.contains("task `count` tolerance -1"), "{e}");
+}
+
+#[test]
+fn shards_partition_the_plan() {
+    let s = base_suite();
+    let all = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    let ids = |runs: &[RunSpec]| runs.iter().map(RunSpec::run_id).collect::<Vec<_>>();
+    let mut union = Vec::new();
+    let mut sizes = Vec::new();
+    for i in 1..=5 {
+        let o = PlanOptions {
+            shards: vec![format!("{i}/5").parse().unwrap()],
+            ..Default::default()
+        };
+        let part = plan(&s, &o, &FakeCatalog).unwrap();
+        sizes.push(part.len());
+        union.extend(ids(&part));
+    }
+    // Disjoint, complete, balanced.
+    let mut sorted_union = union.clone();
+    sorted_union.sort();
+    sorted_union.dedup();
+    assert_eq!(sorted_union.len(), all.len());
+    let mut expected = ids(&all);
+    expected.sort();
+    assert_eq!(sorted_union, expected);
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        "{sizes:?}"
+    );
+
+    // A shard of a shard splits that shard further.
+    let o = |shards: &[&str]| PlanOptions {
+        shards: shards.iter().map(|s| s.parse().unwrap()).collect(),
+        ..Default::default()
+    };
+    let outer = plan(&s, &o(&["2/3"]), &FakeCatalog).unwrap();
+    let a = plan(&s, &o(&["2/3", "1/2"]), &FakeCatalog).unwrap();
+    let b = plan(&s, &o(&["2/3", "2/2"]), &FakeCatalog).unwrap();
+    assert_eq!(a.len() + b.len(), outer.len());
+
+    for bad in ["0/3", "4/3", "1/0", "x", "1/2/3", "-1/2"] {
+        let e = bad.parse::<Shard>().unwrap_err();
+        assert!(e.contains("expected I/N"), "{bad}: {e}");
+    }
+    assert_eq!("3/8".parse::<Shard>().unwrap().to_string(), "3/8");
 }

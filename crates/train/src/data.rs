@@ -2,9 +2,7 @@
 //! tests, for cached features (linear probes) and for small data sets that fit on the device.
 
 use candle_core::{DType, Tensor};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use peftbench_core::shuffle::permutation;
 
 use crate::trainer::{Batch, BatchSource};
 
@@ -36,13 +34,14 @@ impl InMemoryBatches {
         &self.labels
     }
 
-    /// The example order of one epoch: `0..N`, or a ChaCha8 permutation of it seeded by `seed`.
+    /// The example order of one epoch: `0..N`, or [`permutation`]`(N, seed)` (the order every
+    /// batch source uses).
     pub fn order(&self, shuffle_seed: Option<u64>) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.num_examples() as u32).collect();
-        if let Some(seed) = shuffle_seed {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let n = self.num_examples();
+        match shuffle_seed {
+            Some(seed) => permutation(n, seed).into_iter().map(|i| i as u32).collect(),
+            None => (0..n as u32).collect(),
         }
-        order
     }
 }
 
