@@ -190,3 +190,17 @@ pub fn parse_config<C: DeserializeOwned>(
     };
     serde_json::from_value(value).map_err(|e| format!("method `{method}`: {e}"))
 }
+
+/// Replaces the backbone's pretrained tensors named in `merged` (checkpoint names) by the given
+/// values: how mergeable methods fold themselves into the frozen weights.
+pub(crate) fn replace_pretrained(
+    backbone: &mut dyn Backbone,
+    mut merged: std::collections::BTreeMap<String, candle_core::Tensor>,
+) -> candle_core::Result<()> {
+    backbone.visit_params(&mut |name, t| {
+        if let Some(w) = merged.remove(name) {
+            *t = w;
+        }
+        Ok(())
+    })
+}

@@ -73,12 +73,7 @@ impl DoraAdaptation {
                 dora.merged_weight(backbone.linear(layer, site))?,
             );
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(w) = merged.remove(name) {
-                *t = w;
-            }
-            Ok(())
-        })
+        crate::replace_pretrained(backbone, merged)
     }
 }
 

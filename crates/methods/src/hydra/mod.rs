@@ -78,12 +78,7 @@ impl HydraAdaptation {
                 merged.insert(format!("{path}.bias"), b);
             }
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(w) = merged.remove(name) {
-                *t = w;
-            }
-            Ok(())
-        })
+        crate::replace_pretrained(backbone, merged)
     }
 }
 

@@ -81,12 +81,7 @@ impl Ia3Adaptation {
                 }
             }
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(w) = merged.remove(name) {
-                *t = w;
-            }
-            Ok(())
-        })
+        crate::replace_pretrained(backbone, merged)
     }
 }
 

@@ -62,12 +62,7 @@ impl LoraAdaptation {
                 lora.merged_weight(backbone.linear(layer, site))?,
             );
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(w) = merged.remove(name) {
-                *t = w;
-            }
-            Ok(())
-        })
+        crate::replace_pretrained(backbone, merged)
     }
 }
 

@@ -134,12 +134,7 @@ impl ShiraAdaptation {
                 );
             }
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(w) = merged.remove(name) {
-                *t = w;
-            }
-            Ok(())
-        })
+        crate::replace_pretrained(backbone, merged)
     }
 }
 

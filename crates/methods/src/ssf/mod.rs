@@ -105,12 +105,7 @@ impl SsfAdaptation {
             merged.insert(format!("{path}.weight"), w);
             merged.insert(format!("{path}.bias"), b);
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(v) = merged.remove(name) {
-                *t = v;
-            }
-            Ok(())
-        })
+        crate::replace_pretrained(backbone, merged)
     }
 }
 
