@@ -8,12 +8,14 @@
 //! variables through [`Backbone::visit_params`].
 
 pub mod ast;
+pub mod bert;
 pub mod checkpoint;
 mod encoder;
 pub mod sites;
 pub mod vit;
 
 pub use ast::{Ast, AstConfig};
+pub use bert::{Bert, BertConfig, MlmHead, Pooling, TextEncoder, TokenizedBatch};
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 pub use vit::{Vit, VitConfig};
@@ -24,7 +26,7 @@ use peftbench_core::ForwardCtx;
 /// Sizes a method needs to build its parameters, independent of the architecture.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BackboneInfo {
-    /// Architecture family, e.g. `"vit"`.
+    /// Architecture family, e.g. `"vit"`, `"bert"`, `"xlm-roberta"`.
     pub family: String,
     pub hidden_size: usize,
     pub num_layers: usize,
@@ -54,6 +56,15 @@ pub trait Backbone {
 
     /// Pooled features `[batch, hidden]` (the CLS token after the final norm for ViT).
     fn forward_features(
+        &self,
+        input: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor>;
+
+    /// Per-token features `[batch, tokens, hidden]` after the final norm, one row per input token
+    /// (tokens a method inserts, such as prompts, removed): for token-level heads.
+    fn forward_sequence(
         &self,
         input: &Tensor,
         hooks: &dyn Hooks,

@@ -100,13 +100,14 @@ fn position_embeddings_adapt_to_other_frame_counts() {
             .unwrap();
         out.unwrap()
     };
-    // 40 -> 26 frames: time_out 3 -> 2, the centre columns (1, 2) kept in each frequency row.
+    // 40 -> 26 frames: time_out 3 -> 2; AST's crop keeps columns from t_old/2 - t_new/2 = 0, i.e. (0, 1),
+    // in each frequency row (ast_models.py: `oringal_hw/2 - t_dim/2`).
     let short = ast.clone().with_max_length(26).unwrap();
     let (p0, p1) = (pos(&ast), pos(&short));
     assert_eq!(p1.dims(), &[1, 2 + 4, 32]);
     for (f, j) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
         let a = p1.i((0, 2 + f * 2 + j)).unwrap();
-        let b = p0.i((0, 2 + f * 3 + j + 1)).unwrap();
+        let b = p0.i((0, 2 + f * 3 + j)).unwrap();
         assert_eq!(max_abs_diff(&a, &b), 0.0);
     }
     // Longer inputs run, and the same length is the identity.

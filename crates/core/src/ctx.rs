@@ -38,6 +38,12 @@ impl ForwardCtx {
         self.train
     }
 
+    /// A uniformly random index in `0..n` from this pass's seeded stream, for training-time choices
+    /// such as which sparse module MoSA activates.
+    pub fn choose(&self, n: usize) -> usize {
+        self.rng.borrow_mut().random_range(0..n)
+    }
+
     /// Inverted dropout with probability `p`: identity in evaluation or when `p == 0`.
     pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         if !self.train || p <= 0.0 {

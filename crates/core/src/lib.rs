@@ -11,6 +11,7 @@ pub mod init;
 pub mod kernels;
 pub mod ops;
 pub mod params;
+pub mod shuffle;
 
 pub use ctx::ForwardCtx;
 pub use device::DeviceSpec;

@@ -4,19 +4,7 @@
 //! (same seed, same order on every platform), then cuts the permutation into batches.
 //! [`sequential_batches`] keeps dataset order (evaluation).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// A seeded random permutation of `0..n`.
-pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i as u64) as usize;
-        idx.swap(i, j);
-    }
-    idx
-}
+pub use peftbench_core::shuffle::permutation;
 
 /// `0..n` shuffled with `seed` and cut into batches of `batch_size`; the last, smaller batch is dropped
 /// when `drop_last`. `batch_size` 0 is treated as 1.

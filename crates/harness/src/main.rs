@@ -1,6 +1,6 @@
 //! `harness`: sweep PEFT methods over benchmark suites and report comparable tables.
 //!
-//! Exit codes: 0 success; 1 a comparison found a regression (reserved for `compare`); 2 an error
+//! Exit codes: 0 success; 1 a comparison found a regression (`compare`); 2 an error
 //! (bad suite, missing data or weights, I/O); 3 the sweep finished but some runs failed.
 
 mod commands;
@@ -72,7 +72,16 @@ enum Command {
     /// Show the exact model input for one file (`inspect audio FILE --out x.npy`).
     Inspect(commands::inspect::Args),
     /// Measure speed beside a reference (`bench train-step`, `bench fbank`).
+    /// Compare run records with a baseline; exit 1 on a regression.
+    Compare(commands::compare::Args),
+    /// Combine results directories (shards, machines) into one.
+    Merge(commands::merge::Args),
+    /// Write an sbatch job-array script that runs a suite on a Slurm cluster.
+    Slurm(commands::slurm::Args),
+    /// Measure speed beside a reference (`bench train-step`).
     Bench(commands::bench::Args),
+    /// Classify images with a backbone and a saved adapter (ours or Python PEFT's); JSON out.
+    Predict(commands::predict::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +92,11 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report::run(args),
         Command::List(args) => commands::list::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Compare(args) => commands::compare::run(args),
+        Command::Merge(args) => commands::merge::run(args),
+        Command::Slurm(args) => commands::slurm::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Predict(args) => commands::predict::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,17 +6,48 @@
 //! trainable parameters, may swap pretrained tensors for variables (full fine-tuning, BitFit), and
 //! returns an [`Adaptation`], the [`Hooks`] the backbone calls on every forward pass.
 //! [`PeftModel`] puts backbone, adaptation and classification head together.
+//!
+//! # Data-dependent and multi-phase methods
+//!
+//! Most methods are fully defined by `attach`. Some need data first or train in several phases;
+//! two optional [`Adaptation`] hooks cover them, and methods that do not override them are
+//! unchanged:
+//!
+//! * **Calibration** ([`Adaptation::calibration`]): before training, the runner lets
+//!   [`PeftModel::calibrate`] run a few training batches through the model (evaluation mode) and, if
+//!   asked, back-propagates the training loss. After each batch the adaptation sees the gradients
+//!   ([`Adaptation::observe_calibration_batch`]); its hooks may record activations meanwhile. Then
+//!   [`Adaptation::finish_calibration`] turns what it saw into its initial state. CorDA collects
+//!   input covariances this way; SHiRA's gradient mask accumulates gradient magnitudes.
+//! * **Phases** ([`Adaptation::phases`]): a method may train in several consecutive phases, each
+//!   with its own trainable set and optionally its own epochs and learning rate; the runner calls
+//!   [`PeftModel::enter_phase`] and trains once per phase, with a fresh optimizer. LT-SFT trains
+//!   densely, keeps the top-k changes, resets and trains those sparsely; MAD-X trains the language
+//!   adapter, then the task adapter stacked on it.
 
 pub mod adapter;
 pub mod adaptformer;
 pub mod bitfit;
+pub mod compacter;
+pub mod conv_adapter;
+pub mod corda;
+pub mod dora;
 pub mod full;
 mod head;
+pub mod hydra;
+pub mod ia3;
 pub mod linear_probe;
 pub mod lora;
+pub mod lowbit;
+pub mod lt_sft;
+pub mod madx;
 mod model;
+pub mod mosa;
 pub mod peft_format;
+pub mod prefix;
 pub mod registry;
+pub mod shira;
+pub mod ssf;
 pub mod vpt;
 
 pub use head::ClassifierHead;
@@ -65,6 +96,26 @@ pub trait Method: Sync {
 }
 
 /// A method attached to a backbone: the hooks it installs plus the parameters it trains.
+/// What a method asks of [`PeftModel::calibrate`] before training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrationRequest {
+    /// Training batches to run through the model.
+    pub batches: usize,
+    /// Whether to back-propagate the training loss of each batch (else forward only).
+    pub gradients: bool,
+}
+
+/// One training phase of a multi-phase method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// Shown in progress output and records (`full`, `sparse`, ...).
+    pub name: &'static str,
+    /// Epochs of this phase; `None` = the recipe's epochs.
+    pub epochs: Option<usize>,
+    /// Peak learning rate of this phase; `None` = the recipe's.
+    pub lr: Option<f64>,
+}
+
 pub trait Adaptation: Hooks {
     /// The method's trainable parameters (the classification head is separate).
     fn trainable(&self) -> &NamedVars;
@@ -72,6 +123,12 @@ pub trait Adaptation: Hooks {
     /// Scalars this method adds to the model (0 for methods that only unfreeze pretrained ones).
     fn added_params(&self) -> usize {
         self.trainable().count()
+    }
+
+    /// True when the backbone's output is exactly the pretrained model's (no hooks, nothing
+    /// unfrozen): the runner may then compute features once and train only the head on them.
+    fn leaves_backbone_unchanged(&self) -> bool {
+        false
     }
 
     /// Writes the trained adapter into `dir` (HF PEFT format where PEFT has the method), with the
@@ -82,6 +139,42 @@ pub trait Adaptation: Hooks {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<std::path::PathBuf>>;
+
+    /// Data the method needs before training; `None` (the default) for data-free methods.
+    fn calibration(&self) -> Option<CalibrationRequest> {
+        None
+    }
+
+    /// Called after each calibration batch's forward pass (and backward pass, with the gradients,
+    /// when [`CalibrationRequest::gradients`] is set).
+    fn observe_calibration_batch(
+        &self,
+        _gradients: Option<&candle_core::backprop::GradStore>,
+    ) -> candle_core::Result<()> {
+        Ok(())
+    }
+
+    /// Turns what calibration saw into the method's initial state.
+    fn finish_calibration(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The training phases, in order; empty (the default) = one ordinary phase.
+    fn phases(&self) -> Vec<Phase> {
+        Vec::new()
+    }
+
+    /// Prepares phase `index` of [`Adaptation::phases`] (after the previous one has trained): may
+    /// change [`Adaptation::trainable`].
+    fn enter_phase(&mut self, _index: usize) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)
+    /// computes what backbone + method computed. Methods that cannot merge say so.
+    fn merge_into(&self, _backbone: &mut dyn Backbone) -> anyhow::Result<()> {
+        anyhow::bail!("this method cannot be merged into the backbone's weights")
+    }
 }
 
 /// Parses a method's configuration from a suite's JSON parameter object: missing fields take the
@@ -96,4 +189,18 @@ pub fn parse_config<C: DeserializeOwned>(
         params.clone()
     };
     serde_json::from_value(value).map_err(|e| format!("method `{method}`: {e}"))
+}
+
+/// Replaces the backbone's pretrained tensors named in `merged` (checkpoint names) by the given
+/// values: how mergeable methods fold themselves into the frozen weights.
+pub(crate) fn replace_pretrained(
+    backbone: &mut dyn Backbone,
+    mut merged: std::collections::BTreeMap<String, candle_core::Tensor>,
+) -> candle_core::Result<()> {
+    backbone.visit_params(&mut |name, t| {
+        if let Some(w) = merged.remove(name) {
+            *t = w;
+        }
+        Ok(())
+    })
 }

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::Backbone;
+use peftbench_backbones::{Backbone, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
-use crate::{find_method, Adaptation, ClassifierHead};
+use crate::{find_method, Adaptation, ClassifierHead, Phase};
 
 pub struct PeftModel {
     backbone: Box<dyn Backbone>,
@@ -86,6 +86,97 @@ impl PeftModel {
 
     pub fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         self.head.forward(&self.features(input, ctx)?)
+    }
+
+    /// Per-token features `[B, T, hidden]` with the method attached (token-level heads, MLM).
+    pub fn sequence_features(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.backbone
+            .forward_sequence(input, self.adaptation.as_ref(), ctx)
+    }
+
+    /// Per-token logits `[B, T, classes]` (token classification: the head on every token).
+    pub fn token_logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.head.forward(&self.sequence_features(input, ctx)?)
+    }
+
+    /// Runs the calibration the method asks for (nothing for data-free methods): up to
+    /// `batches` from the training data through the model in evaluation mode, with `loss(logits,
+    /// labels)` back-propagated when the method wants gradients. See the crate docs.
+    pub fn calibrate(
+        &mut self,
+        batches: &mut dyn Iterator<Item = anyhow::Result<(Tensor, Tensor)>>,
+        loss: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> anyhow::Result<()> {
+        let Some(request) = self.adaptation.calibration() else {
+            return Ok(());
+        };
+        let ctx = ForwardCtx::eval();
+        for batch in batches.take(request.batches) {
+            let (input, labels) = batch?;
+            let logits = self.logits(&input, &ctx)?;
+            if request.gradients {
+                let grads = loss(&logits, &labels)?.backward()?;
+                self.adaptation.observe_calibration_batch(Some(&grads))?;
+            } else {
+                self.adaptation.observe_calibration_batch(None)?;
+            }
+        }
+        self.adaptation.finish_calibration()?;
+        self.refresh_trainable();
+        Ok(())
+    }
+
+    /// The method's training phases (empty = one ordinary phase).
+    pub fn phases(&self) -> Vec<Phase> {
+        self.adaptation.phases()
+    }
+
+    /// Switches to phase `index`; the trainable set may change (the head always stays).
+    pub fn enter_phase(&mut self, index: usize) -> anyhow::Result<()> {
+        self.adaptation.enter_phase(index)?;
+        self.refresh_trainable();
+        Ok(())
+    }
+
+    fn refresh_trainable(&mut self) {
+        let mut trainable = self.adaptation.trainable().clone();
+        trainable.extend(self.head.params().clone());
+        self.trainable = trainable;
+    }
+
+    /// Rebuilds a trained model from an adapter folder (HF PEFT's format or peftbench's own, see
+    /// [`crate::peft_format::load_adapter`]): the method and its parameters come from the folder,
+    /// the number of classes from the saved head, and every saved tensor must be used.
+    pub fn from_adapter(dir: &Path, backbone: Box<dyn Backbone>) -> anyhow::Result<Self> {
+        let loaded = crate::peft_format::load_adapter(dir)?;
+        let bias = loaded.tensors.get("classifier.bias").ok_or_else(|| {
+            anyhow::anyhow!("{}: no classifier head (`classifier.bias`)", dir.display())
+        })?;
+        let num_classes = bias.dim(0)?;
+        // Values are overwritten below; the init only fixes device and dtype.
+        let weight = &backbone.linear(0, LinearSite::Query).weight;
+        let init = SeededInit::new(0, weight.device()).with_dtype(weight.dtype());
+        let model = Self::new(&loaded.method, &loaded.params, backbone, num_classes, &init)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
+        let expected: std::collections::BTreeSet<&str> =
+            model.trainable.iter().map(|p| p.name.as_str()).collect();
+        let unused: Vec<&String> = loaded
+            .tensors
+            .keys()
+            .filter(|k| !expected.contains(k.as_str()))
+            .collect();
+        if !unused.is_empty() {
+            anyhow::bail!(
+                "{}: tensors that method `{}` does not have: {unused:?}",
+                dir.display(),
+                loaded.method
+            );
+        }
+        model
+            .trainable
+            .load(&loaded.tensors)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        Ok(model)
     }
 
     /// Saves the trained adapter and head into `dir`; returns the bytes written on disk.

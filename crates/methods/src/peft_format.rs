@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
+use peftbench_backbones::LinearSite;
 use serde_json::Value;
 
+use crate::lora::LoraConfig;
 use crate::ClassifierHead;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -52,7 +54,14 @@ pub fn read_adapter(dir: &Path) -> anyhow::Result<(Value, BTreeMap<String, Tenso
         config,
         tensors
             .into_iter()
-            .map(|(k, t)| (k.strip_prefix(KEY_PREFIX).unwrap_or(&k).to_string(), t))
+            .map(|(k, t)| {
+                // Task-specific PEFT models (e.g. feature extraction) save `base_model.<path>`.
+                let name = k
+                    .strip_prefix(KEY_PREFIX)
+                    .or_else(|| k.strip_prefix("base_model."))
+                    .unwrap_or(&k);
+                (name.to_string(), t)
+            })
             .collect(),
     ))
 }
@@ -95,4 +104,231 @@ pub fn write_native(
     let weights_path = dir.join(NATIVE_WEIGHTS_FILE);
     candle_core::safetensors::save(&all, &weights_path)?;
     Ok(vec![config_path, weights_path])
+}
+
+/// The module-name suffix PEFT matches `target_modules` against, per site (transformers 4.x
+/// names, which checkpoints keep under every transformers version).
+pub fn module_suffix(site: LinearSite) -> &'static str {
+    match site {
+        LinearSite::Query => "query",
+        LinearSite::Key => "key",
+        LinearSite::Value => "value",
+        LinearSite::AttentionOutput => "attention.output.dense",
+        LinearSite::Fc1 => "intermediate.dense",
+        LinearSite::Fc2 => "output.dense",
+    }
+}
+
+/// fc2's suffix `output.dense` also matches `attention.output.dense`: a plain suffix list
+/// selects attention_output too unless it is targeted anyway.
+fn suffixes_are_ambiguous(sites: &[LinearSite]) -> bool {
+    sites.contains(&LinearSite::Fc2) && !sites.contains(&LinearSite::AttentionOutput)
+}
+
+/// PEFT's `target_modules`: module-name suffixes, or a regex where a suffix would be ambiguous.
+pub fn target_modules_value(sites: &[LinearSite]) -> Value {
+    if suffixes_are_ambiguous(sites) {
+        let alts: Vec<String> = sites
+            .iter()
+            .map(|&s| match s {
+                LinearSite::Fc2 => r"(?<!attention\.)output\.dense".to_string(),
+                other => module_suffix(other).replace('.', r"\."),
+            })
+            .collect();
+        Value::from(format!(r".*\.layer\.\d+\..*({})", alts.join("|")))
+    } else {
+        let mut names: Vec<&str> = sites.iter().map(|&s| module_suffix(s)).collect();
+        names.sort_unstable();
+        names.dedup();
+        serde_json::json!(names)
+    }
+}
+
+/// `adapter_config.json` of a LoRA adapter (`use_dora` for DoRA).
+pub fn lora_config(c: &LoraConfig, use_dora: bool, base_model: &str) -> Value {
+    let mut config = base_config("LORA", base_model);
+    for (k, v) in [
+        ("r", serde_json::json!(c.r)),
+        ("lora_alpha", serde_json::json!(c.alpha)),
+        ("lora_dropout", serde_json::json!(c.dropout)),
+        ("use_rslora", serde_json::json!(c.use_rslora)),
+        ("use_dora", serde_json::json!(use_dora)),
+        ("bias", serde_json::json!("none")),
+        ("fan_in_fan_out", serde_json::json!(false)),
+        ("init_lora_weights", serde_json::json!(true)),
+        ("target_modules", target_modules_value(&c.target_modules)),
+        ("exclude_modules", Value::Null),
+        ("layers_to_transform", Value::Null),
+        ("layers_pattern", Value::Null),
+        ("rank_pattern", serde_json::json!({})),
+        ("alpha_pattern", serde_json::json!({})),
+    ] {
+        config.insert(k.into(), v);
+    }
+    Value::Object(config)
+}
+
+/// An adapter read from disk, ready for [`crate::PeftModel::from_adapter`]: the registry method,
+/// its parameters, and the tensors under the names that method's parameters carry.
+pub struct LoadedAdapter {
+    pub method: String,
+    pub params: Value,
+    pub tensors: BTreeMap<String, Tensor>,
+    pub base_model: Option<String>,
+}
+
+/// transformers 5 renames ViT modules in memory (`vit.layers.N.attention.q_proj`, `mlp.fc1`),
+/// and PEFT adapters saved with it carry those names; map them to the checkpoint names.
+pub fn normalize_module_key(key: &str) -> String {
+    let Some(rest) = key.strip_prefix("vit.layers.") else {
+        return key.to_string();
+    };
+    let Some((layer, tail)) = rest.split_once('.') else {
+        return key.to_string();
+    };
+    let renames = [
+        ("attention.q_proj", "attention.attention.query"),
+        ("attention.k_proj", "attention.attention.key"),
+        ("attention.v_proj", "attention.attention.value"),
+        ("attention.o_proj", "attention.output.dense"),
+        ("mlp.fc1", "intermediate.dense"),
+        ("mlp.fc2", "output.dense"),
+    ];
+    for (new, old) in renames {
+        if let Some(param) = tail.strip_prefix(new) {
+            return format!("vit.encoder.layer.{layer}.{old}{param}");
+        }
+    }
+    format!("vit.encoder.layer.{layer}.{tail}")
+}
+
+/// The projection a (normalised) module key belongs to: `vit.encoder.layer.N.<suffix>.<param>`.
+fn site_of_key(key: &str) -> Option<LinearSite> {
+    let rest = key.strip_prefix("vit.encoder.layer.")?;
+    let (_, tail) = rest.split_once('.')?;
+    // Full paths below the block, so `output.dense.` cannot match `attention.output.dense.`.
+    let path_sites = [
+        (LinearSite::Query, "attention.attention.query."),
+        (LinearSite::Key, "attention.attention.key."),
+        (LinearSite::Value, "attention.attention.value."),
+        (LinearSite::AttentionOutput, "attention.output.dense."),
+        (LinearSite::Fc1, "intermediate.dense."),
+        (LinearSite::Fc2, "output.dense."),
+    ];
+    path_sites
+        .iter()
+        .find(|(_, p)| tail.starts_with(p))
+        .map(|(s, _)| *s)
+}
+
+fn sites_with(tensors: &BTreeMap<String, Tensor>, param: &str) -> Vec<LinearSite> {
+    let mut sites: Vec<LinearSite> = tensors
+        .keys()
+        .filter(|k| k.ends_with(param))
+        .filter_map(|k| site_of_key(k))
+        .collect();
+    sites.sort_unstable();
+    sites.dedup();
+    sites
+}
+
+/// Reads an adapter folder in HF PEFT's format (LoRA, DoRA, IA3, prefix tuning) or peftbench's
+/// own, and says which registry method with which parameters reproduces it.
+pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
+    let native = dir.join(NATIVE_CONFIG_FILE);
+    if native.exists() {
+        let doc: Value = serde_json::from_str(
+            &std::fs::read_to_string(&native)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", native.display()))?,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", native.display()))?;
+        let weights = dir.join(NATIVE_WEIGHTS_FILE);
+        let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+        return Ok(LoadedAdapter {
+            method: doc["method"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("{}: no `method`", native.display()))?
+                .to_string(),
+            params: doc["config"].clone(),
+            tensors: tensors.into_iter().collect(),
+            base_model: doc["base_model_name_or_path"].as_str().map(String::from),
+        });
+    }
+    let (config, raw) = read_adapter(dir)?;
+    let tensors: BTreeMap<String, Tensor> = raw
+        .into_iter()
+        .map(|(k, t)| (normalize_module_key(&k), t))
+        .collect();
+    let origin = dir.join(CONFIG_FILE).display().to_string();
+    let peft_type = config["peft_type"].as_str().unwrap_or_default();
+    let names =
+        |sites: &[LinearSite]| -> Value { sites.iter().map(|s| Value::from(s.name())).collect() };
+    let (method, params, tensors) = match peft_type {
+        "LORA" => {
+            for unsupported in ["rank_pattern", "alpha_pattern"] {
+                if config[unsupported].as_object().is_some_and(|m| !m.is_empty()) {
+                    anyhow::bail!("{origin}: `{unsupported}` (per-module ranks) is not supported");
+                }
+            }
+            if config["fan_in_fan_out"].as_bool() == Some(true) {
+                anyhow::bail!("{origin}: `fan_in_fan_out: true` is not supported (ViT has no Conv1D)");
+            }
+            let sites = sites_with(&tensors, ".lora_A.weight");
+            let method = if config["use_dora"].as_bool() == Some(true) {
+                "dora"
+            } else {
+                "lora"
+            };
+            let params = serde_json::json!({
+                "r": config["r"],
+                "alpha": config["lora_alpha"],
+                "dropout": config["lora_dropout"].as_f64().unwrap_or(0.0),
+                "use_rslora": config["use_rslora"].as_bool().unwrap_or(false),
+                "target_modules": names(&sites),
+            });
+            (method, params, tensors)
+        }
+        "IA3" => {
+            let sites = sites_with(&tensors, ".ia3_l");
+            // Feed-forward modules scale their input: PEFT stores their vector as `[1, in]`.
+            let feedforward: Vec<LinearSite> = sites
+                .iter()
+                .copied()
+                .filter(|&s| {
+                    tensors
+                        .iter()
+                        .any(|(k, t)| k.ends_with(".ia3_l") && site_of_key(k) == Some(s) && t.dims()[0] == 1)
+                })
+                .collect();
+            let params = serde_json::json!({
+                "target_modules": names(&sites),
+                "feedforward_modules": names(&feedforward),
+            });
+            ("ia3", params, tensors)
+        }
+        "PREFIX_TUNING" => {
+            let mut tensors = tensors;
+            let prompts = tensors
+                .remove("prompt_embeddings")
+                .ok_or_else(|| anyhow::anyhow!("{origin}: no `prompt_embeddings` tensor"))?;
+            // The saved prefixes are the MLP's output when PEFT trained through one: load them
+            // directly, as PEFT does in inference mode.
+            let params = serde_json::json!({
+                "num_virtual_tokens": prompts.dim(0)?,
+                "prefix_projection": false,
+            });
+            tensors.insert("prefix_encoder.embedding.weight".into(), prompts);
+            ("prefix-tuning", params, tensors)
+        }
+        other => anyhow::bail!(
+            "{origin}: peft_type `{other}` is not supported; supported: LORA (with or without use_dora), IA3, PREFIX_TUNING"
+        ),
+    };
+    Ok(LoadedAdapter {
+        method: method.to_string(),
+        params,
+        tensors,
+        base_model: config["base_model_name_or_path"].as_str().map(String::from),
+    })
 }

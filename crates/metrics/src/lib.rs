@@ -5,10 +5,21 @@
 //!   confidence interval of the mean, the usual way to report a metric over seeds.
 //! * [`t_quantile_975`] is the two-sided 95% critical value of Student's t distribution.
 //! * [`bootstrap_ci95`] is a seeded percentile bootstrap of accuracy over test examples.
+//! * [`macro_f1`] follows `sklearn.metrics.f1_score(average="macro")` ([`classification`]).
+//! * [`span_f1`] is entity-level F1 with seqeval's semantics ([`seqeval`]).
+//! * [`trec`] holds the ranking measures (MAP, nDCG@k, MRR@k, Recall@k) with `trec_eval` semantics.
 //!
 //! The crate has no heavy dependencies (no tensors): it only sees plain numbers.
 
+pub mod classification;
+pub mod seqeval;
+
+pub use classification::macro_f1;
+pub use seqeval::{span_f1, SpanScores};
+
 use serde::{Deserialize, Serialize};
+
+pub mod trec;
 
 /// Fraction of predictions equal to their label, as `sklearn.metrics.accuracy_score(labels,
 /// predictions)` computes it (`normalize=True`, no sample weights).

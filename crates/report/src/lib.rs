@@ -21,6 +21,14 @@
 //!   each group mean over that group's tasks. Both use only the tasks that have a value for that
 //!   row; an average over fewer tasks than the layout has is marked `63.2*` and footnoted
 //!   (`* over 3 of 19 tasks`). Averages are of the per-task means (no spread).
+//! * With groups, one column per group holds the group's mean (over the tasks with a value).
+//! * **Avg rank** is each row's mean rank over the tasks it has a value for, ranking the rows with
+//!   a value on that task (1 = best, ties share the mean of their ranks).
+//! * Every cell has a 95% interval ([`Cell::ci95`]): Student t over seeds when there are at least
+//!   two, else a percentile bootstrap over the test examples of the single run (1,000 resamples,
+//!   from the per-example correctness in its record); the markdown lists them in a second table.
+//! * The markdown's cost table gives, per row, trainable parameters, adapter bytes on disk (mean),
+//!   peak memory (max over runs), training throughput and time (means over completed runs).
 //! * Published numbers ([`PublishedTable`]) go in an extra row under ours, `lora (published)`,
 //!   whose cells read `74.6 (Δ-2.3)`: the published value and ours minus published, in percentage
 //!   points. Extra rows keep our cells short enough for 19-task suites, where
@@ -35,9 +43,24 @@ use anyhow::Result;
 use comfy_table::{
     presets::UTF8_FULL_CONDENSED, CellAlignment, ColumnConstraint, ContentArrangement, Table,
 };
-use peftbench_metrics::{summarize, Summary};
+use peftbench_metrics::{bootstrap_ci95, summarize, Summary};
 use peftbench_records::{RunRecord, RunStatus};
 use serde::{Deserialize, Serialize};
+
+pub mod compare;
+mod export;
+pub mod plots;
+mod select;
+
+pub use compare::{compare, Comparison, Verdict};
+pub use export::{csv, json};
+pub use plots::{write_figures, Figure};
+pub use select::{RecordFilter, FILTER_KEYS};
+
+/// Bootstrap resamples for single-seed intervals.
+const BOOTSTRAP_RESAMPLES: usize = 1000;
+/// Seed of the bootstrap (fixed: reports are deterministic).
+const BOOTSTRAP_SEED: u64 = 0x7065_6674;
 
 /// How to average task accuracies into one number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,8 +127,18 @@ fn default_means_averaging() -> Averaging {
     Averaging::GroupMean
 }
 
+/// How a cell's 95% interval was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntervalKind {
+    /// Student t over seeds (at least two seeds).
+    TOverSeeds,
+    /// Percentile bootstrap over the test examples of a single run.
+    BootstrapOverExamples,
+}
+
 /// The runs of one label on one task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cell {
     /// Primary-metric values of the completed runs, percent, ordered by seed.
     pub values: Vec<f64>,
@@ -117,9 +150,29 @@ pub struct Cell {
     pub diverged: usize,
     /// Runs that failed (including completed runs without their primary metric).
     pub failed: usize,
+    /// 95% interval of the mean, percent (see [`IntervalKind`]); `None` for one seed without
+    /// per-example results.
+    pub ci95: Option<(f64, f64)>,
+    pub interval: Option<IntervalKind>,
 }
 
 impl Cell {
+    /// The interval as printed: `[71.2, 73.4]`, with `b` appended for a bootstrap interval.
+    pub fn interval_text(&self) -> String {
+        match (self.ci95, self.interval) {
+            (Some((lo, hi)), Some(kind)) => format!(
+                "[{lo:.1}, {hi:.1}]{}",
+                if kind == IntervalKind::BootstrapOverExamples {
+                    "ᵇ"
+                } else {
+                    ""
+                }
+            ),
+            _ if self.summary.is_some() => "n/a".into(),
+            _ => "—".into(),
+        }
+    }
+
     /// Mean over completed seeds, percent.
     pub fn mean(&self) -> Option<f64> {
         self.summary.map(|s| s.mean)
@@ -159,7 +212,7 @@ impl Cell {
 }
 
 /// One average of one row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AverageCell {
     pub averaging: Averaging,
     /// The average, percent (`None` when no task has a value).
@@ -192,7 +245,7 @@ impl AverageCell {
 }
 
 /// Published numbers for one of our rows.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PublishedRow {
     /// The label in the published table.
     pub label: String,
@@ -200,6 +253,10 @@ pub struct PublishedRow {
     pub cells: Vec<Option<f64>>,
     /// Per task: ours minus published, percentage points (where both exist).
     pub deltas: Vec<Option<f64>>,
+    /// Per layout group: published group mean (when every task of the group is published).
+    pub group_means: Vec<Option<f64>>,
+    /// Per layout group: ours minus published (when our group is complete too).
+    pub group_deltas: Vec<Option<f64>>,
     /// Per averaging column: published average (as quoted, or computed over all tasks).
     pub averages: Vec<Option<f64>>,
     /// Per averaging column: ours minus published, and whether it was computed over our subset of
@@ -208,7 +265,7 @@ pub struct PublishedRow {
 }
 
 /// Trainable parameters of a row, averaged over its records (heads differ per task).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Trainable {
     /// Mean trainable parameter count.
     pub params: f64,
@@ -228,14 +285,32 @@ impl Trainable {
     }
 }
 
+/// What a row costs: storage, memory, speed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Cost {
+    /// Mean adapter size on disk over completed runs, bytes.
+    pub adapter_bytes: Option<f64>,
+    /// Largest peak memory over the runs, bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Mean training throughput over completed runs, examples per second.
+    pub train_examples_per_second: Option<f64>,
+    /// Mean training time over completed runs, seconds.
+    pub train_seconds: Option<f64>,
+}
+
 /// One method label.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeaderboardRow {
     pub label: String,
     /// Distinct [`RunRecord::method`]s under this label.
     pub methods: Vec<String>,
     /// Per task, layout order.
     pub cells: Vec<Cell>,
+    /// Per layout group: mean of the group's task means with a value.
+    pub group_means: Vec<Option<f64>>,
+    /// Mean rank over the tasks this row has a value for (1 = best).
+    pub avg_rank: Option<f64>,
+    pub cost: Cost,
     /// Per averaging column (`Leaderboard::averaging` order).
     pub averages: Vec<AverageCell>,
     pub trainable: Option<Trainable>,
@@ -244,7 +319,7 @@ pub struct LeaderboardRow {
 
 /// A suite's results table. Fields are public for programmatic use; see the crate docs for the
 /// conventions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Leaderboard {
     pub suite: String,
     pub tasks: Vec<String>,
@@ -316,7 +391,7 @@ impl Leaderboard {
             .filter(|a| *a != Averaging::GroupMean || !layout.groups.is_empty())
             .collect();
 
-        let rows = labels
+        let mut rows: Vec<LeaderboardRow> = labels
             .iter()
             .map(|label| {
                 let mine: Vec<&RunRecord> =
@@ -324,6 +399,7 @@ impl Leaderboard {
                 build_row(label, &mine, layout, &averaging)
             })
             .collect();
+        assign_average_ranks(&mut rows, layout.tasks.len());
 
         let metrics: BTreeSet<String> = used.iter().map(|r| r.primary_metric.clone()).collect();
         let mut selection: BTreeMap<String, usize> = BTreeMap::new();
@@ -351,7 +427,9 @@ impl Leaderboard {
     fn header(&self) -> Vec<String> {
         let mut h = vec!["method".to_string()];
         h.extend(self.tasks.iter().cloned());
+        h.extend(self.groups.iter().map(|(g, _)| title_case(g)));
         h.extend(self.averaging.iter().map(|a| a.title().to_string()));
+        h.push("Avg rank".into());
         h.push("Trainable".into());
         h
     }
@@ -362,7 +440,13 @@ impl Leaderboard {
         for row in &self.rows {
             let mut cells = vec![row.label.clone()];
             cells.extend(row.cells.iter().map(Cell::text));
+            cells.extend(
+                row.group_means
+                    .iter()
+                    .map(|g| g.map_or("—".into(), |v| format!("{v:.1}"))),
+            );
             cells.extend(row.averages.iter().map(AverageCell::text));
+            cells.push(row.avg_rank.map_or("—".into(), |r| format!("{r:.2}")));
             cells.push(row.trainable.map_or("—".into(), |t| t.text()));
             out.push(cells);
             if let Some(p) = &row.published {
@@ -370,9 +454,13 @@ impl Leaderboard {
                 for (v, d) in p.cells.iter().zip(&p.deltas) {
                     cells.push(published_text(*v, d.map(|d| (d, false))));
                 }
+                for (v, d) in p.group_means.iter().zip(&p.group_deltas) {
+                    cells.push(published_text(*v, d.map(|d| (d, false))));
+                }
                 for (v, d) in p.averages.iter().zip(&p.average_deltas) {
                     cells.push(published_text(*v, *d));
                 }
+                cells.push(String::new());
                 cells.push(String::new());
                 out.push(cells);
             }
@@ -459,6 +547,12 @@ impl Leaderboard {
     /// GitHub markdown: title, table, then footnotes (averaging definitions, partial averages,
     /// published source, model-selection rules, seeds, environment).
     pub fn markdown(&self) -> String {
+        self.markdown_with_figures(&[])
+    }
+
+    /// [`markdown`](Self::markdown) with the 95% interval and cost tables and links to `figures`
+    /// (paths relative to the markdown file).
+    pub fn markdown_with_figures(&self, figures: &[Figure]) -> String {
         let mut out = format!("# {} leaderboard\n\n", self.suite);
         out.push_str(&format!(
             "Metric: {} (percent). Cells: mean ±sample std over seeds (number of completed seeds); \
@@ -475,6 +569,14 @@ impl Leaderboard {
             out.push_str(&md_row(&row));
         }
         out.push('\n');
+        out.push_str(&self.markdown_intervals());
+        out.push_str(&self.markdown_cost());
+        if !figures.is_empty() {
+            out.push_str("## Figures\n\n");
+            for f in figures {
+                out.push_str(&format!("![{}]({}) ([PNG]({}))\n\n", f.title, f.svg, f.png));
+            }
+        }
 
         let mut foot: Vec<String> = Vec::new();
         for a in &self.averaging {
@@ -531,9 +633,81 @@ impl Leaderboard {
         out
     }
 
+    fn markdown_intervals(&self) -> String {
+        if self.rows.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "## 95% intervals\n\nStudent t over seeds; ᵇ: one seed, percentile bootstrap over its test examples \
+             (1,000 resamples); n/a: one seed without per-example results.\n\n",
+        );
+        let mut header = vec!["method".to_string()];
+        header.extend(self.tasks.iter().cloned());
+        out.push_str(&md_row(&header));
+        out.push_str(&md_align(header.len()));
+        for row in &self.rows {
+            let mut cells = vec![row.label.clone()];
+            cells.extend(row.cells.iter().map(Cell::interval_text));
+            out.push_str(&md_row(&cells));
+        }
+        out.push('\n');
+        out
+    }
+
+    fn markdown_cost(&self) -> String {
+        if self.rows.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("## Cost\n\n");
+        let header: Vec<String> = [
+            "method",
+            "Trainable",
+            "Adapter on disk",
+            "Peak memory",
+            "Train examples/s",
+            "Train time",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        out.push_str(&md_row(&header));
+        out.push_str(&md_align(header.len()));
+        for row in &self.rows {
+            let c = &row.cost;
+            out.push_str(&md_row(&[
+                row.label.clone(),
+                row.trainable.map_or("—".into(), |t| t.text()),
+                c.adapter_bytes.map_or("—".into(), format_bytes),
+                c.peak_memory_bytes.map_or("—".into(), format_memory),
+                c.train_examples_per_second
+                    .map_or("—".into(), |v| format!("{v:.1}")),
+                c.train_seconds.map_or("—".into(), |v| format!("{v:.1} s")),
+            ]));
+        }
+        out.push('\n');
+        out
+    }
+
     /// Writes [`markdown`](Self::markdown) atomically to `<reports_dir>/<suite>.md` (characters
     /// other than letters, digits, `.`, `_`, `-` in the suite name become `_`) and returns the path.
     pub fn write_markdown(&self, reports_dir: &Path) -> Result<PathBuf> {
+        self.write_markdown_with_figures(reports_dir, &[])
+    }
+
+    /// [`write_markdown`](Self::write_markdown) linking `figures`.
+    pub fn write_markdown_with_figures(
+        &self,
+        reports_dir: &Path,
+        figures: &[Figure],
+    ) -> Result<PathBuf> {
+        let path = reports_dir.join(format!("{}.md", self.file_stem()));
+        peftbench_records::write_atomic(&path, self.markdown_with_figures(figures).as_bytes())?;
+        Ok(path)
+    }
+
+    /// The suite name as a file name: characters other than letters, digits, `.`, `_`, `-`
+    /// become `_`.
+    pub fn file_stem(&self) -> String {
         let mut name: String = self
             .suite
             .chars()
@@ -548,10 +722,80 @@ impl Leaderboard {
         if name.is_empty() || name.starts_with('.') {
             name.insert(0, '_');
         }
-        let path = reports_dir.join(format!("{name}.md"));
-        peftbench_records::write_atomic(&path, self.markdown().as_bytes())?;
-        Ok(path)
+        name
     }
+
+    /// The average a single-number summary of a row uses: the group mean when shown (most
+    /// papers), else the plain mean.
+    pub fn headline_averaging(&self) -> Option<Averaging> {
+        if self.averaging.contains(&Averaging::GroupMean) {
+            Some(Averaging::GroupMean)
+        } else {
+            self.averaging.first().copied()
+        }
+    }
+}
+
+/// Ranks rows per task (1 = best, ties share their mean rank) and stores each row's mean rank
+/// over the tasks it has a value for.
+fn assign_average_ranks(rows: &mut [LeaderboardRow], tasks: usize) {
+    let mut sums = vec![(0.0f64, 0usize); rows.len()];
+    for t in 0..tasks {
+        let values: Vec<(usize, f64)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.cells[t].mean().map(|m| (i, m)))
+            .collect();
+        for &(i, v) in &values {
+            let better = values.iter().filter(|(_, w)| *w > v).count();
+            let equal = values.iter().filter(|(_, w)| *w == v).count();
+            // Ranks better+1 ..= better+equal, averaged.
+            let rank = better as f64 + (equal as f64 + 1.0) / 2.0;
+            sums[i].0 += rank;
+            sums[i].1 += 1;
+        }
+    }
+    for (row, (sum, n)) in rows.iter_mut().zip(sums) {
+        row.avg_rank = (n > 0).then(|| sum / n as f64);
+    }
+}
+
+fn title_case(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// `512 B`, `4.8 kB`, `1.2 MB`, `3.40 GB` (decimal units, as file sizes are quoted in papers).
+pub fn format_bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// `512 MiB`, `1.50 GiB` (binary units, as memory is reported by tools).
+pub fn format_memory(b: u64) -> String {
+    let mib = b as f64 / (1024.0 * 1024.0);
+    if mib >= 1024.0 {
+        format!("{:.2} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
+fn md_align(n: usize) -> String {
+    let align: Vec<&str> = (0..n)
+        .map(|i| if i == 0 { "---" } else { "---:" })
+        .collect();
+    format!("|{}|\n", align.join("|"))
 }
 
 fn build_row(
@@ -585,19 +829,37 @@ fn build_row(
                 summary: None,
                 diverged: 0,
                 failed: 0,
+                ci95: None,
+                interval: None,
             };
+            let mut single_correct = None;
             for r in runs {
                 match (r.status, r.primary_value()) {
                     (RunStatus::Completed, Some(v)) if v.is_finite() => {
                         cell.values.push(v * 100.0);
                         cell.seeds.push(r.seed);
+                        single_correct = r.eval_correct.as_ref();
                     }
                     (RunStatus::Diverged, _) => cell.diverged += 1,
                     _ => cell.failed += 1,
                 }
             }
             if !cell.values.is_empty() {
-                cell.summary = Some(summarize(&cell.values));
+                let summary = summarize(&cell.values);
+                cell.summary = Some(summary);
+                if let Some(ci) = summary.ci95 {
+                    cell.ci95 = Some(ci);
+                    cell.interval = Some(IntervalKind::TOverSeeds);
+                } else if let Some(flags) = single_correct.and_then(|c| c.to_bools().ok()) {
+                    // The bootstrap is of accuracy; only meaningful when the primary metric is the
+                    // accuracy those flags give.
+                    let acc = peftbench_metrics::accuracy_from_correct(&flags) * 100.0;
+                    if (acc - summary.mean).abs() < 1e-6 {
+                        let (lo, hi) = bootstrap_ci95(&flags, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED);
+                        cell.ci95 = Some((lo * 100.0, hi * 100.0));
+                        cell.interval = Some(IntervalKind::BootstrapOverExamples);
+                    }
+                }
             }
             cell
         })
@@ -613,6 +875,33 @@ fn build_row(
         .iter()
         .map(|&a| average(a, &ours, layout))
         .collect();
+    let group_means: Vec<Option<f64>> = layout
+        .groups
+        .iter()
+        .map(|(_, tasks)| {
+            let present: Vec<f64> = tasks
+                .iter()
+                .filter_map(|t| ours.get(t.as_str()).copied())
+                .collect();
+            mean(&present)
+        })
+        .collect();
+
+    let completed: Vec<&&RunRecord> = records.iter().filter(|r| r.is_completed()).collect();
+    let mean_of = |f: &dyn Fn(&RunRecord) -> Option<f64>| {
+        let v: Vec<f64> = completed
+            .iter()
+            .filter_map(|r| f(r))
+            .filter(|v| v.is_finite())
+            .collect();
+        mean(&v)
+    };
+    let cost = Cost {
+        adapter_bytes: mean_of(&|r| r.adapter_bytes.map(|b| b as f64)),
+        peak_memory_bytes: records.iter().filter_map(|r| r.peak_memory_bytes).max(),
+        train_examples_per_second: mean_of(&|r| Some(r.train_examples_per_second)),
+        train_seconds: mean_of(&|r| Some(r.train_seconds)),
+    };
 
     let trainable = {
         let with_total: Vec<&&RunRecord> = records.iter().filter(|r| r.total_params > 0).collect();
@@ -642,6 +931,9 @@ fn build_row(
         label: label.to_string(),
         methods,
         cells,
+        group_means,
+        avg_rank: None,
+        cost,
         averages,
         trainable,
         published,
@@ -733,6 +1025,20 @@ fn published_row(
         .iter()
         .filter_map(|t| value(t).map(|v| (t.as_str(), v)))
         .collect();
+    let complete_group = |values: &BTreeMap<&str, f64>, tasks: &[String]| {
+        let v: Vec<f64> = tasks
+            .iter()
+            .filter_map(|t| values.get(t.as_str()).copied())
+            .collect();
+        (v.len() == tasks.len()).then(|| mean(&v)).flatten()
+    };
+    let mut pub_groups = Vec::new();
+    let mut group_deltas = Vec::new();
+    for (_, tasks) in &layout.groups {
+        let p = complete_group(&all_pub, tasks);
+        pub_groups.push(p);
+        group_deltas.push(complete_group(ours, tasks).zip(p).map(|(o, p)| o - p));
+    }
     let mut pub_averages = Vec::new();
     let mut average_deltas = Vec::new();
     for ours_avg in averages {
@@ -767,6 +1073,8 @@ fn published_row(
         label: key,
         cells: pub_cells,
         deltas,
+        group_means: pub_groups,
+        group_deltas,
         averages: pub_averages,
         average_deltas,
     })

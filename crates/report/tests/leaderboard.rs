@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use peftbench_records::{Environment, RunRecord, RunStatus, SCHEMA_VERSION};
+use peftbench_records::{Environment, EvalCorrect, RunRecord, RunStatus, SCHEMA_VERSION};
 use peftbench_report::{
     format_params, runs_table_with_width, Averaging, Leaderboard, PublishedTable, ReportLayout,
 };
@@ -70,6 +70,11 @@ fn rec(r: Run<'_>) -> RunRecord {
         started_at: "2026-11-27T13:00:00.000Z".into(),
         finished_at: "2026-11-27T13:00:13.000Z".into(),
         adapter_dir: None,
+        // 100 test examples, the first round(acc * 100) correct: single seeds get bootstrap intervals.
+        eval_correct: r.acc.map(|a| {
+            let hits = (a * 100.0).round() as usize;
+            EvalCorrect::from_bools(&(0..100).map(|i| i < hits).collect::<Vec<_>>())
+        }),
     }
 }
 
@@ -297,7 +302,7 @@ fn published_differences() {
     assert!(same_tasks && close(d, 69.0 - (74.6 + 80.0 + 50.0) / 3.0));
     assert!(board.rows[1].published.is_none());
 
-    let text = board.terminal_with_width(160);
+    let text = board.terminal_with_width(220);
     assert!(text.contains("LoRA (published)"), "{text}");
     assert!(text.contains("74.6 (Δ-2.6)"), "{text}");
     assert!(text.contains("80.0 (Δ+0.0)"), "{text}");
@@ -372,7 +377,7 @@ fn write_markdown_atomically() {
 #[test]
 fn snapshot_terminal() {
     let board = Leaderboard::build(&records(), &layout(Some(published())));
-    insta::assert_snapshot!("terminal", board.terminal_with_width(150));
+    insta::assert_snapshot!("terminal", board.terminal_with_width(220));
 }
 
 #[test]

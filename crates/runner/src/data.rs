@@ -9,7 +9,7 @@ use peftbench_data_vision::{
     Interpolation, Normalization, ParquetColumns, Prefetcher, Preprocess, ShapeTask,
 };
 use peftbench_suite::{DataFormat, OnDataError, RunSpec};
-use peftbench_train::{derive_seed, BatchSource, InMemoryBatches};
+use peftbench_train::{derive_seed, Batch, BatchSource, InMemoryBatches};
 
 use crate::Paths;
 
@@ -256,7 +256,7 @@ impl BatchSource for StreamingBatches {
         &self,
         batch_size: usize,
         shuffle_seed: Option<u64>,
-    ) -> Box<dyn Iterator<Item = anyhow::Result<(Tensor, Tensor)>> + '_> {
+    ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_> {
         let order = match shuffle_seed {
             Some(seed) => shuffled_batches(self.dataset.len(), batch_size, seed, false),
             None => sequential_batches(self.dataset.len(), batch_size),
@@ -267,7 +267,7 @@ impl BatchSource for StreamingBatches {
             let [n, c, h, w] = batch.shape();
             let inputs = Tensor::from_vec(batch.pixels, (n, c, h, w), &self.device)?;
             let labels = Tensor::from_vec(batch.labels, n, &self.device)?;
-            Ok((inputs, labels))
+            Ok(Batch::new(inputs, labels))
         }))
     }
 }

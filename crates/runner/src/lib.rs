@@ -8,9 +8,11 @@ pub mod bench;
 pub mod catalog;
 pub mod data;
 pub mod demo;
+pub mod features;
 pub mod layout;
 pub mod run;
 pub mod sweep;
+pub mod text;
 
 pub use catalog::RegistryCatalog;
 pub use sweep::{sweep, SweepOptions, SweepSummary};

@@ -6,16 +6,17 @@ use candle_core::{Device, Tensor};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_methods::PeftModel;
 use peftbench_records::{
-    now_rfc3339, peak_rss_bytes, reset_peak_rss, Environment, EpochLog, RecordStore, RunRecord,
-    RunStatus, SCHEMA_VERSION,
+    now_rfc3339, peak_rss_bytes, reset_peak_rss, Environment, EpochLog, EvalCorrect, RecordStore,
+    RunRecord, RunStatus, SCHEMA_VERSION,
 };
 use peftbench_suite::RunSpec;
 use peftbench_train::{
-    derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig, TrainModel,
-    TrainOutcome,
+    cross_entropy, derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig,
+    TrainModel, TrainOutcome, TrainReport,
 };
 
 use crate::backbone::LoadedBackbone;
+use crate::features::{FeatureCache, HeadOnFeatures};
 
 /// The prepared inputs of a task, shared by all its runs.
 pub struct PreparedTask {
@@ -23,6 +24,8 @@ pub struct PreparedTask {
     pub eval: Box<dyn BatchSource>,
     pub val: Option<Box<dyn BatchSource>>,
     pub skipped_examples: usize,
+    /// Backbone features of the splits, for runs whose method leaves the backbone unchanged.
+    pub features: FeatureCache,
 }
 
 /// What a run needs besides its spec.
@@ -74,6 +77,88 @@ pub fn train_config(spec: &RunSpec) -> TrainConfig {
     }
 }
 
+/// Purpose mixed into the calibration batches' shuffle seed ("CALI").
+const CALIBRATION: u64 = 0x4341_4c49;
+
+/// Trains every phase of the method in turn (one for most methods), each with a fresh optimizer
+/// and the phase's epochs and learning rate; histories are concatenated, epochs numbered on.
+fn train_phases(
+    model: &mut PeftModel,
+    task: &PreparedTask,
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<TrainOutcome> {
+    let phases = model.phases();
+    if phases.is_empty() {
+        return train(
+            &Trainee(model),
+            task.train.as_ref(),
+            task.val.as_deref(),
+            cfg,
+            progress,
+        );
+    }
+    let mut history = Vec::new();
+    let (mut seconds, mut examples, mut steps) = (0.0, 0.0, 0);
+    let mut last = None;
+    for (index, phase) in phases.iter().enumerate() {
+        model.enter_phase(index)?;
+        let phase_cfg = TrainConfig {
+            epochs: phase.epochs.unwrap_or(cfg.epochs),
+            lr: phase.lr.unwrap_or(cfg.lr),
+            seed: derive_seed(&[cfg.seed, index as u64]),
+            ..cfg.clone()
+        };
+        let offset = history.len();
+        let renumber = |logs: Vec<peftbench_train::EpochLog>| {
+            logs.into_iter().map(move |mut log| {
+                log.epoch += offset;
+                log
+            })
+        };
+        match train(
+            &Trainee(model),
+            task.train.as_ref(),
+            task.val.as_deref(),
+            &phase_cfg,
+            progress,
+        )? {
+            TrainOutcome::Completed(report) => {
+                seconds += report.train_seconds;
+                examples += report.examples_per_second * report.train_seconds;
+                steps += report.steps;
+                last = Some(offset + report.selected_epoch);
+                history.extend(renumber(report.history));
+            }
+            TrainOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history: h,
+            } => {
+                history.extend(renumber(h));
+                return Ok(TrainOutcome::Diverged {
+                    epoch: offset + epoch,
+                    step,
+                    loss,
+                    history,
+                });
+            }
+        }
+    }
+    Ok(TrainOutcome::Completed(TrainReport {
+        history,
+        selected_epoch: last.expect("at least one phase"),
+        train_seconds: seconds,
+        examples_per_second: if seconds > 0.0 {
+            examples / seconds
+        } else {
+            0.0
+        },
+        steps,
+    }))
+}
+
 /// The primary metric's name: accuracy on the evaluation split.
 pub fn primary_metric(spec: &RunSpec) -> String {
     format!("{}_accuracy", spec.protocol.eval_split)
@@ -92,6 +177,7 @@ struct Finished {
     eval_seconds: f64,
     examples_per_second: f64,
     error: Option<String>,
+    eval_correct: Option<EvalCorrect>,
 }
 
 fn logs(history: &[peftbench_train::EpochLog]) -> Vec<EpochLog> {
@@ -114,25 +200,60 @@ fn execute_inner(
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
-    let model = PeftModel::new(
+    let mut model = PeftModel::new(
         &spec.method,
         &spec.params,
         Box::new(ctx.backbone.vit.clone()),
         spec.task.num_classes,
         &init,
     )?;
+    let cfg = train_config(spec);
+    // Data-dependent methods (CorDA, SHiRA's gradient mask) look at a few training batches first.
+    let mut calibration = task
+        .train
+        .batches(cfg.batch_size, Some(derive_seed(&[spec.seed, CALIBRATION])))
+        .map(|batch| batch.map(|b| (b.inputs, b.labels)));
+    model.calibrate(&mut calibration, &|logits, labels| {
+        cross_entropy(logits, labels, cfg.label_smoothing)
+    })?;
+    // A frozen backbone whose training-mode forward equals its evaluation-mode forward computes
+    // the same features every epoch: compute them once per task and train the head on them.
+    let vit_cfg = ctx.backbone.vit.config();
+    let cache_features = model.phases().is_empty()
+        && model.adaptation().leaves_backbone_unchanged()
+        && cfg.drop_path == 0.0
+        && vit_cfg.hidden_dropout_prob == 0.0
+        && vit_cfg.attention_probs_dropout_prob == 0.0;
+    let mut feature_seconds = 0.0;
+    let features = if cache_features {
+        let (features, computed) =
+            task.features
+                .get_or_compute(task, &model, cfg.eval_batch_size)?;
+        if computed {
+            feature_seconds = features.seconds;
+        }
+        Some(features)
+    } else {
+        None
+    };
+    let outcome = match features {
+        Some(f) => train(
+            &HeadOnFeatures(&model),
+            &f.train,
+            f.val.as_ref().map(|v| v as &dyn BatchSource),
+            &cfg,
+            progress,
+        )?,
+        None => train_phases(&mut model, task, &cfg, progress)?,
+    };
+    // Counted after the last phase: what the final adapter trains (LT-SFT's sparse entries).
     let trainable = model.trainable_count() as u64;
     let total = model.total_count() as u64;
-    let cfg = train_config(spec);
-    let outcome = train(
-        &Trainee(&model),
-        task.train.as_ref(),
-        task.val.as_deref(),
-        &cfg,
-        progress,
-    )?;
     let report = match outcome {
-        TrainOutcome::Completed(report) => report,
+        TrainOutcome::Completed(mut report) => {
+            report.train_seconds += feature_seconds;
+            report
+        }
         TrainOutcome::Diverged {
             epoch,
             step,
@@ -152,11 +273,15 @@ fn execute_inner(
                 eval_seconds: 0.0,
                 examples_per_second: 0.0,
                 error: Some(format!("loss became {loss} at epoch {epoch}, step {step}")),
+                eval_correct: None,
             });
         }
     };
     let eval_started = Instant::now();
-    let evaluation = evaluate(&Trainee(&model), task.eval.as_ref(), cfg.eval_batch_size)?;
+    let evaluation = match features {
+        Some(f) => evaluate(&HeadOnFeatures(&model), &f.eval, cfg.eval_batch_size)?,
+        None => evaluate(&Trainee(&model), task.eval.as_ref(), cfg.eval_batch_size)?,
+    };
     let mut metrics = std::collections::BTreeMap::new();
     metrics.insert(primary_metric(spec), evaluation.accuracy);
     if let Some(val) = report
@@ -191,6 +316,11 @@ fn execute_inner(
         eval_seconds,
         examples_per_second: report.examples_per_second,
         error: None,
+        // For bootstrap intervals over test examples in reports.
+        eval_correct: Some(EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
+            &evaluation.predictions,
+            &evaluation.labels,
+        ))),
     })
 }
 
@@ -216,6 +346,7 @@ pub fn execute(
         eval_seconds: 0.0,
         examples_per_second: 0.0,
         error: Some(format!("{e:#}")),
+        eval_correct: None,
     });
     RunRecord {
         schema_version: SCHEMA_VERSION,
@@ -249,5 +380,6 @@ pub fn execute(
         started_at,
         finished_at: now_rfc3339(),
         adapter_dir: finished.adapter_dir,
+        eval_correct: finished.eval_correct,
     }
 }

@@ -137,6 +137,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
                     .map(|v| batch_source(v, &pre, &device))
                     .transpose()?,
                 skipped_examples: data.skipped,
+                features: Default::default(),
             };
             prepared = Some((spec.task.name.clone(), task));
         }
@@ -177,10 +178,23 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
 
-    let (table, runs, path) = report(suite, &opts.plan, &store, &paths.reports)?;
-    summary.table = table;
-    summary.runs = runs;
-    summary.report_path = Some(path);
+    if opts.plan.shards.is_empty() {
+        let (table, runs, path) = report(suite, &opts.plan, &store, &paths.reports)?;
+        summary.table = table;
+        summary.runs = runs;
+        summary.report_path = Some(path);
+    } else {
+        // Shards run concurrently (array tasks, one worker per device): each prints its own runs,
+        // and the leaderboard of the whole suite comes from `harness report` once all are done,
+        // instead of every shard overwriting it with a partial table.
+        let mine: std::collections::BTreeSet<String> = specs.iter().map(RunSpec::run_id).collect();
+        let records: Vec<RunRecord> = store
+            .load_all()?
+            .into_iter()
+            .filter(|r| mine.contains(&r.run_id))
+            .collect();
+        summary.runs = runs_table(&records);
+    }
     Ok(summary)
 }
 
@@ -192,19 +206,31 @@ pub fn report(
     store: &RecordStore,
     reports_dir: &std::path::Path,
 ) -> anyhow::Result<(String, String, std::path::PathBuf)> {
-    // Only records of the suite's current plan count: a record left by an earlier version of the
-    // suite (another lr, another grid) has another config hash, and mixing it in would average
-    // different configurations as if they were seeds.
+    let (board, records) = suite_leaderboard(suite, plan_options, store.load_all()?)?;
+    let path = write_report(&board, reports_dir)?;
+    Ok((board.terminal(), runs_table(&records), path))
+}
+
+/// The leaderboard of the runs `plan_options` selects from `suite`, from `records` (of any
+/// suites, from any number of results directories), and the records it used.
+///
+/// Only records of the suite's current plan count: a record left by an earlier version of the
+/// suite (another lr, another grid) has another config hash, and mixing it in would average
+/// different configurations as if they were seeds.
+pub fn suite_leaderboard(
+    suite: &Suite,
+    plan_options: &PlanOptions,
+    records: Vec<RunRecord>,
+) -> anyhow::Result<(Leaderboard, Vec<RunRecord>)> {
     let specs = plan(suite, plan_options, &RegistryCatalog)?;
     let current: std::collections::BTreeSet<String> = specs.iter().map(RunSpec::run_id).collect();
-    let (records, stale): (Vec<RunRecord>, Vec<RunRecord>) = store
-        .load_all()?
+    let (records, stale): (Vec<RunRecord>, Vec<RunRecord>) = records
         .into_iter()
         .filter(|r| r.suite == suite.name)
         .partition(|r| current.contains(&r.run_id));
     if !stale.is_empty() {
         eprintln!(
-            "note: {} record(s) of suite `{}` belong to configurations no longer in the suite file and are left out",
+            "note: {} record(s) of suite `{}` belong to configurations no longer in the suite file (or outside --filter) and are left out",
             stale.len(),
             suite.name
         );
@@ -217,6 +243,15 @@ pub fn report(
         }
     }
     let board = Leaderboard::build_with_order(&records, &report_layout(suite), &order);
-    let path = board.write_markdown(reports_dir)?;
-    Ok((board.terminal(), runs_table(&records), path))
+    Ok((board, records))
+}
+
+/// Writes the figures and the markdown leaderboard linking them under `reports_dir`; returns the
+/// markdown's path.
+pub fn write_report(
+    board: &Leaderboard,
+    reports_dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let figures = peftbench_report::write_figures(board, reports_dir)?;
+    board.write_markdown_with_figures(reports_dir, &figures)
 }

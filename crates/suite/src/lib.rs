@@ -22,7 +22,7 @@ mod schema;
 
 pub use error::SuiteError;
 pub use load::{list_suites, load_suite, parse_suite};
-pub use plan::{canonical_json, plan, point_label, PlanOptions, RunSpec};
+pub use plan::{canonical_json, plan, point_label, PlanOptions, RunSpec, Shard};
 pub use schema::*;
 
 /// The registered PEFT methods, as seen by suite validation.

@@ -28,7 +28,10 @@ struct RawSuite {
     description: String,
     backbone: BackboneSpec,
     data: DataSpec,
-    preprocess: PreprocessSpec,
+    #[serde(default)]
+    preprocess: Option<PreprocessSpec>,
+    #[serde(default)]
+    audio: Option<AudioSpec>,
     protocol: Protocol,
     #[serde(default)]
     recipe: Recipe,
@@ -41,6 +44,8 @@ struct RawSuite {
     methods: Spanned<Vec<RawMethod>>,
     #[serde(default)]
     published: Option<RawPublished>,
+    #[serde(default)]
+    tolerance: Option<Spanned<f64>>,
 }
 
 fn default_averaging() -> Vec<Averaging> {
@@ -56,6 +61,8 @@ struct RawTask {
     generator: Option<Generator>,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    tolerance: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -445,11 +452,72 @@ pub fn parse_suite(
             }
         }
     }
-    if raw.data.image_size == Some(0) || raw.preprocess.image_size == 0 {
-        return Err(invalid(
-            section("data").or(section("preprocess")),
-            "image_size must be at least 1".into(),
-        ));
+    // Audio suites (audio formats, or generated `keywords` tasks) describe their input in `audio`,
+    // image suites in `preprocess`; a suite is one or the other.
+    let audio_suite = raw.data.format.is_audio()
+        || (generated
+            && raw
+                .tasks
+                .value
+                .iter()
+                .any(|t| t.generator.is_some_and(Generator::is_audio)));
+    if audio_suite {
+        if generated
+            && raw
+                .tasks
+                .value
+                .iter()
+                .any(|t| !t.generator.is_some_and(Generator::is_audio))
+        {
+            return Err(invalid(
+                line_of(&raw.tasks),
+                "a suite mixes audio (`keywords`) and image generators; use one kind per suite"
+                    .into(),
+            ));
+        }
+        if raw.preprocess.is_some() {
+            return Err(invalid(
+                section("preprocess"),
+                "`preprocess` is for images; an audio suite sets its input in `audio`".into(),
+            ));
+        }
+        match &raw.audio {
+            None => {
+                return Err(invalid(
+                    None,
+                    "an audio suite needs an `audio` section (at least `target_frames`)".into(),
+                ))
+            }
+            Some(a) if a.target_frames == 0 || a.num_mel_bins == 0 || a.std <= 0.0 => {
+                return Err(invalid(
+                    section("audio"),
+                    "`audio.target_frames` and `audio.num_mel_bins` must be at least 1 and `audio.std` positive".into(),
+                ))
+            }
+            Some(_) => {}
+        }
+    } else {
+        if raw.audio.is_some() {
+            return Err(invalid(
+                section("audio"),
+                "`audio` only applies to audio data formats and the `keywords` generator".into(),
+            ));
+        }
+        match &raw.preprocess {
+            None => {
+                return Err(invalid(
+                    None,
+                    "an image suite needs a `preprocess` section".into(),
+                ))
+            }
+            Some(p) if p.image_size == 0 || raw.data.image_size == Some(0) => {
+                return Err(invalid(
+                    section("data").or(section("preprocess")),
+                    "image_size must be at least 1".into(),
+                ));
+            }
+            Some(_) => {}
+        }
     }
     validate_protocol(&raw.protocol).map_err(|m| invalid(section("protocol"), m))?;
     raw.recipe
@@ -485,7 +553,7 @@ pub fn parse_suite(
                 return Err(invalid(
                     line,
                     format!(
-                        "task `{tname}` needs a `generator` (format `generated`); valid generators: position, orientation, count, shapes"
+                        "task `{tname}` needs a `generator` (format `generated`); valid generators: position, orientation, count, shapes, keywords"
                     ),
                 ))
             }
@@ -771,6 +839,31 @@ pub fn parse_suite(
         }
     };
 
+    // Regression tolerances.
+    let check_tolerance = |t: &Spanned<f64>, whose: &str| -> Result<f64, SuiteError> {
+        if !(t.value.is_finite() && t.value >= 0.0) {
+            return Err(invalid(
+                line_of(t),
+                format!(
+                    "{whose} tolerance {} must be zero or a positive number of percentage points",
+                    t.value
+                ),
+            ));
+        }
+        Ok(t.value)
+    };
+    let tolerance = match &raw.tolerance {
+        Some(t) => check_tolerance(t, "suite")?,
+        None => DEFAULT_TOLERANCE,
+    };
+    let mut task_tolerances = BTreeMap::new();
+    for t in &raw.tasks.value {
+        if let Some(tol) = &t.tolerance {
+            let v = check_tolerance(tol, &format!("task `{}`", t.name.value))?;
+            task_tolerances.insert(t.name.value.clone(), v);
+        }
+    }
+
     Ok(Suite {
         source: path.to_path_buf(),
         name,
@@ -778,6 +871,7 @@ pub fn parse_suite(
         backbone: raw.backbone,
         data: raw.data,
         preprocess: raw.preprocess,
+        audio: raw.audio,
         protocol: raw.protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
@@ -786,6 +880,8 @@ pub fn parse_suite(
         tasks,
         methods,
         published,
+        tolerance,
+        task_tolerances,
     })
 }
 

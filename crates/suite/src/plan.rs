@@ -25,6 +25,54 @@ pub struct PlanOptions {
     pub epochs: Option<usize>,
     /// Caps the number of training and evaluation examples per run (quick checks).
     pub limit: Option<usize>,
+    /// Keep only this part of the (filtered) plan; several shards apply in order (a shard of a
+    /// shard: a Slurm array task that runs one worker per GPU).
+    pub shards: Vec<Shard>,
+}
+
+/// Part `index` (1-based) of `count` of a plan (`--shard 2/4`). Runs are dealt round robin in
+/// plan order: run `i` (0-based) goes to shard `i % count + 1`. The partition depends only on the
+/// plan, so every shard started with the same suite file and options gets a disjoint part, the
+/// parts together are the whole plan, and shard sizes differ by at most one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shard {
+    /// 1-based shard number.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The runs of this shard, in plan order.
+    pub fn select<T>(&self, runs: Vec<T>) -> Vec<T> {
+        runs.into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.count + 1 == self.index)
+            .map(|(_, r)| r)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `I/N` with `1 <= I <= N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid shard `{s}`: expected I/N with 1 <= I <= N, e.g. 2/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 /// One training run: everything needed to train and evaluate, and to identify the result.
@@ -51,8 +99,12 @@ pub struct RunSpec {
     pub backbone: BackboneSpec,
     /// Data.
     pub data: DataSpec,
-    /// Preprocessing.
-    pub preprocess: PreprocessSpec,
+    /// Image preprocessing (absent for audio suites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<PreprocessSpec>,
+    /// Audio input pipeline (absent for image suites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioSpec>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -81,8 +133,9 @@ impl RunSpec {
     /// `<task>/<label>/seed<seed>-<first 10 hex digits of config_hash>`; every component is
     /// filesystem-safe (task names and labels are validated when the suite loads).
     pub fn run_id(&self) -> String {
+        let fold = self.fold.map(|k| format!("-fold{k}")).unwrap_or_default();
         format!(
-            "{}/{}/seed{}-{}",
+            "{}/{}/seed{}{fold}-{}",
             self.task.name,
             self.label,
             self.seed,
@@ -285,7 +338,7 @@ fn matches(c: &Cond, r: &RunSpec, id: &str) -> bool {
 
 /// Expands a suite into runs, in a deterministic order: task order, then method order, then grid
 /// points (first axis slowest), then seeds. Applies `opts.overrides`, then `opts.epochs`, then
-/// `opts.limit`, then keeps the runs matching `opts.filter`; method parameters are re-validated with
+/// `opts.limit`, then keeps the runs matching `opts.filter`, then those of `opts.shards`; method parameters are re-validated with
 /// `catalog` when `params.*` overrides are given.
 pub fn plan(
     suite: &Suite,
@@ -384,6 +437,7 @@ pub fn plan(
                         backbone: suite.backbone.clone(),
                         data: suite.data.clone(),
                         preprocess: suite.preprocess.clone(),
+                        audio: suite.audio.clone(),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,
@@ -439,6 +493,10 @@ pub fn plan(
         }
     }
 
+    for shard in &opts.shards {
+        runs = shard.select(runs);
+    }
+
     // Parameters changed on the command line are checked again.
     if overrides
         .iter()
@@ -468,7 +526,7 @@ pub fn plan(
 
     let mut ids = BTreeSet::new();
     for r in &runs {
-        if !ids.insert((&r.task.name, &r.label, r.seed)) {
+        if !ids.insert((&r.task.name, &r.label, r.seed, r.fold)) {
             return Err(plan_err(format!(
                 "two runs of task `{}` have the label `{}` and seed {} (a grid lists the same value twice?)",
                 r.task.name, r.label, r.seed

@@ -31,8 +31,37 @@ pub enum DataFormat {
     Parquet,
     /// The FGVC layout of VPT (json split files).
     Fgvc,
-    /// Synthetic images rendered on the fly; each task names a `generator`.
+    /// Synthetic data made on the fly (images, or audio for `keywords`); each task names a `generator`.
     Generated,
+    /// ESC-50 as published: `<root>/<task>/meta/esc50.csv` and `audio/*.wav` (5 folds).
+    Esc50,
+    /// Speech Commands V2: label folders with `validation_list.txt` and `testing_list.txt`.
+    #[serde(rename = "speech-commands")]
+    SpeechCommands,
+    /// Fluent Speech Commands: `data/{train,valid,test}_data.csv` and `wavs/` (intent = action + object
+    /// + location).
+    #[serde(rename = "fluent-speech-commands")]
+    FluentSpeechCommands,
+    /// UrbanSound8K: `metadata/UrbanSound8K.csv` and `audio/fold<k>/` (10 folds).
+    Urbansound8k,
+    /// Hugging Face parquet copies of audio datasets (an `audio` struct column of encoded bytes and an
+    /// integer `label`).
+    #[serde(rename = "audio-parquet")]
+    AudioParquet,
+}
+
+impl DataFormat {
+    /// Audio formats: their runs take an `audio` section instead of `preprocess`.
+    pub fn is_audio(self) -> bool {
+        matches!(
+            self,
+            DataFormat::Esc50
+                | DataFormat::SpeechCommands
+                | DataFormat::FluentSpeechCommands
+                | DataFormat::Urbansound8k
+                | DataFormat::AudioParquet
+        )
+    }
 }
 
 /// Where the images come from (YAML section `data`).
@@ -88,6 +117,45 @@ pub struct PreprocessSpec {
     pub interpolation: Interpolation,
     /// Pixel normalisation.
     pub normalization: Normalization,
+}
+
+/// Audio input pipeline of AST suites (YAML section `audio`, instead of `preprocess`): 16 kHz mono,
+/// Kaldi log-mel filter banks (25 ms Hanning windows, 10 ms shift), padded with zeros or cut to
+/// `target_frames`, normalised `(x - mean) / (2 std)`; SpecAugment masks on training clips only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSpec {
+    /// Frames the model sees (AST's `max_length`; 100 frames = 1 s).
+    pub target_frames: usize,
+    /// Mel bins of the filter banks (AST: 128).
+    #[serde(default = "default_mel_bins")]
+    pub num_mel_bins: usize,
+    /// Normalisation mean of the log-mel values (default AudioSet's, as the AST checkpoints expect).
+    #[serde(default = "default_audio_mean")]
+    pub mean: f64,
+    /// Normalisation standard deviation (default AudioSet's).
+    #[serde(default = "default_audio_std")]
+    pub std: f64,
+    /// Widest SpecAugment frequency mask in mel bins (0: none).
+    #[serde(default)]
+    pub freq_mask: usize,
+    /// Widest SpecAugment time mask in frames (0: none).
+    #[serde(default)]
+    pub time_mask: usize,
+}
+
+fn default_mel_bins() -> usize {
+    128
+}
+
+/// AudioSet mean of AST's log-mel inputs (HF `ASTFeatureExtractor`).
+fn default_audio_mean() -> f64 {
+    -4.267_739_3
+}
+
+/// AudioSet standard deviation of AST's log-mel inputs.
+fn default_audio_std() -> f64 {
+    4.568_997_4
 }
 
 /// Which checkpoint of a run is evaluated (recorded in every result).
@@ -363,6 +431,15 @@ pub enum Generator {
     Count,
     /// Which shape is it? (the demo backbone's upstream pre-training task)
     Shapes,
+    /// Which keyword is spoken? One-second clips (espeak-ng when installed, else tone glides): audio.
+    Keywords,
+}
+
+impl Generator {
+    /// Generators of audio clips rather than images.
+    pub fn is_audio(self) -> bool {
+        matches!(self, Generator::Keywords)
+    }
 }
 
 /// One task of the suite (an entry of `tasks`).
@@ -433,6 +510,10 @@ fn default_metric() -> String {
     "accuracy".to_string()
 }
 
+/// Default regression tolerance of `harness compare` when a suite declares none: a task's mean may
+/// drop by this many percentage points before it counts as a regression.
+pub const DEFAULT_TOLERANCE: f64 = 1.0;
+
 /// A parsed and validated suite file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Suite {
@@ -446,8 +527,10 @@ pub struct Suite {
     pub backbone: BackboneSpec,
     /// Data format and location.
     pub data: DataSpec,
-    /// Input pipeline.
-    pub preprocess: PreprocessSpec,
+    /// Image input pipeline (image formats).
+    pub preprocess: Option<PreprocessSpec>,
+    /// Audio input pipeline (audio formats and generated `keywords`).
+    pub audio: Option<AudioSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).
@@ -464,4 +547,20 @@ pub struct Suite {
     pub methods: Vec<MethodSpec>,
     /// Published reference numbers.
     pub published: Option<Published>,
+    /// Regression tolerance in percentage points (`tolerance:`, default [`DEFAULT_TOLERANCE`]):
+    /// how far a task's mean may fall below the baseline's before `harness compare` fails.
+    pub tolerance: f64,
+    /// Per-task tolerances (a task's `tolerance:`), wider for noisy tasks. Not part of any run's
+    /// configuration: changing a tolerance never invalidates results.
+    pub task_tolerances: BTreeMap<String, f64>,
+}
+
+impl Suite {
+    /// The regression tolerance of `task`, percentage points.
+    pub fn tolerance_of(&self, task: &str) -> f64 {
+        self.task_tolerances
+            .get(task)
+            .copied()
+            .unwrap_or(self.tolerance)
+    }
 }

@@ -392,7 +392,10 @@ fn suite_by_name_and_not_found() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no suite `vtab`"), "{e}");
-    assert!(e.contains("valid suites: demo, fgvc, vtab1k"), "{e}");
+    assert!(
+        e.contains("valid suites: ast, demo, demo-audio, demo-zoo, demo-zoo-b, fgvc, vtab1k"),
+        "{e}"
+    );
     let listed = list_suites(&suites_dir());
     let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
     assert!(
@@ -680,7 +683,10 @@ fn recipe_fields_constant_matches_struct() {
     keys.sort();
     expected.sort();
     assert_eq!(keys, expected);
-    let v = serde_json::to_value(base_suite().protocol).unwrap();
+    // `folds` is serialised only when set.
+    let mut protocol = base_suite().protocol;
+    protocol.folds = Some(5);
+    let v = serde_json::to_value(protocol).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
     let mut expected: Vec<&str> = PROTOCOL_FIELDS.to_vec();
     keys.sort();
@@ -716,8 +722,11 @@ fn shipped_vtab1k() {
     assert_eq!(s.name, "vtab1k");
     assert_eq!(s.backbone.checkpoint, "google/vit-base-patch16-224-in21k");
     assert_eq!(s.data.format, DataFormat::Noah);
-    assert_eq!(s.preprocess.normalization, Normalization::Imagenet);
-    assert_eq!(s.preprocess.image_size, 224);
+    assert_eq!(
+        s.preprocess.as_ref().unwrap().normalization,
+        Normalization::Imagenet
+    );
+    assert_eq!(s.preprocess.as_ref().unwrap().image_size, 224);
     assert_eq!(s.protocol.selection, Selection::Final);
     assert_eq!(s.recipe, Recipe::default(), "the NOAH/FacT recipe");
     assert_eq!(s.averaging, vec![Averaging::Mean, Averaging::GroupMean]);
@@ -820,8 +829,11 @@ fn shipped_fgvc_and_demo() {
         (s.data.train_examples, s.data.eval_examples),
         (Some(600), Some(400))
     );
-    assert_eq!(s.preprocess.image_size, 32);
-    assert_eq!(s.preprocess.normalization, Normalization::None);
+    assert_eq!(s.preprocess.as_ref().unwrap().image_size, 32);
+    assert_eq!(
+        s.preprocess.as_ref().unwrap().normalization,
+        Normalization::None
+    );
     let gens: Vec<Option<Generator>> = s.tasks.iter().map(|t| t.generator).collect();
     assert_eq!(
         gens,
@@ -870,4 +882,114 @@ fn k_fold_protocol_runs_every_fold_per_seed_and_keeps_other_hashes() {
     assert!(json.get("fold").is_none() && json["protocol"].get("folds").is_none());
     let err = load_err(&BASE.replace("  selection: final\n", "  selection: final\n  folds: 1\n"));
     assert!(err.contains("folds"), "{err}");
+}
+
+#[test]
+fn tolerances_default_per_suite_and_per_task() {
+    let s = base_suite();
+    assert_eq!(s.tolerance, DEFAULT_TOLERANCE);
+    assert_eq!(s.tolerance_of("count"), DEFAULT_TOLERANCE);
+    let text = BASE
+        .replace("seeds: [0, 1]\n", "seeds: [0, 1]\ntolerance: 0.5\n")
+        .replace(
+            "    generator: count\n",
+            "    generator: count\n    tolerance: 3.0\n",
+        );
+    let s = load_text(&text).1.unwrap();
+    assert_eq!(s.tolerance_of("position"), 0.5);
+    assert_eq!(s.tolerance_of("count"), 3.0);
+    // Tolerances are not part of any run's identity.
+    let before = plan(&base_suite(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    let after = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(before, after);
+
+    let bad = BASE.replace(
+        "    generator: count\n",
+        "    generator: count\n    tolerance: -1\n",
+    );
+    let e = load_err(&bad);
+    let line = line_with(&bad, "tolerance: -1");
+    assert!(e.contains(&format!("x.yaml:{line}:")), "{e}");
+    assert!(e.contains("task `count` tolerance -1"), "{e}");
+}
+
+#[test]
+fn shards_partition_the_plan() {
+    let s = base_suite();
+    let all = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    let ids = |runs: &[RunSpec]| runs.iter().map(RunSpec::run_id).collect::<Vec<_>>();
+    let mut union = Vec::new();
+    let mut sizes = Vec::new();
+    for i in 1..=5 {
+        let o = PlanOptions {
+            shards: vec![format!("{i}/5").parse().unwrap()],
+            ..Default::default()
+        };
+        let part = plan(&s, &o, &FakeCatalog).unwrap();
+        sizes.push(part.len());
+        union.extend(ids(&part));
+    }
+    // Disjoint, complete, balanced.
+    let mut sorted_union = union.clone();
+    sorted_union.sort();
+    sorted_union.dedup();
+    assert_eq!(sorted_union.len(), all.len());
+    let mut expected = ids(&all);
+    expected.sort();
+    assert_eq!(sorted_union, expected);
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        "{sizes:?}"
+    );
+
+    // A shard of a shard splits that shard further.
+    let o = |shards: &[&str]| PlanOptions {
+        shards: shards.iter().map(|s| s.parse().unwrap()).collect(),
+        ..Default::default()
+    };
+    let outer = plan(&s, &o(&["2/3"]), &FakeCatalog).unwrap();
+    let a = plan(&s, &o(&["2/3", "1/2"]), &FakeCatalog).unwrap();
+    let b = plan(&s, &o(&["2/3", "2/2"]), &FakeCatalog).unwrap();
+    assert_eq!(a.len() + b.len(), outer.len());
+
+    for bad in ["0/3", "4/3", "1/0", "x", "1/2/3", "-1/2"] {
+        let e = bad.parse::<Shard>().unwrap_err();
+        assert!(e.contains("expected I/N"), "{bad}: {e}");
+    }
+    assert_eq!("3/8".parse::<Shard>().unwrap().to_string(), "3/8");
+}
+
+#[test]
+fn audio_suites_take_an_audio_section_instead_of_preprocess() {
+    let audio = BASE
+        .replace(
+            "preprocess: { image_size: 32, interpolation: bilinear, normalization: none }\n",
+            "audio: { target_frames: 100, freq_mask: 24, time_mask: 10 }\n",
+        )
+        .replace("generator: position", "generator: keywords")
+        .replace("generator: orientation", "generator: keywords")
+        .replace("generator: count", "generator: keywords");
+    let s = load_text(&audio).1.unwrap();
+    let a = s.audio.as_ref().unwrap();
+    assert_eq!((a.target_frames, a.num_mel_bins), (100, 128));
+    assert!(s.preprocess.is_none());
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    let json = serde_json::to_value(&runs[0]).unwrap();
+    assert!(json.get("preprocess").is_none() && json["audio"]["time_mask"] == 10);
+    // An image suite's run serialises without an `audio` key (its config hashes are unchanged).
+    let plain = plan(&base_suite(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert!(serde_json::to_value(&plain[0])
+        .unwrap()
+        .get("audio")
+        .is_none());
+
+    let e = load_err(&audio.replace(
+        "audio: { target_frames: 100, freq_mask: 24, time_mask: 10 }\n",
+        "",
+    ));
+    assert!(e.contains("needs an `audio` section"), "{e}");
+    let e = load_err(&format!("{BASE}audio: {{ target_frames: 100 }}\n"));
+    assert!(e.contains("`audio` only applies"), "{e}");
+    let e = load_err(&audio.replacen("generator: keywords", "generator: position", 1));
+    assert!(e.contains("mixes audio"), "{e}");
 }

@@ -2,11 +2,9 @@
 //! tests, for cached features (linear probes) and for small data sets that fit on the device.
 
 use candle_core::{DType, Tensor};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use peftbench_core::shuffle::permutation;
 
-use crate::trainer::BatchSource;
+use crate::trainer::{Batch, BatchSource};
 
 /// Examples held as two tensors that share their first dimension.
 #[derive(Clone)]
@@ -16,11 +14,11 @@ pub struct InMemoryBatches {
 }
 
 impl InMemoryBatches {
-    /// `inputs` `[N, ...]`, `labels` `[N]` (converted to u32).
+    /// `inputs` `[N, ...]`, `labels` `[N]` or per token `[N, T]` (converted to u32).
     pub fn new(inputs: Tensor, labels: Tensor) -> anyhow::Result<Self> {
         let n = inputs.dim(0)?;
         anyhow::ensure!(
-            labels.dims() == [n],
+            labels.dims().first() == Some(&n),
             "labels {:?} do not match {n} inputs",
             labels.dims()
         );
@@ -36,13 +34,14 @@ impl InMemoryBatches {
         &self.labels
     }
 
-    /// The example order of one epoch: `0..N`, or a ChaCha8 permutation of it seeded by `seed`.
+    /// The example order of one epoch: `0..N`, or [`permutation`]`(N, seed)` (the order every
+    /// batch source uses).
     pub fn order(&self, shuffle_seed: Option<u64>) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.num_examples() as u32).collect();
-        if let Some(seed) = shuffle_seed {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let n = self.num_examples();
+        match shuffle_seed {
+            Some(seed) => permutation(n, seed).into_iter().map(|i| i as u32).collect(),
+            None => (0..n as u32).collect(),
         }
-        order
     }
 }
 
@@ -55,7 +54,7 @@ impl BatchSource for InMemoryBatches {
         &self,
         batch_size: usize,
         shuffle_seed: Option<u64>,
-    ) -> Box<dyn Iterator<Item = anyhow::Result<(Tensor, Tensor)>> + '_> {
+    ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_> {
         let order = self.order(shuffle_seed);
         let batch_size = batch_size.max(1);
         let chunks: Vec<Vec<u32>> = order.chunks(batch_size).map(<[u32]>::to_vec).collect();
@@ -64,7 +63,7 @@ impl BatchSource for InMemoryBatches {
             let idx = Tensor::from_vec(idx, n, self.inputs.device())?;
             let inputs = self.inputs.index_select(&idx, 0)?;
             let labels = self.labels.index_select(&idx, 0)?;
-            Ok((inputs, labels))
+            Ok(Batch::new(inputs, labels))
         }))
     }
 }

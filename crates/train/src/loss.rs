@@ -46,6 +46,49 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> 
     per_example.mean(0)
 }
 
+/// The label of positions that carry none (padding, later subwords of a word, tokens the MLM
+/// objective does not predict); PyTorch's `ignore_index` with u32 labels.
+pub const IGNORE_LABEL: u32 = u32::MAX;
+
+/// Rows `[N, C]` of `logits` `[.., C]` and their labels `[N]` where `labels` `[..]` (the logits'
+/// leading shape) is not [`IGNORE_LABEL`]. Per-example logits `[B, C]` with labels `[B]` pass
+/// unchanged; per-token logits `[B, T, C]` with labels `[B, T]` are flattened and filtered.
+pub fn labelled_rows(logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+    let classes = logits.dim(D::Minus1)?;
+    if logits.rank() < 2 || labels.dims() != &logits.dims()[..logits.rank() - 1] {
+        candle_core::bail!(
+            "labels of shape {:?} for logits {:?}",
+            labels.dims(),
+            logits.dims()
+        );
+    }
+    let labels = labels.to_dtype(DType::U32)?.flatten_all()?;
+    let logits = logits.reshape(((), classes))?;
+    let values = labels.to_vec1::<u32>()?;
+    if !values.contains(&IGNORE_LABEL) {
+        return Ok((logits, labels));
+    }
+    let keep: Vec<u32> = (0..values.len() as u32)
+        .filter(|&i| values[i as usize] != IGNORE_LABEL)
+        .collect();
+    let keep = Tensor::from_vec(keep.clone(), keep.len(), logits.device())?;
+    Ok((
+        logits.index_select(&keep, 0)?,
+        labels.index_select(&keep, 0)?,
+    ))
+}
+
+/// [`cross_entropy`] over the labelled rows of per-example or per-token logits (see
+/// [`labelled_rows`]): the mean over labelled tokens, as PyTorch's `ignore_index` computes it.
+pub fn masked_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_smoothing: f64,
+) -> Result<Tensor> {
+    let (logits, labels) = labelled_rows(logits, labels)?;
+    cross_entropy(&logits, &labels, label_smoothing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +216,20 @@ mod tests {
                 analytic[i]
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn token_labels_ignore_unlabelled_positions() -> Result<()> {
+        let dev = Device::Cpu;
+        // [B=1, T=3, C=4]: the middle token is unlabelled.
+        let logits = Tensor::new(&[LOGITS], &dev)?;
+        let labels = Tensor::new(&[[0u32, IGNORE_LABEL, 1]], &dev)?;
+        let got = masked_cross_entropy(&logits, &labels, 0.0)?.to_scalar::<f64>()?;
+        let rows = Tensor::new(&[LOGITS[0], LOGITS[2]], &dev)?;
+        let expected = cross_entropy(&rows, &Tensor::new(&[0u32, 1], &dev)?, 0.0)?;
+        assert!((got - expected.to_scalar::<f64>()?).abs() < 1e-12);
+        assert!(masked_cross_entropy(&logits, &Tensor::new(&[0u32, 1, 2], &dev)?, 0.0).is_err());
         Ok(())
     }
 

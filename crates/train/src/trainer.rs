@@ -1,13 +1,15 @@
 //! The training loop, independent of models and data: a [`TrainModel`] exposes its trainable
-//! parameters and logits, a [`BatchSource`] yields `(input, labels)` batches.
+//! parameters and logits, a [`BatchSource`] yields [`Batch`]es (inputs and labels, plus an
+//! attention mask for text and task ids for multi-task data). Labels are per example `[B]` or per
+//! token `[B, T]`, with [`IGNORE_LABEL`](crate::IGNORE_LABEL) on positions without a label.
 //!
 //! Each epoch `e`:
 //! 1. the learning rate is `CosineSchedule::lr_at_epoch(e)` (timm's per-epoch cosine, see
 //!    [`crate::schedule`]);
 //! 2. batches come from `train.batches(batch_size, Some(derive_seed(&[seed, SHUFFLE, e])))`;
 //! 3. each step runs the model under `ForwardCtx::train(derive_seed(&[seed, FORWARD, e, step]), drop_path)`,
-//!    takes [`cross_entropy`] with label smoothing and, if the loss is finite, back-propagates,
-//!    optionally clips the global gradient norm and takes an [`AdamW`] step. A NaN or infinite
+//!    takes [`masked_cross_entropy`] (cross-entropy over the labelled rows) with label smoothing
+//!    and, if the loss is finite, back-propagates, optionally clips the global gradient norm and takes an [`AdamW`] step. A NaN or infinite
 //!    loss (or, with clipping, a non-finite gradient norm) ends the run at once as
 //!    [`TrainOutcome::Diverged`], before any update from that batch; the weights are left as they were;
 //! 4. the validation set, if given, is evaluated. With [`Selection::BestValidation`] a copy of the
@@ -28,7 +30,7 @@ use candle_core::{DType, Tensor, D};
 use peftbench_core::{ForwardCtx, NamedVars};
 
 use crate::clip::clip_grad_norm;
-use crate::loss::cross_entropy;
+use crate::loss::{labelled_rows, masked_cross_entropy};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::CosineSchedule;
 
@@ -38,9 +40,49 @@ pub trait TrainModel {
     fn trainable(&self) -> &NamedVars;
     /// Logits `[B, C]` for a batch of inputs, in training or evaluation mode per `ctx`.
     fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor>;
+
+    /// Logits for a whole batch: `[B, C]`, or `[B, T, C]` for per-token labels. Models that read
+    /// the mask or task ids override this; by default only the inputs matter.
+    fn batch_logits(&self, batch: &Batch, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        self.logits(&batch.inputs, ctx)
+    }
 }
 
-/// A data split, as batches of `(input, labels)` with labels u32 `[B]`.
+/// One batch of examples.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Pixels `[B, C, H, W]`, token ids `[B, T]` or cached features `[B, D]`.
+    pub inputs: Tensor,
+    /// u32 class ids: `[B]` per example or `[B, T]` per token ([`IGNORE_LABEL`](crate::IGNORE_LABEL) where none).
+    pub labels: Tensor,
+    /// For text: 1 for real tokens, 0 for padding, `[B, T]`.
+    pub mask: Option<Tensor>,
+    /// For multi-task data: the task of each example, u32 `[B]`.
+    pub task_ids: Option<Tensor>,
+}
+
+impl Batch {
+    /// A batch of inputs and labels only (images, features, padded token ids).
+    pub fn new(inputs: Tensor, labels: Tensor) -> Self {
+        Self {
+            inputs,
+            labels,
+            mask: None,
+            task_ids: None,
+        }
+    }
+
+    /// Examples in the batch.
+    pub fn len(&self) -> usize {
+        self.labels.dims().first().copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A data split, as [`Batch`]es.
 pub trait BatchSource {
     fn num_examples(&self) -> usize;
     /// Batches for an epoch; shuffled with `shuffle_seed` when `Some`, in file order when `None`.
@@ -49,7 +91,7 @@ pub trait BatchSource {
         &self,
         batch_size: usize,
         shuffle_seed: Option<u64>,
-    ) -> Box<dyn Iterator<Item = anyhow::Result<(Tensor, Tensor)>> + '_>;
+    ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_>;
 }
 
 /// Which weights a run ends with.
@@ -247,13 +289,13 @@ pub fn train(
         let mut seen = 0usize;
         let shuffle = derive_seed(&[cfg.seed, SHUFFLE, epoch as u64]);
         for (step, batch) in train.batches(cfg.batch_size, Some(shuffle)).enumerate() {
-            let (input, labels) = batch?;
+            let batch = batch?;
             let ctx = ForwardCtx::train(
                 derive_seed(&[cfg.seed, FORWARD, epoch as u64, step as u64]),
                 cfg.drop_path,
             );
-            let logits = model.logits(&input, &ctx)?;
-            let loss = cross_entropy(&logits, &labels, cfg.label_smoothing)?;
+            let logits = model.batch_logits(&batch, &ctx)?;
+            let loss = masked_cross_entropy(&logits, &batch.labels, cfg.label_smoothing)?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_value.is_finite() {
                 return Ok(TrainOutcome::Diverged {
@@ -276,7 +318,7 @@ pub fn train(
                 }
             }
             optimizer.step(&grads, lr)?;
-            let b = labels.dim(0)?;
+            let b = batch.len();
             loss_sum += loss_value * b as f64;
             seen += b;
             steps += 1;
@@ -336,7 +378,8 @@ pub fn train(
 }
 
 /// Accuracy and predictions (argmax of the logits) of `model` on `data`, in evaluation mode, in
-/// the source's unshuffled order. Accuracy is `peftbench_metrics::accuracy` (NaN for an empty set).
+/// the source's unshuffled order; for per-token labels, one prediction per labelled token (row
+/// by row, [`IGNORE_LABEL`](crate::IGNORE_LABEL) positions skipped). Accuracy is `peftbench_metrics::accuracy` (NaN for an empty set).
 /// Outputs are detached, so no graph outlives a batch.
 pub fn evaluate(
     model: &dyn TrainModel,
@@ -349,13 +392,9 @@ pub fn evaluate(
     let mut predictions = Vec::with_capacity(data.num_examples());
     let mut labels = Vec::with_capacity(data.num_examples());
     for batch in data.batches(batch_size, None) {
-        let (input, batch_labels) = batch?;
-        let logits = model.logits(&input, &ctx)?.detach();
-        anyhow::ensure!(
-            logits.rank() == 2,
-            "logits of shape {:?}, expected [B, C]",
-            logits.dims()
-        );
+        let batch = batch?;
+        let logits = model.batch_logits(&batch, &ctx)?.detach();
+        let (logits, batch_labels) = labelled_rows(&logits, &batch.labels)?;
         predictions.extend(
             logits
                 .argmax(D::Minus1)?

@@ -347,6 +347,18 @@ impl Backbone for Ast {
     ) -> Result<Tensor> {
         let tokens = self.forward_tokens(input, hooks, ctx)?;
         let dist = tokens.dim(1)? - self.cfg.num_patches() - 1;
-        ((tokens.i((.., 0, ..))? + tokens.i((.., dist, ..))?)? * 0.5)
+        (tokens.i((.., 0, ..))? + tokens.i((.., dist, ..))?)? * 0.5
+    }
+
+    /// The patch tokens' states (CLS, distillation and any prompt tokens removed).
+    fn forward_sequence(
+        &self,
+        input: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let states = self.forward_tokens(input, hooks, ctx)?;
+        let patches = self.cfg.num_patches();
+        states.narrow(1, states.dim(1)? - patches, patches)
     }
 }

@@ -266,4 +266,16 @@ impl Backbone for Vit {
     ) -> Result<Tensor> {
         self.forward_tokens(input, hooks, ctx)?.i((.., 0, ..))
     }
+
+    /// The patch tokens' states (CLS and any prompts removed).
+    fn forward_sequence(
+        &self,
+        input: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let states = self.forward_tokens(input, hooks, ctx)?;
+        let patches = self.cfg.num_patches();
+        states.narrow(1, states.dim(1)? - patches, patches)
+    }
 }

@@ -1,10 +1,15 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod compare;
 pub mod inspect;
 pub mod list;
+pub mod merge;
+pub mod predict;
 pub mod report;
+pub mod slurm;
 pub mod suite;
+pub mod workers;
 
 use std::path::PathBuf;
 

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use peftbench_core::DeviceSpec;
 use peftbench_runner::{sweep, RegistryCatalog, SweepOptions};
-use peftbench_suite::{load_suite, PlanOptions};
+use peftbench_suite::{load_suite, PlanOptions, Shard};
 
-use super::{emit, paths, suites_dir};
+use super::{emit, paths, suites_dir, workers};
 use crate::Locations;
 
 const EXAMPLES: &str = "Examples:
@@ -14,6 +14,8 @@ const EXAMPLES: &str = "Examples:
   harness suite vtab1k --data-dir ~/data/vtab-1k --filter method=lora
   harness suite vtab1k --dry-run --filter task=cifar,method=lora
   harness suite suites/my.yaml --override recipe.lr=5e-4 --epochs 2 --limit 64
+  harness suite vtab1k --shard 2/4                     # the second quarter of the runs
+  harness suite vtab1k --devices 0,1,2,3               # one worker per GPU
 
 Finished runs are skipped, so rerunning an interrupted sweep resumes it.";
 
@@ -46,24 +48,45 @@ pub struct Args {
     /// Rerun runs whose record says `failed` (completed and diverged runs are always kept).
     #[arg(long)]
     pub retry_failed: bool,
+    /// Run only part I of N of the plan (1-based; runs dealt round robin in plan order). Shards
+    /// may share --results (records never clash) or use their own and be merged with `harness
+    /// merge`. Repeat to split a shard further.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Vec<Shard>,
+    /// Run one worker process per device concurrently, sharing --results: `0,1,2,3` (CUDA
+    /// ordinals), `cuda:0,cuda:1`, or `cpu,cpu` (two CPU workers). Then prints the leaderboard.
+    #[arg(long, value_delimiter = ',', conflicts_with = "dry_run")]
+    pub devices: Vec<String>,
     #[command(flatten)]
     pub locations: Locations,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let suite = load_suite(&args.suite, &suites_dir(&args.locations), &RegistryCatalog)?;
+    if !args.devices.is_empty() {
+        let plan = PlanOptions {
+            filter: args.filter.clone(),
+            overrides: args.overrides.clone(),
+            epochs: args.epochs,
+            limit: args.limit,
+            shards: args.shard.clone(),
+        };
+        return workers::run_workers(&suite, &plan, &args.devices, &paths(&args.locations));
+    }
     let opts = SweepOptions {
         plan: PlanOptions {
             filter: args.filter,
             overrides: args.overrides,
             epochs: args.epochs,
             limit: args.limit,
+            shards: args.shard,
         },
         dry_run: args.dry_run,
         device: args.device,
         retry_failed: args.retry_failed,
         quiet: false,
     };
+    let opts_shards_empty = opts.plan.shards.is_empty();
     let summary = sweep(&suite, &opts, &paths(&args.locations))?;
     if args.dry_run {
         emit(&summary.runs)?;
@@ -86,6 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     if let Some(path) = &summary.report_path {
         println!("Leaderboard written to {}", path.display());
+    } else if !opts_shards_empty {
+        emit(&summary.runs)?;
+        println!("This shard is done; once all are, `harness report` combines them.");
     }
     Ok(if summary.failed > 0 {
         ExitCode::from(3)

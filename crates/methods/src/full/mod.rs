@@ -52,6 +52,11 @@ impl<C: Serialize> Adaptation for Unfrozen<C> {
         0
     }
 
+    /// Nothing unfrozen (the linear probe): the backbone computes exactly its pretrained function.
+    fn leaves_backbone_unchanged(&self) -> bool {
+        self.params.is_empty()
+    }
+
     fn save(
         &self,
         dir: &Path,

@@ -1,5 +1,5 @@
-use peftbench_backbones::LinearSite;
-use serde::{Deserialize, Serialize};
+use peftbench_backbones::{Backbone, LinearSite};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// LoRA hyper-parameters. Defaults follow HF PEFT's `LoraConfig` (r 8, alpha 8, no dropout) with
 /// query and value targeted, as in the LoRA paper.
@@ -12,7 +12,9 @@ pub struct LoraConfig {
     pub alpha: f64,
     /// Dropout applied to the input of the LoRA branch only.
     pub dropout: f64,
-    /// Projections to adapt, by site name.
+    /// Projections to adapt: a list of site names, or a preset (`qv`, `qkv`, `all-linear`) so a
+    /// suite grid can sweep partial against full adaptation.
+    #[serde(deserialize_with = "target_modules_or_preset")]
     pub target_modules: Vec<LinearSite>,
     /// Rank-stabilised scaling `alpha / sqrt(r)`.
     pub use_rslora: bool,
@@ -41,18 +43,104 @@ impl LoraConfig {
     }
 
     pub fn check(&self) -> Result<(), String> {
+        self.check_as("lora")
+    }
+
+    /// The checks of [`LoraConfig::check`], naming `method` (DoRA shares this configuration).
+    pub fn check_as(&self, method: &str) -> Result<(), String> {
         if self.r == 0 {
-            return Err("method `lora`: r must be at least 1".into());
+            return Err(format!(
+                "method `{method}`: field `r` is 0; allowed range: 1 to the adapted layer's width"
+            ));
         }
         if self.target_modules.is_empty() {
-            return Err("method `lora`: target_modules is empty".into());
+            return Err(format!("method `{method}`: field `target_modules` is empty; allowed: a non-empty subset of {}, or a preset ({})", site_names(), PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!(
-                "method `lora`: dropout {} is not in [0, 1)",
+                "method `{method}`: field `dropout` is {}; allowed range [0, 1)",
                 self.dropout
             ));
         }
         Ok(())
+    }
+
+    /// A rank above `min(in, out)` of an adapted projection adds parameters without adding rank.
+    pub fn check_widths(&self, method: &str, backbone: &dyn Backbone) -> Result<(), String> {
+        for &site in &self.target_modules {
+            let (inp, out) = backbone.linear_dims(site);
+            if self.r > inp.min(out) {
+                return Err(format!(
+                    "method `{method}`: field `r` is {} but `{}` is {inp} -> {out}; allowed range: 1 to {}",
+                    self.r,
+                    site.name(),
+                    inp.min(out)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Named target sets: attention query and value (the LoRA paper), all of query, key and value,
+/// and every linear projection of a block (PEFT's `all-linear`).
+pub const PRESETS: &[(&str, &[LinearSite])] = &[
+    ("qv", &[LinearSite::Query, LinearSite::Value]),
+    (
+        "qkv",
+        &[LinearSite::Query, LinearSite::Key, LinearSite::Value],
+    ),
+    ("all-linear", &LinearSite::ALL),
+];
+
+fn site_names() -> String {
+    LinearSite::ALL.map(|s| s.name()).join(", ")
+}
+
+/// Accepts `target_modules` as a list of site names or as one preset name.
+pub(crate) fn target_modules_or_preset<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<LinearSite>, D::Error> {
+    sites_or_preset(d, "target_modules")
+}
+
+/// The same for IA3's `feedforward_modules`.
+pub(crate) fn feedforward_modules_or_preset<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<LinearSite>, D::Error> {
+    sites_or_preset(d, "feedforward_modules")
+}
+
+fn sites_or_preset<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> Result<Vec<LinearSite>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Targets {
+        Preset(String),
+        Sites(Vec<String>),
+    }
+    let unknown = |name: &str| {
+        serde::de::Error::custom(format!(
+            "field `{field}`: unknown module `{name}`; allowed: {}, or a preset ({})",
+            site_names(),
+            PRESETS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    match Targets::deserialize(d)? {
+        Targets::Preset(name) => PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, sites)| sites.to_vec())
+            .ok_or_else(|| unknown(&name)),
+        Targets::Sites(names) => names
+            .iter()
+            .map(|n| LinearSite::from_name(n).ok_or_else(|| unknown(n)))
+            .collect(),
     }
 }

@@ -6,11 +6,11 @@
 //! `A` is Kaiming-uniform and `B` zero, so the model is unchanged at initialisation. Saved in Hugging
 //! Face PEFT's format.
 
-mod config;
+pub(crate) mod config;
 mod layer;
 mod model;
 
-pub use config::LoraConfig;
+pub use config::{LoraConfig, PRESETS};
 pub use layer::LoraLayer;
 pub use model::LoraAdaptation;
 
@@ -21,39 +21,42 @@ use crate::{parse_config, Adaptation, Method, MethodInfo, ParamDoc};
 
 pub struct Lora;
 
+/// LoRA's documented parameters (DoRA shares them).
+pub const PARAMS: &[ParamDoc] = &[
+        ParamDoc {
+            name: "r",
+            default: "8",
+            doc: "rank of the update",
+        },
+        ParamDoc {
+            name: "alpha",
+            default: "8",
+            doc: "scale numerator: delta is scaled alpha/r (alpha/sqrt(r) with use_rslora)",
+        },
+        ParamDoc {
+            name: "dropout",
+            default: "0.0",
+            doc: "dropout on the LoRA branch input",
+        },
+        ParamDoc {
+            name: "target_modules",
+            default: "[query, value]",
+            doc: "projections to adapt: query, key, value, attention_output, fc1, fc2; or a preset qv, qkv, all-linear",
+        },
+        ParamDoc {
+            name: "use_rslora",
+            default: "false",
+            doc: "scale by alpha/sqrt(r) (rank-stabilised LoRA)",
+        },
+];
+
 impl Method for Lora {
     fn info(&self) -> MethodInfo {
         MethodInfo {
             name: "lora",
             summary: "LoRA: trainable low-rank update B·A on chosen projections, scaled alpha/r",
             paper: "Hu et al., LoRA, ICLR 2022 (arXiv:2106.09685); rsLoRA: Kalajdzievski 2023",
-            params: &[
-                ParamDoc {
-                    name: "r",
-                    default: "8",
-                    doc: "rank of the update",
-                },
-                ParamDoc {
-                    name: "alpha",
-                    default: "8",
-                    doc: "scale numerator: delta is scaled alpha/r (alpha/sqrt(r) with use_rslora)",
-                },
-                ParamDoc {
-                    name: "dropout",
-                    default: "0.0",
-                    doc: "dropout on the LoRA branch input",
-                },
-                ParamDoc {
-                    name: "target_modules",
-                    default: "[query, value]",
-                    doc: "projections to adapt: query, key, value, attention_output, fc1, fc2",
-                },
-                ParamDoc {
-                    name: "use_rslora",
-                    default: "false",
-                    doc: "scale by alpha/sqrt(r) (rank-stabilised LoRA)",
-                },
-            ],
+            params: PARAMS,
         }
     }
 
@@ -69,6 +72,9 @@ impl Method for Lora {
     ) -> anyhow::Result<Box<dyn Adaptation>> {
         let config: LoraConfig = parse_config("lora", params).map_err(anyhow::Error::msg)?;
         config.check().map_err(anyhow::Error::msg)?;
+        config
+            .check_widths("lora", backbone)
+            .map_err(anyhow::Error::msg)?;
         Ok(Box::new(LoraAdaptation::new(config, backbone, init)?))
     }
 }

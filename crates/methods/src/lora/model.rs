@@ -62,43 +62,7 @@ impl LoraAdaptation {
                 lora.merged_weight(backbone.linear(layer, site))?,
             );
         }
-        backbone.visit_params(&mut |name, t| {
-            if let Some(w) = merged.remove(name) {
-                *t = w;
-            }
-            Ok(())
-        })
-    }
-
-    /// PEFT's `target_modules`: module-name suffixes, or a regex where a suffix would be ambiguous
-    /// (fc2's `output.dense` is also a suffix of `attention.output.dense`).
-    fn peft_target_modules(&self) -> serde_json::Value {
-        let suffix = |s: LinearSite| match s {
-            LinearSite::Query => "query",
-            LinearSite::Key => "key",
-            LinearSite::Value => "value",
-            LinearSite::AttentionOutput => "attention.output.dense",
-            LinearSite::Fc1 => "intermediate.dense",
-            LinearSite::Fc2 => "output.dense",
-        };
-        let sites = &self.config.target_modules;
-        let ambiguous =
-            sites.contains(&LinearSite::Fc2) && !sites.contains(&LinearSite::AttentionOutput);
-        if ambiguous {
-            let alts: Vec<String> = sites
-                .iter()
-                .map(|&s| match s {
-                    LinearSite::Fc2 => r"(?<!attention\.)output\.dense".to_string(),
-                    other => suffix(other).replace('.', r"\."),
-                })
-                .collect();
-            serde_json::Value::from(format!(r".*\.layer\.\d+\..*({})", alts.join("|")))
-        } else {
-            let mut names: Vec<&str> = sites.iter().map(|&s| suffix(s)).collect();
-            names.sort_unstable();
-            names.dedup();
-            serde_json::json!(names)
-        }
+        crate::replace_pretrained(backbone, merged)
     }
 }
 
@@ -123,33 +87,18 @@ impl Adaptation for LoraAdaptation {
         &self.params
     }
 
+    fn merge_into(&self, backbone: &mut dyn Backbone) -> anyhow::Result<()> {
+        Ok(LoraAdaptation::merge_into(self, backbone)?)
+    }
+
     fn save(
         &self,
         dir: &Path,
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<PathBuf>> {
-        let mut config = peft_format::base_config("LORA", base_model);
-        let c = &self.config;
-        for (k, v) in [
-            ("r", serde_json::json!(c.r)),
-            ("lora_alpha", serde_json::json!(c.alpha)),
-            ("lora_dropout", serde_json::json!(c.dropout)),
-            ("use_rslora", serde_json::json!(c.use_rslora)),
-            ("use_dora", serde_json::json!(false)),
-            ("bias", serde_json::json!("none")),
-            ("fan_in_fan_out", serde_json::json!(false)),
-            ("init_lora_weights", serde_json::json!(true)),
-            ("target_modules", self.peft_target_modules()),
-            ("exclude_modules", serde_json::Value::Null),
-            ("layers_to_transform", serde_json::Value::Null),
-            ("layers_pattern", serde_json::Value::Null),
-            ("rank_pattern", serde_json::json!({})),
-            ("alpha_pattern", serde_json::json!({})),
-        ] {
-            config.insert(k.into(), v);
-        }
+        let config = peft_format::lora_config(&self.config, false, base_model);
         let tensors: BTreeMap<String, Tensor> = self.params.tensors();
-        peft_format::write_adapter(dir, &serde_json::Value::Object(config), tensors, head)
+        peft_format::write_adapter(dir, &config, tensors, head)
     }
 }

@@ -1,0 +1,143 @@
+//! DoRA: weight-decomposed low-rank adaptation (Liu et al., 2024, "DoRA: Weight-Decomposed
+//! Low-Rank Adaptation", ICML, arXiv:2402.09353).
+//!
+//! Each adapted weight is split into a magnitude and a direction, `W' = m · (W + s·BA) /
+//! ||W + s·BA||` (norms per output row), with the direction updated by LoRA and the magnitude
+//! `m` trained directly. `m` starts at the frozen rows' norms and `B` at zero, so the model is
+//! unchanged at initialisation; `W'` can be merged. The configuration is LoRA's
+//! ([`LoraConfig`]); the adapter is saved in Hugging Face PEFT's LoRA format with
+//! `use_dora: true` and one `lora_magnitude_vector` per module.
+
+mod layer;
+
+pub use layer::DoraLayer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Result, Tensor};
+use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+
+use crate::lora::LoraConfig;
+use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo};
+
+pub struct Dora;
+
+pub struct DoraAdaptation {
+    config: LoraConfig,
+    layers: BTreeMap<(usize, LinearSite), DoraLayer>,
+    paths: BTreeMap<(usize, LinearSite), String>,
+    params: NamedVars,
+}
+
+impl DoraAdaptation {
+    pub fn new(config: LoraConfig, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
+        let mut layers = BTreeMap::new();
+        let mut paths = BTreeMap::new();
+        let mut params = NamedVars::default();
+        for layer in 0..backbone.info().num_layers {
+            for &site in &config.target_modules {
+                let path = backbone.module_path(layer, site);
+                let dora = DoraLayer::new(
+                    backbone.linear(layer, site),
+                    config.r,
+                    config.scaling(),
+                    config.dropout,
+                    &init.fork(&path),
+                )?;
+                params.push(format!("{path}.lora_A.weight"), dora.lora.a.clone());
+                params.push(format!("{path}.lora_B.weight"), dora.lora.b.clone());
+                params.push(
+                    format!("{path}.lora_magnitude_vector"),
+                    dora.magnitude.clone(),
+                );
+                layers.insert((layer, site), dora);
+                paths.insert((layer, site), path);
+            }
+        }
+        Ok(Self {
+            config,
+            layers,
+            paths,
+            params,
+        })
+    }
+
+    /// Replaces every adapted weight by `m · (W + s·BA) / ||W + s·BA||`.
+    pub fn merge_into(&self, backbone: &mut dyn Backbone) -> Result<()> {
+        let mut merged = BTreeMap::new();
+        for (&(layer, site), dora) in &self.layers {
+            merged.insert(
+                format!("{}.weight", self.paths[&(layer, site)]),
+                dora.merged_weight(backbone.linear(layer, site))?,
+            );
+        }
+        crate::replace_pretrained(backbone, merged)
+    }
+}
+
+impl Hooks for DoraAdaptation {
+    fn linear(
+        &self,
+        layer: usize,
+        site: LinearSite,
+        x: &Tensor,
+        base: &Linear,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        match self.layers.get(&(layer, site)) {
+            Some(dora) => dora.forward(x, base, ctx),
+            None => base.forward(x),
+        }
+    }
+}
+
+impl Adaptation for DoraAdaptation {
+    fn trainable(&self) -> &NamedVars {
+        &self.params
+    }
+
+    fn merge_into(&self, backbone: &mut dyn Backbone) -> anyhow::Result<()> {
+        Ok(DoraAdaptation::merge_into(self, backbone)?)
+    }
+
+    fn save(
+        &self,
+        dir: &Path,
+        head: &ClassifierHead,
+        base_model: &str,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        let config = peft_format::lora_config(&self.config, true, base_model);
+        peft_format::write_adapter(dir, &config, self.params.tensors(), head)
+    }
+}
+
+impl Method for Dora {
+    fn info(&self) -> MethodInfo {
+        MethodInfo {
+            name: "dora",
+            summary: "DoRA: LoRA on the direction of each weight plus a trained magnitude per row; mergeable",
+            paper: "Liu et al., DoRA: Weight-Decomposed Low-Rank Adaptation, ICML 2024 (arXiv:2402.09353)",
+            params: crate::lora::PARAMS,
+        }
+    }
+
+    fn validate(&self, params: &serde_json::Value) -> std::result::Result<(), String> {
+        parse_config::<LoraConfig>("dora", params)?.check_as("dora")
+    }
+
+    fn attach(
+        &self,
+        params: &serde_json::Value,
+        backbone: &mut dyn Backbone,
+        init: &SeededInit,
+    ) -> anyhow::Result<Box<dyn Adaptation>> {
+        let config: LoraConfig = parse_config("dora", params).map_err(anyhow::Error::msg)?;
+        config.check_as("dora").map_err(anyhow::Error::msg)?;
+        config
+            .check_widths("dora", backbone)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Box::new(DoraAdaptation::new(config, backbone, init)?))
+    }
+}

@@ -1,0 +1,127 @@
+//! Adapters made by Hugging Face PEFT 0.21.2 (transformers 5.24, torch 2.11) on a small random
+//! `ViTForImageClassification` (hidden 16, 2 blocks, 2 heads, MLP 32, 16x16 images, 8x8 patches,
+//! 3 labels) give the logits PyTorch computed, within 1e-4.
+//!
+//! `tests/fixtures/peft_vit/` holds the model (`backbone/`, saved with `save_pretrained`), two
+//! input images (`pixels.safetensors`), four adapters saved with `PeftModel.save_pretrained`
+//! (`lora`: r 2 on q/v; `dora`: r 2, `use_dora` on all six projections; `ia3`: k, v, fc2 with fc2
+//! feed-forward; `prefix`: 3 virtual tokens through an 8-wide projection MLP), each with random
+//! non-zero weights and a trained-looking classifier, and `expected_logits.json`: PEFT's eval-mode
+//! logits (for prefix tuning, which PEFT cannot run on ViT, PyTorch's eager attention with PEFT's
+//! saved `prompt_embeddings` prepended to every layer's keys and values in PEFT's `get_prompt`
+//! layout). The adapters carry transformers 5 module names (`vit.layers.0.attention.q_proj`).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use peftbench_backbones::{Backbone, NoHooks, Vit};
+use peftbench_core::{ops, ForwardCtx};
+use peftbench_methods::PeftModel;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft_vit")
+}
+
+fn backbone() -> Vit {
+    let dir = fixtures().join("backbone");
+    Vit::load(
+        &dir.join("config.json"),
+        &dir.join("model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn pixels() -> Tensor {
+    candle_core::safetensors::load(fixtures().join("pixels.safetensors"), &Device::Cpu).unwrap()
+        ["pixel_values"]
+        .clone()
+}
+
+fn expected(name: &str) -> Vec<f32> {
+    let text = std::fs::read_to_string(fixtures().join("expected_logits.json")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all[name]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect()
+}
+
+fn max_error(got: &Tensor, want: &[f32]) -> f32 {
+    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn the_frozen_backbone_matches_transformers() {
+    let weights =
+        candle_core::safetensors::load(fixtures().join("backbone/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let features = backbone()
+        .forward_features(&pixels(), &NoHooks, &ForwardCtx::eval())
+        .unwrap();
+    let logits = ops::linear(
+        &features,
+        &weights["classifier.weight"],
+        Some(&weights["classifier.bias"]),
+    )
+    .unwrap();
+    let err = max_error(&logits, &expected("frozen"));
+    assert!(err < 1e-4, "frozen: max error {err}");
+}
+
+#[test]
+fn peft_adapters_give_pytorchs_logits() {
+    for (folder, method) in [
+        ("lora", "lora"),
+        ("dora", "dora"),
+        ("ia3", "ia3"),
+        ("prefix", "prefix-tuning"),
+    ] {
+        let model = PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone()))
+            .unwrap_or_else(|e| panic!("{folder}: {e:#}"));
+        assert_eq!(model.method(), method);
+        let logits = model.logits(&pixels(), &ForwardCtx::eval()).unwrap();
+        let err = max_error(&logits, &expected(folder));
+        eprintln!("{folder}: max |logit - PyTorch| = {err:.2e}");
+        assert!(err < 1e-4, "{folder}: max error {err}");
+    }
+}
+
+#[test]
+fn a_peft_adapter_saved_here_again_keeps_its_logits() {
+    for folder in ["lora", "dora", "ia3", "prefix"] {
+        let model =
+            PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path(), "fixture").unwrap();
+        let again = PeftModel::from_adapter(dir.path(), Box::new(backbone())).unwrap();
+        let x = pixels();
+        let a: Vec<f32> = model
+            .logits(&x, &ForwardCtx::eval())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = again
+            .logits(&x, &ForwardCtx::eval())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(a, b, "{folder}");
+    }
+}

@@ -1,0 +1,379 @@
+//! Intervals, ranks, group means, costs, JSON/CSV, figures, record filters and regression
+//! comparisons.
+
+use std::collections::BTreeMap;
+
+use peftbench_metrics::bootstrap_ci95;
+use peftbench_records::{Environment, EvalCorrect, RunRecord, RunStatus, SCHEMA_VERSION};
+use peftbench_report::{
+    compare, csv, json, plots::pareto_front, write_figures, Averaging, IntervalKind, Leaderboard,
+    RecordFilter, ReportLayout, Verdict,
+};
+use serde_json::json;
+
+fn record(label: &str, task: &str, seed: u64, acc: Option<f64>) -> RunRecord {
+    let method = label.split('-').next().unwrap().to_string();
+    let trainable = match method.as_str() {
+        "lora" => 4_594,
+        "bitfit" => 2_930,
+        _ => 150_000,
+    };
+    let mut metrics = BTreeMap::new();
+    if let Some(a) = acc {
+        metrics.insert("test_accuracy".to_string(), a);
+    }
+    // 200 test examples, the first round(acc * 200) correct.
+    let eval_correct = acc.map(|a| {
+        let hits = (a * 200.0).round() as usize;
+        EvalCorrect::from_bools(&(0..200).map(|i| i < hits).collect::<Vec<_>>())
+    });
+    let config = json!({"task": {"name": task}, "label": label, "seed": seed, "recipe": {"lr": 0.01},
+                        "data": {"root": "/data", "format": "generated"}});
+    RunRecord {
+        schema_version: SCHEMA_VERSION,
+        run_id: format!("{task}/{label}/seed{seed}-0000000000"),
+        suite: "toy".into(),
+        task: task.into(),
+        group: Some(if task == "c" { "structured" } else { "natural" }.into()),
+        method,
+        label: label.into(),
+        seed,
+        config_hash: format!("{:064}", seed),
+        config,
+        status: if acc.is_some() {
+            RunStatus::Completed
+        } else {
+            RunStatus::Failed
+        },
+        error: None,
+        metrics,
+        primary_metric: "test_accuracy".into(),
+        selection: "final".into(),
+        selected_epoch: Some(7),
+        trainable_params: trainable,
+        total_params: 150_000,
+        adapter_bytes: Some(trainable * 4 + 512),
+        peak_memory_bytes: Some((300 + seed) << 20),
+        train_seconds: 10.0 + seed as f64,
+        eval_seconds: 1.0,
+        train_examples_per_second: 100.0,
+        history: vec![],
+        environment: Environment {
+            git_revision: Some("abc".into()),
+            git_dirty: Some(false),
+            peftbench_version: "0.1.0".into(),
+            crate_versions: BTreeMap::new(),
+            device: "cpu".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            cpu: None,
+            threads: 2,
+            hostname: None,
+        },
+        started_at: "2026-11-27T13:00:00.000Z".into(),
+        finished_at: "2026-11-27T13:00:10.000Z".into(),
+        adapter_dir: None,
+        eval_correct,
+    }
+}
+
+/// full: a 0.60, b 0.50, c 0.40 (one seed each)
+/// lora: a 0.55/0.65 (two seeds), b 0.50, c 0.45
+/// bitfit: a 0.30, b 0.20, c failed
+fn records() -> Vec<RunRecord> {
+    vec![
+        record("full", "a", 0, Some(0.60)),
+        record("full", "b", 0, Some(0.50)),
+        record("full", "c", 0, Some(0.40)),
+        record("lora-r4", "a", 0, Some(0.55)),
+        record("lora-r4", "a", 1, Some(0.65)),
+        record("lora-r4", "b", 0, Some(0.50)),
+        record("lora-r4", "c", 0, Some(0.45)),
+        record("bitfit", "a", 0, Some(0.30)),
+        record("bitfit", "b", 0, Some(0.20)),
+        record("bitfit", "c", 0, None),
+    ]
+}
+
+fn layout() -> ReportLayout {
+    ReportLayout {
+        suite: "toy".into(),
+        tasks: vec!["a".into(), "b".into(), "c".into()],
+        groups: vec![
+            ("natural".into(), vec!["a".into(), "b".into()]),
+            ("structured".into(), vec!["c".into()]),
+        ],
+        averaging: vec![Averaging::Mean, Averaging::GroupMean],
+        published: None,
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn intervals_t_over_seeds_and_bootstrap_for_one_seed() {
+    let board = Leaderboard::build(&records(), &layout());
+    let lora_a = &board.rows[1].cells[0];
+    assert_eq!(lora_a.interval, Some(IntervalKind::TOverSeeds));
+    // mean 60, std 7.0711, t(0.975, 1) = 12.7062: half width 12.7062 * 7.0711 / sqrt(2) = 63.531
+    let (lo, hi) = lora_a.ci95.unwrap();
+    assert!((lo - (60.0 - 63.531)).abs() < 1e-3 && (hi - (60.0 + 63.531)).abs() < 1e-3);
+
+    let full_a = &board.rows[0].cells[0];
+    assert_eq!(full_a.interval, Some(IntervalKind::BootstrapOverExamples));
+    let flags: Vec<bool> = (0..200).map(|i| i < 120).collect();
+    let (blo, bhi) = bootstrap_ci95(&flags, 1000, 0x7065_6674);
+    let (lo, hi) = full_a.ci95.unwrap();
+    assert!(close(lo, blo * 100.0) && close(hi, bhi * 100.0));
+    assert!(
+        lo < 60.0 && 60.0 < hi && hi - lo > 8.0 && hi - lo < 20.0,
+        "{lo} {hi}"
+    );
+    assert!(full_a.interval_text().ends_with('ᵇ'));
+
+    // A single seed without per-example results has no interval.
+    let mut recs = records();
+    recs[0].eval_correct = None;
+    let board = Leaderboard::build(&recs, &layout());
+    assert_eq!(board.rows[0].cells[0].ci95, None);
+    assert_eq!(board.rows[0].cells[0].interval_text(), "n/a");
+}
+
+#[test]
+fn group_means_ranks_and_costs() {
+    let board = Leaderboard::build(&records(), &layout());
+    let [full, lora, bitfit] = &board.rows[..] else {
+        panic!()
+    };
+    assert_eq!(full.group_means, [Some(55.0), Some(40.0)]);
+    assert_eq!(lora.group_means, [Some(55.0), Some(45.0)]);
+    assert_eq!(bitfit.group_means, [Some(25.0), None]);
+    // Ranks: a: full 60 = lora 60 -> 1.5 each, bitfit 3; b: full = lora 50 -> 1.5, bitfit 3;
+    // c: lora 45 -> 1, full 40 -> 2.
+    assert!(close(full.avg_rank.unwrap(), (1.5 + 1.5 + 2.0) / 3.0));
+    assert!(close(lora.avg_rank.unwrap(), (1.5 + 1.5 + 1.0) / 3.0));
+    assert!(close(bitfit.avg_rank.unwrap(), 3.0));
+    // Costs: adapter bytes averaged over completed runs, peak memory the max over all runs.
+    assert!(close(
+        lora.cost.adapter_bytes.unwrap(),
+        (4_594 * 4 + 512) as f64
+    ));
+    assert_eq!(lora.cost.peak_memory_bytes, Some(301 << 20));
+    assert!(close(lora.cost.train_seconds.unwrap(), 10.25));
+    let md = board.markdown();
+    for needle in [
+        "| method | a | b | c | Natural | Structured | Mean | Group mean | Avg rank | Trainable |",
+        "## 95% intervals",
+        "## Cost",
+        "| lora-r4 | 4594 (3.06%) | 18.9 kB | 301 MiB | 100.0 | 10.2 s |",
+    ] {
+        assert!(md.contains(needle), "{needle}\n{md}");
+    }
+}
+
+#[test]
+fn csv_and_json_carry_every_cell() {
+    let board = Leaderboard::build(&records(), &layout());
+    let text = csv(&board);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "suite,kind,method,name,seeds,mean,std,ci95_low,ci95_high,interval,diverged,failed,published,delta"
+    );
+    // 3 rows x (3 tasks + 2 groups + 2 averages) + header
+    assert_eq!(lines.len(), 1 + 3 * 7);
+    assert!(lines.contains(&"toy,group,lora-r4,natural,,55.0000,,,,,,,,"));
+    assert!(lines.iter().any(
+        |l| l.starts_with("toy,task,lora-r4,a,2,60.0000,7.0711,") && l.contains("t_over_seeds")
+    ));
+    assert!(lines.contains(&"toy,task,bitfit,c,0,,,,,,0,1,,"));
+
+    let v: serde_json::Value = serde_json::from_str(&json(&board)).unwrap();
+    assert_eq!(v["suite"], "toy");
+    let values = v["rows"][1]["cells"][0]["values"].as_array().unwrap();
+    assert!(close(values[0].as_f64().unwrap(), 55.0) && close(values[1].as_f64().unwrap(), 65.0));
+    assert_eq!(v["rows"][1]["cells"][0]["interval"], "t_over_seeds");
+    assert_eq!(v["rows"][2]["avg_rank"], 3.0);
+}
+
+#[test]
+fn pareto_front_keeps_undominated_points() {
+    let p = |l: &str, x: f64, y: f64| (l.to_string(), x, y);
+    let points = vec![
+        p("linear", 500.0, 20.0),
+        p("bitfit", 3_000.0, 25.0),
+        p("vpt", 1_500.0, 19.0),
+        p("lora", 4_600.0, 31.0),
+        p("adapter", 4_900.0, 25.0),
+        p("full", 150_000.0, 41.0),
+    ];
+    let front: Vec<&str> = pareto_front(&points)
+        .into_iter()
+        .map(|i| points[i].0.as_str())
+        .collect();
+    assert_eq!(front, ["linear", "bitfit", "lora", "full"]);
+}
+
+/// Dark pixels in a band of rows of an RGB image: text drawn there.
+fn dark_pixels(img: &image::RgbImage, rows: std::ops::Range<u32>) -> usize {
+    rows.flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100))
+        .count()
+}
+
+#[test]
+fn figures_are_written_as_svg_and_png_with_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = Leaderboard::build(&records(), &layout());
+    let figures = write_figures(&board, dir.path()).unwrap();
+    let names: Vec<&str> = figures.iter().map(|f| f.svg.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "toy/accuracy-vs-params.svg",
+            "toy/accuracy-vs-adapter-bytes.svg",
+            "toy/per-task.svg"
+        ]
+    );
+    for f in &figures {
+        let svg = std::fs::read_to_string(dir.path().join(&f.svg)).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..50]);
+        assert!(svg.contains(&f.title), "title text in {}", f.svg);
+        let png = image::open(dir.path().join(&f.png)).unwrap().to_rgb8();
+        // The caption (top 40 rows) has text in it: the embedded font rendered.
+        assert!(
+            dark_pixels(&png, 0..40) > 200,
+            "no caption text in {}",
+            f.png
+        );
+    }
+    let svg = std::fs::read_to_string(dir.path().join("toy/accuracy-vs-params.svg")).unwrap();
+    assert!(svg.contains("lora-r4") && svg.contains("Pareto front"));
+    let md = board.markdown_with_figures(&figures);
+    assert!(md.contains("![toy: accuracy vs trainable parameters](toy/accuracy-vs-params.svg) ([PNG](toy/accuracy-vs-params.png))"));
+}
+
+#[test]
+fn layout_from_records_and_filters() {
+    let recs = records();
+    let l = ReportLayout::from_records("toy", &recs);
+    assert_eq!(l.tasks, ["a", "b", "c"]);
+    assert_eq!(
+        l.groups,
+        [
+            (
+                "natural".to_string(),
+                vec!["a".to_string(), "b".to_string()]
+            ),
+            ("structured".to_string(), vec!["c".to_string()])
+        ]
+    );
+    assert_eq!(l.averaging, [Averaging::Mean, Averaging::GroupMean]);
+
+    let f = RecordFilter::parse(&["method=lora,task=a".into(), "bitfit/seed0".into()]).unwrap();
+    let kept: Vec<&str> = recs
+        .iter()
+        .filter(|r| f.matches(r))
+        .map(|r| r.run_id.as_str())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "a/lora-r4/seed0-0000000000",
+            "a/lora-r4/seed1-0000000000",
+            "a/bitfit/seed0-0000000000",
+            "b/bitfit/seed0-0000000000",
+            "c/bitfit/seed0-0000000000"
+        ]
+    );
+    let f = RecordFilter::parse(&["status=failed".into()]).unwrap();
+    assert_eq!(recs.iter().filter(|r| f.matches(r)).count(), 1);
+    let e = RecordFilter::parse(&["colour=red".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown key `colour`") && e.contains("suite, task"),
+        "{e}"
+    );
+}
+
+#[test]
+fn compare_flags_regressions_beyond_each_tasks_tolerance() {
+    let base = records();
+    let mut cur = records();
+    cur[0].metrics.insert("test_accuracy".into(), 0.58); // full/a -2.0: within a's 3.0
+    cur[1].metrics.insert("test_accuracy".into(), 0.47); // full/b -3.0: beyond b's 1.0
+    cur[2].metrics.insert("test_accuracy".into(), 0.45); // full/c +5.0: improved
+    cur.retain(|r| !(r.label == "bitfit" && r.task == "b")); // missing
+    cur.push(record("vpt", "a", 0, Some(0.1))); // new
+    let tol = |_: &str, task: &str| if task == "a" { 3.0 } else { 1.0 };
+    let c = compare(&base, &cur, &tol).unwrap();
+    let verdict = |task: &str, label: &str| {
+        c.rows
+            .iter()
+            .find(|r| r.task == task && r.label == label)
+            .unwrap()
+            .verdict
+    };
+    assert_eq!(verdict("a", "full"), Verdict::Ok);
+    assert_eq!(verdict("b", "full"), Verdict::Regression);
+    assert_eq!(verdict("c", "full"), Verdict::Improved);
+    assert_eq!(verdict("b", "bitfit"), Verdict::Missing);
+    assert_eq!(
+        verdict("c", "bitfit"),
+        Verdict::Failed,
+        "failed in both: still a failure"
+    );
+    assert_eq!(verdict("a", "vpt"), Verdict::New);
+    assert!(c.has_regression());
+    let md = c.markdown();
+    assert!(
+        md.contains("| toy | b | full | 50.00 (1) | 47.00 (1) | -3.00 | ±1.0 | **REGRESSION** |"),
+        "{md}"
+    );
+    // Regressions are listed first.
+    let first = md.lines().nth(6).unwrap();
+    assert!(first.contains("**"), "{md}");
+
+    // The same records compare clean (bitfit/c failed on both sides is still reported).
+    let ok: Vec<RunRecord> = records()
+        .into_iter()
+        .filter(|r| r.status == RunStatus::Completed)
+        .collect();
+    let c = compare(&ok, &ok, &tol).unwrap();
+    assert!(!c.has_regression());
+}
+
+#[test]
+fn compare_refuses_different_suites_configs_and_metrics() {
+    let base = records();
+    let mut other_suite = records();
+    other_suite[0].suite = "vtab".into();
+    let e = compare(&base, &other_suite, &|_, _| 1.0).unwrap_err();
+    assert!(e.contains("different suites") && e.contains("vtab"), "{e}");
+
+    let mut other_lr = records();
+    other_lr[3].config["recipe"]["lr"] = json!(0.001);
+    let e = compare(&base, &other_lr, &|_, _| 1.0).unwrap_err();
+    assert!(e.contains("toy/a/lora-r4: configuration differs"), "{e}");
+    assert!(e.contains("recipe.lr: 0.01 vs 0.001"), "{e}");
+
+    let mut other_metric = records();
+    for r in &mut other_metric {
+        r.primary_metric = "val_accuracy".into();
+    }
+    let e = compare(&base, &other_metric, &|_, _| 1.0).unwrap_err();
+    assert!(
+        e.contains("primary metric `test_accuracy` (baseline) vs `val_accuracy`"),
+        "{e}"
+    );
+
+    // The seed and the data folder may differ.
+    let mut moved = records();
+    for r in &mut moved {
+        r.config["data"]["root"] = json!("/elsewhere");
+    }
+    assert!(compare(&base, &moved, &|_, _| 1.0).is_ok());
+}

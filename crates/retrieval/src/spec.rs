@@ -1,0 +1,127 @@
+//! The reranking section of a suite file (`retrieval:` in `suites/xling-rerank.yaml`): the data
+//! of each evaluation task (queries, corpus, qrels, an optional first-stage run), the first stage,
+//! the rerank depth and the training data. Paths are relative to the data root. Every struct
+//! rejects unknown fields.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bm25::Analyzer;
+use peftbench_metrics::trec::TrecOptions;
+
+/// Reranking settings shared by the tasks, and the tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSpec {
+    /// Candidates per query taken from BM25 when a task has no run file.
+    #[serde(default = "default_first_stage_depth")]
+    pub first_stage_depth: usize,
+    /// How many of the first-stage candidates the cross-encoder rescores.
+    #[serde(default = "default_rerank_depth")]
+    pub rerank_depth: usize,
+    /// Measures and their cutoffs (default MAP, nDCG@10, MRR@10, Recall@100, `trec_eval` without
+    /// options).
+    #[serde(default)]
+    pub measures: TrecOptions,
+    /// Where BM25 indexes are cached; `None`: in memory, rebuilt each time.
+    #[serde(default)]
+    pub index_cache: Option<PathBuf>,
+    /// The cross-encoder's training data.
+    pub training: TrainingSpec,
+    /// Evaluation tasks, one per language pair.
+    pub tasks: Vec<RerankTaskSpec>,
+}
+
+fn default_first_stage_depth() -> usize {
+    1000
+}
+
+fn default_rerank_depth() -> usize {
+    100
+}
+
+/// One evaluation task: queries in one language against documents in another (or the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankTaskSpec {
+    /// Task name (`en-de`): letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// ISO 639-1 code of the queries (selects the query-side language adapter).
+    pub query_language: String,
+    /// ISO 639-1 code of the documents (selects the document-side language adapter and the BM25
+    /// analyzer).
+    pub document_language: String,
+    /// Queries, TSV (`qid<TAB>text`) or BEIR JSONL.
+    pub queries: PathBuf,
+    /// Queries BM25 searches with, when they differ from those the cross-encoder reads (the topics
+    /// translated into the document language); `None`: `queries`. Ignored when `run` is given.
+    #[serde(default)]
+    pub first_stage_queries: Option<PathBuf>,
+    /// BEIR JSONL corpus.
+    pub corpus: PathBuf,
+    /// TREC qrels.
+    pub qrels: PathBuf,
+    /// A first-stage TREC run to rerank; `None`: BM25 over the corpus.
+    #[serde(default)]
+    pub run: Option<PathBuf>,
+}
+
+impl RerankTaskSpec {
+    /// The BM25 analyzer of the document language.
+    pub fn analyzer(&self) -> Analyzer {
+        Analyzer::for_language(&self.document_language)
+    }
+}
+
+/// Layout of the training triples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriplesFormat {
+    /// `query<TAB>positive<TAB>negative` texts (`triples.train.small.tsv`).
+    Text,
+    /// `qid<TAB>pid<TAB>nid` (`qidpidtriples.train.full.tsv`), resolved with `queries` and `corpus`.
+    Ids,
+}
+
+/// The ranking objective (see `peftbench_train::ranking_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankingObjective {
+    /// Binary cross-entropy on (query, positive) = 1 and (query, negative) = 0.
+    Pointwise,
+    /// Hinge on the positive-minus-negative score difference.
+    PairwiseMargin,
+    /// RankNet's logistic loss on the score difference.
+    Ranknet,
+    /// Softmax cross-entropy over the positive and its negatives.
+    Listwise,
+}
+
+/// MS MARCO-style training triples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// The triples file.
+    pub triples: PathBuf,
+    /// Its layout.
+    pub format: TriplesFormat,
+    /// Query texts, for the `ids` format.
+    #[serde(default)]
+    pub queries: Option<PathBuf>,
+    /// Passage collection (BEIR JSONL), for the `ids` format.
+    #[serde(default)]
+    pub corpus: Option<PathBuf>,
+    /// At most this many triples are used (MS MARCO has 40M); `None`: all.
+    #[serde(default)]
+    pub max_triples: Option<usize>,
+    /// The objective.
+    pub objective: RankingObjective,
+    /// Hinge margin of `pairwise_margin`.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+}
+
+fn default_margin() -> f64 {
+    1.0
+}

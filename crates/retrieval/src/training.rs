@@ -1,0 +1,193 @@
+//! Training groups for the cross-encoder's listwise objective (one relevant passage followed by
+//! `n` non-relevant ones, `peftbench_train::ranking_loss::listwise_softmax`'s layout), built from
+//! MS MARCO triples or from a first-stage run's hard negatives (Gao et al. 2021's "localized
+//! contrastive estimation": negatives sampled from the retriever's top candidates).
+
+use std::collections::BTreeMap;
+
+use peftbench_metrics::trec::{Qrels, Run};
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::corpus::Corpus;
+use crate::queries::Queries;
+use crate::triples::Triple;
+
+/// A query, a relevant passage and non-relevant passages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankingGroup {
+    /// Query text.
+    pub query: String,
+    /// Relevant passage (column 0 of the listwise scores).
+    pub positive: String,
+    /// Non-relevant passages (columns 1..).
+    pub negatives: Vec<String>,
+}
+
+/// Groups built from some source, and how many candidates could not fill a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Groups {
+    /// Groups with exactly the requested number of negatives.
+    pub groups: Vec<RankingGroup>,
+    /// (query, positive) pairs left out for having fewer distinct negatives than requested.
+    pub incomplete: usize,
+}
+
+/// Groups triples by (query, positive) in order of first appearance, each with the first
+/// `negatives` distinct negatives of its triples. With `negatives = 1` every distinct triple is a
+/// group (the pairwise case).
+pub fn groups_from_triples(triples: &[Triple], negatives: usize) -> Groups {
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    let mut gathered: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for triple in triples {
+        let key = (triple.query.as_str(), triple.positive.as_str());
+        let list = gathered.entry(key).or_insert_with(|| {
+            order.push(key);
+            Vec::new()
+        });
+        if list.len() < negatives && !list.contains(&triple.negative.as_str()) {
+            list.push(triple.negative.as_str());
+        }
+    }
+    let mut groups = Vec::new();
+    let mut incomplete = 0;
+    for key in order {
+        let list = &gathered[&key];
+        if list.len() < negatives {
+            incomplete += 1;
+            continue;
+        }
+        groups.push(RankingGroup {
+            query: key.0.to_string(),
+            positive: key.1.to_string(),
+            negatives: list.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    Groups { groups, incomplete }
+}
+
+/// One group per relevant (query, document) pair of `qrels` (grade at least `relevance_level`),
+/// its negatives drawn without replacement from the run's top `pool_depth` documents that are not
+/// relevant, with a ChaCha8 generator seeded by `seed` (the same seed gives the same groups).
+/// Queries of the qrels absent from the run give no group and are not counted as incomplete;
+/// every query and document id used must have a text.
+pub fn hard_negative_groups(
+    run: &Run,
+    qrels: &Qrels,
+    queries: &Queries,
+    corpus: &Corpus,
+    relevance_level: i64,
+    pool_depth: usize,
+    negatives: usize,
+    seed: u64,
+) -> anyhow::Result<Groups> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let text = |doc: &str| {
+        corpus
+            .get(doc)
+            .map(|d| d.full_text())
+            .ok_or_else(|| anyhow::anyhow!("document `{doc}` is not in the corpus"))
+    };
+    let mut groups = Vec::new();
+    let mut incomplete = 0;
+    for (query_id, judgements) in qrels.iter() {
+        let ranking = run.ranking(query_id);
+        if ranking.is_empty() {
+            continue;
+        }
+        let query = queries
+            .get(query_id)
+            .ok_or_else(|| anyhow::anyhow!("query `{query_id}` has no text"))?;
+        let is_relevant = |doc: &str| judgements.get(doc).is_some_and(|&g| g >= relevance_level);
+        let pool: Vec<&str> = ranking
+            .iter()
+            .take(pool_depth)
+            .map(|(doc, _)| *doc)
+            .filter(|doc| !is_relevant(doc))
+            .collect();
+        for (positive, _) in judgements.iter().filter(|(doc, _)| is_relevant(doc)) {
+            if pool.len() < negatives {
+                incomplete += 1;
+                continue;
+            }
+            let drawn = pool
+                .choose_multiple(&mut rng, negatives)
+                .map(|doc| text(doc))
+                .collect::<anyhow::Result<Vec<String>>>()?;
+            groups.push(RankingGroup {
+                query: query.clone(),
+                positive: text(positive)?,
+                negatives: drawn,
+            });
+        }
+    }
+    Ok(Groups { groups, incomplete })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::Document;
+
+    fn triple(q: &str, p: &str, n: &str) -> Triple {
+        Triple {
+            query: q.into(),
+            positive: p.into(),
+            negative: n.into(),
+        }
+    }
+
+    #[test]
+    fn triples_grouped_by_query_and_positive() {
+        let triples = [
+            triple("q1", "p1", "n1"),
+            triple("q2", "p2", "m1"),
+            triple("q1", "p1", "n1"),
+            triple("q1", "p1", "n2"),
+            triple("q1", "p1", "n3"),
+        ];
+        let grouped = groups_from_triples(&triples, 2);
+        assert_eq!(grouped.incomplete, 1);
+        assert_eq!(grouped.groups.len(), 1);
+        assert_eq!(grouped.groups[0].negatives, ["n1", "n2"]);
+        assert_eq!(groups_from_triples(&triples, 1).groups.len(), 2);
+    }
+
+    #[test]
+    fn hard_negatives_exclude_relevant_and_are_seeded() {
+        let corpus: Corpus = (0..10)
+            .map(|i| {
+                let doc = Document {
+                    title: String::new(),
+                    text: format!("text {i}"),
+                };
+                (format!("d{i}"), doc)
+            })
+            .collect();
+        let queries: Queries = [("q".to_string(), "query".to_string())].into();
+        let mut run = Run::new();
+        for i in 0..10 {
+            run.insert("q", format!("d{i}"), 10.0 - i as f64).unwrap();
+        }
+        let mut qrels = Qrels::new();
+        qrels.insert("q", "d1", 1).unwrap();
+        qrels.insert("q", "d3", 2).unwrap();
+        qrels.insert("q", "d2", 0).unwrap();
+        qrels.insert("absent", "d1", 1).unwrap();
+        let build =
+            |seed| hard_negative_groups(&run, &qrels, &queries, &corpus, 1, 5, 3, seed).unwrap();
+        let groups = build(7);
+        assert_eq!((groups.groups.len(), groups.incomplete), (2, 0));
+        for group in &groups.groups {
+            assert_eq!(group.negatives.len(), 3);
+            // The pool is the top 5 without the relevant d1 and d3: d0, d2, d4.
+            for negative in &group.negatives {
+                assert!(["text 0", "text 2", "text 4"].contains(&negative.as_str()));
+            }
+        }
+        assert_eq!(build(7), groups);
+        let too_many = hard_negative_groups(&run, &qrels, &queries, &corpus, 1, 5, 4, 0).unwrap();
+        assert_eq!((too_many.groups.len(), too_many.incomplete), (0, 2));
+    }
+}
