@@ -335,6 +335,10 @@ pub struct Leaderboard {
     pub selection_rules: Vec<(String, usize)>,
     /// Distinct seeds.
     pub seeds: Vec<u64>,
+    /// Distinct held-out folds of cross-validated suites (`protocol.folds`); empty otherwise. A cell
+    /// then summarises every (seed, fold) run: mean and sample std over the folds (and seeds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub folds: Vec<u64>,
     /// Environment summary lines (git revisions, devices, versions), deterministic.
     pub environment: Vec<String>,
     /// Records of this suite whose task is not in the layout (ignored), by task.
@@ -407,6 +411,10 @@ impl Leaderboard {
             *selection.entry(r.selection.clone()).or_default() += 1;
         }
         let seeds: BTreeSet<u64> = used.iter().map(|r| r.seed).collect();
+        let folds: BTreeSet<u64> = used
+            .iter()
+            .filter_map(|r| r.config.get("fold").and_then(|f| f.as_u64()))
+            .collect();
 
         Leaderboard {
             suite: layout.suite.clone(),
@@ -418,6 +426,7 @@ impl Leaderboard {
             metrics: metrics.into_iter().collect(),
             selection_rules: selection.into_iter().collect(),
             seeds: seeds.into_iter().collect(),
+            folds: folds.into_iter().collect(),
             environment: environment_summary(&used),
             ignored_tasks: ignored.into_iter().collect(),
             runs: used.len(),
@@ -490,6 +499,12 @@ impl Leaderboard {
                 notes.push(format!("* {}: {}", row.label, partial.join("; ")));
             }
         }
+        if !self.folds.is_empty() {
+            notes.push(format!(
+                "Cross-validated over {} folds: cells are mean ±std over folds x seeds (runs).",
+                self.folds.len()
+            ));
+        }
         if let Some(source) = &self.published_source {
             if self.rows.iter().any(|r| r.published.is_some()) {
                 notes.push(format!(
@@ -554,8 +569,16 @@ impl Leaderboard {
     /// (paths relative to the markdown file).
     pub fn markdown_with_figures(&self, figures: &[Figure]) -> String {
         let mut out = format!("# {} leaderboard\n\n", self.suite);
+        let over = if self.folds.is_empty() {
+            "seeds (number of completed seeds)".to_string()
+        } else {
+            format!(
+                "{} cross-validation folds x seeds (number of completed runs)",
+                self.folds.len()
+            )
+        };
         out.push_str(&format!(
-            "Metric: {} (percent). Cells: mean ±sample std over seeds (number of completed seeds); \
+            "Metric: {} (percent). Cells: mean ±sample std over {over}; \
              `diverged`/`failed`: no seed completed; —: not run.\n\n",
             self.metric_title()
         ));
@@ -609,6 +632,13 @@ impl Leaderboard {
         if !self.seeds.is_empty() {
             let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
             foot.push(format!("Seeds: {}.", seeds.join(", ")));
+        }
+        if !self.folds.is_empty() {
+            let folds: Vec<String> = self.folds.iter().map(u64::to_string).collect();
+            foot.push(format!(
+                "Cross-validated: each of folds {} held out once; a cell averages its task's folds and seeds.",
+                folds.join(", ")
+            ));
         }
         for e in &self.environment {
             foot.push(format!("{e}."));

@@ -25,13 +25,17 @@ pub struct TaskData {
 /// The model's input preprocessing from the suite.
 pub fn preprocess(spec: &RunSpec) -> Preprocess {
     use peftbench_suite::{Interpolation as I, Normalization as N};
+    let p = spec
+        .preprocess
+        .as_ref()
+        .expect("suite validation gives image suites a `preprocess` section");
     Preprocess {
-        image_size: spec.preprocess.image_size,
-        interpolation: match spec.preprocess.interpolation {
+        image_size: p.image_size,
+        interpolation: match p.interpolation {
             I::Bicubic => Interpolation::Bicubic,
             I::Bilinear => Interpolation::Bilinear,
         },
-        normalization: match spec.preprocess.normalization {
+        normalization: match p.normalization {
             N::Imagenet => Normalization::ImageNet,
             N::Inception => Normalization::Inception,
             N::None => Normalization::None,
@@ -39,7 +43,7 @@ pub fn preprocess(spec: &RunSpec) -> Preprocess {
     }
 }
 
-fn data_root(spec: &RunSpec, paths: &Paths) -> anyhow::Result<PathBuf> {
+pub(crate) fn data_root(spec: &RunSpec, paths: &Paths) -> anyhow::Result<PathBuf> {
     spec.data
         .root
         .clone()
@@ -54,7 +58,7 @@ fn data_root(spec: &RunSpec, paths: &Paths) -> anyhow::Result<PathBuf> {
 }
 
 /// A fixed seed per (task, split): every method and seed of a sweep sees the same generated data.
-fn generated_seed(task: &str, split: &str) -> u64 {
+pub(crate) fn generated_seed(task: &str, split: &str) -> u64 {
     let fnv = |s: &str| {
         s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -82,7 +86,7 @@ fn load_split(
             })?;
             let n = examples.unwrap_or(0);
             let n = spec.limit.map_or(n, |l| n.min(l));
-            let size = spec.data.image_size.unwrap_or(spec.preprocess.image_size);
+            let size = spec.data.image_size.unwrap_or(preprocess(spec).image_size);
             synthetic::generate(shape_task, n, generated_seed(&task.name, split), size)
         }
         DataFormat::Noah => noah::load_split(
@@ -99,6 +103,10 @@ fn load_split(
             &ParquetColumns::default(),
             Some(task.num_classes),
         )?,
+        audio => anyhow::bail!(
+            "task `{}`: data format {audio:?} holds audio; its suite needs an `audio` section",
+            task.name
+        ),
     };
     if let Some(limit) = spec.limit {
         ds.truncate(limit);

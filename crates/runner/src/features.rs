@@ -151,6 +151,7 @@ mod tests {
             eval: Box::new(data),
             val: None,
             skipped_examples: 0,
+            augmented_training: false,
             features: FeatureCache::default(),
         };
         // One batch holds every example: the single-batch path (no real `cat`) must work too.

@@ -3,11 +3,13 @@
 //! the method, trains, evaluates, saves the adapter and leaves one atomic run record. A sweep runs a
 //! suite's plan, skipping runs whose record already exists, and ends with the leaderboard.
 
+pub mod audio;
 pub mod backbone;
 pub mod bench;
 pub mod catalog;
 pub mod data;
 pub mod demo;
+pub mod demo_audio;
 pub mod features;
 pub mod layout;
 pub mod run;

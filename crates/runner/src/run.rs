@@ -24,6 +24,8 @@ pub struct PreparedTask {
     pub eval: Box<dyn BatchSource>,
     pub val: Option<Box<dyn BatchSource>>,
     pub skipped_examples: usize,
+    /// Whether the training batches are augmented at random (a different input every epoch).
+    pub augmented_training: bool,
     /// Backbone features of the splits, for runs whose method leaves the backbone unchanged.
     pub features: FeatureCache,
 }
@@ -203,7 +205,7 @@ fn execute_inner(
     let mut model = PeftModel::new(
         &spec.method,
         &spec.params,
-        Box::new(ctx.backbone.vit.clone()),
+        ctx.backbone.model.boxed(),
         spec.task.num_classes,
         &init,
     )?;
@@ -218,12 +220,12 @@ fn execute_inner(
     })?;
     // A frozen backbone whose training-mode forward equals its evaluation-mode forward computes
     // the same features every epoch: compute them once per task and train the head on them.
-    let vit_cfg = ctx.backbone.vit.config();
+    // Augmented training inputs (SpecAugment) differ every epoch, so nothing is cached then either.
     let cache_features = model.phases().is_empty()
         && model.adaptation().leaves_backbone_unchanged()
         && cfg.drop_path == 0.0
-        && vit_cfg.hidden_dropout_prob == 0.0
-        && vit_cfg.attention_probs_dropout_prob == 0.0;
+        && ctx.backbone.model.deterministic_in_training()
+        && !task.augmented_training;
     let mut feature_seconds = 0.0;
     let features = if cache_features {
         let (features, computed) =

@@ -7,10 +7,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use peftbench_core::DeviceSpec;
 use peftbench_records::{Environment, RecordStore, RunRecord, RunStatus};
 use peftbench_report::{runs_table, Leaderboard};
-use peftbench_suite::{plan, PlanOptions, RunSpec, Suite};
+use peftbench_suite::{plan, DataFormat, PlanOptions, RunSpec, Suite};
 
+use crate::audio::{self, audio_batch_source, load_audio_task, spec_augment, AudioTaskData};
 use crate::backbone::load_backbone;
-use crate::data::{batch_source, load_task_data, preprocess};
+use crate::data::{batch_source, data_root, generated_seed, load_task_data, preprocess, TaskData};
 use crate::layout::report_layout;
 use crate::run::{execute, PreparedTask, RunContext};
 use crate::{crate_versions, Paths, RegistryCatalog};
@@ -87,16 +88,29 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     let environment = Environment::capture(&opts.device.to_string(), crate_versions());
     // Preflight: every task's data and the backbone are found (and generated data made) before
     // the first run.
+    // Audio suites share one filter-bank cache across tasks, folds, methods and seeds.
+    let audio_features = suite
+        .audio
+        .as_ref()
+        .map(|a| audio::features_for(a, &paths.cache))
+        .transpose()?;
     let mut task_data = std::collections::BTreeMap::new();
     for spec in &specs {
-        if !task_data.contains_key(&spec.task.name) {
-            task_data.insert(
-                spec.task.name.clone(),
-                load_task_data(spec, paths, opts.quiet)?,
-            );
+        let key = (spec.task.name.clone(), spec.fold);
+        if !task_data.contains_key(&key) {
+            task_data.insert(key, load_task_input(spec, paths, opts.quiet)?);
         }
     }
-    let backbone = load_backbone(&suite.backbone, paths, &device, opts.quiet)?;
+    let backbone = load_backbone(
+        &suite.backbone,
+        paths,
+        &device,
+        opts.quiet,
+        suite.audio.as_ref().map(|a| a.target_frames),
+    )?;
+    if let Some(spec) = specs.first() {
+        backbone.model.check_input(spec)?;
+    }
 
     let bar = if opts.quiet {
         ProgressBar::hidden()
@@ -108,7 +122,12 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let mut prepared: Option<(String, PreparedTask)> = None;
+    // The prepared splits of the current task, one entry per fold (a cross-validated task's runs
+    // alternate between folds; the plan is ordered task by task).
+    let mut prepared: (
+        String,
+        std::collections::BTreeMap<Option<u32>, PreparedTask>,
+    ) = (String::new(), Default::default());
     for spec in &specs {
         let run_id = spec.run_id();
         if let Some(record) = store.get(&run_id)? {
@@ -118,37 +137,24 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
                 continue;
             }
         }
-        // Decode a task's images once for all of its runs (the plan is ordered task by task).
-        if prepared
-            .as_ref()
-            .map(|(t, _)| t != &spec.task.name)
-            .unwrap_or(true)
-        {
-            // Free the previous task's decoded images before decoding the next task's.
-            drop(prepared.take());
-            let data = &task_data[&spec.task.name];
-            let pre = preprocess(spec);
-            let task = PreparedTask {
-                train: batch_source(&data.train, &pre, &device)?,
-                eval: batch_source(&data.eval, &pre, &device)?,
-                val: data
-                    .val
-                    .as_ref()
-                    .map(|v| batch_source(v, &pre, &device))
-                    .transpose()?,
-                skipped_examples: data.skipped,
-                features: Default::default(),
-            };
-            prepared = Some((spec.task.name.clone(), task));
+        if prepared.0 != spec.task.name {
+            // Free the previous task's decoded inputs before decoding the next task's.
+            prepared = (spec.task.name.clone(), Default::default());
         }
-        let (_, task) = prepared.as_ref().expect("prepared above");
+        if !prepared.1.contains_key(&spec.fold) {
+            let input = &task_data[&(spec.task.name.clone(), spec.fold)];
+            let task = prepare_task(spec, input, audio_features.as_ref(), &device, opts.quiet)?;
+            prepared.1.insert(spec.fold, task);
+        }
+        let task = &prepared.1[&spec.fold];
         let ctx = RunContext {
             store: &store,
             device: &device,
             backbone: &backbone,
             environment: &environment,
         };
-        let label = format!("{}/{}/seed{}", spec.task.name, spec.label, spec.seed);
+        let fold = spec.fold.map(|f| format!("/fold{f}")).unwrap_or_default();
+        let label = format!("{}/{}/seed{}{fold}", spec.task.name, spec.label, spec.seed);
         bar.set_message(label.clone());
         let mut progress = |p: peftbench_train::Progress| {
             bar.set_message(format!(
@@ -196,6 +202,82 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         summary.runs = runs_table(&records);
     }
     Ok(summary)
+}
+
+/// A task's splits as listed before the first run: images or audio clips.
+enum TaskInput {
+    Images(TaskData),
+    Audio(AudioTaskData),
+}
+
+fn load_task_input(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<TaskInput> {
+    if spec.audio.is_none() {
+        return Ok(TaskInput::Images(load_task_data(spec, paths, quiet)?));
+    }
+    let root = match spec.data.format {
+        DataFormat::Generated => None,
+        _ => Some(data_root(spec, paths)?),
+    };
+    let task = spec.task.name.clone();
+    Ok(TaskInput::Audio(load_audio_task(spec, root, |split| {
+        generated_seed(&task, split)
+    })?))
+}
+
+/// Decodes a task's inputs for all of its runs: images into memory (or a prefetching stream),
+/// audio into filter banks (from the shared cache when another fold or sweep computed them).
+fn prepare_task(
+    spec: &RunSpec,
+    input: &TaskInput,
+    audio_features: Option<&std::sync::Arc<peftbench_data_audio::AstFeatures>>,
+    device: &candle_core::Device,
+    quiet: bool,
+) -> anyhow::Result<PreparedTask> {
+    match input {
+        TaskInput::Images(data) => {
+            let pre = preprocess(spec);
+            Ok(PreparedTask {
+                train: batch_source(&data.train, &pre, device)?,
+                eval: batch_source(&data.eval, &pre, device)?,
+                val: data
+                    .val
+                    .as_ref()
+                    .map(|v| batch_source(v, &pre, device))
+                    .transpose()?,
+                skipped_examples: data.skipped,
+                augmented_training: false,
+                features: Default::default(),
+            })
+        }
+        TaskInput::Audio(data) => {
+            let audio = spec.audio.as_ref().expect("audio task of an audio suite");
+            let features = audio_features.expect("audio suites have a feature cache");
+            let on_error = spec.protocol.on_data_error;
+            let augment = spec_augment(audio);
+            let source =
+                |ds, augment| audio_batch_source(ds, features, augment, on_error, device, quiet);
+            let (train, skipped_train) = source(&data.train, augment)?;
+            let (eval, skipped_eval) = source(&data.eval, None)?;
+            let (val, skipped_val) = match &data.val {
+                Some(v) => {
+                    let (v, n) = source(v, None)?;
+                    (
+                        Some(Box::new(v) as Box<dyn peftbench_train::BatchSource>),
+                        n,
+                    )
+                }
+                None => (None, 0),
+            };
+            Ok(PreparedTask {
+                train: Box::new(train),
+                eval: Box::new(eval),
+                val,
+                skipped_examples: skipped_train + skipped_eval + skipped_val,
+                augmented_training: augment.is_some(),
+                features: Default::default(),
+            })
+        }
+    }
 }
 
 /// The leaderboard of the runs `plan_options` selects from `suite`, from the records in `store`:

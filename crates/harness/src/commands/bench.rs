@@ -27,8 +27,11 @@ pub enum What {
     /// `python3`); it is skipped with a note when torch, timm or peft cannot be imported.
     TrainStep(TrainStepArgs),
     /// Kaldi filter banks with AST's settings (128 mel bins, 25/10 ms, 16 kHz) on 10 s clips: clips/s of
-    /// ours on one thread and on every core, beside `torchaudio.compliance.kaldi.fbank` on one thread when
-    /// a Python with torchaudio is found (`--python`, default `python3`), and the ratio.
+    /// ours on one thread and on every core, beside `torchaudio.compliance.kaldi.fbank` with one thread
+    /// and with torch's default threads, measured by `ci/bench/fbank.py` in the same run when the Python
+    /// (`--python`, default $PEFTBENCH_PYTHON, else `python3`) imports torchaudio, and the ratios.
+    ///
+    /// Example: `harness bench fbank --clips 50 --python /path/to/venv/bin/python`.
     Fbank(FbankArgs),
 }
 
@@ -272,31 +275,43 @@ pub struct FbankArgs {
     /// Clip length in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// The Python interpreter to time torchaudio with.
+    /// The Python interpreter that runs the torchaudio reference (`ci/bench/fbank.py`).
     #[arg(long, env = "PEFTBENCH_PYTHON", default_value = "python3")]
-    pub python: String,
+    pub python: PathBuf,
+    /// Skip the torchaudio reference.
+    #[arg(long)]
+    pub no_reference: bool,
 }
 
-/// Times torchaudio on `clips` random clips of `samples` samples, one thread; `None` when unavailable.
-fn torchaudio_clips_per_s(python: &str, clips: usize, samples: usize) -> Option<f64> {
-    let script = format!(
-        "import time, torch\n\
-         from torchaudio.compliance import kaldi\n\
-         torch.set_num_threads(1)\n\
-         g = torch.Generator().manual_seed(0)\n\
-         xs = [torch.rand(1, {samples}, generator=g) * 2 - 1 for _ in range({clips})]\n\
-         f = lambda x: kaldi.fbank(x, htk_compat=True, sample_frequency=16000, use_energy=False, \
-         window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10)\n\
-         f(xs[0])\n\
-         t = time.perf_counter()\n\
-         for x in xs: f(x)\n\
-         print({clips} / (time.perf_counter() - t))\n"
-    );
-    let out = Command::new(python).arg("-c").arg(script).output().ok()?;
+/// The reference script's measurement (`ci/bench/fbank.py`).
+#[derive(Debug, serde::Deserialize)]
+struct FbankReference {
+    torch_version: String,
+    threads: usize,
+    clips_per_s: f64,
+}
+
+/// Times torchaudio on `clips` random clips with `threads` threads (0: torch's default).
+fn torchaudio_reference(args: &FbankArgs, threads: usize) -> Result<FbankReference, String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ci/bench/fbank.py");
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .args(["--clips", &args.clips.to_string()])
+        .args(["--seconds", &args.seconds.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .map_err(|e| format!("could not start `{}`: {e}", args.python.display()))?;
     if !out.status.success() {
-        return None;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            stderr.lines().last().unwrap_or("")
+        ));
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("unreadable reference output `{line}`: {e}"))
 }
 
 fn fbank(args: FbankArgs) -> anyhow::Result<ExitCode> {
@@ -322,25 +337,51 @@ fn fbank(args: FbankArgs) -> anyhow::Result<ExitCode> {
         std::hint::black_box(fbank.compute(clip));
     });
     let ours_all = args.clips as f64 / start.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads();
 
-    println!(
-        "fbank, {} clips of {} s (128 mel bins, 25 ms / 10 ms, 16 kHz)",
-        args.clips, args.seconds
-    );
-    println!("  peftbench, 1 thread          {ours_1:>9.1} clips/s");
-    println!(
-        "  peftbench, {:>2} threads        {ours_all:>9.1} clips/s",
-        rayon::current_num_threads()
-    );
-    match torchaudio_clips_per_s(&args.python, args.clips, samples) {
-        Some(theirs) => {
-            println!("  torchaudio kaldi.fbank, 1 thread {theirs:>5.1} clips/s");
-            println!("  ratio (peftbench / torchaudio, 1 thread): {:.2}x", ours_1 / theirs);
-        }
-        None => println!(
-            "  torchaudio: not measured ({} cannot import torchaudio; set --python or PEFTBENCH_PYTHON)",
-            args.python
-        ),
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "threads",
+        "peftbench clips/s",
+        "torchaudio clips/s",
+        "ratio (ours / theirs)",
+    ]);
+    let mut missing = None;
+    for (label, ours, their_threads) in [("1", ours_1, 1), ("default", ours_all, 0)] {
+        let reference = if args.no_reference {
+            Err("skipped (--no-reference)".to_string())
+        } else {
+            torchaudio_reference(&args, their_threads)
+        };
+        match reference {
+            Ok(r) => table.add_row([
+                format!(
+                    "{label} (ours {}, torch {})",
+                    if their_threads == 1 { 1 } else { threads },
+                    r.threads
+                ),
+                format!("{ours:.1}"),
+                format!("{:.1} (torch {})", r.clips_per_s, r.torch_version),
+                format!("{:.2}", ours / r.clips_per_s),
+            ]),
+            Err(why) => {
+                missing = Some(why);
+                table.add_row([
+                    label.to_string(),
+                    format!("{ours:.1}"),
+                    "-".into(),
+                    String::new(),
+                ])
+            }
+        };
     }
+    if let Some(why) = missing {
+        eprintln!("no torchaudio reference: {why} (set --python or PEFTBENCH_PYTHON)");
+    }
+    super::emit(&format!(
+        "Kaldi fbank (AST settings: 128 mel bins, 25 ms / 10 ms, 16 kHz), {} clips of {} s\n{table}\n",
+        args.clips, args.seconds
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 use peftbench_core::{DeviceSpec, ForwardCtx};
 use peftbench_data_vision::{decode_rgb, Interpolation, Normalization, Preprocess};
 use peftbench_methods::PeftModel;
-use peftbench_runner::backbone::load_backbone;
+use peftbench_runner::backbone::{load_backbone, BackboneModel};
 use peftbench_suite::BackboneSpec;
 
 use super::{emit, paths};
@@ -61,14 +61,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         checkpoint: args.backbone.clone(),
         revision: None,
     };
-    let loaded = load_backbone(&spec, &paths(&args.locations), &device, true)?;
-    let image_size = loaded.vit.config().image_size;
+    let loaded = load_backbone(&spec, &paths(&args.locations), &device, true, None)?;
+    let BackboneModel::Vit(vit) = loaded.model else {
+        anyhow::bail!(
+            "`predict` classifies images; `{}` is a {} backbone",
+            args.backbone,
+            loaded.model.family()
+        );
+    };
+    let image_size = vit.config().image_size;
     let preprocess = Preprocess {
         image_size,
         interpolation: parse_choice::<Interpolation>("interpolation", &args.interpolation)?,
         normalization: parse_choice::<Normalization>("normalization", &args.normalization)?,
     };
-    let model = PeftModel::from_adapter(&args.adapter, Box::new(loaded.vit))?;
+    let model = PeftModel::from_adapter(&args.adapter, Box::new(vit))?;
     let ctx = ForwardCtx::eval();
     let mut out = Vec::new();
     for file in &args.files {

@@ -55,7 +55,13 @@ pub fn run_workers(
     anyhow::ensure!(!devices.is_empty(), "--devices lists no device");
     // The backbone is resolved (and the demo one pretrained and cached) once here, so workers
     // starting together do not race to write the same cache entry.
-    load_backbone(&suite.backbone, paths, &DeviceSpec::Cpu.open()?, false)?;
+    load_backbone(
+        &suite.backbone,
+        paths,
+        &DeviceSpec::Cpu.open()?,
+        false,
+        suite.audio.as_ref().map(|a| a.target_frames),
+    )?;
 
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let logs = paths.results.join("workers");

@@ -1,0 +1,234 @@
+//! The embedded demo AST: a small Audio Spectrogram Transformer that this project pretrains itself,
+//! so `harness suite demo-audio` needs nothing downloaded. It is trained from scratch on generated
+//! tone-glide "words" (ten pitch contours, one second each, see
+//! [`peftbench_data_audio::synthetic`]), then stored in the Hugging Face hub-cache layout under
+//! `$PEFTBENCH_CACHE/hub/models--peftbench--demo-ast/` and loaded back through the same checkpoint
+//! code as a real download, exactly like the vision demo backbone ([`crate::demo`]). Its snapshot
+//! name is a hash of everything that shapes the weights.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use candle_core::{Device, Tensor};
+use peftbench_backbones::checkpoint::write_to_cache;
+use peftbench_backbones::{resolve_checkpoint, Ast, AstConfig, ResolvedCheckpoint};
+use peftbench_core::SeededInit;
+use peftbench_data_audio::synthetic::{keyword_task, Voice};
+use peftbench_methods::PeftModel;
+use peftbench_suite::{AudioSpec, OnDataError};
+use peftbench_train::{
+    evaluate, train, AdamWConfig, Selection, TrainConfig, TrainModel, TrainOutcome,
+};
+use sha2::{Digest, Sha256};
+
+use crate::audio::{audio_batch_source, features_for, spec_augment};
+use crate::backbone::hub_caches;
+use crate::Paths;
+
+/// The `backbone.checkpoint` value that selects this backbone in a suite.
+pub const DEMO_AUDIO_CHECKPOINT: &str = "demo-ast";
+/// Its hub id in the project cache.
+pub const DEMO_AUDIO_REPO_ID: &str = "peftbench/demo-ast";
+
+/// Everything that determines the demo AST's weights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoAstRecipe {
+    pub config: AstConfig,
+    /// Input pipeline of the upstream clips (the demo suite uses the same).
+    pub audio: AudioSpec,
+    pub task: &'static str,
+    pub num_classes: usize,
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub label_smoothing: f64,
+    pub seed: u64,
+}
+
+impl Default for DemoAstRecipe {
+    fn default() -> Self {
+        // One second of audio is 98 frames; 100 frames and non-overlapping 16x16 patches give an
+        // 8 x 6 patch grid, small enough to train on two cores in about a minute.
+        let mut config = AstConfig::new(64, 4, 4, 128, 100, 128);
+        config.frequency_stride = 16;
+        config.time_stride = 16;
+        Self {
+            config,
+            audio: AudioSpec {
+                target_frames: 100,
+                num_mel_bins: 128,
+                mean: f64::from(peftbench_data_audio::AUDIOSET_MEAN),
+                std: f64::from(peftbench_data_audio::AUDIOSET_STD),
+                freq_mask: 24,
+                time_mask: 10,
+            },
+            task: "tone glides",
+            num_classes: 10,
+            train_examples: 3000,
+            eval_examples: 500,
+            epochs: 8,
+            batch_size: 64,
+            lr: 2e-3,
+            weight_decay: 0.05,
+            label_smoothing: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl DemoAstRecipe {
+    /// The snapshot name: a hash of the recipe (and this file's format version).
+    pub fn commit(&self) -> String {
+        let json = serde_json::to_string(self).expect("recipe serialises");
+        let digest = Sha256::digest(format!("demo-ast-v1:{json}").as_bytes());
+        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The demo AST's files, pretraining it first if the cache has no snapshot for the recipe.
+pub fn ensure_demo_ast(paths: &Paths, quiet: bool) -> anyhow::Result<ResolvedCheckpoint> {
+    let recipe = DemoAstRecipe::default();
+    let commit = recipe.commit();
+    let caches = hub_caches(paths);
+    if let Ok(found) = resolve_checkpoint(DEMO_AUDIO_REPO_ID, Some(&commit), &caches[..1]) {
+        return Ok(found);
+    }
+    let cache = &caches[0];
+    if !quiet {
+        eprintln!(
+            "Pretraining the demo AST on generated {} (first use; cached in {})",
+            recipe.task,
+            cache.path().display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let (tensors, accuracy) = pretrain(&recipe, paths, quiet)?;
+    if !quiet {
+        eprintln!(
+            "Demo AST: {:.1}% accuracy on held-out {} after {:.0} s",
+            100.0 * accuracy,
+            recipe.task,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let files = write_to_cache(cache, DEMO_AUDIO_REPO_ID, &commit, &commit, |dir| {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&recipe.config.to_hf_json())?,
+        )?;
+        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+        let card = serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy });
+        std::fs::write(
+            dir.join("peftbench_pretraining.json"),
+            serde_json::to_string_pretty(&card)?,
+        )?;
+        Ok(())
+    })?;
+    Ok(files)
+}
+
+struct Trainee<'a>(&'a PeftModel);
+
+impl TrainModel for Trainee<'_> {
+    fn trainable(&self) -> &peftbench_core::NamedVars {
+        self.0.trainable()
+    }
+
+    fn logits(
+        &self,
+        input: &Tensor,
+        ctx: &peftbench_core::ForwardCtx,
+    ) -> candle_core::Result<Tensor> {
+        self.0.logits(input, ctx)
+    }
+}
+
+/// Trains the AST from scratch on the upstream task; returns its weights (HF `ASTModel` names) and
+/// held-out accuracy.
+fn pretrain(
+    recipe: &DemoAstRecipe,
+    paths: &Paths,
+    quiet: bool,
+) -> anyhow::Result<(HashMap<String, Tensor>, f64)> {
+    let device = Device::Cpu;
+    let features = features_for(&recipe.audio, &paths.cache)?;
+    let clips =
+        |n, purpose: u64| keyword_task(n, recipe.num_classes, recipe.seed ^ purpose, &Voice::Tones);
+    let train_set = clips(recipe.train_examples, 0x7261_696e)?;
+    let eval_set = clips(recipe.eval_examples, 0x6576_616c)?;
+    let (train_batches, _) = audio_batch_source(
+        &train_set,
+        &features,
+        spec_augment(&recipe.audio),
+        OnDataError::Stop,
+        &device,
+        quiet,
+    )?;
+    let (eval_batches, _) = audio_batch_source(
+        &eval_set,
+        &features,
+        None,
+        OnDataError::Stop,
+        &device,
+        quiet,
+    )?;
+
+    let init = SeededInit::new(recipe.seed, &device);
+    let ast = Ast::random(recipe.config.clone(), &init.fork("backbone"))?;
+    let mut model = PeftModel::new(
+        "full",
+        &serde_json::json!({}),
+        Box::new(ast),
+        recipe.num_classes,
+        &init,
+    )?;
+    let cfg = TrainConfig {
+        epochs: recipe.epochs,
+        batch_size: recipe.batch_size,
+        eval_batch_size: 256,
+        lr: recipe.lr,
+        min_lr: recipe.lr / 100.0,
+        warmup_epochs: 1,
+        warmup_lr: recipe.lr / 100.0,
+        adamw: AdamWConfig {
+            weight_decay: recipe.weight_decay,
+            decay_1d: false,
+            ..AdamWConfig::default()
+        },
+        label_smoothing: recipe.label_smoothing,
+        grad_clip: Some(1.0),
+        drop_path: 0.0,
+        seed: recipe.seed,
+        selection: Selection::Final,
+    };
+    let mut progress = |p: peftbench_train::Progress| {
+        if !quiet && p.step + 1 == p.steps_per_epoch {
+            eprint!(
+                "\r  pretraining epoch {}/{} loss {:.3}   ",
+                p.epoch + 1,
+                p.epochs,
+                p.loss
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    match train(&Trainee(&model), &train_batches, None, &cfg, &mut progress)? {
+        TrainOutcome::Completed(_) => {}
+        TrainOutcome::Diverged { epoch, loss, .. } => {
+            anyhow::bail!("demo AST pretraining diverged at epoch {epoch} (loss {loss})")
+        }
+    }
+    if !quiet {
+        eprintln!();
+    }
+    let accuracy = evaluate(&Trainee(&model), &eval_batches, 256)?.accuracy;
+    let mut tensors = HashMap::new();
+    model.backbone_mut().visit_params(&mut |name, t| {
+        tensors.insert(name.to_string(), t.detach().copy()?);
+        Ok(())
+    })?;
+    Ok((tensors, accuracy))
+}
