@@ -97,8 +97,8 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     let mut task_data = std::collections::BTreeMap::new();
     for spec in &specs {
         let key = (spec.task.name.clone(), spec.fold);
-        if !task_data.contains_key(&key) {
-            task_data.insert(key, load_task_input(spec, paths, opts.quiet)?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = task_data.entry(key) {
+            slot.insert(load_task_input(spec, paths, opts.quiet)?);
         }
     }
     let backbone = load_backbone(
@@ -141,10 +141,15 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             // Free the previous task's decoded inputs before decoding the next task's.
             prepared = (spec.task.name.clone(), Default::default());
         }
-        if !prepared.1.contains_key(&spec.fold) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = prepared.1.entry(spec.fold) {
             let input = &task_data[&(spec.task.name.clone(), spec.fold)];
-            let task = prepare_task(spec, input, audio_features.as_ref(), &device, opts.quiet)?;
-            prepared.1.insert(spec.fold, task);
+            slot.insert(prepare_task(
+                spec,
+                input,
+                audio_features.as_ref(),
+                &device,
+                opts.quiet,
+            )?);
         }
         let task = &prepared.1[&spec.fold];
         let ctx = RunContext {
@@ -207,7 +212,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
 /// A task's splits as listed before the first run: images or audio clips.
 enum TaskInput {
     Images(TaskData),
-    Audio(AudioTaskData),
+    Audio(Box<AudioTaskData>),
 }
 
 fn load_task_input(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<TaskInput> {
@@ -219,9 +224,11 @@ fn load_task_input(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result
         _ => Some(data_root(spec, paths)?),
     };
     let task = spec.task.name.clone();
-    Ok(TaskInput::Audio(load_audio_task(spec, root, |split| {
-        generated_seed(&task, split)
-    })?))
+    Ok(TaskInput::Audio(Box::new(load_audio_task(
+        spec,
+        root,
+        |split| generated_seed(&task, split),
+    )?)))
 }
 
 /// Decodes a task's inputs for all of its runs: images into memory (or a prefetching stream),
