@@ -10,6 +10,7 @@ pub mod data;
 pub mod demo;
 pub mod features;
 pub mod layout;
+pub mod preflight;
 pub mod run;
 pub mod sweep;
 pub mod text;

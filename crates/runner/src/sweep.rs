@@ -12,6 +12,7 @@ use peftbench_suite::{plan, PlanOptions, RunSpec, Suite};
 use crate::backbone::load_backbone;
 use crate::data::{batch_source, load_task_data, preprocess};
 use crate::layout::report_layout;
+use crate::preflight::{backbone_info, check_methods};
 use crate::run::{execute, PreparedTask, RunContext};
 use crate::{crate_versions, Paths, RegistryCatalog};
 
@@ -40,6 +41,8 @@ pub struct SweepSummary {
     pub table: String,
     pub runs: String,
     pub report_path: Option<std::path::PathBuf>,
+    /// What a dry run could not check (e.g. method sizes when the backbone is not downloaded).
+    pub notes: Vec<String>,
 }
 
 /// The dry-run listing: one line per run with whether its record already exists.
@@ -79,6 +82,12 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         ..Default::default()
     };
     if opts.dry_run {
+        match backbone_info(&suite.backbone, paths) {
+            Ok(info) => check_methods(&specs, &info)?,
+            Err(e) => summary.notes.push(format!(
+                "method configurations were not checked against the backbone's sizes: {e:#}"
+            )),
+        }
         summary.runs = describe_plan(&specs, &store)?;
         return Ok(summary);
     }
@@ -97,6 +106,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         }
     }
     let backbone = load_backbone(&suite.backbone, paths, &device, opts.quiet)?;
+    check_methods(&specs, peftbench_backbones::Backbone::info(&backbone.vit))?;
 
     let bar = if opts.quiet {
         ProgressBar::hidden()

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::lora::LoraConfig;
@@ -108,8 +108,10 @@ impl Adaptation for DoraAdaptation {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<PathBuf>> {
-        let config = peft_format::lora_config(&self.config, true, base_model);
-        peft_format::write_adapter(dir, &config, self.params.tensors(), head)
+        let tensors = self.params.tensors();
+        let naming = peft_format::ModuleNaming::for_tensors(&tensors);
+        let config = peft_format::lora_config(&self.config, true, base_model, naming);
+        peft_format::write_adapter(dir, &config, tensors, head)
     }
 }
 
@@ -127,6 +129,14 @@ impl Method for Dora {
         parse_config::<LoraConfig>("dora", params)?.check_as("dora")
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        parse_config::<LoraConfig>("dora", params)?.check_widths("dora", info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
@@ -135,9 +145,6 @@ impl Method for Dora {
     ) -> anyhow::Result<Box<dyn Adaptation>> {
         let config: LoraConfig = parse_config("dora", params).map_err(anyhow::Error::msg)?;
         config.check_as("dora").map_err(anyhow::Error::msg)?;
-        config
-            .check_widths("dora", backbone)
-            .map_err(anyhow::Error::msg)?;
         Ok(Box::new(DoraAdaptation::new(config, backbone, init)?))
     }
 }

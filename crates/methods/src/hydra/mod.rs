@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
@@ -137,6 +137,14 @@ impl Method for Hydra {
         parse_config::<HydraConfig>("hydra", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        parse_config::<HydraConfig>("hydra", params)?.check_widths(info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
@@ -145,9 +153,6 @@ impl Method for Hydra {
     ) -> anyhow::Result<Box<dyn Adaptation>> {
         let config: HydraConfig = parse_config("hydra", params).map_err(anyhow::Error::msg)?;
         config.check().map_err(anyhow::Error::msg)?;
-        config
-            .check_widths(|s| backbone.linear_dims(s))
-            .map_err(anyhow::Error::msg)?;
         Ok(Box::new(HydraAdaptation::new(config, backbone, init)?))
     }
 }

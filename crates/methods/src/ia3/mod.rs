@@ -123,26 +123,23 @@ impl Adaptation for Ia3Adaptation {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<PathBuf>> {
+        let tensors = self.params.tensors();
+        let naming = peft_format::ModuleNaming::for_tensors(&tensors);
         let mut config = peft_format::base_config("IA3", base_model);
         config.insert(
             "target_modules".into(),
-            peft_format::target_modules_value(&self.config.target_modules),
+            peft_format::target_modules_value(&self.config.target_modules, naming),
         );
         config.insert(
             "feedforward_modules".into(),
-            peft_format::target_modules_value(&self.config.feedforward_modules),
+            peft_format::target_modules_value(&self.config.feedforward_modules, naming),
         );
         config.insert("fan_in_fan_out".into(), serde_json::json!(false));
         config.insert("init_ia3_weights".into(), serde_json::json!(true));
         config.insert("exclude_modules".into(), serde_json::Value::Null);
         config.insert("layers_to_transform".into(), serde_json::Value::Null);
         config.insert("layers_pattern".into(), serde_json::Value::Null);
-        peft_format::write_adapter(
-            dir,
-            &serde_json::Value::Object(config),
-            self.params.tensors(),
-            head,
-        )
+        peft_format::write_adapter(dir, &serde_json::Value::Object(config), tensors, head)
     }
 }
 

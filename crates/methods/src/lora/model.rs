@@ -97,8 +97,9 @@ impl Adaptation for LoraAdaptation {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<PathBuf>> {
-        let config = peft_format::lora_config(&self.config, false, base_model);
         let tensors: BTreeMap<String, Tensor> = self.params.tensors();
+        let naming = peft_format::ModuleNaming::for_tensors(&tensors);
+        let config = peft_format::lora_config(&self.config, false, base_model, naming);
         peft_format::write_adapter(dir, &config, tensors, head)
     }
 }
