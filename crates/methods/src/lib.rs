@@ -45,6 +45,7 @@ mod model;
 pub mod mosa;
 pub mod peft_format;
 pub mod prefix;
+mod projections;
 pub mod registry;
 pub mod shira;
 pub mod ssf;

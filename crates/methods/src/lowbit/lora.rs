@@ -9,7 +9,6 @@
 //! straight-through estimator still passes `B` its gradient, so training starts the same way.
 //! Mergeable: `W + s · Q(B) Q(A)` is the frozen projection's new weight.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor, Var};
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_bits, quant, write_packed};
 use crate::lora::config::target_modules_or_preset;
+use crate::projections::ProjectionAdapters;
 use crate::{parse_config, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
 
 /// Bi-LoRA hyper-parameters. Defaults: the paper's 1-bit configuration (rank 32 on query and
@@ -99,35 +99,34 @@ impl BiLoraLayer {
 /// Bi-LoRA attached to a backbone.
 pub struct BiLoraAdaptation {
     config: BiLoraConfig,
-    layers: BTreeMap<(usize, LinearSite), BiLoraLayer>,
-    paths: BTreeMap<(usize, LinearSite), String>,
+    layers: ProjectionAdapters<BiLoraLayer>,
     params: NamedVars,
 }
 
 impl BiLoraAdaptation {
     pub fn new(config: BiLoraConfig, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
-        let mut layers = BTreeMap::new();
-        let mut paths = BTreeMap::new();
         let mut params = NamedVars::default();
-        for layer in 0..backbone.info().num_layers {
-            for &site in &config.target_modules {
-                let (inp, out) = backbone.linear_dims(site);
-                let path = backbone.module_path(layer, site);
-                let init = init.fork(&path);
+        let layers = ProjectionAdapters::build(
+            backbone,
+            &config.target_modules,
+            init,
+            &mut params,
+            |_, base, init| {
+                let (out, inp) = base.weight.dims2()?;
                 let lora = BiLoraLayer {
                     a: init.fork("lora_A").kaiming_uniform((config.r, inp), inp)?,
                     b: init.zeros((out, config.r))?,
                 };
-                params.push(format!("{path}.lora_A.weight"), lora.a.clone());
-                params.push(format!("{path}.lora_B.weight"), lora.b.clone());
-                layers.insert((layer, site), lora);
-                paths.insert((layer, site), path);
-            }
-        }
+                let vars = vec![
+                    ("lora_A.weight", lora.a.clone()),
+                    ("lora_B.weight", lora.b.clone()),
+                ];
+                Ok((lora, vars))
+            },
+        )?;
         Ok(Self {
             config,
             layers,
-            paths,
             params,
         })
     }
@@ -142,13 +141,11 @@ impl Hooks for BiLoraAdaptation {
         base: &Linear,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let y = base.forward(x)?;
-        let Some(lora) = self.layers.get(&(layer, site)) else {
-            return Ok(y);
-        };
-        let (a, b) = lora.factors(self.config.bits)?;
-        let h = ctx.dropout(&ops::linear(x, &a, None)?, self.config.dropout)?;
-        y + (ops::linear(&h, &b, None)? * self.config.scale)?
+        self.layers.linear(layer, site, x, base, |lora| {
+            let (a, b) = lora.factors(self.config.bits)?;
+            let h = ctx.dropout(&ops::linear(x, &a, None)?, self.config.dropout)?;
+            base.forward(x)? + (ops::linear(&h, &b, None)? * self.config.scale)?
+        })
     }
 }
 
@@ -159,15 +156,11 @@ impl Adaptation for BiLoraAdaptation {
 
     /// `W += s · Q(B) Q(A)`: exact, since the quantised factors are what the forward pass uses.
     fn merge_into(&self, backbone: &mut dyn Backbone) -> anyhow::Result<()> {
-        let mut merged = BTreeMap::new();
-        for (&(layer, site), lora) in &self.layers {
+        let merged = self.layers.merged(backbone, |base, lora| {
             let (a, b) = lora.factors(self.config.bits)?;
             let delta = (b.matmul(&a)? * self.config.scale)?;
-            merged.insert(
-                format!("{}.weight", self.paths[&(layer, site)]),
-                backbone.linear(layer, site).weight.add(&delta)?,
-            );
-        }
+            Ok(vec![("weight", base.weight.add(&delta)?)])
+        })?;
         Ok(crate::replace_pretrained(backbone, merged)?)
     }
 
