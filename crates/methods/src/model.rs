@@ -199,3 +199,15 @@ impl PeftModel {
         Ok(bytes)
     }
 }
+
+/// A model the trainer can train directly: the method's parameters and the head, logits per
+/// example.
+impl peftbench_train::TrainModel for PeftModel {
+    fn trainable(&self) -> &NamedVars {
+        PeftModel::trainable(self)
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        PeftModel::logits(self, input, ctx)
+    }
+}

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod catalog;
 pub mod data;
 pub mod demo;
+pub mod demo_text;
 pub mod features;
 pub mod layout;
 pub mod preflight;
