@@ -32,7 +32,7 @@ pub fn write_adapter(
         .into_iter()
         .map(|(k, t)| {
             let k = match naming {
-                ModuleNaming::VitTransformers5 => transformers5_module_key(&k),
+                ModuleNaming::Transformers5 => transformers5_module_key(&k),
                 ModuleNaming::Checkpoint => k,
             };
             (format!("{KEY_PREFIX}{k}"), t)
@@ -127,24 +127,24 @@ pub fn write_native_tensors(
 }
 
 /// The module names an adapter file uses. Hugging Face PEFT matches `target_modules` against the
-/// module names of the model *in memory* and keys tensors by them, and transformers 5 renamed
-/// ViT's modules (`vit.layers.N.attention.q_proj`, `mlp.fc1`; checkpoints keep the old names and
-/// are converted on load, adapters are not). BERT-family models keep their names.
+/// module names of the model *in memory* and keys tensors by them, and transformers 5 renamed the
+/// modules of ViT and AST (`vit.layers.N.attention.q_proj`, `mlp.fc1`; checkpoints keep the old
+/// names and are converted on load, adapters are not). BERT-family models keep their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModuleNaming {
-    /// The checkpoint's own names (`vit.encoder.layer.N.attention.attention.query`,
-    /// `bert.encoder.layer.N.attention.self.query`): BERT-family models, ViT under transformers 4.
+    /// The checkpoint's own names (`bert.encoder.layer.N.attention.self.query`): BERT-family
+    /// models (and ViT/AST under transformers 4).
     Checkpoint,
-    /// ViT under transformers 5, what current Python PEFT loads.
-    VitTransformers5,
+    /// ViT and AST under transformers 5, what current Python PEFT loads.
+    Transformers5,
 }
 
 impl ModuleNaming {
-    /// The naming adapters of a backbone are saved with, from one of its module paths: ViT's
-    /// follow current transformers (5), the rest their checkpoints.
+    /// The naming adapters of a backbone are saved with, from one of its module paths: ViT's and
+    /// AST's follow current transformers (5), the rest their checkpoints.
     pub fn for_module_path(path: &str) -> Self {
-        if path.starts_with("vit.encoder.layer.") {
-            Self::VitTransformers5
+        if split_block_key(path, "encoder.layer.").is_some() {
+            Self::Transformers5
         } else {
             Self::Checkpoint
         }
@@ -155,7 +155,7 @@ impl ModuleNaming {
         tensors
             .keys()
             .map(|k| Self::for_module_path(k))
-            .find(|n| *n == Self::VitTransformers5)
+            .find(|n| *n == Self::Transformers5)
             .unwrap_or(Self::Checkpoint)
     }
 }
@@ -179,12 +179,12 @@ pub fn module_suffix(site: LinearSite, naming: ModuleNaming) -> &'static str {
         (ModuleNaming::Checkpoint, LinearSite::AttentionOutput) => "attention.output.dense",
         (ModuleNaming::Checkpoint, LinearSite::Fc1) => "intermediate.dense",
         (ModuleNaming::Checkpoint, LinearSite::Fc2) => "output.dense",
-        (ModuleNaming::VitTransformers5, LinearSite::Query) => "q_proj",
-        (ModuleNaming::VitTransformers5, LinearSite::Key) => "k_proj",
-        (ModuleNaming::VitTransformers5, LinearSite::Value) => "v_proj",
-        (ModuleNaming::VitTransformers5, LinearSite::AttentionOutput) => "o_proj",
-        (ModuleNaming::VitTransformers5, LinearSite::Fc1) => "fc1",
-        (ModuleNaming::VitTransformers5, LinearSite::Fc2) => "fc2",
+        (ModuleNaming::Transformers5, LinearSite::Query) => "q_proj",
+        (ModuleNaming::Transformers5, LinearSite::Key) => "k_proj",
+        (ModuleNaming::Transformers5, LinearSite::Value) => "v_proj",
+        (ModuleNaming::Transformers5, LinearSite::AttentionOutput) => "o_proj",
+        (ModuleNaming::Transformers5, LinearSite::Fc1) => "fc1",
+        (ModuleNaming::Transformers5, LinearSite::Fc2) => "fc2",
     }
 }
 
@@ -256,29 +256,43 @@ pub struct LoadedAdapter {
     pub base_model: Option<String>,
 }
 
-/// transformers 5 renames ViT modules in memory (`vit.layers.N.attention.q_proj`, `mlp.fc1`),
-/// and PEFT adapters saved with it carry those names; map them to the checkpoint names.
+/// Models built on transformers' ViT layer code, whose projections transformers 5 renamed in
+/// memory: ViT and the Audio Spectrogram Transformer (`<prefix>.layers.N.attention.q_proj`,
+/// `mlp.fc1`, where checkpoints keep `<prefix>.encoder.layer.N.attention.attention.query`).
+const RENAMED_MODELS: [&str; 2] = ["vit", "audio_spectrogram_transformer"];
+
+/// Splits `<model>.<infix><layer>.<tail>` for a [`RENAMED_MODELS`] prefix.
+fn split_block_key<'a>(key: &'a str, infix: &str) -> Option<(&'static str, &'a str, &'a str)> {
+    RENAMED_MODELS.iter().find_map(|model| {
+        let rest = key
+            .strip_prefix(model)?
+            .strip_prefix('.')?
+            .strip_prefix(infix)?;
+        let (layer, tail) = rest.split_once('.')?;
+        Some((*model, layer, tail))
+    })
+}
+
+/// PEFT adapters saved with transformers 5 carry its module names (`vit.layers.N.attention.q_proj`);
+/// map them to the checkpoint names the backbones use.
 pub fn normalize_module_key(key: &str) -> String {
-    let Some(rest) = key.strip_prefix("vit.layers.") else {
-        return key.to_string();
-    };
-    let Some((layer, tail)) = rest.split_once('.') else {
+    let Some((model, layer, tail)) = split_block_key(key, "layers.") else {
         return key.to_string();
     };
     for (new, old) in VIT_RENAMES {
-        if let Some(param) = tail.strip_prefix(new) {
-            return format!("vit.encoder.layer.{layer}.{old}{param}");
+        if let Some(param) = tail
+            .strip_prefix(new)
+            .filter(|p| p.is_empty() || p.starts_with('.'))
+        {
+            return format!("{model}.encoder.layer.{layer}.{old}{param}");
         }
     }
-    format!("vit.encoder.layer.{layer}.{tail}")
+    format!("{model}.encoder.layer.{layer}.{tail}")
 }
 
-/// The inverse of [`normalize_module_key`]: a ViT checkpoint key under transformers 5's names.
+/// The inverse of [`normalize_module_key`]: a checkpoint key under transformers 5's names.
 pub fn transformers5_module_key(key: &str) -> String {
-    let Some(rest) = key.strip_prefix("vit.encoder.layer.") else {
-        return key.to_string();
-    };
-    let Some((layer, tail)) = rest.split_once('.') else {
+    let Some((model, layer, tail)) = split_block_key(key, "encoder.layer.") else {
         return key.to_string();
     };
     // Full paths below the block, so `output.dense` cannot match `attention.output.dense`.
@@ -287,16 +301,15 @@ pub fn transformers5_module_key(key: &str) -> String {
             .strip_prefix(old)
             .filter(|p| p.is_empty() || p.starts_with('.'))
         {
-            return format!("vit.layers.{layer}.{new}{param}");
+            return format!("{model}.layers.{layer}.{new}{param}");
         }
     }
-    format!("vit.layers.{layer}.{tail}")
+    format!("{model}.layers.{layer}.{tail}")
 }
 
-/// The projection a (normalised) module key belongs to: `vit.encoder.layer.N.<suffix>.<param>`.
+/// The projection a (normalised) module key belongs to: `<model>.encoder.layer.N.<suffix>.<param>`.
 fn site_of_key(key: &str) -> Option<LinearSite> {
-    let rest = key.strip_prefix("vit.encoder.layer.")?;
-    let (_, tail) = rest.split_once('.')?;
+    let (_, _, tail) = split_block_key(key, "encoder.layer.")?;
     // Full paths below the block, so `output.dense.` cannot match `attention.output.dense.`.
     let path_sites = [
         (LinearSite::Query, "attention.attention.query."),
@@ -441,4 +454,50 @@ pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
         tensors,
         base_model: config["base_model_name_or_path"].as_str().map(String::from),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transformers5_names_round_trip_for_vit_and_ast() {
+        for (checkpoint, renamed) in [
+            (
+                "vit.encoder.layer.3.attention.attention.query.lora_A.weight",
+                "vit.layers.3.attention.q_proj.lora_A.weight",
+            ),
+            (
+                "vit.encoder.layer.0.output.dense.ia3_l",
+                "vit.layers.0.mlp.fc2.ia3_l",
+            ),
+            (
+                "vit.encoder.layer.11.attention.output.dense",
+                "vit.layers.11.attention.o_proj",
+            ),
+            (
+                "audio_spectrogram_transformer.encoder.layer.2.intermediate.dense.shira_weight",
+                "audio_spectrogram_transformer.layers.2.mlp.fc1.shira_weight",
+            ),
+        ] {
+            assert_eq!(transformers5_module_key(checkpoint), renamed);
+            assert_eq!(normalize_module_key(renamed), checkpoint);
+            assert_eq!(
+                ModuleNaming::for_module_path(checkpoint),
+                ModuleNaming::Transformers5
+            );
+        }
+        // BERT's names are the same under both versions.
+        let bert = "bert.encoder.layer.0.attention.self.query.lora_A.weight";
+        assert_eq!(transformers5_module_key(bert), bert);
+        assert_eq!(normalize_module_key(bert), bert);
+        assert_eq!(
+            ModuleNaming::for_module_path(bert),
+            ModuleNaming::Checkpoint
+        );
+        assert_eq!(
+            normalize_module_key("classifier.weight"),
+            "classifier.weight"
+        );
+    }
 }
