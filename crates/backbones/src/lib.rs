@@ -36,6 +36,52 @@ pub struct BackboneInfo {
     pub num_tokens: usize,
 }
 
+impl BackboneInfo {
+    /// `(in_features, out_features)` of the projection at `site`: the attention projections map
+    /// the hidden size to itself, the MLP widens to the intermediate size and back. Known from
+    /// the configuration alone, so configurations can be checked before weights are loaded.
+    pub fn linear_dims(&self, site: LinearSite) -> (usize, usize) {
+        let (d, f) = (self.hidden_size, self.intermediate_size);
+        match site {
+            LinearSite::Fc1 => (d, f),
+            LinearSite::Fc2 => (f, d),
+            LinearSite::Query
+            | LinearSite::Key
+            | LinearSite::Value
+            | LinearSite::AttentionOutput => (d, d),
+        }
+    }
+}
+
+/// The sizes of the checkpoint whose Hugging Face `config.json` is at `path`, without loading its
+/// weights (the architecture is read off `model_type`): enough to check methods' configurations.
+pub fn info_from_config(path: &std::path::Path) -> std::result::Result<BackboneInfo, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model_type = value
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("vit")
+        .to_string();
+    let parse_error = |e: serde_json::Error| format!("{}: {e}", path.display());
+    match model_type.as_str() {
+        "vit" => Ok(Vit::info_for(
+            &serde_json::from_value(value).map_err(parse_error)?,
+        )),
+        "audio-spectrogram-transformer" => Ok(Ast::info_for(
+            &serde_json::from_value(value).map_err(parse_error)?,
+        )),
+        "bert" | "roberta" | "xlm-roberta" | "camembert" => Ok(Bert::info_for(
+            &serde_json::from_value(value).map_err(parse_error)?,
+        )),
+        other => Err(format!(
+            "{}: model_type `{other}` is not a supported backbone (vit, audio-spectrogram-transformer, bert, roberta, xlm-roberta)",
+            path.display()
+        )),
+    }
+}
+
 /// A pretrained encoder that exposes PEFT sites.
 pub trait Backbone {
     fn info(&self) -> &BackboneInfo;
@@ -79,5 +125,38 @@ pub trait Backbone {
             Ok(())
         });
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_come_from_the_configuration_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let vit = VitConfig::new(48, 3, 4, 96, 32, 8);
+        std::fs::write(&path, vit.to_hf_json().to_string()).unwrap();
+        let info = info_from_config(&path).unwrap();
+        assert_eq!(info, Vit::info_for(&vit));
+        assert_eq!(info.linear_dims(LinearSite::Fc1), (48, 96));
+        assert_eq!(info.linear_dims(LinearSite::Fc2), (96, 48));
+        assert_eq!(info.linear_dims(LinearSite::Value), (48, 48));
+
+        let bert = BertConfig::xlm_roberta_base();
+        std::fs::write(&path, bert.to_hf_json().to_string()).unwrap();
+        let info = info_from_config(&path).unwrap();
+        assert_eq!(
+            (info.family.as_str(), info.intermediate_size),
+            ("xlm-roberta", 3072)
+        );
+
+        std::fs::write(&path, r#"{"model_type": "gpt2"}"#).unwrap();
+        let err = info_from_config(&path).unwrap_err();
+        assert!(
+            err.contains("model_type `gpt2` is not a supported backbone"),
+            "{err}"
+        );
     }
 }

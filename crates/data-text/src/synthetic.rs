@@ -132,29 +132,72 @@ fn lexicon(lang: &str) -> Option<&'static Lexicon> {
 /// Class names: label 0 negative, 1 positive.
 pub const SENTIMENT_LABELS: [&str; 2] = ["negative", "positive"];
 
+/// One generated review: its text, the index of the thing it is about (the same thing in every
+/// language) and whether it is positive after negation.
+struct Review {
+    text: String,
+    thing: usize,
+    positive: bool,
+}
+
+fn review(lex: &Lexicon, negate: bool, rng: &mut ChaCha8Rng) -> Review {
+    let positive_word = rng.random_bool(0.5);
+    let quality = if positive_word { lex.good } else { lex.bad }
+        .choose(rng)
+        .expect("non-empty");
+    let thing = rng.random_range(0..lex.things.len());
+    let template = if negate { lex.negated } else { lex.plain }
+        .choose(rng)
+        .expect("non-empty");
+    Review {
+        text: template
+            .replace("{t}", lex.things[thing])
+            .replace("{q}", quality),
+        thing,
+        positive: positive_word != negate,
+    }
+}
+
 /// `n` reviews in `lang`, balanced between negated and plain, drawn from `seed`.
 pub fn negation_sentiment(lang: &str, n: usize, seed: u64) -> Option<Vec<TextExample>> {
     let lex = lexicon(lang)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let negate = i % 2 == 1;
-        let positive_word = rng.random_bool(0.5);
-        let quality = if positive_word { lex.good } else { lex.bad }
-            .choose(&mut rng)
-            .expect("non-empty");
-        let thing = lex.things.choose(&mut rng).expect("non-empty");
-        let template = if negate { lex.negated } else { lex.plain }
-            .choose(&mut rng)
-            .expect("non-empty");
-        let text = template.replace("{t}", thing).replace("{q}", quality);
-        let positive = positive_word != negate;
-        out.push(TextExample {
-            text,
-            label: SENTIMENT_LABELS[usize::from(positive)].to_string(),
-        });
-    }
-    Some(out)
+    Some(
+        (0..n)
+            .map(|i| {
+                let r = review(lex, i % 2 == 1, &mut rng);
+                TextExample {
+                    text: r.text,
+                    label: SENTIMENT_LABELS[usize::from(r.positive)].to_string(),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Class names of [`review_topics`]: the English names of the things reviews talk about.
+pub fn topic_labels() -> &'static [&'static str] {
+    EN.things
+}
+
+/// `n` reviews in `lang` labelled by the thing they talk about (classes aligned across languages,
+/// named by [`topic_labels`]), negated or not at random: a task lexical cues solve, used to
+/// pretrain the demo text encoder without teaching it the sentiment tasks.
+pub fn review_topics(lang: &str, n: usize, seed: u64) -> Option<Vec<TextExample>> {
+    let lex = lexicon(lang)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Some(
+        (0..n)
+            .map(|_| {
+                let negate = rng.random_bool(0.5);
+                let r = review(lex, negate, &mut rng);
+                TextExample {
+                    text: r.text,
+                    label: EN.things[r.thing].to_string(),
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -173,5 +216,17 @@ mod tests {
         }
         assert_eq!(a.iter().filter(|e| e.text.contains(" not ")).count(), 20);
         assert!(negation_sentiment("xx", 1, 0).is_none());
+    }
+
+    #[test]
+    fn topics_are_aligned_across_languages() {
+        for (lang, lex) in [("en", &EN), ("de", &DE), ("fr", &FR)] {
+            let topics = review_topics(lang, 60, 3).unwrap();
+            assert_eq!(topics, review_topics(lang, 60, 3).unwrap());
+            for ex in &topics {
+                let class = topic_labels().iter().position(|t| *t == ex.label).unwrap();
+                assert!(ex.text.contains(lex.things[class]), "{lang}: {ex:?}");
+            }
+        }
     }
 }

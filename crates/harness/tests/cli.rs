@@ -231,6 +231,38 @@ fn malformed_suites_exit_2_naming_file_line_and_field() {
 }
 
 #[test]
+fn method_sizes_that_do_not_fit_the_backbone_fail_the_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // The tiny backbone is 16 wide with a 32-wide MLP.
+    let methods = "  - method: lora\n    params: { r: 4 }\n  - method: lora\n    label: lora-wide\n    params: { r: 17 }\n  - method: compacter\n    params: { reduction_factor: 3 }\n";
+    let suite = write_suite(dir.path(), "wide", methods, "[0]", 1);
+    let out = run(harness(dir.path()).args(["suite", "--dry-run"]).arg(&suite));
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    for needle in [
+        "2 method configuration(s) do not fit",
+        "lora-wide",
+        "method `lora`: field `r` is 17 but `query` is 16 -> 16; allowed range: 1 to 16",
+        "method `compacter`: field `reduction_factor` is 3",
+    ] {
+        assert!(msg.contains(needle), "expected `{needle}` in: {msg}");
+    }
+    // Nothing ran, and a fitting suite still plans.
+    assert!(records(dir.path()).is_empty());
+    let fitting = write_suite(
+        dir.path(),
+        "fits",
+        "  - method: lora\n    params: { r: 4 }\n",
+        "[0]",
+        1,
+    );
+    let out = run(harness(dir.path())
+        .args(["suite", "--dry-run"])
+        .arg(&fitting));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
 fn missing_data_says_where_it_looked_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let suite = write_suite(dir.path(), "real", "  - method: linear\n", "[0]", 1);

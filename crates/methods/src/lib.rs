@@ -45,6 +45,7 @@ mod model;
 pub mod mosa;
 pub mod peft_format;
 pub mod prefix;
+mod projections;
 pub mod registry;
 pub mod shira;
 pub mod ssf;
@@ -56,7 +57,7 @@ pub use registry::{find_method, registry};
 
 use std::path::Path;
 
-use peftbench_backbones::{Backbone, Hooks};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, LinearSite};
 use peftbench_core::{NamedVars, SeededInit};
 use serde::de::DeserializeOwned;
 
@@ -85,6 +86,17 @@ pub trait Method: Sync {
 
     /// Checks a parameter object (`params:` of a suite entry) without building anything.
     fn validate(&self, params: &serde_json::Value) -> Result<(), String>;
+
+    /// Checks a parameter object against the backbone's sizes (ranks within the adapted widths,
+    /// divisibility), from its configuration alone: `harness suite --dry-run` and the sweep's
+    /// preflight call this before anything trains, and [`PeftModel::new`] before `attach`.
+    fn check_backbone(
+        &self,
+        _params: &serde_json::Value,
+        _info: &BackboneInfo,
+    ) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Creates the method's parameters on `backbone`, drawing initial values from `init`.
     fn attach(
@@ -170,6 +182,16 @@ pub trait Adaptation: Hooks {
         Ok(())
     }
 
+    /// Rebuilds structure that a saved adapter stores beside its trained values, before those are
+    /// loaded (SHiRA's mask: `<module>.shira_indices`). Returns the names of the tensors it used;
+    /// the default has no such structure.
+    fn restore_structure(
+        &mut self,
+        _tensors: &std::collections::BTreeMap<String, candle_core::Tensor>,
+    ) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)
     /// computes what backbone + method computed. Methods that cannot merge say so.
     fn merge_into(&self, _backbone: &mut dyn Backbone) -> anyhow::Result<()> {
@@ -189,6 +211,28 @@ pub fn parse_config<C: DeserializeOwned>(
         params.clone()
     };
     serde_json::from_value(value).map_err(|e| format!("method `{method}`: {e}"))
+}
+
+/// A rank `r` (field `field`) above `min(in, out)` of an adapted projection adds parameters without
+/// adding rank: the error names the method, the field, the projection and the allowed range.
+pub(crate) fn check_rank_widths(
+    method: &str,
+    field: &str,
+    r: usize,
+    sites: &[LinearSite],
+    info: &BackboneInfo,
+) -> Result<(), String> {
+    for &site in sites {
+        let (inp, out) = info.linear_dims(site);
+        if r > inp.min(out) {
+            return Err(format!(
+                "method `{method}`: field `{field}` is {r} but `{}` is {inp} -> {out}; allowed range: 1 to {}",
+                site.name(),
+                inp.min(out)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the backbone's pretrained tensors named in `merged` (checkpoint names) by the given

@@ -30,6 +30,9 @@ impl PeftModel {
     ) -> anyhow::Result<Self> {
         let found = find_method(method).map_err(anyhow::Error::msg)?;
         let pretrained_params = backbone.num_params();
+        found
+            .check_backbone(params, backbone.info())
+            .map_err(anyhow::Error::msg)?;
         let adaptation = found.attach(params, backbone.as_mut(), &init.fork(method))?;
         let head =
             ClassifierHead::new(backbone.info().hidden_size, num_classes, &init.fork("head"))?;
@@ -156,10 +159,16 @@ impl PeftModel {
         // Values are overwritten below; the init only fixes device and dtype.
         let weight = &backbone.linear(0, LinearSite::Query).weight;
         let init = SeededInit::new(0, weight.device()).with_dtype(weight.dtype());
-        let model = Self::new(&loaded.method, &loaded.params, backbone, num_classes, &init)
+        let mut model = Self::new(&loaded.method, &loaded.params, backbone, num_classes, &init)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
-        let expected: std::collections::BTreeSet<&str> =
+        let structure = model
+            .adaptation
+            .restore_structure(&loaded.tensors)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
+        model.refresh_trainable();
+        let mut expected: std::collections::BTreeSet<&str> =
             model.trainable.iter().map(|p| p.name.as_str()).collect();
+        expected.extend(structure.iter().map(String::as_str));
         let unused: Vec<&String> = loaded
             .tensors
             .keys()
@@ -188,5 +197,17 @@ impl PeftModel {
             bytes += std::fs::metadata(&f)?.len();
         }
         Ok(bytes)
+    }
+}
+
+/// A model the trainer can train directly: the method's parameters and the head, logits per
+/// example.
+impl peftbench_train::TrainModel for PeftModel {
+    fn trainable(&self) -> &NamedVars {
+        PeftModel::trainable(self)
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        PeftModel::logits(self, input, ctx)
     }
 }

@@ -27,9 +27,16 @@ pub fn write_adapter(
     std::fs::create_dir_all(dir)?;
     let config_path = dir.join(CONFIG_FILE);
     std::fs::write(&config_path, serde_json::to_string_pretty(config)? + "\n")?;
+    let naming = ModuleNaming::for_tensors(&tensors);
     let mut all: HashMap<String, Tensor> = tensors
         .into_iter()
-        .map(|(k, t)| (format!("{KEY_PREFIX}{k}"), t))
+        .map(|(k, t)| {
+            let k = match naming {
+                ModuleNaming::Transformers5 => transformers5_module_key(&k),
+                ModuleNaming::Checkpoint => k,
+            };
+            (format!("{KEY_PREFIX}{k}"), t)
+        })
         .collect();
     for (name, t) in head.params().tensors() {
         all.insert(format!("{KEY_PREFIX}{name}"), t);
@@ -91,6 +98,19 @@ pub fn write_native(
     trainable: &peftbench_core::NamedVars,
     head: &ClassifierHead,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    write_native_tensors(dir, method, config, base_model, trainable.tensors(), head)
+}
+
+/// [`write_native`] with the tensors to store given (e.g. packed low-bit codes instead of the
+/// trained values).
+pub fn write_native_tensors(
+    dir: &Path,
+    method: &str,
+    config: &impl serde::Serialize,
+    base_model: &str,
+    tensors: BTreeMap<String, Tensor>,
+    head: &ClassifierHead,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let config_path = dir.join(NATIVE_CONFIG_FILE);
     let doc = serde_json::json!({
@@ -99,45 +119,96 @@ pub fn write_native(
         "base_model_name_or_path": base_model,
     });
     std::fs::write(&config_path, serde_json::to_string_pretty(&doc)? + "\n")?;
-    let mut all: HashMap<String, Tensor> = trainable.tensors().into_iter().collect();
+    let mut all: HashMap<String, Tensor> = tensors.into_iter().collect();
     all.extend(head.params().tensors());
     let weights_path = dir.join(NATIVE_WEIGHTS_FILE);
     candle_core::safetensors::save(&all, &weights_path)?;
     Ok(vec![config_path, weights_path])
 }
 
-/// The module-name suffix PEFT matches `target_modules` against, per site (transformers 4.x
-/// names, which checkpoints keep under every transformers version).
-pub fn module_suffix(site: LinearSite) -> &'static str {
-    match site {
-        LinearSite::Query => "query",
-        LinearSite::Key => "key",
-        LinearSite::Value => "value",
-        LinearSite::AttentionOutput => "attention.output.dense",
-        LinearSite::Fc1 => "intermediate.dense",
-        LinearSite::Fc2 => "output.dense",
+/// The module names an adapter file uses. Hugging Face PEFT matches `target_modules` against the
+/// module names of the model *in memory* and keys tensors by them, and transformers 5 renamed the
+/// modules of ViT and AST (`vit.layers.N.attention.q_proj`, `mlp.fc1`; checkpoints keep the old
+/// names and are converted on load, adapters are not). BERT-family models keep their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleNaming {
+    /// The checkpoint's own names (`bert.encoder.layer.N.attention.self.query`): BERT-family
+    /// models (and ViT/AST under transformers 4).
+    Checkpoint,
+    /// ViT and AST under transformers 5, what current Python PEFT loads.
+    Transformers5,
+}
+
+impl ModuleNaming {
+    /// The naming adapters of a backbone are saved with, from one of its module paths: ViT's and
+    /// AST's follow current transformers (5), the rest their checkpoints.
+    pub fn for_module_path(path: &str) -> Self {
+        if split_block_key(path, "encoder.layer.").is_some() {
+            Self::Transformers5
+        } else {
+            Self::Checkpoint
+        }
+    }
+
+    /// The naming of an adapter's tensors (keys are module paths plus a parameter name).
+    pub fn for_tensors(tensors: &BTreeMap<String, Tensor>) -> Self {
+        tensors
+            .keys()
+            .map(|k| Self::for_module_path(k))
+            .find(|n| *n == Self::Transformers5)
+            .unwrap_or(Self::Checkpoint)
     }
 }
 
-/// fc2's suffix `output.dense` also matches `attention.output.dense`: a plain suffix list
-/// selects attention_output too unless it is targeted anyway.
-fn suffixes_are_ambiguous(sites: &[LinearSite]) -> bool {
-    sites.contains(&LinearSite::Fc2) && !sites.contains(&LinearSite::AttentionOutput)
+/// ViT's projections under transformers 5 and 4, below `vit.layers.N.` / `vit.encoder.layer.N.`.
+const VIT_RENAMES: [(&str, &str); 6] = [
+    ("attention.q_proj", "attention.attention.query"),
+    ("attention.k_proj", "attention.attention.key"),
+    ("attention.v_proj", "attention.attention.value"),
+    ("attention.o_proj", "attention.output.dense"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+];
+
+/// The module-name suffix PEFT matches `target_modules` against, per site.
+pub fn module_suffix(site: LinearSite, naming: ModuleNaming) -> &'static str {
+    match (naming, site) {
+        (ModuleNaming::Checkpoint, LinearSite::Query) => "query",
+        (ModuleNaming::Checkpoint, LinearSite::Key) => "key",
+        (ModuleNaming::Checkpoint, LinearSite::Value) => "value",
+        (ModuleNaming::Checkpoint, LinearSite::AttentionOutput) => "attention.output.dense",
+        (ModuleNaming::Checkpoint, LinearSite::Fc1) => "intermediate.dense",
+        (ModuleNaming::Checkpoint, LinearSite::Fc2) => "output.dense",
+        (ModuleNaming::Transformers5, LinearSite::Query) => "q_proj",
+        (ModuleNaming::Transformers5, LinearSite::Key) => "k_proj",
+        (ModuleNaming::Transformers5, LinearSite::Value) => "v_proj",
+        (ModuleNaming::Transformers5, LinearSite::AttentionOutput) => "o_proj",
+        (ModuleNaming::Transformers5, LinearSite::Fc1) => "fc1",
+        (ModuleNaming::Transformers5, LinearSite::Fc2) => "fc2",
+    }
+}
+
+/// With checkpoint names, fc2's suffix `output.dense` also matches `attention.output.dense`: a
+/// plain suffix list selects attention_output too unless it is targeted anyway.
+fn suffixes_are_ambiguous(sites: &[LinearSite], naming: ModuleNaming) -> bool {
+    naming == ModuleNaming::Checkpoint
+        && sites.contains(&LinearSite::Fc2)
+        && !sites.contains(&LinearSite::AttentionOutput)
 }
 
 /// PEFT's `target_modules`: module-name suffixes, or a regex where a suffix would be ambiguous.
-pub fn target_modules_value(sites: &[LinearSite]) -> Value {
-    if suffixes_are_ambiguous(sites) {
+pub fn target_modules_value(sites: &[LinearSite], naming: ModuleNaming) -> Value {
+    if suffixes_are_ambiguous(sites, naming) {
         let alts: Vec<String> = sites
             .iter()
             .map(|&s| match s {
                 LinearSite::Fc2 => r"(?<!attention\.)output\.dense".to_string(),
-                other => module_suffix(other).replace('.', r"\."),
+                other => module_suffix(other, naming).replace('.', r"\."),
             })
             .collect();
         Value::from(format!(r".*\.layer\.\d+\..*({})", alts.join("|")))
     } else {
-        let mut names: Vec<&str> = sites.iter().map(|&s| module_suffix(s)).collect();
+        let mut names: Vec<&str> = sites.iter().map(|&s| module_suffix(s, naming)).collect();
         names.sort_unstable();
         names.dedup();
         serde_json::json!(names)
@@ -145,7 +216,12 @@ pub fn target_modules_value(sites: &[LinearSite]) -> Value {
 }
 
 /// `adapter_config.json` of a LoRA adapter (`use_dora` for DoRA).
-pub fn lora_config(c: &LoraConfig, use_dora: bool, base_model: &str) -> Value {
+pub fn lora_config(
+    c: &LoraConfig,
+    use_dora: bool,
+    base_model: &str,
+    naming: ModuleNaming,
+) -> Value {
     let mut config = base_config("LORA", base_model);
     for (k, v) in [
         ("r", serde_json::json!(c.r)),
@@ -156,7 +232,10 @@ pub fn lora_config(c: &LoraConfig, use_dora: bool, base_model: &str) -> Value {
         ("bias", serde_json::json!("none")),
         ("fan_in_fan_out", serde_json::json!(false)),
         ("init_lora_weights", serde_json::json!(true)),
-        ("target_modules", target_modules_value(&c.target_modules)),
+        (
+            "target_modules",
+            target_modules_value(&c.target_modules, naming),
+        ),
         ("exclude_modules", Value::Null),
         ("layers_to_transform", Value::Null),
         ("layers_pattern", Value::Null),
@@ -177,35 +256,60 @@ pub struct LoadedAdapter {
     pub base_model: Option<String>,
 }
 
-/// transformers 5 renames ViT modules in memory (`vit.layers.N.attention.q_proj`, `mlp.fc1`),
-/// and PEFT adapters saved with it carry those names; map them to the checkpoint names.
-pub fn normalize_module_key(key: &str) -> String {
-    let Some(rest) = key.strip_prefix("vit.layers.") else {
-        return key.to_string();
-    };
-    let Some((layer, tail)) = rest.split_once('.') else {
-        return key.to_string();
-    };
-    let renames = [
-        ("attention.q_proj", "attention.attention.query"),
-        ("attention.k_proj", "attention.attention.key"),
-        ("attention.v_proj", "attention.attention.value"),
-        ("attention.o_proj", "attention.output.dense"),
-        ("mlp.fc1", "intermediate.dense"),
-        ("mlp.fc2", "output.dense"),
-    ];
-    for (new, old) in renames {
-        if let Some(param) = tail.strip_prefix(new) {
-            return format!("vit.encoder.layer.{layer}.{old}{param}");
-        }
-    }
-    format!("vit.encoder.layer.{layer}.{tail}")
+/// Models built on transformers' ViT layer code, whose projections transformers 5 renamed in
+/// memory: ViT and the Audio Spectrogram Transformer (`<prefix>.layers.N.attention.q_proj`,
+/// `mlp.fc1`, where checkpoints keep `<prefix>.encoder.layer.N.attention.attention.query`).
+const RENAMED_MODELS: [&str; 2] = ["vit", "audio_spectrogram_transformer"];
+
+/// Splits `<model>.<infix><layer>.<tail>` for a [`RENAMED_MODELS`] prefix.
+fn split_block_key<'a>(key: &'a str, infix: &str) -> Option<(&'static str, &'a str, &'a str)> {
+    RENAMED_MODELS.iter().find_map(|model| {
+        let rest = key
+            .strip_prefix(model)?
+            .strip_prefix('.')?
+            .strip_prefix(infix)?;
+        let (layer, tail) = rest.split_once('.')?;
+        Some((*model, layer, tail))
+    })
 }
 
-/// The projection a (normalised) module key belongs to: `vit.encoder.layer.N.<suffix>.<param>`.
+/// PEFT adapters saved with transformers 5 carry its module names (`vit.layers.N.attention.q_proj`);
+/// map them to the checkpoint names the backbones use.
+pub fn normalize_module_key(key: &str) -> String {
+    let Some((model, layer, tail)) = split_block_key(key, "layers.") else {
+        return key.to_string();
+    };
+    for (new, old) in VIT_RENAMES {
+        if let Some(param) = tail
+            .strip_prefix(new)
+            .filter(|p| p.is_empty() || p.starts_with('.'))
+        {
+            return format!("{model}.encoder.layer.{layer}.{old}{param}");
+        }
+    }
+    format!("{model}.encoder.layer.{layer}.{tail}")
+}
+
+/// The inverse of [`normalize_module_key`]: a checkpoint key under transformers 5's names.
+pub fn transformers5_module_key(key: &str) -> String {
+    let Some((model, layer, tail)) = split_block_key(key, "encoder.layer.") else {
+        return key.to_string();
+    };
+    // Full paths below the block, so `output.dense` cannot match `attention.output.dense`.
+    for (new, old) in VIT_RENAMES {
+        if let Some(param) = tail
+            .strip_prefix(old)
+            .filter(|p| p.is_empty() || p.starts_with('.'))
+        {
+            return format!("{model}.layers.{layer}.{new}{param}");
+        }
+    }
+    format!("{model}.layers.{layer}.{tail}")
+}
+
+/// The projection a (normalised) module key belongs to: `<model>.encoder.layer.N.<suffix>.<param>`.
 fn site_of_key(key: &str) -> Option<LinearSite> {
-    let rest = key.strip_prefix("vit.encoder.layer.")?;
-    let (_, tail) = rest.split_once('.')?;
+    let (_, _, tail) = split_block_key(key, "encoder.layer.")?;
     // Full paths below the block, so `output.dense.` cannot match `attention.output.dense.`.
     let path_sites = [
         (LinearSite::Query, "attention.attention.query."),
@@ -232,7 +336,7 @@ fn sites_with(tensors: &BTreeMap<String, Tensor>, param: &str) -> Vec<LinearSite
     sites
 }
 
-/// Reads an adapter folder in HF PEFT's format (LoRA, DoRA, IA3, prefix tuning) or peftbench's
+/// Reads an adapter folder in HF PEFT's format (LoRA, DoRA, IA3, prefix tuning, SHiRA) or peftbench's
 /// own, and says which registry method with which parameters reproduces it.
 pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
     let native = dir.join(NATIVE_CONFIG_FILE);
@@ -321,8 +425,27 @@ pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
             tensors.insert("prefix_encoder.embedding.weight".into(), prompts);
             ("prefix-tuning", params, tensors)
         }
+        "SHIRA" => {
+            if config["fan_in_fan_out"].as_bool() == Some(true) {
+                anyhow::bail!("{origin}: `fan_in_fan_out: true` is not supported (ViT has no Conv1D)");
+            }
+            // The mask comes from the saved `shira_indices` (SHiRA's `restore_structure`), so
+            // the mask type and seed only matter for sizes: a random mask of the same budget.
+            let sites = sites_with(&tensors, ".shira_weight");
+            let mut params = serde_json::json!({
+                "mask": "random",
+                "random_seed": config["random_seed"].as_u64().unwrap_or(0),
+                "target_modules": names(&sites),
+            });
+            match (config["r"].as_u64(), config["peftbench_sparsity"].as_f64()) {
+                (Some(r), _) => params["r"] = r.into(),
+                (None, Some(sparsity)) => params["sparsity"] = sparsity.into(),
+                (None, None) => anyhow::bail!("{origin}: SHiRA config has neither `r` nor `peftbench_sparsity`"),
+            }
+            ("shira", params, tensors)
+        }
         other => anyhow::bail!(
-            "{origin}: peft_type `{other}` is not supported; supported: LORA (with or without use_dora), IA3, PREFIX_TUNING"
+            "{origin}: peft_type `{other}` is not supported; supported: LORA (with or without use_dora), IA3, PREFIX_TUNING, SHIRA"
         ),
     };
     Ok(LoadedAdapter {
@@ -331,4 +454,50 @@ pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
         tensors,
         base_model: config["base_model_name_or_path"].as_str().map(String::from),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transformers5_names_round_trip_for_vit_and_ast() {
+        for (checkpoint, renamed) in [
+            (
+                "vit.encoder.layer.3.attention.attention.query.lora_A.weight",
+                "vit.layers.3.attention.q_proj.lora_A.weight",
+            ),
+            (
+                "vit.encoder.layer.0.output.dense.ia3_l",
+                "vit.layers.0.mlp.fc2.ia3_l",
+            ),
+            (
+                "vit.encoder.layer.11.attention.output.dense",
+                "vit.layers.11.attention.o_proj",
+            ),
+            (
+                "audio_spectrogram_transformer.encoder.layer.2.intermediate.dense.shira_weight",
+                "audio_spectrogram_transformer.layers.2.mlp.fc1.shira_weight",
+            ),
+        ] {
+            assert_eq!(transformers5_module_key(checkpoint), renamed);
+            assert_eq!(normalize_module_key(renamed), checkpoint);
+            assert_eq!(
+                ModuleNaming::for_module_path(checkpoint),
+                ModuleNaming::Transformers5
+            );
+        }
+        // BERT's names are the same under both versions.
+        let bert = "bert.encoder.layer.0.attention.self.query.lora_A.weight";
+        assert_eq!(transformers5_module_key(bert), bert);
+        assert_eq!(normalize_module_key(bert), bert);
+        assert_eq!(
+            ModuleNaming::for_module_path(bert),
+            ModuleNaming::Checkpoint
+        );
+        assert_eq!(
+            normalize_module_key("classifier.weight"),
+            "classifier.weight"
+        );
+    }
 }

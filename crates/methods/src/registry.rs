@@ -17,6 +17,7 @@ static METHODS: &[&dyn Method] = &[
     &lt_sft::LtSft,
     &corda::Corda,
     &lowbit::BiAdaptFormer,
+    &lowbit::BiLora,
     &mosa::Mosa,
     &madx::Madx,
     &prefix::PrefixTuning,
@@ -64,7 +65,7 @@ mod tests {
         let mut dedup = names.clone();
         dedup.dedup();
         assert_eq!(names, dedup, "duplicate method names");
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
         for m in registry() {
             let info = m.info();
             assert!(

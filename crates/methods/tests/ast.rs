@@ -1,7 +1,7 @@
 //! Every registered method attaches to the Audio Spectrogram Transformer through the same sites as to
 //! ViT (the shared encoder blocks), calibrates where it asks to, and trains: on a tiny random AST over
 //! `[batch, frames, mel]` inputs, a few AdamW steps on a fixed batch lower the loss, and the adapter
-//! names the AST's HF module paths.
+//! names the AST's module paths in the PEFT format (transformers 5 names, as for ViT).
 
 use candle_core::{DType, Device, Tensor};
 use peftbench_backbones::{Ast, AstConfig};
@@ -48,7 +48,10 @@ fn batch() -> (Tensor, Tensor) {
 /// Parameters for methods whose defaults are sized for ViT-B (widths larger than 16, ranks).
 fn params(method: &str) -> serde_json::Value {
     match method {
-        "lora" | "dora" => json!({"r": 2, "alpha": 2, "target_modules": ["query", "key"]}),
+        "lora" | "dora" => {
+            json!({"r": 2, "alpha": 2, "target_modules": ["query", "key"]})
+        }
+        "bi-lora" => json!({"r": 2, "target_modules": ["query", "key"]}),
         "adapter" => json!({"placement": "pfeiffer", "bottleneck": 4}),
         "adaptformer" | "bi-adaptformer" => json!({"bottleneck": 4}),
         "vpt-shallow" | "vpt-deep" => json!({"prompts": 2}),
@@ -111,7 +114,7 @@ fn every_method_attaches_to_ast_and_trains() {
 }
 
 #[test]
-fn lora_on_ast_uses_hf_module_paths() {
+fn lora_on_ast_saves_peft_module_paths() {
     let init = SeededInit::new(7, &Device::Cpu);
     let m = PeftModel::new(
         "lora",
@@ -128,7 +131,7 @@ fn lora_on_ast_uses_hf_module_paths() {
             .unwrap();
     assert!(
         saved.keys().any(|k| k
-            == "base_model.model.audio_spectrogram_transformer.encoder.layer.1.attention.attention.key.lora_A.weight"),
+            == "base_model.model.audio_spectrogram_transformer.layers.1.attention.k_proj.lora_A.weight"),
         "{:?}",
         saved.keys().collect::<Vec<_>>()
     );

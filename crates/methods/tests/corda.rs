@@ -120,10 +120,13 @@ fn saved_lora_applies_to_the_original_weights() {
     let (config, tensors) = peft_format::read_adapter(dir.path()).unwrap();
     assert_eq!(config["peft_type"], "LORA");
     assert_eq!(config["r"], 4);
+    // Saved under transformers 5's ViT module names, which current Python PEFT loads.
+    assert_eq!(config["target_modules"], json!(["v_proj"]));
     let scaling = config["lora_alpha"].as_f64().unwrap() / 4.0;
     // W + scaling B' A' (original weight, exported pair) == the trained model's projection.
     let vit = tiny_backbone(DType::F64);
-    let path = vit.module_path(1, LinearSite::Value);
+    let path = peft_format::transformers5_module_key(&vit.module_path(1, LinearSite::Value));
+    assert_eq!(path, "vit.layers.1.attention.v_proj");
     let a = &tensors[&format!("{path}.lora_A.weight")];
     let b = &tensors[&format!("{path}.lora_B.weight")];
     assert_eq!((a.dims(), b.dims()), ([4, D].as_slice(), [D, 4].as_slice()));
@@ -172,5 +175,9 @@ fn bad_configurations_name_method_field_and_range() {
     )
     .err()
     .unwrap();
-    assert!(err.to_string().contains("allowed r: 1..=16"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("field `r` is 17 but `query` is 16 -> 16; allowed range: 1 to 16"),
+        "{err}"
+    );
 }

@@ -1,5 +1,6 @@
-//! Bi-AdaptFormer: bit width, the straight-through estimator, packed bytes on disk equal to the
-//! closed form, identity at init, training and bad configurations.
+//! Bi-AdaptFormer and Bi-LoRA: bit width, the straight-through estimator, packed bytes on disk
+//! equal to the closed form, identity at init, training and bad configurations. (Bi-LoRA's merge
+//! is checked with the other mergeable methods in `zoo.rs`.)
 
 mod common;
 
@@ -208,5 +209,72 @@ fn bad_configurations_name_method_field_and_range() {
         "bi-adaptformer",
         json!({"bottleneck": 0}),
         &["bi-adaptformer", "bottleneck"],
+    );
+}
+
+#[test]
+fn bi_lora_counts_identity_at_init_and_packed_bytes_equal_the_closed_form() {
+    let head = D * CLASSES + CLASSES;
+    for bits in [1u8, 2] {
+        let r = 4;
+        let m = model_in(
+            "bi-lora",
+            json!({"bits": bits, "r": r, "dropout": 0.0, "target_modules": ["query", "fc1"]}),
+            DType::F32,
+        );
+        // Per block: query (D -> D) and fc1 (D -> F), each r (in + out).
+        assert_eq!(m.trainable_count(), L * (r * (D + D) + r * (D + F)) + head);
+        let x = pixels(DType::F32);
+        let got = m.features(&x, &ForwardCtx::eval()).unwrap();
+        assert_eq!(
+            max_abs(&(got - frozen_features(&x, DType::F32)).unwrap()),
+            0.0,
+            "{bits} bits: not the frozen model at init"
+        );
+        perturb(&m, 0.3);
+        let dir = tempfile::tempdir().unwrap();
+        m.save(dir.path(), "tiny").unwrap();
+        let file = std::fs::read(dir.path().join(NATIVE_WEIGHTS_FILE)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+        let payload: usize = st.tensors().iter().map(|(_, t)| t.data().len()).sum();
+        // Each factor: packed codes plus one f32 step per row (A: r rows, B: out rows).
+        let factor = |rows: usize, cols: usize| quant::packed_len(rows * cols, bits) + 4 * rows;
+        let per_block = factor(r, D) + factor(D, r) + factor(r, D) + factor(F, r);
+        assert_eq!(payload, L * per_block + 4 * head, "{bits} bits");
+        assert!(st
+            .tensor("vit.encoder.layer.1.intermediate.dense.lora_B.weight.packed")
+            .is_ok());
+    }
+}
+
+#[test]
+fn bi_lora_training_lowers_the_loss() {
+    for bits in [1, 2] {
+        let params = json!({"bits": bits, "r": 4, "dropout": 0.0});
+        let (before, after, _) = train_briefly("bi-lora", params);
+        assert!(
+            after < 0.97 * before,
+            "{bits} bits: loss {before} -> {after}"
+        );
+    }
+}
+
+#[test]
+fn bi_lora_bad_configurations_name_method_field_and_range() {
+    rejects(
+        "bi-lora",
+        json!({"bits": 4}),
+        &["bi-lora", "bits 4", "allowed: 1, 2"],
+    );
+    rejects("bi-lora", json!({"r": 0}), &["bi-lora", "field `r` is 0"]);
+    rejects(
+        "bi-lora",
+        json!({"dropout": 1.5}),
+        &["bi-lora", "field `dropout`", "[0, 1)"],
+    );
+    rejects(
+        "bi-lora",
+        json!({"target_modules": ["proj"]}),
+        &["field `target_modules`: unknown module `proj`"],
     );
 }

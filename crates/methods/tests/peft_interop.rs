@@ -3,9 +3,10 @@
 //! 3 labels) give the logits PyTorch computed, within 1e-4.
 //!
 //! `tests/fixtures/peft_vit/` holds the model (`backbone/`, saved with `save_pretrained`), two
-//! input images (`pixels.safetensors`), four adapters saved with `PeftModel.save_pretrained`
+//! input images (`pixels.safetensors`), five adapters saved with `PeftModel.save_pretrained`
 //! (`lora`: r 2 on q/v; `dora`: r 2, `use_dora` on all six projections; `ia3`: k, v, fc2 with fc2
-//! feed-forward; `prefix`: 3 virtual tokens through an 8-wide projection MLP), each with random
+//! feed-forward; `prefix`: 3 virtual tokens through an 8-wide projection MLP; `shira`: r 2 (a
+//! LoRA-r-2 budget of entries) on q, v, fc2 with PEFT's random mask, seed 5), each with random
 //! non-zero weights and a trained-looking classifier, and `expected_logits.json`: PEFT's eval-mode
 //! logits (for prefix tuning, which PEFT cannot run on ViT, PyTorch's eager attention with PEFT's
 //! saved `prompt_embeddings` prepended to every layer's keys and values in PEFT's `get_prompt`
@@ -88,6 +89,7 @@ fn peft_adapters_give_pytorchs_logits() {
         ("dora", "dora"),
         ("ia3", "ia3"),
         ("prefix", "prefix-tuning"),
+        ("shira", "shira"),
     ] {
         let model = PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone()))
             .unwrap_or_else(|e| panic!("{folder}: {e:#}"));
@@ -101,7 +103,7 @@ fn peft_adapters_give_pytorchs_logits() {
 
 #[test]
 fn a_peft_adapter_saved_here_again_keeps_its_logits() {
-    for folder in ["lora", "dora", "ia3", "prefix"] {
+    for folder in ["lora", "dora", "ia3", "prefix", "shira"] {
         let model =
             PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone())).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -123,5 +125,20 @@ fn a_peft_adapter_saved_here_again_keeps_its_logits() {
             .to_vec1()
             .unwrap();
         assert_eq!(a, b, "{folder}");
+    }
+}
+
+/// Writes the fixture adapters as peftbench saves them into `$PEFTBENCH_EXPORT_DIR/<name>`, for
+/// `ci/peft-python-interop.sh`, which loads them with Python PEFT and compares the logits with
+/// `expected_logits.json` (the other direction of the test above).
+#[test]
+#[ignore = "run by ci/peft-python-interop.sh"]
+fn export_adapters_for_python() {
+    let out =
+        PathBuf::from(std::env::var_os("PEFTBENCH_EXPORT_DIR").expect("set PEFTBENCH_EXPORT_DIR"));
+    for folder in ["lora", "dora", "ia3", "shira"] {
+        let model =
+            PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone())).unwrap();
+        model.save(&out.join(folder), "fixture").unwrap();
     }
 }

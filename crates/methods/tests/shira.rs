@@ -182,7 +182,7 @@ fn gradient_mask_keeps_the_entries_of_largest_accumulated_gradient() {
     let dir = tempfile::tempdir().unwrap();
     m.save(dir.path(), "tiny").unwrap();
     let (_, tensors) = peft_format::read_adapter(dir.path()).unwrap();
-    let coords: Vec<i32> = tensors["vit.encoder.layer.0.attention.attention.query.shira_indices"]
+    let coords: Vec<i32> = tensors["vit.layers.0.attention.q_proj.shira_indices"]
         .flatten_all()
         .unwrap()
         .to_vec1()
@@ -226,8 +226,10 @@ fn saves_hugging_face_peft_shira_format() {
     assert_eq!(config["peft_type"], "SHIRA");
     assert_eq!(config["r"], 1);
     assert_eq!(config["mask_type"], "random");
-    let w = &tensors["vit.encoder.layer.0.attention.attention.query.shira_weight"];
-    let idx = &tensors["vit.encoder.layer.0.attention.attention.query.shira_indices"];
+    // transformers 5's ViT module names, which current Python PEFT matches and loads.
+    assert_eq!(config["target_modules"], json!(["q_proj", "v_proj"]));
+    let w = &tensors["vit.layers.0.attention.q_proj.shira_weight"];
+    let idx = &tensors["vit.layers.0.attention.q_proj.shira_indices"];
     assert_eq!(w.dims(), [2 * D]);
     assert_eq!(idx.dims(), [2, 2 * D]);
     assert_eq!(idx.dtype(), DType::I32);

@@ -202,6 +202,10 @@ fn merged_weights_give_the_unmerged_output_in_f32() {
             json!({"r": 2, "alpha": 4, "target_modules": "all-linear"}),
         ),
         ("lora", json!({"r": 2, "alpha": 4, "target_modules": "qkv"})),
+        (
+            "bi-lora",
+            json!({"bits": 2, "r": 4, "dropout": 0.0, "target_modules": "all-linear"}),
+        ),
     ];
     for (name, params) in merge_cases {
         let m = model(name, &params, DType::F32);
@@ -367,8 +371,7 @@ fn peft_configs_name_the_method_and_format() {
         candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
             .unwrap();
     assert_eq!(
-        raw["base_model.model.vit.encoder.layer.1.attention.attention.value.lora_magnitude_vector"]
-            .dims(),
+        raw["base_model.model.vit.layers.1.attention.v_proj.lora_magnitude_vector"].dims(),
         &[D]
     );
 
@@ -379,17 +382,9 @@ fn peft_configs_name_the_method_and_format() {
     )
     .unwrap();
     assert_eq!(config["peft_type"], "IA3");
-    // fc2's `output.dense` alone would also match `attention.output.dense`: PEFT gets a regex.
-    let targets = config["target_modules"].as_str().unwrap();
-    assert!(
-        targets.contains(r"key|value|(?<!attention\.)output\.dense"),
-        "{targets}"
-    );
-    let feedforward = config["feedforward_modules"].as_str().unwrap();
-    assert!(
-        feedforward.ends_with(r"((?<!attention\.)output\.dense)"),
-        "{feedforward}"
-    );
+    // transformers 5's ViT names, where fc2 cannot be confused with the attention output.
+    assert_eq!(config["target_modules"], json!(["fc2", "k_proj", "v_proj"]));
+    assert_eq!(config["feedforward_modules"], json!(["fc2"]));
 
     let m = model(
         "prefix-tuning",
@@ -527,8 +522,11 @@ fn impossible_configurations_name_method_field_and_range() {
         assert!(err.contains(expected), "{name} {params}: {err}");
         assert!(err.contains(&format!("method `{name}`")), "{err}");
     }
-    // Widths are known once the backbone is: a rank above the layer width fails at attach.
+    // Widths come from the backbone's configuration: `check_backbone` rejects a rank above the
+    // layer width from the sizes alone (what `--dry-run` and the sweep's preflight call), and
+    // building the model applies the same check.
     let init = SeededInit::new(0, &Device::Cpu);
+    let info = tiny_backbone(DType::F32).info().clone();
     for (name, params, expected) in [
         (
             "lora",
@@ -550,7 +548,32 @@ fn impossible_configurations_name_method_field_and_range() {
             json!({"reduction_factor": 4, "phm_dim": 3}),
             "field `phm_dim` is 3",
         ),
+        (
+            "dora",
+            json!({"r": 20, "target_modules": ["fc2"]}),
+            "field `r` is 20 but `fc2` is 32 -> 16; allowed range: 1 to 16",
+        ),
+        (
+            "corda",
+            json!({"r": 17}),
+            "field `r` is 17 but `query` is 16 -> 16",
+        ),
+        (
+            "bi-lora",
+            json!({"r": 17}),
+            "field `r` is 17 but `query` is 16 -> 16",
+        ),
+        (
+            "conv-adapter",
+            json!({"bottleneck": 17}),
+            "field `bottleneck` is 17; allowed range: 1 to the hidden size 16",
+        ),
     ] {
+        let method = find_method(name).unwrap();
+        method.validate(&params).unwrap();
+        let err = method.check_backbone(&params, &info).unwrap_err();
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(err.contains(&format!("method `{name}`")), "{err}");
         let err = PeftModel::new(name, &params, Box::new(tiny_backbone(DType::F32)), 2, &init)
             .err()
             .unwrap_or_else(|| panic!("{name} {params} should fail"));

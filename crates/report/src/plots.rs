@@ -255,7 +255,7 @@ fn scatter<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_label_formatter(&|x| axis_count(*x))
+        .x_label_formatter(&|x| log_tick_label(*x))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
@@ -286,8 +286,26 @@ fn scatter<DB: DrawingBackend>(
         }
     }
     // Labels right of their marker, alternately above and below in x order, so neighbours do
-    // not print over each other.
+    // not print over each other; a marker with another close by in x puts its label on the side
+    // away from it (the higher one above, the lower one below).
     shared.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let label_side: Vec<i32> = shared
+        .iter()
+        .enumerate()
+        .map(|(k, (x, y, _))| {
+            let nearest = shared
+                .iter()
+                .filter(|(ox, oy, _)| (ox, oy) != (x, y))
+                .filter(|(ox, _, _)| (ox.log10() - x.log10()).abs() < 0.15)
+                .min_by(|a, b| (a.1 - y).abs().total_cmp(&(b.1 - y).abs()));
+            match nearest {
+                Some((_, oy, _)) if oy > y => 6,
+                Some(_) => -20,
+                None if k % 2 == 0 => -20,
+                None => 6,
+            }
+        })
+        .collect();
     for (k, (x, y, members)) in shared.iter().enumerate() {
         let first = members[0];
         let c = color(first);
@@ -302,7 +320,7 @@ fn scatter<DB: DrawingBackend>(
             .map(|&i| points[i].0.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let dy = if k % 2 == 0 { -20 } else { 6 };
+        let dy = label_side[k];
         let marker = EmptyElement::at((*x, *y))
             + Circle::new((0, 0), 6, style)
             + Text::new(label, (9, dy), (FAMILY, 14).into_font().color(&BLACK));
@@ -323,7 +341,18 @@ fn scatter<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Tick labels of a log axis: `500`, `1k`, `10k`, `1.5M`, `2G`.
+/// Labels of a log axis's ticks: only 1, 2 and 5 times a power of ten are printed (`1k`, `2k`,
+/// `5k`, `10k`), so the crowded ticks just below each power (`8k 9k 10k`) stay unlabelled.
+fn log_tick_label(x: f64) -> String {
+    let mantissa = x / 10f64.powf(x.log10().floor());
+    if [1.0, 2.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6) {
+        axis_count(x)
+    } else {
+        String::new()
+    }
+}
+
+/// A count for an axis label: `500`, `1k`, `10k`, `1.5M`, `2G`.
 fn axis_count(x: f64) -> String {
     let (v, unit) = if x >= 1e9 {
         (x / 1e9, "G")

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use peftbench_backbones::{resolve_checkpoint, Ast, Backbone, Vit};
+use peftbench_backbones::{resolve_checkpoint, Ast, Backbone, BackboneInfo, Vit};
 use peftbench_suite::{BackboneSpec, RunSpec};
 
 use crate::{demo, demo_audio, Paths};
@@ -72,6 +72,18 @@ impl BackboneModel {
             ),
         };
         hidden == 0.0 && attention == 0.0
+    }
+
+    /// The sizes methods are checked against.
+    pub fn info(&self) -> BackboneInfo {
+        self.boxed_ref().info().clone()
+    }
+
+    fn boxed_ref(&self) -> &dyn Backbone {
+        match self {
+            Self::Vit(m) => m,
+            Self::Ast(m) => m,
+        }
     }
 
     /// The family name, for errors.

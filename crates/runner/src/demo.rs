@@ -15,9 +15,7 @@ use peftbench_backbones::{resolve_checkpoint, ResolvedCheckpoint, Vit, VitConfig
 use peftbench_core::SeededInit;
 use peftbench_data_vision::{synthetic, Normalization, Preprocess, ShapeTask};
 use peftbench_methods::PeftModel;
-use peftbench_train::{
-    evaluate, train, AdamWConfig, Selection, TrainConfig, TrainModel, TrainOutcome,
-};
+use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, TrainOutcome};
 use sha2::{Digest, Sha256};
 
 use crate::backbone::hub_caches;
@@ -114,22 +112,6 @@ pub fn ensure_demo_backbone(paths: &Paths, quiet: bool) -> anyhow::Result<Resolv
     Ok(files)
 }
 
-struct Trainee<'a>(&'a PeftModel);
-
-impl TrainModel for Trainee<'_> {
-    fn trainable(&self) -> &peftbench_core::NamedVars {
-        self.0.trainable()
-    }
-
-    fn logits(
-        &self,
-        input: &Tensor,
-        ctx: &peftbench_core::ForwardCtx,
-    ) -> candle_core::Result<Tensor> {
-        self.0.logits(input, ctx)
-    }
-}
-
 /// Trains the ViT from scratch on the upstream task; returns its weights (HF `ViTModel` names) and
 /// held-out accuracy.
 fn pretrain(recipe: &DemoRecipe, quiet: bool) -> anyhow::Result<(HashMap<String, Tensor>, f64)> {
@@ -194,13 +176,7 @@ fn pretrain(recipe: &DemoRecipe, quiet: bool) -> anyhow::Result<(HashMap<String,
             let _ = std::io::stderr().flush();
         }
     };
-    match train(
-        &Trainee(&model),
-        train_batches.as_ref(),
-        None,
-        &cfg,
-        &mut progress,
-    )? {
+    match train(&model, train_batches.as_ref(), None, &cfg, &mut progress)? {
         TrainOutcome::Completed(_) => {}
         TrainOutcome::Diverged { epoch, loss, .. } => {
             anyhow::bail!("demo backbone pretraining diverged at epoch {epoch} (loss {loss})")
@@ -209,7 +185,7 @@ fn pretrain(recipe: &DemoRecipe, quiet: bool) -> anyhow::Result<(HashMap<String,
     if !quiet {
         eprintln!();
     }
-    let accuracy = evaluate(&Trainee(&model), eval_batches.as_ref(), 256)?.accuracy;
+    let accuracy = evaluate(&model, eval_batches.as_ref(), 256)?.accuracy;
     let mut tensors = HashMap::new();
     model.backbone_mut().visit_params(&mut |name, t| {
         tensors.insert(

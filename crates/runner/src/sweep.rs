@@ -13,6 +13,7 @@ use crate::audio::{self, audio_batch_source, load_audio_task, spec_augment, Audi
 use crate::backbone::load_backbone;
 use crate::data::{batch_source, data_root, generated_seed, load_task_data, preprocess, TaskData};
 use crate::layout::report_layout;
+use crate::preflight::{backbone_info, check_methods};
 use crate::run::{execute, PreparedTask, RunContext};
 use crate::{crate_versions, Paths, RegistryCatalog};
 
@@ -41,6 +42,8 @@ pub struct SweepSummary {
     pub table: String,
     pub runs: String,
     pub report_path: Option<std::path::PathBuf>,
+    /// What a dry run could not check (e.g. method sizes when the backbone is not downloaded).
+    pub notes: Vec<String>,
 }
 
 /// The dry-run listing: one line per run with whether its record already exists.
@@ -80,6 +83,12 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         ..Default::default()
     };
     if opts.dry_run {
+        match backbone_info(&suite.backbone, paths) {
+            Ok(info) => check_methods(&specs, &info)?,
+            Err(e) => summary.notes.push(format!(
+                "method configurations were not checked against the backbone's sizes: {e:#}"
+            )),
+        }
         summary.runs = describe_plan(&specs, &store)?;
         return Ok(summary);
     }
@@ -111,6 +120,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     if let Some(spec) = specs.first() {
         backbone.model.check_input(spec)?;
     }
+    check_methods(&specs, &backbone.model.info())?;
 
     let bar = if opts.quiet {
         ProgressBar::hidden()

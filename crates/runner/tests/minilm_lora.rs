@@ -8,29 +8,12 @@
 use candle_core::Device;
 use peftbench_backbones::bert::{find_minilm, MINILM_ENV};
 use peftbench_backbones::{Bert, Pooling, TextEncoder};
-use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+use peftbench_core::SeededInit;
 use peftbench_data_text::synthetic::{negation_sentiment, SENTIMENT_LABELS};
 use peftbench_data_text::LabelSet;
 use peftbench_methods::PeftModel;
 use peftbench_runner::text::encode_classification;
-use peftbench_train::{
-    evaluate, train, AdamWConfig, Selection, TrainConfig, TrainModel, TrainOutcome,
-};
-
-struct Trainee<'a>(&'a PeftModel);
-
-impl TrainModel for Trainee<'_> {
-    fn trainable(&self) -> &NamedVars {
-        self.0.trainable()
-    }
-    fn logits(
-        &self,
-        input: &candle_core::Tensor,
-        ctx: &ForwardCtx,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        self.0.logits(input, ctx)
-    }
-}
+use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, TrainOutcome};
 
 #[test]
 #[ignore = "fine-tunes MiniLM for minutes; run ci/minilm-lora.sh"]
@@ -87,11 +70,11 @@ fn lora_on_minilm_beats_the_frozen_linear_probe() -> anyhow::Result<()> {
             selection: Selection::Final,
         };
         let start = std::time::Instant::now();
-        let outcome = train(&Trainee(&model), &train_data, None, &cfg, &mut |_| {})?;
+        let outcome = train(&model, &train_data, None, &cfg, &mut |_| {})?;
         let TrainOutcome::Completed(report) = outcome else {
             anyhow::bail!("{method} diverged");
         };
-        let eval = evaluate(&Trainee(&model), &test_data, 128)?;
+        let eval = evaluate(&model, &test_data, 128)?;
         let f1 = peftbench_metrics::macro_f1(&eval.predictions, &eval.labels);
         println!(
             "{method:>6}: test accuracy {:.4}, macro-F1 {f1:.4}, trainable {}, final train loss {:.4}, {:.0}s",

@@ -52,7 +52,8 @@ impl Ast {
         &self.cfg
     }
 
-    fn info_for(cfg: &AstConfig) -> BackboneInfo {
+    /// The sizes methods are checked against, from the configuration alone.
+    pub fn info_for(cfg: &AstConfig) -> BackboneInfo {
         BackboneInfo {
             family: "ast".into(),
             hidden_size: cfg.hidden_size,

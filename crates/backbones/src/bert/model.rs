@@ -155,7 +155,8 @@ impl Bert {
         &self.word_embeddings
     }
 
-    fn info_for(cfg: &BertConfig) -> BackboneInfo {
+    /// The sizes methods see, from the configuration alone.
+    pub fn info_for(cfg: &BertConfig) -> BackboneInfo {
         BackboneInfo {
             family: cfg.model_type.clone(),
             hidden_size: cfg.hidden_size,

@@ -48,7 +48,8 @@ impl Vit {
         &self.cfg
     }
 
-    fn info_for(cfg: &VitConfig) -> BackboneInfo {
+    /// The sizes methods see, from the configuration alone.
+    pub fn info_for(cfg: &VitConfig) -> BackboneInfo {
         BackboneInfo {
             family: "vit".into(),
             hidden_size: cfg.hidden_size,

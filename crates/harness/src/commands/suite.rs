@@ -90,6 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let summary = sweep(&suite, &opts, &paths(&args.locations))?;
     if args.dry_run {
         emit(&summary.runs)?;
+        for note in &summary.notes {
+            eprintln!("note: {note}");
+        }
         println!(
             "{} runs planned for suite `{}`",
             summary.planned, suite.name

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor, Var};
-use peftbench_backbones::{Backbone, Hooks, Sublayer};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Sublayer};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
@@ -173,6 +173,16 @@ impl Method for Compacter {
 
     fn validate(&self, params: &serde_json::Value) -> std::result::Result<(), String> {
         parse_config::<CompacterConfig>(self.name(), params)?.check(self.name())
+    }
+
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        parse_config::<CompacterConfig>(self.name(), params)?
+            .bottleneck(self.name(), info.hidden_size)
+            .map(|_| ())
     }
 
     fn attach(

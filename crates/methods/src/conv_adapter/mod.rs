@@ -20,7 +20,7 @@ pub use layer::ConvBranch;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Sublayer};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Sublayer};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
@@ -119,6 +119,19 @@ impl Method for ConvAdapter {
         parse_config::<ConvAdapterConfig>("conv-adapter", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        let config = parse_config::<ConvAdapterConfig>("conv-adapter", params)?;
+        let hidden = info.hidden_size;
+        if config.bottleneck > hidden {
+            return Err(format!("method `conv-adapter`: field `bottleneck` is {}; allowed range: 1 to the hidden size {hidden}", config.bottleneck));
+        }
+        Ok(())
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
@@ -128,10 +141,6 @@ impl Method for ConvAdapter {
         let config: ConvAdapterConfig =
             parse_config("conv-adapter", params).map_err(anyhow::Error::msg)?;
         config.check().map_err(anyhow::Error::msg)?;
-        let hidden = backbone.info().hidden_size;
-        if config.bottleneck > hidden {
-            anyhow::bail!("method `conv-adapter`: field `bottleneck` is {}; allowed range: 1 to the hidden size {hidden}", config.bottleneck);
-        }
         Ok(Box::new(ConvAdapterAdaptation::new(
             config, backbone, init,
         )?))

@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::lora::LoraLayer;
-use crate::shira::{peft_suffix, to_f64_vec};
+use crate::shira::to_f64_vec;
 use crate::{
     parse_config, peft_format, Adaptation, CalibrationRequest, ClassifierHead, Method, MethodInfo,
     ParamDoc,
@@ -72,13 +72,6 @@ impl CordaAdaptation {
         for layer in 0..backbone.info().num_layers {
             for &site in &this.config.target_modules {
                 let (inp, out) = backbone.linear_dims(site);
-                anyhow::ensure!(
-                    this.config.r <= inp.min(out),
-                    "method `corda`: r {} is above the width of `{}` ({out}x{inp}); allowed r: 1..={}",
-                    this.config.r,
-                    site.name(),
-                    inp.min(out)
-                );
                 let path = backbone.module_path(layer, site);
                 // Zero until calibration decomposes the weight (the model is the frozen one meanwhile).
                 let lora = LoraLayer::new(
@@ -216,8 +209,13 @@ impl Adaptation for CordaAdaptation {
         );
         let c = &self.config;
         let mut config = peft_format::base_config("LORA", base_model);
-        let mut targets: Vec<&str> = c.target_modules.iter().map(|s| peft_suffix(*s)).collect();
-        targets.sort_unstable();
+        let naming = self
+            .paths
+            .values()
+            .next()
+            .map_or(peft_format::ModuleNaming::Checkpoint, |p| {
+                peft_format::ModuleNaming::for_module_path(p)
+            });
         // Rank 2r with the same scaling: alpha' / 2r = alpha / r.
         for (k, v) in [
             ("r", serde_json::json!(2 * c.r)),
@@ -228,7 +226,10 @@ impl Adaptation for CordaAdaptation {
             ("bias", serde_json::json!("none")),
             ("fan_in_fan_out", serde_json::json!(false)),
             ("init_lora_weights", serde_json::json!(true)),
-            ("target_modules", serde_json::json!(targets)),
+            (
+                "target_modules",
+                peft_format::target_modules_value(&c.target_modules, naming),
+            ),
         ] {
             config.insert(k.into(), v);
         }
@@ -267,6 +268,15 @@ impl Method for Corda {
 
     fn validate(&self, params: &serde_json::Value) -> std::result::Result<(), String> {
         parse_config::<CordaConfig>("corda", params)?.check()
+    }
+
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        let config = parse_config::<CordaConfig>("corda", params)?;
+        crate::check_rank_widths("corda", "r", config.r, &config.target_modules, info)
     }
 
     fn attach(

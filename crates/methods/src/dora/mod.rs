@@ -12,67 +12,54 @@ mod layer;
 
 pub use layer::DoraLayer;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::lora::LoraConfig;
+use crate::projections::ProjectionAdapters;
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo};
 
 pub struct Dora;
 
 pub struct DoraAdaptation {
     config: LoraConfig,
-    layers: BTreeMap<(usize, LinearSite), DoraLayer>,
-    paths: BTreeMap<(usize, LinearSite), String>,
+    layers: ProjectionAdapters<DoraLayer>,
     params: NamedVars,
 }
 
 impl DoraAdaptation {
     pub fn new(config: LoraConfig, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
-        let mut layers = BTreeMap::new();
-        let mut paths = BTreeMap::new();
         let mut params = NamedVars::default();
-        for layer in 0..backbone.info().num_layers {
-            for &site in &config.target_modules {
-                let path = backbone.module_path(layer, site);
-                let dora = DoraLayer::new(
-                    backbone.linear(layer, site),
-                    config.r,
-                    config.scaling(),
-                    config.dropout,
-                    &init.fork(&path),
-                )?;
-                params.push(format!("{path}.lora_A.weight"), dora.lora.a.clone());
-                params.push(format!("{path}.lora_B.weight"), dora.lora.b.clone());
-                params.push(
-                    format!("{path}.lora_magnitude_vector"),
-                    dora.magnitude.clone(),
-                );
-                layers.insert((layer, site), dora);
-                paths.insert((layer, site), path);
-            }
-        }
+        let layers = ProjectionAdapters::build(
+            backbone,
+            &config.target_modules,
+            init,
+            &mut params,
+            |_, base, init| {
+                let dora = DoraLayer::new(base, config.r, config.scaling(), config.dropout, init)?;
+                let vars = vec![
+                    ("lora_A.weight", dora.lora.a.clone()),
+                    ("lora_B.weight", dora.lora.b.clone()),
+                    ("lora_magnitude_vector", dora.magnitude.clone()),
+                ];
+                Ok((dora, vars))
+            },
+        )?;
         Ok(Self {
             config,
             layers,
-            paths,
             params,
         })
     }
 
     /// Replaces every adapted weight by `m · (W + s·BA) / ||W + s·BA||`.
     pub fn merge_into(&self, backbone: &mut dyn Backbone) -> Result<()> {
-        let mut merged = BTreeMap::new();
-        for (&(layer, site), dora) in &self.layers {
-            merged.insert(
-                format!("{}.weight", self.paths[&(layer, site)]),
-                dora.merged_weight(backbone.linear(layer, site))?,
-            );
-        }
+        let merged = self.layers.merged(backbone, |base, dora| {
+            Ok(vec![("weight", dora.merged_weight(base)?)])
+        })?;
         crate::replace_pretrained(backbone, merged)
     }
 }
@@ -86,10 +73,8 @@ impl Hooks for DoraAdaptation {
         base: &Linear,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        match self.layers.get(&(layer, site)) {
-            Some(dora) => dora.forward(x, base, ctx),
-            None => base.forward(x),
-        }
+        self.layers
+            .linear(layer, site, x, base, |dora| dora.forward(x, base, ctx))
     }
 }
 
@@ -108,8 +93,10 @@ impl Adaptation for DoraAdaptation {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<PathBuf>> {
-        let config = peft_format::lora_config(&self.config, true, base_model);
-        peft_format::write_adapter(dir, &config, self.params.tensors(), head)
+        let tensors = self.params.tensors();
+        let naming = peft_format::ModuleNaming::for_tensors(&tensors);
+        let config = peft_format::lora_config(&self.config, true, base_model, naming);
+        peft_format::write_adapter(dir, &config, tensors, head)
     }
 }
 
@@ -127,6 +114,14 @@ impl Method for Dora {
         parse_config::<LoraConfig>("dora", params)?.check_as("dora")
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        parse_config::<LoraConfig>("dora", params)?.check_widths("dora", info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
@@ -135,9 +130,6 @@ impl Method for Dora {
     ) -> anyhow::Result<Box<dyn Adaptation>> {
         let config: LoraConfig = parse_config("dora", params).map_err(anyhow::Error::msg)?;
         config.check_as("dora").map_err(anyhow::Error::msg)?;
-        config
-            .check_widths("dora", backbone)
-            .map_err(anyhow::Error::msg)?;
         Ok(Box::new(DoraAdaptation::new(config, backbone, init)?))
     }
 }

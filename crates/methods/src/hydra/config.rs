@@ -1,4 +1,4 @@
-use peftbench_backbones::LinearSite;
+use peftbench_backbones::{BackboneInfo, LinearSite};
 use serde::{Deserialize, Serialize};
 
 /// Hydra hyper-parameters. Defaults: rank 8 for both branches, scale 1, on the attention output
@@ -55,9 +55,9 @@ impl HydraConfig {
     }
 
     /// Ranks above the widths they factor add parameters without adding rank.
-    pub fn check_widths(&self, dims: impl Fn(LinearSite) -> (usize, usize)) -> Result<(), String> {
+    pub fn check_widths(&self, info: &BackboneInfo) -> Result<(), String> {
         for &site in &self.target_modules {
-            let (inp, out) = dims(site);
+            let (inp, out) = info.linear_dims(site);
             for (field, r, limit) in [
                 ("parallel_r", self.parallel_r, inp.min(out)),
                 ("sequential_r", self.sequential_r, out),

@@ -14,70 +14,64 @@ mod layer;
 pub use config::HydraConfig;
 pub use layer::HydraLayer;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
+use crate::projections::ProjectionAdapters;
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
 
 pub struct Hydra;
 
 pub struct HydraAdaptation {
     config: HydraConfig,
-    layers: BTreeMap<(usize, LinearSite), HydraLayer>,
-    paths: BTreeMap<(usize, LinearSite), String>,
+    layers: ProjectionAdapters<HydraLayer>,
     params: NamedVars,
 }
 
 impl HydraAdaptation {
     pub fn new(config: HydraConfig, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
-        let mut layers = BTreeMap::new();
-        let mut paths = BTreeMap::new();
         let mut params = NamedVars::default();
-        for layer in 0..backbone.info().num_layers {
-            for &site in &config.target_modules {
-                let path = backbone.module_path(layer, site);
+        let layers = ProjectionAdapters::build(
+            backbone,
+            &config.target_modules,
+            init,
+            &mut params,
+            |_, base, init| {
                 let hydra = HydraLayer::new(
-                    backbone.linear(layer, site),
+                    base,
                     config.parallel_r,
                     config.sequential_r,
                     config.scale,
                     config.dropout,
-                    &init.fork(&path),
+                    init,
                 )?;
-                for (branch, lora) in [
-                    ("parallel", &hydra.parallel),
-                    ("sequential", &hydra.sequential),
-                ] {
-                    params.push(format!("{path}.hydra_{branch}.A.weight"), lora.a.clone());
-                    params.push(format!("{path}.hydra_{branch}.B.weight"), lora.b.clone());
-                }
-                layers.insert((layer, site), hydra);
-                paths.insert((layer, site), path);
-            }
-        }
+                let vars = vec![
+                    ("hydra_parallel.A.weight", hydra.parallel.a.clone()),
+                    ("hydra_parallel.B.weight", hydra.parallel.b.clone()),
+                    ("hydra_sequential.A.weight", hydra.sequential.a.clone()),
+                    ("hydra_sequential.B.weight", hydra.sequential.b.clone()),
+                ];
+                Ok((hydra, vars))
+            },
+        )?;
         Ok(Self {
             config,
             layers,
-            paths,
             params,
         })
     }
 
     /// Folds both branches into every adapted projection's weight and bias.
     pub fn merge_into(&self, backbone: &mut dyn Backbone) -> Result<()> {
-        let mut merged = BTreeMap::new();
-        for (&key, hydra) in &self.layers {
-            let m = hydra.merged(backbone.linear(key.0, key.1))?;
-            let path = &self.paths[&key];
-            merged.insert(format!("{path}.weight"), m.weight);
-            if let Some(b) = m.bias {
-                merged.insert(format!("{path}.bias"), b);
-            }
-        }
+        let merged = self.layers.merged(backbone, |base, hydra| {
+            let m = hydra.merged(base)?;
+            let mut out = vec![("weight", m.weight)];
+            out.extend(m.bias.map(|b| ("bias", b)));
+            Ok(out)
+        })?;
         crate::replace_pretrained(backbone, merged)
     }
 }
@@ -91,10 +85,8 @@ impl Hooks for HydraAdaptation {
         base: &Linear,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        match self.layers.get(&(layer, site)) {
-            Some(hydra) => hydra.forward(x, base, ctx),
-            None => base.forward(x),
-        }
+        self.layers
+            .linear(layer, site, x, base, |hydra| hydra.forward(x, base, ctx))
     }
 }
 
@@ -137,6 +129,14 @@ impl Method for Hydra {
         parse_config::<HydraConfig>("hydra", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        parse_config::<HydraConfig>("hydra", params)?.check_widths(info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
@@ -145,9 +145,6 @@ impl Method for Hydra {
     ) -> anyhow::Result<Box<dyn Adaptation>> {
         let config: HydraConfig = parse_config("hydra", params).map_err(anyhow::Error::msg)?;
         config.check().map_err(anyhow::Error::msg)?;
-        config
-            .check_widths(|s| backbone.linear_dims(s))
-            .map_err(anyhow::Error::msg)?;
         Ok(Box::new(HydraAdaptation::new(config, backbone, init)?))
     }
 }

@@ -13,50 +13,51 @@ mod config;
 
 pub use config::Ia3Config;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor, Var};
 use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
+use crate::projections::ProjectionAdapters;
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
 
 pub struct Ia3;
 
+/// One learned vector: it scales a projection's output, or a feed-forward projection's input.
+struct Ia3Vector {
+    /// `[out, 1]` (output scaling) or `[1, in]` (input scaling), PEFT's shapes.
+    scale: Var,
+    feedforward: bool,
+}
+
 /// IA3 attached to a backbone: one scaling vector per (block, targeted projection).
 pub struct Ia3Adaptation {
     config: Ia3Config,
-    /// `[out, 1]` (output scaling) or `[1, in]` (input scaling), PEFT's shapes.
-    scales: BTreeMap<(usize, LinearSite), Var>,
-    paths: BTreeMap<(usize, LinearSite), String>,
+    vectors: ProjectionAdapters<Ia3Vector>,
     params: NamedVars,
 }
 
 impl Ia3Adaptation {
     pub fn new(config: Ia3Config, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
-        let mut scales = BTreeMap::new();
-        let mut paths = BTreeMap::new();
         let mut params = NamedVars::default();
-        for layer in 0..backbone.info().num_layers {
-            for &site in &config.target_modules {
-                let (inp, out) = backbone.linear_dims(site);
-                let shape = if config.is_feedforward(site) {
-                    (1, inp)
-                } else {
-                    (out, 1)
-                };
-                let path = backbone.module_path(layer, site);
-                let var = init.constant(shape, 1.0)?;
-                params.push(format!("{path}.ia3_l"), var.clone());
-                scales.insert((layer, site), var);
-                paths.insert((layer, site), path);
-            }
-        }
+        let vectors = ProjectionAdapters::build(
+            backbone,
+            &config.target_modules,
+            init,
+            &mut params,
+            |site, base, init| {
+                let feedforward = config.is_feedforward(site);
+                let (out, inp) = base.weight.dims2()?;
+                let shape = if feedforward { (1, inp) } else { (out, 1) };
+                let scale = init.constant(shape, 1.0)?;
+                let vars = vec![("ia3_l", scale.clone())];
+                Ok((Ia3Vector { scale, feedforward }, vars))
+            },
+        )?;
         Ok(Self {
             config,
-            scales,
-            paths,
+            vectors,
             params,
         })
     }
@@ -68,19 +69,17 @@ impl Ia3Adaptation {
     /// Folds every vector into the backbone's weights: afterwards the backbone alone computes what
     /// backbone + IA3 computed.
     pub fn merge_into(&self, backbone: &mut dyn Backbone) -> Result<()> {
-        let mut merged: BTreeMap<String, Tensor> = BTreeMap::new();
-        for (&(layer, site), scale) in &self.scales {
-            let base = backbone.linear(layer, site);
-            let path = &self.paths[&(layer, site)];
-            let s = scale.as_tensor();
+        let merged = self.vectors.merged(backbone, |base, v| {
+            let s = v.scale.as_tensor();
             // [out, 1] scales rows (and the bias); [1, in] scales columns.
-            merged.insert(format!("{path}.weight"), base.weight.broadcast_mul(s)?);
-            if !self.config.is_feedforward(site) {
+            let mut out = vec![("weight", base.weight.broadcast_mul(s)?)];
+            if !v.feedforward {
                 if let Some(b) = &base.bias {
-                    merged.insert(format!("{path}.bias"), (b * s.flatten_all()?)?);
+                    out.push(("bias", (b * s.flatten_all()?)?));
                 }
             }
-        }
+            Ok(out)
+        })?;
         crate::replace_pretrained(backbone, merged)
     }
 }
@@ -94,17 +93,14 @@ impl Hooks for Ia3Adaptation {
         base: &Linear,
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        match self.scales.get(&(layer, site)) {
-            None => base.forward(x),
-            Some(scale) => {
-                let s = scale.as_tensor().flatten_all()?;
-                if self.config.is_feedforward(site) {
-                    base.forward(&x.broadcast_mul(&s)?)
-                } else {
-                    base.forward(x)?.broadcast_mul(&s)
-                }
+        self.vectors.linear(layer, site, x, base, |v| {
+            let s = v.scale.as_tensor().flatten_all()?;
+            if v.feedforward {
+                base.forward(&x.broadcast_mul(&s)?)
+            } else {
+                base.forward(x)?.broadcast_mul(&s)
             }
-        }
+        })
     }
 }
 
@@ -123,26 +119,23 @@ impl Adaptation for Ia3Adaptation {
         head: &ClassifierHead,
         base_model: &str,
     ) -> anyhow::Result<Vec<PathBuf>> {
+        let tensors = self.params.tensors();
+        let naming = peft_format::ModuleNaming::for_tensors(&tensors);
         let mut config = peft_format::base_config("IA3", base_model);
         config.insert(
             "target_modules".into(),
-            peft_format::target_modules_value(&self.config.target_modules),
+            peft_format::target_modules_value(&self.config.target_modules, naming),
         );
         config.insert(
             "feedforward_modules".into(),
-            peft_format::target_modules_value(&self.config.feedforward_modules),
+            peft_format::target_modules_value(&self.config.feedforward_modules, naming),
         );
         config.insert("fan_in_fan_out".into(), serde_json::json!(false));
         config.insert("init_ia3_weights".into(), serde_json::json!(true));
         config.insert("exclude_modules".into(), serde_json::Value::Null);
         config.insert("layers_to_transform".into(), serde_json::Value::Null);
         config.insert("layers_pattern".into(), serde_json::Value::Null);
-        peft_format::write_adapter(
-            dir,
-            &serde_json::Value::Object(config),
-            self.params.tensors(),
-            head,
-        )
+        peft_format::write_adapter(dir, &serde_json::Value::Object(config), tensors, head)
     }
 }
 

@@ -1,4 +1,4 @@
-use peftbench_backbones::{Backbone, LinearSite};
+use peftbench_backbones::{BackboneInfo, LinearSite};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// LoRA hyper-parameters. Defaults follow HF PEFT's `LoraConfig` (r 8, alpha 8, no dropout) with
@@ -66,19 +66,8 @@ impl LoraConfig {
     }
 
     /// A rank above `min(in, out)` of an adapted projection adds parameters without adding rank.
-    pub fn check_widths(&self, method: &str, backbone: &dyn Backbone) -> Result<(), String> {
-        for &site in &self.target_modules {
-            let (inp, out) = backbone.linear_dims(site);
-            if self.r > inp.min(out) {
-                return Err(format!(
-                    "method `{method}`: field `r` is {} but `{}` is {inp} -> {out}; allowed range: 1 to {}",
-                    self.r,
-                    site.name(),
-                    inp.min(out)
-                ));
-            }
-        }
-        Ok(())
+    pub fn check_widths(&self, method: &str, info: &BackboneInfo) -> Result<(), String> {
+        crate::check_rank_widths(method, "r", self.r, &self.target_modules, info)
     }
 }
 

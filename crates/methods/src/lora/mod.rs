@@ -14,7 +14,7 @@ pub use config::{LoraConfig, PRESETS};
 pub use layer::LoraLayer;
 pub use model::LoraAdaptation;
 
-use peftbench_backbones::Backbone;
+use peftbench_backbones::{Backbone, BackboneInfo};
 use peftbench_core::SeededInit;
 
 use crate::{parse_config, Adaptation, Method, MethodInfo, ParamDoc};
@@ -64,6 +64,14 @@ impl Method for Lora {
         parse_config::<LoraConfig>("lora", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &BackboneInfo,
+    ) -> Result<(), String> {
+        parse_config::<LoraConfig>("lora", params)?.check_widths("lora", info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
@@ -72,9 +80,6 @@ impl Method for Lora {
     ) -> anyhow::Result<Box<dyn Adaptation>> {
         let config: LoraConfig = parse_config("lora", params).map_err(anyhow::Error::msg)?;
         config.check().map_err(anyhow::Error::msg)?;
-        config
-            .check_widths("lora", backbone)
-            .map_err(anyhow::Error::msg)?;
         Ok(Box::new(LoraAdaptation::new(config, backbone, init)?))
     }
 }

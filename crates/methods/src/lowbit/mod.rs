@@ -1,225 +1,76 @@
-//! Low-bit adapters: Bi-AdaptFormer (Jie, Wang, Tang & Deng, 2023, "Revisiting the Parameter
-//! Efficiency of Adapters from the Perspective of Precision Redundancy", ICCV, arXiv:2307.16867).
+//! Low-bit adapters (Jie, Wang, Tang & Deng, 2023, "Revisiting the Parameter Efficiency of
+//! Adapters from the Perspective of Precision Redundancy", ICCV, arXiv:2307.16867).
 //!
-//! An AdaptFormer branch (parallel to each MLP, scaled by `s`) whose down- and up-projection
-//! weights are quantised to 1 or 2 bits in every forward pass ([`quant`]); full-precision latent
-//! weights are trained through the straight-through estimator. Biases stay in full precision, as
-//! in the paper. The adapter is saved bit-packed (`<name>.packed` u8 codes + `<name>.step` per
-//! row), so the recorded adapter bytes are the real low-bit size. The up-projection starts at zero,
-//! which quantises to exactly zero: the model is unchanged at initialisation.
+//! Adapters are redundant in precision: their weights can be quantised to 1 or 2 bits with little
+//! loss. Both methods here quantise every adapter weight matrix in each forward pass ([`quant`]:
+//! `b`-bit symmetric uniform codes with one step per output row) and train full-precision latent
+//! weights through the straight-through estimator:
+//!
+//! * [`BiAdaptFormer`] (`bi-adaptformer`): AdaptFormer's parallel MLP branch;
+//! * [`BiLora`] (`bi-lora`): LoRA's low-rank update of the query and value projections.
+//!
+//! Both save their weights bit-packed (`<name>.packed` u8 codes + `<name>.step` per row, peftbench's
+//! native format since HF PEFT has no low-bit adapters), so the recorded adapter bytes are the real
+//! low-bit size.
 
+mod adaptformer;
+mod lora;
 pub mod quant;
 
-use std::collections::{BTreeMap, HashMap};
+pub use adaptformer::{BiAdaptFormer, LowBitAdaptation, LowBitBranch, LowBitConfig};
+pub use lora::{BiLora, BiLoraAdaptation, BiLoraConfig};
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Result, Tensor, Var};
-use peftbench_backbones::{Backbone, Hooks, Sublayer};
-use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
-use serde::{Deserialize, Serialize};
+use candle_core::{Result, Tensor};
+use peftbench_core::NamedVars;
 
-use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
+use crate::{peft_format, ClassifierHead};
 
-/// Bi-AdaptFormer hyper-parameters. Defaults: the paper's 1-bit adapters with a 32-wide bottleneck
-/// (the width it finds best at 1 bit), AdaptFormer's scale 0.1 and dropout 0.1.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LowBitConfig {
-    /// Bits per adapter weight: 1 or 2.
-    pub bits: u8,
-    pub bottleneck: usize,
-    pub scale: f64,
-    pub dropout: f64,
-}
-
-impl Default for LowBitConfig {
-    fn default() -> Self {
-        Self {
-            bits: 1,
-            bottleneck: 32,
-            scale: 0.1,
-            dropout: 0.1,
-        }
-    }
-}
-
-impl LowBitConfig {
-    pub fn check(&self) -> std::result::Result<(), String> {
-        if !quant::SUPPORTED_BITS.contains(&self.bits) {
-            return Err(format!(
-                "method `bi-adaptformer`: bits {} is not supported; allowed: 1, 2",
-                self.bits
-            ));
-        }
-        if self.bottleneck == 0 {
-            return Err("method `bi-adaptformer`: bottleneck must be at least 1".into());
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "method `bi-adaptformer`: dropout {} is not in [0, 1)",
-                self.dropout
-            ));
-        }
+/// `bits` must be one the quantiser supports.
+fn check_bits(method: &str, bits: u8) -> std::result::Result<(), String> {
+    if quant::SUPPORTED_BITS.contains(&bits) {
         Ok(())
+    } else {
+        Err(format!(
+            "method `{method}`: bits {bits} is not supported; allowed: 1, 2"
+        ))
     }
 }
 
-/// One low-bit bottleneck branch.
-pub struct LowBitBranch {
-    pub down_weight: Var,
-    pub down_bias: Var,
-    pub up_weight: Var,
-    pub up_bias: Var,
-}
-
-impl LowBitBranch {
-    fn new(hidden: usize, bottleneck: usize, init: &SeededInit) -> Result<Self> {
-        Ok(Self {
-            down_weight: init
-                .fork("down")
-                .kaiming_uniform((bottleneck, hidden), hidden)?,
-            down_bias: init.zeros(bottleneck)?,
-            up_weight: init.zeros((hidden, bottleneck))?,
-            up_bias: init.zeros(hidden)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, bits: u8, dropout: f64, ctx: &ForwardCtx) -> Result<Tensor> {
-        let down = quant::quantize_ste(self.down_weight.as_tensor(), bits)?;
-        let h = ops::linear(x, &down, Some(self.down_bias.as_tensor()))?.relu()?;
-        let h = ctx.dropout(&h, dropout)?;
-        let up = quant::quantize_ste(self.up_weight.as_tensor(), bits)?;
-        ops::linear(&h, &up, Some(self.up_bias.as_tensor()))
-    }
-}
-
-pub struct BiAdaptFormer;
-
-pub struct LowBitAdaptation {
-    config: LowBitConfig,
-    branches: BTreeMap<usize, LowBitBranch>,
-    params: NamedVars,
-}
-
-impl LowBitAdaptation {
-    pub fn new(config: LowBitConfig, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
-        let hidden = backbone.info().hidden_size;
-        let mut branches = BTreeMap::new();
-        let mut params = NamedVars::default();
-        for layer in 0..backbone.info().num_layers {
-            let prefix = format!("vit.encoder.layer.{layer}.adaptmlp");
-            let b = LowBitBranch::new(hidden, config.bottleneck, &init.fork(&prefix))?;
-            params.push(format!("{prefix}.down.weight"), b.down_weight.clone());
-            params.push(format!("{prefix}.down.bias"), b.down_bias.clone());
-            params.push(format!("{prefix}.up.weight"), b.up_weight.clone());
-            params.push(format!("{prefix}.up.bias"), b.up_bias.clone());
-            branches.insert(layer, b);
-        }
-        Ok(Self {
-            config,
-            branches,
-            params,
-        })
-    }
-
-    /// The tensors written to disk: weights as packed codes and per-row steps, biases as they are.
-    pub fn packed_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
-        let bits = self.config.bits;
-        let mut out = BTreeMap::new();
-        for p in self.params.iter() {
-            let t = p.var.as_tensor();
-            if t.rank() == 2 {
-                let (codes, step) = quant::quantize_codes(t, bits)?;
-                let packed = quant::pack(&quant::codes_to_bytes(&codes)?, bits);
-                let n = packed.len();
-                out.insert(
-                    format!("{}.packed", p.name),
-                    Tensor::from_vec(packed, n, t.device())?,
-                );
-                out.insert(format!("{}.step", p.name), step.flatten_all()?);
-            } else {
-                out.insert(p.name.clone(), t.copy()?);
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl Hooks for LowBitAdaptation {
-    fn sublayer(
-        &self,
-        layer: usize,
-        kind: Sublayer,
-        input: &Tensor,
-        output: Tensor,
-        ctx: &ForwardCtx,
-    ) -> Result<Tensor> {
-        match (kind, self.branches.get(&layer)) {
-            (Sublayer::Mlp, Some(b)) => {
-                // Parallel to the MLP: reads the stream entering it (AdaptFormer's placement).
-                let branch = b.forward(input, self.config.bits, self.config.dropout, ctx)?;
-                output + (branch * self.config.scale)?
-            }
-            _ => Ok(output),
+/// The tensors written to disk: every matrix as packed `bits`-bit codes and per-row steps, vectors
+/// (biases) as they are.
+pub fn packed_tensors(params: &NamedVars, bits: u8) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    for p in params.iter() {
+        let t = p.var.as_tensor();
+        if t.rank() == 2 {
+            let (codes, step) = quant::quantize_codes(t, bits)?;
+            let packed = quant::pack(&quant::codes_to_bytes(&codes)?, bits);
+            let n = packed.len();
+            out.insert(
+                format!("{}.packed", p.name),
+                Tensor::from_vec(packed, n, t.device())?,
+            );
+            out.insert(format!("{}.step", p.name), step.flatten_all()?);
+        } else {
+            out.insert(p.name.clone(), t.copy()?);
         }
     }
+    Ok(out)
 }
 
-impl Adaptation for LowBitAdaptation {
-    fn trainable(&self) -> &NamedVars {
-        &self.params
-    }
-
-    fn save(
-        &self,
-        dir: &Path,
-        head: &ClassifierHead,
-        base_model: &str,
-    ) -> anyhow::Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir)?;
-        let config_path = dir.join(peft_format::NATIVE_CONFIG_FILE);
-        let doc = serde_json::json!({
-            "method": "bi-adaptformer",
-            "config": self.config,
-            "base_model_name_or_path": base_model,
-        });
-        std::fs::write(&config_path, serde_json::to_string_pretty(&doc)? + "\n")?;
-        let mut all: HashMap<String, Tensor> = self.packed_tensors()?.into_iter().collect();
-        all.extend(head.params().tensors());
-        let weights_path = dir.join(peft_format::NATIVE_WEIGHTS_FILE);
-        candle_core::safetensors::save(&all, &weights_path)?;
-        Ok(vec![config_path, weights_path])
-    }
-}
-
-impl Method for BiAdaptFormer {
-    fn info(&self) -> MethodInfo {
-        MethodInfo {
-            name: "bi-adaptformer",
-            summary: "Bi-AdaptFormer: AdaptFormer branch with 1- or 2-bit weights (STE), saved bit-packed",
-            paper: "Jie et al., Revisiting the Parameter Efficiency of Adapters from the Perspective of Precision Redundancy, ICCV 2023 (arXiv:2307.16867)",
-            params: &[
-                ParamDoc { name: "bits", default: "1", doc: "bits per adapter weight: 1 or 2" },
-                ParamDoc { name: "bottleneck", default: "32", doc: "width of the parallel bottleneck" },
-                ParamDoc { name: "scale", default: "0.1", doc: "scale s of the branch output" },
-                ParamDoc { name: "dropout", default: "0.1", doc: "dropout on the bottleneck activations" },
-            ],
-        }
-    }
-
-    fn validate(&self, params: &serde_json::Value) -> std::result::Result<(), String> {
-        parse_config::<LowBitConfig>("bi-adaptformer", params)?.check()
-    }
-
-    fn attach(
-        &self,
-        params: &serde_json::Value,
-        backbone: &mut dyn Backbone,
-        init: &SeededInit,
-    ) -> anyhow::Result<Box<dyn Adaptation>> {
-        let config: LowBitConfig =
-            parse_config("bi-adaptformer", params).map_err(anyhow::Error::msg)?;
-        config.check().map_err(anyhow::Error::msg)?;
-        Ok(Box::new(LowBitAdaptation::new(config, backbone, init)?))
-    }
+/// Writes a low-bit adapter in peftbench's native layout, its weights packed.
+fn write_packed(
+    dir: &Path,
+    method: &str,
+    config: &impl serde::Serialize,
+    base_model: &str,
+    params: &NamedVars,
+    bits: u8,
+    head: &ClassifierHead,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let tensors = packed_tensors(params, bits)?;
+    peft_format::write_native_tensors(dir, method, config, base_model, tensors, head)
 }

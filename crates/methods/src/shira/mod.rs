@@ -116,6 +116,26 @@ impl ShiraAdaptation {
         }
     }
 
+    /// `[out, in]` of the projection at `key`.
+    fn shape_of(&self, key: &(usize, LinearSite)) -> Result<(usize, usize)> {
+        match (self.deltas.get(key), self.probes.borrow().get(key)) {
+            (Some(Some(delta)), _) => Ok(delta.shape),
+            (_, Some(probe)) => probe.probe.dims2(),
+            _ => candle_core::bail!("no SHiRA update at {key:?}"),
+        }
+    }
+
+    /// A tensor of the adapter's dtype and device.
+    fn like_tensor(&self) -> Result<Tensor> {
+        if let Some(delta) = self.deltas.values().flatten().next() {
+            return Ok(delta.values.as_tensor().clone());
+        }
+        match self.probes.borrow().values().next() {
+            Some(probe) => Ok(probe.probe.as_tensor().clone()),
+            None => candle_core::bail!("SHiRA adapts no projection"),
+        }
+    }
+
     /// The sparse update of each adapted projection, by module path.
     pub fn deltas(&self) -> impl Iterator<Item = (&str, &SparseDelta)> {
         self.deltas
@@ -170,6 +190,48 @@ impl Adaptation for ShiraAdaptation {
         })
     }
 
+    /// Takes the mask from the saved `[2, k]` row/column indices (any order, as PEFT saves them),
+    /// so an adapter trained elsewhere keeps its exact entries.
+    fn restore_structure(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut used = Vec::new();
+        for (key, path) in &self.paths {
+            let name = format!("{path}.shira_indices");
+            let Some(coords) = tensors.get(&name) else {
+                continue;
+            };
+            let (out, inp) = self.shape_of(key)?;
+            let rows_cols: Vec<Vec<i64>> = coords.to_dtype(candle_core::DType::I64)?.to_vec2()?;
+            anyhow::ensure!(
+                rows_cols.len() == 2,
+                "`{name}` has shape {:?}; expected [2, k]",
+                coords.dims()
+            );
+            let positions = rows_cols[0]
+                .iter()
+                .zip(&rows_cols[1])
+                .map(|(&r, &c)| {
+                    anyhow::ensure!(
+                        (0..out as i64).contains(&r) && (0..inp as i64).contains(&c),
+                        "`{name}`: entry ({r}, {c}) is outside the {out}x{inp} weight"
+                    );
+                    Ok((r as usize * inp + c as usize) as u32)
+                })
+                .collect::<anyhow::Result<Vec<u32>>>()?;
+            let like = self.like_tensor()?;
+            self.deltas.insert(
+                *key,
+                Some(SparseDelta::zeros((out, inp), &positions, &like)?),
+            );
+            used.push(name);
+        }
+        self.probes.borrow_mut().clear();
+        self.collect_params();
+        Ok(used)
+    }
+
     fn observe_calibration_batch(&self, gradients: Option<&GradStore>) -> Result<()> {
         let Some(grads) = gradients else {
             return Ok(());
@@ -219,15 +281,21 @@ impl Adaptation for ShiraAdaptation {
             ShiraMask::WeightMagnitude => "weight_magnitude",
             ShiraMask::GradientMagnitude => "gradient_magnitude",
         };
-        let mut targets: Vec<&str> = c.target_modules.iter().map(|s| peft_suffix(*s)).collect();
-        targets.sort_unstable();
+        let naming = self
+            .paths
+            .values()
+            .next()
+            .map_or(peft_format::ModuleNaming::Checkpoint, |p| {
+                peft_format::ModuleNaming::for_module_path(p)
+            });
+        let targets = peft_format::target_modules_value(&c.target_modules, naming);
         for (k, v) in [
             ("r", serde_json::json!(c.r)),
             ("mask_type", serde_json::json!(mask_type)),
             ("random_seed", serde_json::json!(c.random_seed)),
             ("fan_in_fan_out", serde_json::json!(false)),
             ("init_weights", serde_json::json!(true)),
-            ("target_modules", serde_json::json!(targets)),
+            ("target_modules", targets),
             ("peftbench_sparsity", serde_json::json!(c.sparsity)),
         ] {
             config.insert(k.into(), v);
@@ -241,18 +309,6 @@ impl Adaptation for ShiraAdaptation {
             tensors.insert(format!("{path}.shira_indices"), delta.coordinates()?);
         }
         peft_format::write_adapter(dir, &serde_json::Value::Object(config), tensors, head)
-    }
-}
-
-/// A unique module-name suffix per site for PEFT's `target_modules`.
-pub(crate) fn peft_suffix(site: LinearSite) -> &'static str {
-    match site {
-        LinearSite::Query => "attention.query",
-        LinearSite::Key => "attention.key",
-        LinearSite::Value => "attention.value",
-        LinearSite::AttentionOutput => "attention.output.dense",
-        LinearSite::Fc1 => "intermediate.dense",
-        LinearSite::Fc2 => "layer.output.dense",
     }
 }
 

@@ -9,7 +9,7 @@ use peftbench_core::{ForwardCtx, SeededInit};
 use peftbench_methods::PeftModel;
 use peftbench_train::{
     cross_entropy, train, AdamWConfig, BatchSource, InMemoryBatches, Selection, TrainConfig,
-    TrainModel, TrainOutcome,
+    TrainOutcome,
 };
 
 pub const CLASSES: usize = 3;
@@ -171,17 +171,6 @@ pub fn toy_task(dtype: DType) -> InMemoryBatches {
     InMemoryBatches::new(inputs, labels).unwrap()
 }
 
-struct Trainee<'a>(&'a PeftModel);
-
-impl TrainModel for Trainee<'_> {
-    fn trainable(&self) -> &peftbench_core::NamedVars {
-        self.0.trainable()
-    }
-    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
-        self.0.logits(input, ctx)
-    }
-}
-
 /// Mean cross-entropy over the whole task in evaluation mode.
 pub fn task_loss(m: &PeftModel, task: &InMemoryBatches) -> f64 {
     let logits = m.logits(task.inputs(), &ForwardCtx::eval()).unwrap();
@@ -230,7 +219,7 @@ pub fn train_briefly(method: &str, params: serde_json::Value) -> (f64, f64, Peft
             seed: phase as u64,
             selection: Selection::Final,
         };
-        let outcome = train(&Trainee(&m), &task, None, &cfg, &mut |_| {}).unwrap();
+        let outcome = train(&m, &task, None, &cfg, &mut |_| {}).unwrap();
         assert!(
             matches!(outcome, TrainOutcome::Completed(_)),
             "{method} diverged"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Adapters saved by peftbench load in Python: the fixture adapters of
+# crates/methods/tests/peft_interop.rs are re-saved by peftbench (LoRA, DoRA, IA3, SHiRA in Hugging
+# Face PEFT's format, ViT module names as transformers 5 has them), loaded with PEFT's
+# `PeftModel.from_pretrained` on the fixture ViT, and their logits compared with the ones PyTorch
+# computed for the original adapters (max error 1e-4).
+#   ci/peft-python-interop.sh [PYTHON]
+# PYTHON needs torch, transformers and peft (pip install torch==2.11.0 transformers peft).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${1:-python3}
+out=$(mktemp -d)
+PEFTBENCH_EXPORT_DIR="$out" cargo test -q -p peftbench-methods --test peft_interop \
+    export_adapters_for_python -- --ignored > /dev/null
+"$python" - "$out" <<'PY'
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import peft, torch, transformers
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import ViTForImageClassification
+
+exported = sys.argv[1]
+fixtures = "crates/methods/tests/fixtures/peft_vit"
+pixels = load_file(f"{fixtures}/pixels.safetensors")["pixel_values"]
+expected = json.load(open(f"{fixtures}/expected_logits.json"))
+print(f"peft {peft.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
+worst = 0.0
+for name in ["lora", "dora", "ia3", "shira"]:
+    base = ViTForImageClassification.from_pretrained(f"{fixtures}/backbone").eval()
+    model = PeftModel.from_pretrained(base, f"{exported}/{name}").eval()
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+    err = (logits - torch.tensor(expected[name])).abs().max().item()
+    worst = max(worst, err)
+    print(f"{name}: saved by peftbench, loaded by PEFT: max |logit - expected| = {err:.2e}")
+sys.exit(0 if worst < 1e-4 else 1)
+PY

@@ -1,0 +1,80 @@
+//! The shared plumbing of methods that adapt chosen linear projections (LoRA, DoRA, Hydra, IA3,
+//! Bi-LoRA): one adapter per (block, targeted projection), built, named, dispatched to in the
+//! forward pass and merged the same way for all of them.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Result, Tensor, Var};
+use peftbench_backbones::{Backbone, Linear, LinearSite};
+use peftbench_core::{NamedVars, SeededInit};
+
+/// The adapters of one method, by (block, site), each with its projection's module path.
+pub(crate) struct ProjectionAdapters<T> {
+    adapters: BTreeMap<(usize, LinearSite), (String, T)>,
+}
+
+impl<T> ProjectionAdapters<T> {
+    /// One adapter per block and site of `sites`. `make(site, base, init)` builds it from the
+    /// frozen projection, with `init` forked by the module path, and returns its trainable parameters
+    /// by name; they are added to `params` as `<module path>.<name>` (PEFT's key layout).
+    pub fn build(
+        backbone: &dyn Backbone,
+        sites: &[LinearSite],
+        init: &SeededInit,
+        params: &mut NamedVars,
+        mut make: impl FnMut(LinearSite, &Linear, &SeededInit) -> Result<(T, Vec<(&'static str, Var)>)>,
+    ) -> Result<Self> {
+        let mut adapters = BTreeMap::new();
+        for layer in 0..backbone.info().num_layers {
+            for &site in sites {
+                let path = backbone.module_path(layer, site);
+                let (adapter, vars) = make(site, backbone.linear(layer, site), &init.fork(&path))?;
+                for (name, var) in vars {
+                    params.push(format!("{path}.{name}"), var);
+                }
+                adapters.insert((layer, site), (path, adapter));
+            }
+        }
+        Ok(Self { adapters })
+    }
+
+    /// The projection through its adapter (`forward(adapter)`), or the frozen projection where
+    /// the method has none.
+    pub fn linear(
+        &self,
+        layer: usize,
+        site: LinearSite,
+        x: &Tensor,
+        base: &Linear,
+        forward: impl FnOnce(&T) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        match self.adapters.get(&(layer, site)) {
+            Some((_, adapter)) => forward(adapter),
+            None => base.forward(x),
+        }
+    }
+
+    /// `(block, site, module path, adapter)` in block-then-site order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, LinearSite, &str, &T)> {
+        self.adapters
+            .iter()
+            .map(|(&(layer, site), (path, adapter))| (layer, site, path.as_str(), adapter))
+    }
+
+    /// The backbone's new tensors once every adapter is folded in: `merged(base, adapter)` gives
+    /// `(parameter name, value)` pairs, e.g. `("weight", W')`, keyed `<module path>.<name>` for
+    /// [`crate::replace_pretrained`].
+    pub fn merged(
+        &self,
+        backbone: &dyn Backbone,
+        mut merged: impl FnMut(&Linear, &T) -> Result<Vec<(&'static str, Tensor)>>,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        for (layer, site, path, adapter) in self.iter() {
+            for (name, value) in merged(backbone.linear(layer, site), adapter)? {
+                out.insert(format!("{path}.{name}"), value);
+            }
+        }
+        Ok(out)
+    }
+}

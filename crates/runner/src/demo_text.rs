@@ -1,0 +1,352 @@
+//! The demo text backbone: a small multilingual BERT that this project pretrains itself, so text
+//! demos need nothing downloaded. It is trained from scratch on a generated upstream task, which
+//! thing a review in English, German or French talks about (negated or not, classes aligned
+//! across languages), then stored like the vision demo backbone in the Hugging Face hub-cache
+//! layout under `$PEFTBENCH_CACHE/hub/models--peftbench--demo-bert/`, with a word-level
+//! `tokenizer.json` built from the generated vocabulary (a real `tokenizers` file, which Python
+//! loads too). Upstream never sees sentiment, so the downstream demo (sentiment under negation,
+//! and zero-shot transfer between the languages) needs what adaptation adds. The snapshot name is
+//! a hash of the recipe, so a changed recipe retrains.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use peftbench_backbones::checkpoint::write_to_cache;
+use peftbench_backbones::{resolve_checkpoint, Bert, BertConfig, ResolvedCheckpoint, TextEncoder};
+use peftbench_core::SeededInit;
+use peftbench_data_text::synthetic::{review_topics, topic_labels, NEGATION_LANGUAGES};
+use peftbench_data_text::{LabelSet, TextExample};
+use peftbench_methods::PeftModel;
+use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, TrainOutcome};
+use sha2::{Digest, Sha256};
+use tokenizers::tokenizer::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+use tokenizers::Tokenizer;
+
+use crate::backbone::hub_caches;
+use crate::text::encode_classification;
+use crate::Paths;
+
+/// The `backbone.checkpoint` value that selects this backbone in a suite.
+pub const DEMO_TEXT_CHECKPOINT: &str = "demo-text";
+/// Its hub id in the project cache.
+pub const DEMO_TEXT_REPO_ID: &str = "peftbench/demo-bert";
+/// Tokens per text, special tokens included (the generated reviews are at most 12 words).
+pub const DEMO_TEXT_MAX_TOKENS: usize = 24;
+
+/// The special tokens, at these ids (`[PAD]` = 0 = BERT's `pad_token_id`).
+const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Everything that determines the demo text backbone's weights.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoTextRecipe {
+    /// Sizes only: the vocabulary size is the tokenizer's.
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub languages: Vec<&'static str>,
+    /// Upstream examples per language.
+    pub train_examples: usize,
+    pub eval_examples: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+}
+
+impl Default for DemoTextRecipe {
+    fn default() -> Self {
+        Self {
+            hidden_size: 64,
+            num_layers: 2,
+            num_heads: 4,
+            intermediate_size: 128,
+            languages: NEGATION_LANGUAGES.to_vec(),
+            train_examples: 600,
+            eval_examples: 100,
+            epochs: 4,
+            batch_size: 32,
+            lr: 2e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+}
+
+impl DemoTextRecipe {
+    /// The snapshot name: a hash of the recipe (and this file's format version).
+    pub fn commit(&self) -> String {
+        let json = serde_json::to_string(self).expect("recipe serialises");
+        let digest = Sha256::digest(format!("demo-text-v1:{json}").as_bytes());
+        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn upstream(&self, split_seed: u64, per_language: usize) -> Vec<TextExample> {
+        self.languages
+            .iter()
+            .enumerate()
+            .flat_map(|(i, lang)| {
+                review_topics(lang, per_language, self.seed ^ split_seed ^ i as u64)
+                    .expect("generated language")
+            })
+            .collect()
+    }
+
+    /// The encoder's configuration for a tokenizer of `vocab_size` tokens.
+    pub fn config(&self, vocab_size: usize) -> BertConfig {
+        let mut cfg = BertConfig::new(
+            vocab_size,
+            self.hidden_size,
+            self.num_layers,
+            self.num_heads,
+            self.intermediate_size,
+        );
+        cfg.max_position_embeddings = 64;
+        cfg.type_vocab_size = 2;
+        cfg
+    }
+}
+
+/// A demo text checkpoint: the encoder's files and its `tokenizer.json`.
+#[derive(Debug, Clone)]
+pub struct DemoTextFiles {
+    pub checkpoint: ResolvedCheckpoint,
+    pub tokenizer: PathBuf,
+}
+
+/// The demo text backbone's files, pretraining it first if the cache has no snapshot for the
+/// recipe.
+pub fn ensure_demo_text_backbone(paths: &Paths, quiet: bool) -> anyhow::Result<DemoTextFiles> {
+    let recipe = DemoTextRecipe::default();
+    let commit = recipe.commit();
+    let caches = hub_caches(paths);
+    let with_tokenizer = |checkpoint: ResolvedCheckpoint| DemoTextFiles {
+        tokenizer: checkpoint.config.with_file_name("tokenizer.json"),
+        checkpoint,
+    };
+    if let Ok(found) = resolve_checkpoint(DEMO_TEXT_REPO_ID, Some(&commit), &caches[..1]) {
+        let files = with_tokenizer(found);
+        if files.tokenizer.is_file() {
+            return Ok(files);
+        }
+    }
+    let cache = &caches[0];
+    if !quiet {
+        eprintln!(
+            "Pretraining the demo text backbone on generated review topics in {} (first use; cached in {})",
+            recipe.languages.join(", "),
+            cache.path().display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let tokenizer = word_level_tokenizer(&recipe.upstream(0x766f_6361, recipe.train_examples))?;
+    let (tensors, config, accuracy) = pretrain(&recipe, &tokenizer, quiet)?;
+    if !quiet {
+        eprintln!(
+            "Demo text backbone: {:.1}% accuracy on held-out review topics after {:.0} s",
+            100.0 * accuracy,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let checkpoint = write_to_cache(cache, DEMO_TEXT_REPO_ID, &commit, &commit, |dir| {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&config.to_hf_json())?,
+        )?;
+        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+        tokenizer
+            .save(dir.join("tokenizer.json"), true)
+            .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+        let card = serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy });
+        std::fs::write(
+            dir.join("peftbench_pretraining.json"),
+            serde_json::to_string_pretty(&card)?,
+        )?;
+        Ok(())
+    })?;
+    Ok(with_tokenizer(checkpoint))
+}
+
+/// A BERT-style word-level tokenizer (BERT normalisation and pre-tokenisation, `[CLS] text
+/// [SEP]`) whose vocabulary is every word of `corpus`, after the special tokens.
+pub fn word_level_tokenizer(corpus: &[TextExample]) -> anyhow::Result<Tokenizer> {
+    let mut words = BTreeSet::new();
+    let pre_tokenizer = tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    for example in corpus {
+        let mut text = PreTokenizedString::from(example.text.to_lowercase().as_str());
+        pre_tokenizer
+            .pre_tokenize(&mut text)
+            .map_err(|e| anyhow::anyhow!("pre-tokenising `{}`: {e}", example.text))?;
+        for (word, _, _) in text.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            words.insert(word.to_string());
+        }
+    }
+    let vocab: BTreeMap<String, u32> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| t.to_string())
+        .chain(words)
+        .enumerate()
+        .map(|(i, w)| (w, i as u32))
+        .collect();
+    let added: Vec<serde_json::Value> = SPECIAL_TOKENS
+        .iter()
+        .enumerate()
+        .map(|(id, content)| {
+            serde_json::json!({
+                "id": id, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            })
+        })
+        .collect();
+    let special =
+        |token: &str| serde_json::json!({ "id": token, "ids": [vocab[token]], "tokens": [token] });
+    // The `tokenizer.json` layout of Hugging Face `tokenizers`, written out so the file is the
+    // same one Python would read.
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {
+            "type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+            "strip_accents": false, "lowercase": true
+        },
+        "pre_tokenizer": { "type": "BertPreTokenizer" },
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [
+                { "SpecialToken": { "id": "[CLS]", "type_id": 0 } },
+                { "Sequence": { "id": "A", "type_id": 0 } },
+                { "SpecialToken": { "id": "[SEP]", "type_id": 0 } }
+            ],
+            "pair": [
+                { "SpecialToken": { "id": "[CLS]", "type_id": 0 } },
+                { "Sequence": { "id": "A", "type_id": 0 } },
+                { "SpecialToken": { "id": "[SEP]", "type_id": 0 } },
+                { "Sequence": { "id": "B", "type_id": 1 } },
+                { "SpecialToken": { "id": "[SEP]", "type_id": 1 } }
+            ],
+            "special_tokens": { "[CLS]": special("[CLS]"), "[SEP]": special("[SEP]") }
+        },
+        "decoder": null,
+        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]" }
+    });
+    json.to_string()
+        .parse::<Tokenizer>()
+        .map_err(|e| anyhow::anyhow!("building the demo tokenizer: {e}"))
+}
+
+/// Trains the encoder from scratch on the upstream task; returns its weights (HF `BertModel`
+/// names), configuration and held-out accuracy.
+fn pretrain(
+    recipe: &DemoTextRecipe,
+    tokenizer: &Tokenizer,
+    quiet: bool,
+) -> anyhow::Result<(std::collections::HashMap<String, Tensor>, BertConfig, f64)> {
+    let device = Device::Cpu;
+    let encoder = TextEncoder::new(tokenizer.clone(), DEMO_TEXT_MAX_TOKENS)?;
+    let config = recipe.config(encoder.vocab_size());
+    let labels = LabelSet::new(topic_labels().iter().map(|s| s.to_string()).collect());
+    let train_set = encode_classification(
+        &encoder,
+        &recipe.upstream(0x7261_696e, recipe.train_examples),
+        &labels,
+        &device,
+    )?;
+    let eval_set = encode_classification(
+        &encoder,
+        &recipe.upstream(0x6576_616c, recipe.eval_examples),
+        &labels,
+        &device,
+    )?;
+    let init = SeededInit::new(recipe.seed, &device);
+    let bert = Bert::random(config.clone(), &init.fork("backbone"))?;
+    let mut model = PeftModel::new(
+        "full",
+        &serde_json::json!({}),
+        Box::new(bert),
+        labels.len(),
+        &init,
+    )?;
+    let cfg = TrainConfig {
+        epochs: recipe.epochs,
+        batch_size: recipe.batch_size,
+        eval_batch_size: 256,
+        lr: recipe.lr,
+        min_lr: recipe.lr / 100.0,
+        warmup_epochs: 1,
+        warmup_lr: recipe.lr / 100.0,
+        adamw: AdamWConfig {
+            weight_decay: recipe.weight_decay,
+            decay_1d: false,
+            ..AdamWConfig::default()
+        },
+        label_smoothing: 0.0,
+        grad_clip: Some(1.0),
+        drop_path: 0.0,
+        seed: recipe.seed,
+        selection: Selection::Final,
+    };
+    let mut progress = |p: peftbench_train::Progress| {
+        if !quiet && p.step + 1 == p.steps_per_epoch {
+            eprint!(
+                "\r  pretraining epoch {}/{} loss {:.3}   ",
+                p.epoch + 1,
+                p.epochs,
+                p.loss
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    match train(&model, &train_set, None, &cfg, &mut progress)? {
+        TrainOutcome::Completed(_) => {}
+        TrainOutcome::Diverged { epoch, loss, .. } => {
+            anyhow::bail!("demo text backbone pretraining diverged at epoch {epoch} (loss {loss})")
+        }
+    }
+    if !quiet {
+        eprintln!();
+    }
+    let accuracy = evaluate(&model, &eval_set, 256)?.accuracy;
+    let mut tensors = std::collections::HashMap::new();
+    model.backbone_mut().visit_params(&mut |name, t| {
+        tensors.insert(name.to_string(), t.detach().copy()?);
+        Ok(())
+    })?;
+    Ok((tensors, config, accuracy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tokenizer_knows_every_generated_word_in_every_language() {
+        let recipe = DemoTextRecipe::default();
+        let corpus = recipe.upstream(1, 200);
+        let tokenizer = word_level_tokenizer(&corpus).unwrap();
+        assert_eq!(tokenizer.token_to_id("[PAD]"), Some(0));
+        let encoder = TextEncoder::new(tokenizer.clone(), DEMO_TEXT_MAX_TOKENS).unwrap();
+        assert_eq!(encoder.pad_id(), 0);
+        let unk = tokenizer.token_to_id("[UNK]").unwrap();
+        let cls = tokenizer.token_to_id("[CLS]").unwrap();
+        let sep = tokenizer.token_to_id("[SEP]").unwrap();
+        // Other draws of the same generator use no word outside the vocabulary.
+        for ex in recipe.upstream(2, 50) {
+            let enc = tokenizer.encode(ex.text.as_str(), true).unwrap();
+            let ids = enc.get_ids();
+            assert_eq!((ids[0], *ids.last().unwrap()), (cls, sep), "{}", ex.text);
+            assert!(!ids.contains(&unk), "unknown word in `{}`", ex.text);
+            assert!(ids.len() <= DEMO_TEXT_MAX_TOKENS, "{}", ex.text);
+        }
+        // Punctuation and elision are split as BERT does: `n'était` -> n ' était.
+        let enc = tokenizer.encode("le film n'était pas bon.", true).unwrap();
+        assert_eq!(
+            enc.get_tokens(),
+            ["[CLS]", "le", "film", "n", "'", "était", "pas", "bon", ".", "[SEP]"]
+        );
+    }
+}
