@@ -877,8 +877,10 @@ fn build_row(
             if !cell.values.is_empty() {
                 let summary = summarize(&cell.values);
                 cell.summary = Some(summary);
-                if let Some(ci) = summary.ci95 {
-                    cell.ci95 = Some(ci);
+                if let Some((lo, hi)) = summary.ci95 {
+                    // Every primary metric is a fraction (accuracy, F1, MAP, nDCG, ...): a Student
+                    // t interval over few seeds can reach past it, so it is clipped to [0, 100].
+                    cell.ci95 = Some((lo.max(0.0), hi.min(100.0)));
                     cell.interval = Some(IntervalKind::TOverSeeds);
                 } else if let Some(flags) = single_correct.and_then(|c| c.to_bools().ok()) {
                     // The bootstrap is of accuracy; only meaningful when the primary metric is the
