@@ -194,3 +194,47 @@ fn attention_gradients_match_finite_differences() -> Result<()> {
     finite_differences(&k, |k| kernels::attention(&q, k, &v, 2, None))?;
     finite_differences(&v, |v| kernels::attention(&q, &k, v, 2, None))
 }
+
+/// The weight and bias gradients sum partial results over row blocks. Under a pool with more
+/// threads than blocks are split at first, rayon steals work in a different pattern every time;
+/// the sums must still be bit-for-bit the same, or two runs of one seed drift apart.
+#[test]
+fn parameter_gradients_do_not_depend_on_scheduling() -> Result<()> {
+    let x = var(&[4099, 32], 0.0, DType::F32)?;
+    let w = var(&[32], 1.0, DType::F32)?;
+    let b = var(&[32], 2.0, DType::F32)?;
+    let wl = var(&[16, 32], 3.0, DType::F32)?;
+    let bl = var(&[16], 4.0, DType::F32)?;
+    let gradients = || -> Result<Vec<Vec<f32>>> {
+        let xt = x.as_tensor().detach();
+        let y = kernels::layer_norm(&xt, &w, &b, 1e-6)?;
+        let grads = weighted_sum(&kernels::linear(&y, &wl, Some(&bl))?)?.backward()?;
+        [&w, &b, &wl, &bl]
+            .iter()
+            .map(|v| grads.get(v).expect("gradient").flatten_all()?.to_vec1())
+            .collect()
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .expect("thread pool");
+    let first = pool.install(gradients)?;
+    for _ in 0..20 {
+        let again = pool.install(gradients)?;
+        for (a, b) in first.iter().zip(&again) {
+            let (a, b): (Vec<u32>, Vec<u32>) = (
+                a.iter().map(|v| v.to_bits()).collect(),
+                b.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(a, b, "a parameter gradient changed between identical runs");
+        }
+    }
+    // And with a different thread count.
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("thread pool")
+        .install(gradients)?;
+    assert_eq!(first, single);
+    Ok(())
+}

@@ -5,7 +5,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linear::{by_dtype, by_tensor_dtype};
-use super::{contiguous, tensor, with_slice, Real};
+use super::{add_into, contiguous, tensor, with_slice, Real};
 
 /// `x` `[rows, dim]`, `weight` and `bias` `[dim]`; CPU f32/f64.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -100,22 +100,22 @@ impl LayerNorm {
             }
             (dw, db)
         };
-        let add = |(mut aw, mut ab): (Vec<T>, Vec<T>), (bw, bb): (Vec<T>, Vec<T>)| {
-            for j in 0..d {
-                aw[j] += bw[j];
-                ab[j] += bb[j];
-            }
-            (aw, ab)
-        };
+        // The per-block partial sums are collected in block order and added sequentially: a rayon
+        // `reduce` groups them by how work was stolen, which changes the rounding from run to run.
         let inputs = x.par_chunks(block).zip(dy.par_chunks(block));
-        let (dw, db) = if want_dx {
+        let partials: Vec<(Vec<T>, Vec<T>)> = if want_dx {
             inputs
                 .zip(dx.par_chunks_mut(block))
                 .map(|(pair, dxb)| per_block(pair, Some(dxb)))
-                .reduce(zeros, add)
+                .collect()
         } else {
-            inputs.map(|pair| per_block(pair, None)).reduce(zeros, add)
+            inputs.map(|pair| per_block(pair, None)).collect()
         };
+        let (mut dw, mut db) = zeros();
+        for (bw, bb) in partials {
+            add_into(&mut dw, &bw);
+            add_into(&mut db, &bb);
+        }
         (want_dx.then_some(dx), dw, db)
     }
 

@@ -5,7 +5,10 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
-use super::{contiguous, tensor, with_slice, Real};
+use super::{add_into, contiguous, tensor, with_slice, Real};
+
+/// Rows per partial sum of the bias gradient: fixed, so the summation order is too.
+const BIAS_BLOCK_ROWS: usize = 256;
 
 /// `x` `[rows, in]`, `weight` `[out, in]` (PyTorch's layout), optional `bias` `[out]`; all CPU
 /// f32/f64 (see [`super::supports`]).
@@ -87,30 +90,25 @@ impl Linear {
         dw
     }
 
-    /// Column sums of `dy` `[rows, out]`: per-thread partial sums over row blocks, then added.
+    /// Column sums of `dy` `[rows, out]`: partial sums over fixed row blocks in parallel, then added
+    /// in block order, so the rounding depends on neither the thread count nor work stealing.
     fn grad_bias<T: Real>(&self, dy: &[T]) -> Vec<T> {
         let o = self.out_features.max(1);
-        let rows = dy.len() / o;
-        let block = rows.div_ceil(rayon::current_num_threads().max(1)).max(64);
-        dy.par_chunks(block * o)
+        let partials: Vec<Vec<T>> = dy
+            .par_chunks(BIAS_BLOCK_ROWS * o)
             .map(|chunk| {
                 let mut acc = vec![T::ZERO; o];
                 for row in chunk.chunks(o) {
-                    for (a, &g) in acc.iter_mut().zip(row) {
-                        *a += g;
-                    }
+                    add_into(&mut acc, row);
                 }
                 acc
             })
-            .reduce(
-                || vec![T::ZERO; o],
-                |mut a, b| {
-                    for (x, y) in a.iter_mut().zip(b) {
-                        *x += y;
-                    }
-                    a
-                },
-            )
+            .collect();
+        let mut sum = vec![T::ZERO; o];
+        for part in partials {
+            add_into(&mut sum, &part);
+        }
+        sum
     }
 
     fn backward<T: Real>(

@@ -62,3 +62,11 @@ fn with_slice<T: Real, R>(t: &Tensor, op: &str, f: impl FnOnce(&[T]) -> R) -> Re
 fn tensor<T: Real>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &Device::Cpu)
 }
+
+/// `acc[i] += part[i]`: how the kernels add per-block partial sums, always in block order so that
+/// a gradient's rounding never depends on how rayon scheduled the blocks.
+fn add_into<T: Real>(acc: &mut [T], part: &[T]) {
+    for (a, &p) in acc.iter_mut().zip(part) {
+        *a += p;
+    }
+}
