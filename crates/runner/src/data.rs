@@ -103,9 +103,10 @@ fn load_split(
             &ParquetColumns::default(),
             Some(task.num_classes),
         )?,
-        audio => anyhow::bail!(
-            "task `{}`: data format {audio:?} holds audio; its suite needs an `audio` section",
-            task.name
+        other => anyhow::bail!(
+            "task `{}`: data format {other:?} holds {}, not images",
+            task.name,
+            if other.is_text() { "texts" } else { "audio" }
         ),
     };
     if let Some(limit) = spec.limit {

@@ -2,12 +2,12 @@
 //! into a sweep: every run's method configuration against the backbone's sizes (a rank above a
 //! layer's width, a Compacter width that does not divide the hidden size, ...).
 
-use peftbench_backbones::{info_from_config, resolve_checkpoint, Ast, BackboneInfo, Vit};
+use peftbench_backbones::{info_from_config, Ast, BackboneInfo, Bert, Vit};
 use peftbench_methods::find_method;
 use peftbench_suite::{BackboneSpec, RunSpec};
 
-use crate::backbone::hub_caches;
-use crate::{demo, demo_audio, Paths};
+use crate::backbone::resolve_files;
+use crate::{demo, demo_audio, demo_text, Paths};
 
 /// The backbone's sizes from its configuration alone (no weights loaded, the demo backbone not
 /// pretrained): what `--dry-run` checks methods against.
@@ -18,11 +18,13 @@ pub fn backbone_info(spec: &BackboneSpec, paths: &Paths) -> anyhow::Result<Backb
     if spec.checkpoint == demo_audio::DEMO_AUDIO_CHECKPOINT {
         return Ok(Ast::info_for(&demo_audio::DemoAstRecipe::default().config));
     }
-    let files = resolve_checkpoint(
-        &spec.checkpoint,
-        spec.revision.as_deref(),
-        &hub_caches(paths),
-    )?;
+    if spec.checkpoint == demo_text::DEMO_TEXT_CHECKPOINT {
+        // The sizes methods are checked against do not depend on the vocabulary.
+        return Ok(Bert::info_for(
+            &demo_text::DemoTextRecipe::default().config(0),
+        ));
+    }
+    let files = resolve_files(spec, paths)?;
     info_from_config(&files.config).map_err(anyhow::Error::msg)
 }
 

@@ -286,6 +286,13 @@ fn execute_inner(
     };
     let mut metrics = std::collections::BTreeMap::new();
     metrics.insert(primary_metric(spec), evaluation.accuracy);
+    if spec.text.is_some() {
+        // Text benchmarks (SIB-200, sentiment) report macro-F1 beside accuracy.
+        metrics.insert(
+            format!("{}_macro_f1", spec.protocol.eval_split),
+            peftbench_metrics::macro_f1(&evaluation.predictions, &evaluation.labels),
+        );
+    }
     if let Some(val) = report
         .history
         .get(report.selected_epoch)

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use peftbench_backbones::TextEncoder;
 use peftbench_core::DeviceSpec;
 use peftbench_records::{Environment, RecordStore, RunRecord, RunStatus};
 use peftbench_report::{runs_table, Leaderboard};
@@ -15,6 +16,7 @@ use crate::data::{batch_source, data_root, generated_seed, load_task_data, prepr
 use crate::layout::report_layout;
 use crate::preflight::{backbone_info, check_methods};
 use crate::run::{execute, PreparedTask, RunContext};
+use crate::text::{encode_classification, load_text_task, TextTaskData};
 use crate::{crate_versions, Paths, RegistryCatalog};
 
 #[derive(Debug, Clone, Default)]
@@ -110,7 +112,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             slot.insert(load_task_input(spec, paths, opts.quiet)?);
         }
     }
-    let backbone = load_backbone(
+    let mut backbone = load_backbone(
         &suite.backbone,
         paths,
         &device,
@@ -121,6 +123,13 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         backbone.model.check_input(spec)?;
     }
     check_methods(&specs, &backbone.model.info())?;
+    if let Some(text) = &suite.text {
+        backbone.model.set_text_pooling(text.pooling);
+    }
+    let text_encoder = match (&suite.text, &backbone.tokenizer) {
+        (Some(text), Some(tokenizer)) => Some(TextEncoder::from_file(tokenizer, text.max_tokens)?),
+        _ => None,
+    };
 
     let bar = if opts.quiet {
         ProgressBar::hidden()
@@ -156,7 +165,10 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             slot.insert(prepare_task(
                 spec,
                 input,
-                audio_features.as_ref(),
+                &Encoders {
+                    audio: audio_features.as_ref(),
+                    text: text_encoder.as_ref(),
+                },
                 &device,
                 opts.quiet,
             )?);
@@ -219,20 +231,24 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     Ok(summary)
 }
 
-/// A task's splits as listed before the first run: images or audio clips.
+/// A task's splits as listed before the first run: images, audio clips or texts.
 enum TaskInput {
     Images(TaskData),
     Audio(Box<AudioTaskData>),
+    Text(TextTaskData),
 }
 
 fn load_task_input(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<TaskInput> {
-    if spec.audio.is_none() {
+    if spec.audio.is_none() && spec.text.is_none() {
         return Ok(TaskInput::Images(load_task_data(spec, paths, quiet)?));
     }
     let root = match spec.data.format {
         DataFormat::Generated => None,
         _ => Some(data_root(spec, paths)?),
     };
+    if spec.text.is_some() {
+        return Ok(TaskInput::Text(load_text_task(spec, root.as_deref())?));
+    }
     let task = spec.task.name.clone();
     Ok(TaskInput::Audio(Box::new(load_audio_task(
         spec,
@@ -241,12 +257,21 @@ fn load_task_input(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result
     )?)))
 }
 
+/// What turns a suite's raw inputs into model inputs, besides image preprocessing.
+struct Encoders<'a> {
+    /// Audio suites: the shared filter-bank cache.
+    audio: Option<&'a std::sync::Arc<peftbench_data_audio::AstFeatures>>,
+    /// Text suites: the backbone's tokenizer, truncating to the suite's `max_tokens`.
+    text: Option<&'a TextEncoder>,
+}
+
 /// Decodes a task's inputs for all of its runs: images into memory (or a prefetching stream),
-/// audio into filter banks (from the shared cache when another fold or sweep computed them).
+/// audio into filter banks (from the shared cache when another fold or sweep computed them),
+/// texts into token ids.
 fn prepare_task(
     spec: &RunSpec,
     input: &TaskInput,
-    audio_features: Option<&std::sync::Arc<peftbench_data_audio::AstFeatures>>,
+    encoders: &Encoders<'_>,
     device: &candle_core::Device,
     quiet: bool,
 ) -> anyhow::Result<PreparedTask> {
@@ -268,7 +293,7 @@ fn prepare_task(
         }
         TaskInput::Audio(data) => {
             let audio = spec.audio.as_ref().expect("audio task of an audio suite");
-            let features = audio_features.expect("audio suites have a feature cache");
+            let features = encoders.audio.expect("audio suites have a feature cache");
             let on_error = spec.protocol.on_data_error;
             let augment = spec_augment(audio);
             let source =
@@ -291,6 +316,27 @@ fn prepare_task(
                 val,
                 skipped_examples: skipped_train + skipped_eval + skipped_val,
                 augmented_training: augment.is_some(),
+                features: Default::default(),
+            })
+        }
+        TaskInput::Text(data) => {
+            let encoder = encoders
+                .text
+                .expect("text suites load their backbone's tokenizer");
+            let encode = |examples: &[peftbench_data_text::TextExample], split: &str| {
+                encode_classification(encoder, examples, &data.labels, device)
+                    .map_err(|e| anyhow::anyhow!("task `{}` split `{split}`: {e}", spec.task.name))
+            };
+            let protocol = &spec.protocol;
+            Ok(PreparedTask {
+                train: Box::new(encode(&data.train, &protocol.train_split)?),
+                eval: Box::new(encode(&data.eval, &protocol.eval_split)?),
+                val: match (&data.val, &protocol.val_split) {
+                    (Some(v), Some(split)) => Some(Box::new(encode(v, split)?)),
+                    _ => None,
+                },
+                skipped_examples: 0,
+                augmented_training: false,
                 features: Default::default(),
             })
         }

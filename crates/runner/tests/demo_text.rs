@@ -1,5 +1,5 @@
 //! The demo text backbone: pretrained on first use into the project's hub cache, loaded back from
-//! it (encoder, tokenizer) without retraining, and good at its upstream task.
+//! it (encoder, tokenizer) without retraining, and good at its upstream task (masked words).
 
 use candle_core::Device;
 use peftbench_backbones::{Backbone, Bert, TextEncoder};
@@ -26,9 +26,10 @@ fn pretrained_once_cached_and_loaded_back() {
         .unwrap(),
     )
     .unwrap();
-    let accuracy = card["held_out_accuracy"].as_f64().unwrap();
-    // 8 topics: chance is 12.5%.
-    assert!(accuracy > 0.9, "upstream accuracy {accuracy}");
+    let accuracy = card["held_out_masked_token_accuracy"].as_f64().unwrap();
+    // Chance is about 1 / vocabulary (several hundred words); most masked words are function words
+    // or topic words their context narrows down.
+    assert!(accuracy > 0.5, "masked-token accuracy {accuracy}");
 
     let modified = std::fs::metadata(&files.checkpoint.weights)
         .unwrap()

@@ -32,6 +32,8 @@ struct RawSuite {
     preprocess: Option<PreprocessSpec>,
     #[serde(default)]
     audio: Option<AudioSpec>,
+    #[serde(default)]
+    text: Option<TextSpec>,
     protocol: Protocol,
     #[serde(default)]
     recipe: Recipe,
@@ -63,6 +65,14 @@ struct RawTask {
     group: Option<String>,
     #[serde(default)]
     tolerance: Option<Spanned<f64>>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    eval_language: Option<String>,
+    #[serde(default)]
+    columns: Option<TextColumns>,
+    #[serde(default)]
+    labels: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -452,36 +462,61 @@ pub fn parse_suite(
             }
         }
     }
-    // Audio suites (audio formats, or generated `keywords` tasks) describe their input in `audio`,
-    // image suites in `preprocess`; a suite is one or the other.
-    let audio_suite = raw.data.format.is_audio()
-        || (generated
-            && raw
-                .tasks
-                .value
-                .iter()
-                .any(|t| t.generator.is_some_and(Generator::is_audio)));
-    if audio_suite {
-        if generated
-            && raw
-                .tasks
-                .value
-                .iter()
-                .any(|t| !t.generator.is_some_and(Generator::is_audio))
-        {
+    // Image suites describe their input in `preprocess`, audio suites (audio formats, generated
+    // `keywords`) in `audio`, text suites (text formats, generated `sentiment` / `topics`) in
+    // `text`; a suite is one kind.
+    let kind_of = |g: Generator| {
+        if g.is_audio() {
+            InputKind::Audio
+        } else if g.is_text() {
+            InputKind::Text
+        } else {
+            InputKind::Images
+        }
+    };
+    let kind = if raw.data.format.is_audio() {
+        InputKind::Audio
+    } else if raw.data.format.is_text() {
+        InputKind::Text
+    } else if generated {
+        let kinds: BTreeSet<InputKind> = raw
+            .tasks
+            .value
+            .iter()
+            .filter_map(|t| t.generator.map(kind_of))
+            .collect();
+        if kinds.len() > 1 {
             return Err(invalid(
                 line_of(&raw.tasks),
-                "a suite mixes audio (`keywords`) and image generators; use one kind per suite"
+                "a suite mixes image, audio (`keywords`) and text (`sentiment`, `topics`) \
+                 generators; use one kind per suite"
                     .into(),
             ));
         }
-        if raw.preprocess.is_some() {
+        kinds.into_iter().next().unwrap_or(InputKind::Images)
+    } else {
+        InputKind::Images
+    };
+    let sections = [
+        ("preprocess", raw.preprocess.is_some(), InputKind::Images),
+        ("audio", raw.audio.is_some(), InputKind::Audio),
+        ("text", raw.text.is_some(), InputKind::Text),
+    ];
+    for (name, present, owner) in sections {
+        if present && owner != kind {
             return Err(invalid(
-                section("preprocess"),
-                "`preprocess` is for images; an audio suite sets its input in `audio`".into(),
+                section(name),
+                format!(
+                    "`{name}` is for {} suites, and this is {} suite; it sets its input in `{}`",
+                    owner.noun(),
+                    kind.article_noun(),
+                    kind.section()
+                ),
             ));
         }
-        match &raw.audio {
+    }
+    match kind {
+        InputKind::Audio => match &raw.audio {
             None => {
                 return Err(invalid(
                     None,
@@ -495,15 +530,27 @@ pub fn parse_suite(
                 ))
             }
             Some(_) => {}
-        }
-    } else {
-        if raw.audio.is_some() {
-            return Err(invalid(
-                section("audio"),
-                "`audio` only applies to audio data formats and the `keywords` generator".into(),
-            ));
-        }
-        match &raw.preprocess {
+        },
+        InputKind::Text => match &raw.text {
+            None => {
+                return Err(invalid(
+                    None,
+                    "a text suite needs a `text` section (`max_tokens`)".into(),
+                ))
+            }
+            Some(t) if t.max_tokens < 3 => {
+                return Err(invalid(
+                    key_line(src, &["text", "max_tokens"]).or(section("text")),
+                    format!(
+                        "`text.max_tokens` must leave room for a word besides the special \
+                         tokens (at least 3, got {})",
+                        t.max_tokens
+                    ),
+                ))
+            }
+            Some(_) => {}
+        },
+        InputKind::Images => match &raw.preprocess {
             None => {
                 return Err(invalid(
                     None,
@@ -517,7 +564,7 @@ pub fn parse_suite(
                 ));
             }
             Some(_) => {}
-        }
+        },
     }
     validate_protocol(&raw.protocol).map_err(|m| invalid(section("protocol"), m))?;
     raw.recipe
@@ -553,7 +600,7 @@ pub fn parse_suite(
                 return Err(invalid(
                     line,
                     format!(
-                        "task `{tname}` needs a `generator` (format `generated`); valid generators: position, orientation, count, shapes, keywords"
+                        "task `{tname}` needs a `generator` (format `generated`); valid generators: position, orientation, count, shapes, keywords, sentiment, topics"
                     ),
                 ))
             }
@@ -565,11 +612,16 @@ pub fn parse_suite(
             }
             _ => {}
         }
+        check_text_fields(t, kind, raw.data.format, generated).map_err(|m| invalid(line, m))?;
         tasks.push(TaskSpec {
             name: tname.clone(),
             num_classes: t.num_classes,
             generator: t.generator,
             group: t.group.clone(),
+            language: t.language.clone(),
+            eval_language: t.eval_language.clone(),
+            columns: t.columns.clone(),
+            labels: t.labels.clone(),
         });
     }
     let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
@@ -872,6 +924,7 @@ pub fn parse_suite(
         data: raw.data,
         preprocess: raw.preprocess,
         audio: raw.audio,
+        text: raw.text,
         protocol: raw.protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
@@ -883,6 +936,94 @@ pub fn parse_suite(
         tolerance,
         task_tolerances,
     })
+}
+
+/// What a suite's examples are; each kind has its own input section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum InputKind {
+    Images,
+    Audio,
+    Text,
+}
+
+impl InputKind {
+    fn noun(self) -> &'static str {
+        match self {
+            InputKind::Images => "image",
+            InputKind::Audio => "audio",
+            InputKind::Text => "text",
+        }
+    }
+
+    fn article_noun(self) -> &'static str {
+        match self {
+            InputKind::Images => "an image",
+            InputKind::Audio => "an audio",
+            InputKind::Text => "a text",
+        }
+    }
+
+    fn section(self) -> &'static str {
+        match self {
+            InputKind::Images => "preprocess",
+            InputKind::Audio => "audio",
+            InputKind::Text => "text",
+        }
+    }
+}
+
+/// The text-only task fields: where each is required, allowed, or wrong.
+fn check_text_fields(
+    t: &RawTask,
+    kind: InputKind,
+    format: DataFormat,
+    generated: bool,
+) -> Result<(), String> {
+    let name = &t.name.value;
+    if kind != InputKind::Text {
+        for (field, set) in [
+            ("language", t.language.is_some()),
+            ("eval_language", t.eval_language.is_some()),
+            ("columns", t.columns.is_some()),
+            ("labels", t.labels.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "task `{name}`: `{field}` only applies to text tasks"
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if (generated || format == DataFormat::Sib200) && t.language.is_none() {
+        return Err(format!(
+            "task `{name}` needs a `language` (the folder or generated language it trains on)"
+        ));
+    }
+    if t.eval_language.is_some() && t.language.is_none() {
+        return Err(format!(
+            "task `{name}`: `eval_language` needs a `language` to transfer from"
+        ));
+    }
+    if t.columns.is_some() && format != DataFormat::Table {
+        return Err(format!(
+            "task `{name}`: `columns` only applies to data format `table`"
+        ));
+    }
+    if let Some(labels) = &t.labels {
+        if labels.len() != t.num_classes {
+            return Err(format!(
+                "task `{name}`: `labels` lists {} classes but num_classes is {}",
+                labels.len(),
+                t.num_classes
+            ));
+        }
+        let unique: BTreeSet<&String> = labels.iter().collect();
+        if unique.len() != labels.len() {
+            return Err(format!("task `{name}`: `labels` lists a class twice"));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn validate_protocol(p: &Protocol) -> Result<(), String> {

@@ -105,6 +105,9 @@ pub struct RunSpec {
     /// Audio input pipeline (absent for image suites).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<AudioSpec>,
+    /// Text input pipeline (absent for image and audio suites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -438,6 +441,7 @@ pub fn plan(
                         data: suite.data.clone(),
                         preprocess: suite.preprocess.clone(),
                         audio: suite.audio.clone(),
+                        text: suite.text.clone(),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,

@@ -48,6 +48,13 @@ pub enum DataFormat {
     /// integer `label`).
     #[serde(rename = "audio-parquet")]
     AudioParquet,
+    /// SIB-200 topic classification: `<root>/<language>/{train,dev,test}.tsv` with the columns
+    /// `category` and `text` (7 classes).
+    Sib200,
+    /// Text classification tables a suite declares without any Rust: `<root>/<task>/<split>.tsv`
+    /// (or `.csv`, `.jsonl`), or `<root>/<task>/<language>/<split>.*` when the task names a
+    /// language; the task's `columns` name the text and label columns.
+    Table,
 }
 
 impl DataFormat {
@@ -61,6 +68,11 @@ impl DataFormat {
                 | DataFormat::Urbansound8k
                 | DataFormat::AudioParquet
         )
+    }
+
+    /// Text formats: their runs take a `text` section instead of `preprocess`.
+    pub fn is_text(self) -> bool {
+        matches!(self, DataFormat::Sib200 | DataFormat::Table)
     }
 }
 
@@ -142,6 +154,61 @@ pub struct AudioSpec {
     /// Widest SpecAugment time mask in frames (0: none).
     #[serde(default)]
     pub time_mask: usize,
+}
+
+/// Text input pipeline of text suites (YAML section `text`, instead of `preprocess`): texts are
+/// tokenised with the backbone's `tokenizer.json` (`[CLS] text [SEP]` or the tokenizer's own
+/// template) and truncated to `max_tokens`, special tokens included.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TextSpec {
+    /// Tokens per text, special tokens included (at most the backbone's position embeddings).
+    pub max_tokens: usize,
+    /// How the encoder's token states become one vector for the classification head (default
+    /// `cls`).
+    #[serde(default)]
+    pub pooling: TextPooling,
+}
+
+/// Pooling of a text encoder's token states.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TextPooling {
+    /// The first token's final state (`[CLS]`, `<s>`), as BERT's and XLM-R's classifiers read it.
+    #[default]
+    Cls,
+    /// The mean over the text's tokens, padding excluded (sentence-transformers models such as
+    /// all-MiniLM-L6-v2).
+    Mean,
+}
+
+/// The columns of a `table` task's files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TextColumns {
+    /// The column holding the text (default `text`).
+    #[serde(default = "default_text_column")]
+    pub text: String,
+    /// The column holding the class (default `label`); in JSONL a string or an integer.
+    #[serde(default = "default_label_column")]
+    pub label: String,
+}
+
+impl Default for TextColumns {
+    fn default() -> Self {
+        Self {
+            text: default_text_column(),
+            label: default_label_column(),
+        }
+    }
+}
+
+fn default_text_column() -> String {
+    "text".into()
+}
+
+fn default_label_column() -> String {
+    "label".into()
 }
 
 fn default_mel_bins() -> usize {
@@ -433,12 +500,22 @@ pub enum Generator {
     Shapes,
     /// Which keyword is spoken? One-second clips (espeak-ng when installed, else tone glides): audio.
     Keywords,
+    /// Is the review positive? Short reviews in `en`, `de` or `fr`, half of them negated (`not
+    /// good` is negative), so word lists alone do not solve it: text.
+    Sentiment,
+    /// Which of 8 things does the review talk about? The demo text backbone's upstream task: text.
+    Topics,
 }
 
 impl Generator {
     /// Generators of audio clips rather than images.
     pub fn is_audio(self) -> bool {
         matches!(self, Generator::Keywords)
+    }
+
+    /// Generators of texts rather than images.
+    pub fn is_text(self) -> bool {
+        matches!(self, Generator::Sentiment | Generator::Topics)
     }
 }
 
@@ -457,6 +534,28 @@ pub struct TaskSpec {
     /// listing the task in `groups`; after loading it is filled in from both.
     #[serde(default)]
     pub group: Option<String>,
+    /// Text tasks: the language trained on (a SIB-200 folder such as `swh_Latn`; `en`, `de` or `fr`
+    /// for generated text; a sub-folder of a `table` task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Zero-shot cross-lingual transfer: the language the eval split is read in, when it is not
+    /// `language`. The model trains (and `best-val` selects) on `language` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_language: Option<String>,
+    /// `table` tasks: the columns holding the text and the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<TextColumns>,
+    /// Text tasks: the class names in label-id order. Default: the dataset's own list (SIB-200,
+    /// generated), else the training split's labels sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+}
+
+impl TaskSpec {
+    /// The language the eval split is read in: `eval_language`, else `language`.
+    pub fn eval_language(&self) -> Option<&str> {
+        self.eval_language.as_deref().or(self.language.as_deref())
+    }
 }
 
 /// One grid axis of a method: the key and the values it takes, in file order.
@@ -531,6 +630,8 @@ pub struct Suite {
     pub preprocess: Option<PreprocessSpec>,
     /// Audio input pipeline (audio formats and generated `keywords`).
     pub audio: Option<AudioSpec>,
+    /// Text input pipeline (text formats and generated `sentiment`, `topics`).
+    pub text: Option<TextSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).

@@ -1001,7 +1001,82 @@ fn audio_suites_take_an_audio_section_instead_of_preprocess() {
     ));
     assert!(e.contains("needs an `audio` section"), "{e}");
     let e = load_err(&format!("{BASE}audio: {{ target_frames: 100 }}\n"));
-    assert!(e.contains("`audio` only applies"), "{e}");
+    assert!(e.contains("`audio` is for audio suites"), "{e}");
     let e = load_err(&audio.replacen("generator: keywords", "generator: position", 1));
-    assert!(e.contains("mixes audio"), "{e}");
+    assert!(e.contains("mixes image, audio"), "{e}");
+}
+
+const TEXT: &str = "\
+name: words
+backbone: { checkpoint: demo-text }
+data: { format: generated, train_examples: 100, eval_examples: 50 }
+text: { max_tokens: 24 }
+protocol: { train_split: train, eval_split: test, selection: final }
+seeds: [0]
+tasks:
+  - { name: sentiment-en, num_classes: 2, generator: sentiment, language: en }
+  - { name: sentiment-en-de, num_classes: 2, generator: sentiment, language: en, eval_language: de }
+methods:
+  - method: lora
+";
+
+#[test]
+fn text_suites_take_a_text_section_and_languages() {
+    let s = load_text(TEXT).1.unwrap();
+    assert_eq!(s.text.as_ref().unwrap().max_tokens, 24);
+    assert_eq!(s.tasks[0].eval_language(), Some("en"));
+    assert_eq!(s.tasks[1].eval_language(), Some("de"));
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    let json = serde_json::to_value(&runs[1]).unwrap();
+    assert_eq!(json["text"]["max_tokens"], 24);
+    assert_eq!(json["task"]["eval_language"], "de");
+    // Image runs serialise without the text keys: their config hashes are unchanged.
+    let plain = serde_json::to_value(
+        &plan(&base_suite(), &PlanOptions::default(), &FakeCatalog).unwrap()[0],
+    )
+    .unwrap();
+    assert!(plain.get("text").is_none() && plain["task"].get("language").is_none());
+
+    let e = load_err(&TEXT.replace("text: { max_tokens: 24 }\n", ""));
+    assert!(e.contains("needs a `text` section"), "{e}");
+    let e = load_err(&TEXT.replace("max_tokens: 24", "max_tokens: 2"));
+    assert!(e.contains("at least 3"), "{e}");
+    let e = load_err(&TEXT.replacen(", language: en }", " }", 1));
+    assert!(
+        e.contains("needs a `language`") && e.contains("x.yaml:8:"),
+        "{e}"
+    );
+    let e = load_err(&TEXT.replace(
+        "text: { max_tokens: 24 }",
+        "text: { max_tokens: 24 }\npreprocess: { image_size: 32, interpolation: bilinear, normalization: none }",
+    ));
+    assert!(
+        e.contains("`preprocess` is for image suites, and this is a text suite"),
+        "{e}"
+    );
+    let e = load_err(&TEXT.replacen("generator: sentiment", "generator: keywords", 1));
+    assert!(e.contains("mixes image, audio"), "{e}");
+    let e = load_err(&TEXT.replacen("language: en }", "language: en, labels: [neg] }", 1));
+    assert!(e.contains("lists 1 classes but num_classes is 2"), "{e}");
+    let e = load_err(&TEXT.replacen("language: en }", "language: en, columns: { text: t } }", 1));
+    assert!(
+        e.contains("`columns` only applies to data format `table`"),
+        "{e}"
+    );
+    let e = load_err(&BASE.replace("generator: count", "generator: count\n    language: en"));
+    assert!(e.contains("`language` only applies to text tasks"), "{e}");
+
+    // A custom table task: columns default to `text` and `label`, languages are optional.
+    let table = TEXT
+        .replace("format: generated, train_examples: 100, eval_examples: 50", "format: table, root: /data")
+        .replace(
+            "  - { name: sentiment-en, num_classes: 2, generator: sentiment, language: en }\n  - { name: sentiment-en-de, num_classes: 2, generator: sentiment, language: en, eval_language: de }\n",
+            "  - name: reviews\n    num_classes: 3\n    columns: { text: review, label: stars }\n    labels: [low, mid, high]\n",
+        );
+    let s = load_text(&table).1.unwrap();
+    let task = &s.tasks[0];
+    assert_eq!(task.columns.as_ref().unwrap().text, "review");
+    assert_eq!(task.columns.as_ref().unwrap().label, "stars");
+    assert_eq!(task.labels.as_ref().unwrap()[2], "high");
+    assert_eq!(task.language, None);
 }

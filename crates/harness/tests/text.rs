@@ -1,0 +1,216 @@
+//! Text suites as a user runs them, on a tiny random BERT with a word-level tokenizer: a custom
+//! `table` task declared only in the suite file (TSV and JSONL splits, renamed columns, listed
+//! classes), SIB-200's layout with zero-shot transfer to another language's eval split, and the
+//! errors a user sees for a missing split file or a label outside the task's classes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::Device;
+use peftbench_backbones::{Bert, BertConfig};
+use peftbench_core::SeededInit;
+use peftbench_data_text::synthetic::{negation_sentiment, review_topics};
+use peftbench_data_text::TextExample;
+use peftbench_runner::demo_text::word_level_tokenizer;
+
+fn harness(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.current_dir(dir)
+        .env("PEFTBENCH_CACHE", dir.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("PEFTBENCH_DATA");
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Reviews in English and French with their sentiment and topic labels.
+fn corpus() -> Vec<TextExample> {
+    let mut all = negation_sentiment("en", 60, 1).unwrap();
+    all.extend(negation_sentiment("fr", 60, 2).unwrap());
+    all.extend(review_topics("en", 60, 3).unwrap());
+    all.extend(review_topics("fr", 60, 4).unwrap());
+    all
+}
+
+/// A tiny random BERT checkpoint folder with a word-level `tokenizer.json` covering `corpus()`.
+fn tiny_bert(dir: &Path) -> PathBuf {
+    let path = dir.join("bert");
+    std::fs::create_dir_all(&path).unwrap();
+    let tokenizer = word_level_tokenizer(&corpus()).unwrap();
+    tokenizer.save(path.join("tokenizer.json"), false).unwrap();
+    let mut cfg = BertConfig::new(tokenizer.get_vocab_size(true), 16, 1, 2, 32);
+    cfg.max_position_embeddings = 32;
+    let mut bert = Bert::random(cfg.clone(), &SeededInit::new(0, &Device::Cpu)).unwrap();
+    std::fs::write(
+        path.join("config.json"),
+        serde_json::to_string(&cfg.to_hf_json()).unwrap(),
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &bert.named_tensors().unwrap(),
+        path.join("model.safetensors"),
+    )
+    .unwrap();
+    path
+}
+
+fn suite(backbone: &Path, data: &str, tasks: &str) -> String {
+    format!(
+        "name: tiny-text
+backbone: {{ checkpoint: {backbone} }}
+data: {data}
+text: {{ max_tokens: 20 }}
+protocol: {{ train_split: train, eval_split: test, selection: final }}
+recipe: {{ epochs: 1, batch_size: 8, lr: 1.0e-3, warmup_epochs: 0, drop_path: 0.0 }}
+seeds: [0]
+tasks:
+{tasks}
+methods:
+  - method: linear
+  - method: lora
+    params: {{ r: 2, target_modules: [query, value] }}
+",
+        backbone = backbone.display()
+    )
+}
+
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join("results/records")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json") {
+                out.push(serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn run_suite(dir: &Path, yaml: &str) -> Output {
+    let path = dir.join("tiny-text.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    harness(dir).arg("suite").arg(&path).output().unwrap()
+}
+
+#[test]
+fn a_custom_table_task_runs_from_the_suite_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = tiny_bert(dir.path());
+    let data = dir.path().join("data/reviews");
+    std::fs::create_dir_all(&data).unwrap();
+    // Train split as TSV, test split as JSONL; the label column is `mood`, the text `review`.
+    let rows = |examples: &[TextExample]| -> Vec<(String, String)> {
+        examples
+            .iter()
+            .map(|e| (e.text.clone(), e.label.clone()))
+            .collect()
+    };
+    let train = rows(&negation_sentiment("en", 40, 1).unwrap());
+    let mut tsv = String::from("id\treview\tmood\n");
+    for (i, (t, l)) in train.iter().enumerate() {
+        tsv.push_str(&format!("{i}\t{t}\t{l}\n"));
+    }
+    std::fs::write(data.join("train.tsv"), tsv).unwrap();
+    let test = rows(&negation_sentiment("en", 24, 5).unwrap());
+    let jsonl: String = test
+        .iter()
+        .map(|(t, l)| format!("{}\n", serde_json::json!({ "review": t, "mood": l })))
+        .collect();
+    std::fs::write(data.join("test.jsonl"), jsonl).unwrap();
+
+    let tasks = "  - name: reviews\n    num_classes: 2\n    columns: { text: review, label: mood }\n    labels: [negative, positive]\n";
+    let yaml = suite(
+        &bert,
+        &format!(
+            "{{ format: table, root: {} }}",
+            dir.path().join("data").display()
+        ),
+        tasks,
+    );
+    let out = run_suite(dir.path(), &yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    assert_eq!(all.len(), 2, "{}", text(&out));
+    for r in &all {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["eval_correct"]["examples"], 24);
+        for metric in ["test_accuracy", "test_macro_f1"] {
+            let v = r["metrics"][metric].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{metric} = {v}");
+        }
+    }
+
+    // A label outside the listed classes names the task, the split and the classes.
+    std::fs::write(
+        data.join("test.jsonl"),
+        "{\"review\": \"the film is good\", \"mood\": \"neutral\"}\n",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    let out = run_suite(dir.path(), &yaml);
+    let t = text(&out);
+    assert!(
+        t.contains("task `reviews` split `test`") && t.contains("`neutral`"),
+        "{t}"
+    );
+
+    // A missing split file lists every path looked at.
+    std::fs::remove_file(data.join("test.jsonl")).unwrap();
+    let out = run_suite(dir.path(), &yaml);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("no file for split `test`")
+            && t.contains("test.tsv")
+            && t.contains("test.jsonl"),
+        "{t}"
+    );
+}
+
+#[test]
+fn sib200_layout_with_zero_shot_transfer_evaluates_the_target_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = tiny_bert(dir.path());
+    let root = dir.path().join("sib");
+    let categories = peftbench_data_text::SIB200_CATEGORIES;
+    // SIB-200's files: `index_id`, `category`, `text`; the French test split is smaller, so the
+    // record shows which one was evaluated.
+    for (lang, code, split, n) in [
+        ("en", "eng_Latn", "train", 35),
+        ("en", "eng_Latn", "test", 21),
+        ("fr", "fra_Latn", "test", 14),
+    ] {
+        let folder = root.join(code);
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut tsv = String::from("index_id\tcategory\ttext\n");
+        for (i, e) in review_topics(lang, n, n as u64).unwrap().iter().enumerate() {
+            tsv.push_str(&format!("{i}\t{}\t{}\n", categories[i % 7], e.text));
+        }
+        std::fs::write(folder.join(format!("{split}.tsv")), tsv).unwrap();
+    }
+    let tasks = "  - { name: sib-eng, num_classes: 7, language: eng_Latn }\n  - { name: sib-eng-fra, num_classes: 7, language: eng_Latn, eval_language: fra_Latn }\n";
+    let yaml = suite(
+        &bert,
+        &format!("{{ format: sib200, root: {} }}", root.display()),
+        tasks,
+    );
+    let out = run_suite(dir.path(), &yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    assert_eq!(all.len(), 4, "{}", text(&out));
+    for r in &all {
+        let expected = if r["task"] == "sib-eng-fra" { 14 } else { 21 };
+        assert_eq!(r["eval_correct"]["examples"], expected, "{}", r["task"]);
+    }
+}
