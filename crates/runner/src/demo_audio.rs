@@ -16,9 +16,7 @@ use peftbench_core::SeededInit;
 use peftbench_data_audio::synthetic::{keyword_task, Voice};
 use peftbench_methods::PeftModel;
 use peftbench_suite::{AudioSpec, OnDataError};
-use peftbench_train::{
-    evaluate, train, AdamWConfig, Selection, TrainConfig, TrainModel, TrainOutcome,
-};
+use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, TrainOutcome};
 use sha2::{Digest, Sha256};
 
 use crate::audio::{audio_batch_source, features_for, spec_augment};
@@ -130,22 +128,6 @@ pub fn ensure_demo_ast(paths: &Paths, quiet: bool) -> anyhow::Result<ResolvedChe
     Ok(files)
 }
 
-struct Trainee<'a>(&'a PeftModel);
-
-impl TrainModel for Trainee<'_> {
-    fn trainable(&self) -> &peftbench_core::NamedVars {
-        self.0.trainable()
-    }
-
-    fn logits(
-        &self,
-        input: &Tensor,
-        ctx: &peftbench_core::ForwardCtx,
-    ) -> candle_core::Result<Tensor> {
-        self.0.logits(input, ctx)
-    }
-}
-
 /// Trains the AST from scratch on the upstream task; returns its weights (HF `ASTModel` names) and
 /// held-out accuracy.
 fn pretrain(
@@ -215,7 +197,7 @@ fn pretrain(
             let _ = std::io::stderr().flush();
         }
     };
-    match train(&Trainee(&model), &train_batches, None, &cfg, &mut progress)? {
+    match train(&model, &train_batches, None, &cfg, &mut progress)? {
         TrainOutcome::Completed(_) => {}
         TrainOutcome::Diverged { epoch, loss, .. } => {
             anyhow::bail!("demo AST pretraining diverged at epoch {epoch} (loss {loss})")
@@ -224,7 +206,7 @@ fn pretrain(
     if !quiet {
         eprintln!();
     }
-    let accuracy = evaluate(&Trainee(&model), &eval_batches, 256)?.accuracy;
+    let accuracy = evaluate(&model, &eval_batches, 256)?.accuracy;
     let mut tensors = HashMap::new();
     model.backbone_mut().visit_params(&mut |name, t| {
         tensors.insert(name.to_string(), t.detach().copy()?);

@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+use candle_core::Device;
+use peftbench_core::SeededInit;
 use peftbench_methods::PeftModel;
 use peftbench_records::{
     now_rfc3339, peak_rss_bytes, reset_peak_rss, Environment, EpochLog, EvalCorrect, RecordStore,
@@ -12,7 +12,7 @@ use peftbench_records::{
 use peftbench_suite::RunSpec;
 use peftbench_train::{
     cross_entropy, derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig,
-    TrainModel, TrainOutcome, TrainReport,
+    TrainOutcome, TrainReport,
 };
 
 use crate::backbone::LoadedBackbone;
@@ -36,18 +36,6 @@ pub struct RunContext<'a> {
     pub device: &'a Device,
     pub backbone: &'a LoadedBackbone,
     pub environment: &'a Environment,
-}
-
-struct Trainee<'a>(&'a PeftModel);
-
-impl TrainModel for Trainee<'_> {
-    fn trainable(&self) -> &NamedVars {
-        self.0.trainable()
-    }
-
-    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
-        self.0.logits(input, ctx)
-    }
 }
 
 /// The trainer's configuration from a run's recipe and protocol.
@@ -93,7 +81,7 @@ fn train_phases(
     let phases = model.phases();
     if phases.is_empty() {
         return train(
-            &Trainee(model),
+            &*model,
             task.train.as_ref(),
             task.val.as_deref(),
             cfg,
@@ -119,7 +107,7 @@ fn train_phases(
             })
         };
         match train(
-            &Trainee(model),
+            &*model,
             task.train.as_ref(),
             task.val.as_deref(),
             &phase_cfg,
@@ -282,7 +270,7 @@ fn execute_inner(
     let eval_started = Instant::now();
     let evaluation = match features {
         Some(f) => evaluate(&HeadOnFeatures(&model), &f.eval, cfg.eval_batch_size)?,
-        None => evaluate(&Trainee(&model), task.eval.as_ref(), cfg.eval_batch_size)?,
+        None => evaluate(&model, task.eval.as_ref(), cfg.eval_batch_size)?,
     };
     let mut metrics = std::collections::BTreeMap::new();
     metrics.insert(primary_metric(spec), evaluation.accuracy);
