@@ -92,6 +92,14 @@ pub trait Backbone {
     /// The frozen projection at `site` of block `layer`.
     fn linear(&self, layer: usize, site: LinearSite) -> &Linear;
 
+    /// Block `layer`'s module path in Hugging Face checkpoints (`vit.encoder.layer.3`,
+    /// `bert.encoder.layer.3`): where methods name the modules they add to a block.
+    fn block_path(&self, layer: usize) -> String;
+
+    /// The module path of the norm after the last block (`vit.layernorm`), if the family has one
+    /// (post-norm BERT does not).
+    fn final_norm_path(&self) -> Option<String>;
+
     /// The projection's module path in Hugging Face checkpoints, e.g.
     /// `vit.encoder.layer.0.attention.attention.query` (used for PEFT on-disk names).
     fn module_path(&self, layer: usize, site: LinearSite) -> String;

@@ -248,3 +248,11 @@ pub(crate) fn replace_pretrained(
         Ok(())
     })
 }
+
+/// The random stream a method's module `module` in block `layer` is initialised from. It is the
+/// same on every backbone (ViT's module path, the only one when methods were first written), so a
+/// method's initial values depend on the seed alone and earlier records stay reproducible; the
+/// module's saved name follows the backbone ([`Backbone::block_path`]).
+pub(crate) fn init_stream(layer: usize, module: &str) -> String {
+    format!("vit.encoder.layer.{layer}.{module}")
+}

@@ -136,3 +136,25 @@ fn lora_on_ast_saves_peft_module_paths() {
         saved.keys().collect::<Vec<_>>()
     );
 }
+
+/// What a method adds to an AST is named after the AST's modules (`audio_spectrogram_transformer.
+/// encoder.layer.N...`), never after ViT's.
+#[test]
+fn added_modules_are_named_after_the_ast() {
+    let mut wrong = Vec::new();
+    for method in registry() {
+        let name = method.info().name;
+        let init = SeededInit::new(7, &Device::Cpu);
+        let m = PeftModel::new(name, &params(name), Box::new(tiny_ast()), CLASSES, &init).unwrap();
+        for v in m.trainable().iter() {
+            if v.name.starts_with("vit.") {
+                wrong.push(format!("{name}: {}", v.name));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "ViT names on an AST:\n{}",
+        wrong.join("\n")
+    );
+}

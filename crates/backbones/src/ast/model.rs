@@ -305,6 +305,14 @@ impl Backbone for Ast {
         self.encoder.linear(layer, site)
     }
 
+    fn block_path(&self, layer: usize) -> String {
+        format!("{PREFIX}{}", encoder::layer_path(layer))
+    }
+
+    fn final_norm_path(&self) -> Option<String> {
+        Some(format!("{PREFIX}layernorm"))
+    }
+
     fn module_path(&self, layer: usize, site: LinearSite) -> String {
         format!(
             "{PREFIX}{}.{}",

@@ -527,12 +527,16 @@ impl Backbone for Bert {
         self.blocks[layer].linear(site)
     }
 
+    fn block_path(&self, layer: usize) -> String {
+        format!("{}.encoder.layer.{layer}", self.cfg.base_model_prefix())
+    }
+
+    fn final_norm_path(&self) -> Option<String> {
+        None
+    }
+
     fn module_path(&self, layer: usize, site: LinearSite) -> String {
-        format!(
-            "{}.encoder.layer.{layer}.{}",
-            self.cfg.base_model_prefix(),
-            site_suffix(site)
-        )
+        format!("{}.{}", self.block_path(layer), site_suffix(site))
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {

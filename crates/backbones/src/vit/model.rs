@@ -238,6 +238,14 @@ impl Backbone for Vit {
         self.encoder.linear(layer, site)
     }
 
+    fn block_path(&self, layer: usize) -> String {
+        layer_path(layer)
+    }
+
+    fn final_norm_path(&self) -> Option<String> {
+        Some("vit.layernorm".into())
+    }
+
     fn module_path(&self, layer: usize, site: LinearSite) -> String {
         format!("{}.{}", layer_path(layer), encoder::site_suffix(site))
     }

@@ -65,12 +65,12 @@ impl AdapterAdaptation {
         };
         for layer in 0..backbone.info().num_layers {
             for &(key, name) in sites {
-                let prefix = format!("vit.encoder.layer.{layer}.{name}");
+                let prefix = format!("{}.{name}", backbone.block_path(layer));
                 let adapter = Bottleneck::new(
                     hidden,
                     config.bottleneck,
                     config.activation,
-                    &init.fork(&prefix),
+                    &init.fork(&crate::init_stream(layer, name)),
                 )?;
                 adapter.push_params(&prefix, &mut params);
                 adapters.insert((layer, key), adapter);

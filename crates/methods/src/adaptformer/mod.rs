@@ -56,12 +56,12 @@ impl AdaptFormerAdaptation {
         let mut branches = BTreeMap::new();
         let mut params = NamedVars::default();
         for layer in 0..backbone.info().num_layers {
-            let prefix = format!("vit.encoder.layer.{layer}.adaptmlp");
+            let prefix = format!("{}.adaptmlp", backbone.block_path(layer));
             let branch = Bottleneck::new(
                 hidden,
                 config.bottleneck,
                 AdapterActivation::Relu,
-                &init.fork(&prefix),
+                &init.fork(&crate::init_stream(layer, "adaptmlp")),
             )?;
             branch.push_params(&prefix, &mut params);
             branches.insert(layer, branch);

@@ -81,8 +81,8 @@ impl CompacterAdaptation {
         };
         for layer in 0..backbone.info().num_layers {
             for &(after_mlp, site) in sites {
-                let prefix = format!("vit.encoder.layer.{layer}.{site}");
-                let init = init.fork(&prefix);
+                let prefix = format!("{}.{site}", backbone.block_path(layer));
+                let init = init.fork(&crate::init_stream(layer, site));
                 let adapter = CompacterAdapter {
                     down: PhmLinear::new(hidden, k, n, config.phm_rank, false, &init.fork("down"))?,
                     up: PhmLinear::new(k, hidden, n, config.phm_rank, true, &init.fork("up"))?,

@@ -44,12 +44,12 @@ impl ConvAdapterAdaptation {
         let mut branches = Vec::new();
         let mut params = NamedVars::default();
         for layer in 0..backbone.info().num_layers {
-            let prefix = format!("vit.encoder.layer.{layer}.conv_adapter");
+            let prefix = format!("{}.conv_adapter", backbone.block_path(layer));
             let branch = ConvBranch::new(
                 hidden,
                 config.bottleneck,
                 config.kernel_size,
-                &init.fork(&prefix),
+                &init.fork(&crate::init_stream(layer, "conv_adapter")),
             )?;
             branch.push_params(&prefix, &mut params);
             branches.push(branch);

@@ -97,8 +97,12 @@ impl LowBitAdaptation {
         let mut branches = BTreeMap::new();
         let mut params = NamedVars::default();
         for layer in 0..backbone.info().num_layers {
-            let prefix = format!("vit.encoder.layer.{layer}.adaptmlp");
-            let b = LowBitBranch::new(hidden, config.bottleneck, &init.fork(&prefix))?;
+            let prefix = format!("{}.adaptmlp", backbone.block_path(layer));
+            let b = LowBitBranch::new(
+                hidden,
+                config.bottleneck,
+                &init.fork(&crate::init_stream(layer, "adaptmlp")),
+            )?;
             params.push(format!("{prefix}.down.weight"), b.down_weight.clone());
             params.push(format!("{prefix}.down.bias"), b.down_bias.clone());
             params.push(format!("{prefix}.up.weight"), b.up_weight.clone());

@@ -61,19 +61,20 @@ impl MadxAdaptation {
         let mut task = BTreeMap::new();
         let mut task_params = NamedVars::default();
         for layer in 0..backbone.info().num_layers {
-            let prefix = format!("vit.encoder.layer.{layer}.output_adapter");
+            let prefix = format!("{}.output_adapter", backbone.block_path(layer));
+            let stream = crate::init_stream(layer, "output_adapter");
             let l = Bottleneck::new(
                 hidden,
                 lang_width,
                 AdapterActivation::Relu,
-                &init.fork(&format!("{prefix}.language")),
+                &init.fork(&format!("{stream}.language")),
             )?;
             l.push_params(&format!("{prefix}.language"), &mut language_params);
             let t = Bottleneck::new(
                 hidden,
                 task_width,
                 AdapterActivation::Relu,
-                &init.fork(&format!("{prefix}.task")),
+                &init.fork(&format!("{stream}.task")),
             )?;
             t.push_params(&format!("{prefix}.task"), &mut task_params);
             language.insert(layer, l);

@@ -48,8 +48,8 @@ impl MosaAdaptation {
         let mut params = NamedVars::default();
         for layer in 0..backbone.info().num_layers {
             for &(site, name) in sites {
-                let prefix = format!("vit.encoder.layer.{layer}.{name}");
-                let init = init.fork(&prefix);
+                let prefix = format!("{}.{name}", backbone.block_path(layer));
+                let init = init.fork(&crate::init_stream(layer, name));
                 let dense = Bottleneck::new(hidden, config.bottleneck, config.activation, &init)?;
                 dense.push_params(&prefix, &mut params);
                 adapters.insert(

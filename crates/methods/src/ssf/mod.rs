@@ -63,7 +63,7 @@ impl SsfAdaptation {
                 )?;
             }
             if config.norms {
-                let block = format!("vit.encoder.layer.{layer}");
+                let block = backbone.block_path(layer);
                 add(
                     SsfSite::NormBeforeAttention(layer),
                     format!("{block}.layernorm_before"),
@@ -76,8 +76,8 @@ impl SsfAdaptation {
                 )?;
             }
         }
-        if config.norms {
-            add(SsfSite::FinalNorm, "vit.layernorm".into(), hidden)?;
+        if let (true, Some(path)) = (config.norms, backbone.final_norm_path()) {
+            add(SsfSite::FinalNorm, path, hidden)?;
         }
         Ok(Self {
             config,
