@@ -214,3 +214,95 @@ fn sib200_layout_with_zero_shot_transfer_evaluates_the_target_language() {
         assert_eq!(r["eval_correct"]["examples"], expected, "{}", r["task"]);
     }
 }
+
+/// Sentences with people and places: `(words, IOB2 tags)`.
+fn ner_sentences(n: usize) -> Vec<(Vec<&'static str>, Vec<&'static str>)> {
+    let people = [("Amina", "Njeri"), ("Kofi", "Mensah"), ("Ada", "Obi")];
+    let places = ["Nairobi", "Accra", "Lagos", "Kampala"];
+    (0..n)
+        .map(|i| {
+            let (first, last) = people[i % people.len()];
+            let place = places[i % places.len()];
+            if i % 2 == 0 {
+                (
+                    vec![first, last, "lives", "in", place, "."],
+                    vec!["B-PER", "I-PER", "O", "O", "B-LOC", "O"],
+                )
+            } else {
+                (
+                    vec!["the", "film", "is", "from", place],
+                    vec!["O", "O", "O", "O", "B-LOC"],
+                )
+            }
+        })
+        .collect()
+}
+
+fn conll_text(sentences: &[(Vec<&str>, Vec<&str>)], prefix: &str) -> String {
+    let mut out = String::new();
+    for (words, tags) in sentences {
+        for (w, t) in words.iter().zip(tags) {
+            out.push_str(&format!("{prefix}{w} {t}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn ner_in_conll_and_wikiann_layouts_reports_span_f1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = tiny_bert(dir.path());
+    // MasakhaNER: `<root>/<lang>/<split>.txt`; WikiANN: `<root>/<lang>/<split>`, tokens `sw:word`.
+    let masakha = dir.path().join("masakhaner");
+    let wikiann = dir.path().join("wikiann");
+    for (root, suffix, prefix) in [(&masakha, ".txt", ""), (&wikiann, "", "sw:")] {
+        std::fs::create_dir_all(root.join("sw")).unwrap();
+        for (split, n) in [("train", 24), ("test", 10)] {
+            std::fs::write(
+                root.join("sw").join(format!("{split}{suffix}")),
+                conll_text(&ner_sentences(n), prefix),
+            )
+            .unwrap();
+        }
+    }
+    for (format, root) in [("conll", &masakha), ("wikiann", &wikiann)] {
+        let out_dir = dir.path().join(format);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let yaml = suite(
+            &bert,
+            &format!("{{ format: {format}, root: {} }}", root.display()),
+            "  - { name: ner-sw, num_classes: 5, language: sw, labels: [O, B-PER, I-PER, B-LOC, I-LOC] }\n",
+        );
+        let out = run_suite(&out_dir, &yaml);
+        assert!(out.status.success(), "{format}: {}", text(&out));
+        let all = records(&out_dir);
+        assert_eq!(all.len(), 2, "{format}");
+        for r in &all {
+            assert_eq!(r["status"], "completed", "{r}");
+            assert_eq!(r["primary_metric"], "test_span_f1");
+            for metric in [
+                "test_span_f1",
+                "test_span_precision",
+                "test_span_recall",
+                "test_accuracy",
+            ] {
+                let v = r["metrics"][metric].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&v), "{format} {metric} = {v}");
+            }
+            assert!(r["eval_correct"].is_null(), "{r}");
+        }
+    }
+
+    // A tag outside the task's list names the split and the tag.
+    std::fs::write(masakha.join("sw/test.txt"), "Amina B-ORG\n\n").unwrap();
+    let out_dir = dir.path().join("bad");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let yaml = suite(
+        &bert,
+        &format!("{{ format: conll, root: {} }}", masakha.display()),
+        "  - { name: ner-sw, num_classes: 5, language: sw, labels: [O, B-PER, I-PER, B-LOC, I-LOC] }\n",
+    );
+    let t = text(&run_suite(&out_dir, &yaml));
+    assert!(t.contains("split `test`") && t.contains("`B-ORG`"), "{t}");
+}

@@ -210,4 +210,13 @@ impl peftbench_train::TrainModel for PeftModel {
     fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         PeftModel::logits(self, input, ctx)
     }
+
+    /// Per-token labels `[B, T]` (token classification) get the head on every token.
+    fn batch_logits(&self, batch: &peftbench_train::Batch, ctx: &ForwardCtx) -> Result<Tensor> {
+        if batch.labels.rank() == 2 {
+            self.token_logits(&batch.inputs, ctx)
+        } else {
+            PeftModel::logits(self, &batch.inputs, ctx)
+        }
+    }
 }

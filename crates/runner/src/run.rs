@@ -17,6 +17,7 @@ use peftbench_train::{
 
 use crate::backbone::LoadedBackbone;
 use crate::features::{FeatureCache, HeadOnFeatures};
+use crate::text::TaggingEval;
 
 /// The prepared inputs of a task, shared by all its runs.
 pub struct PreparedTask {
@@ -28,6 +29,8 @@ pub struct PreparedTask {
     pub augmented_training: bool,
     /// Backbone features of the splits, for runs whose method leaves the backbone unchanged.
     pub features: FeatureCache,
+    /// NER tasks: how the eval split's token predictions become entity-level scores.
+    pub tagging: Option<TaggingEval>,
 }
 
 /// What a run needs besides its spec.
@@ -149,9 +152,14 @@ fn train_phases(
     }))
 }
 
-/// The primary metric's name: accuracy on the evaluation split.
+/// The primary metric's name: entity-level span F1 on the evaluation split for NER, accuracy
+/// otherwise.
 pub fn primary_metric(spec: &RunSpec) -> String {
-    format!("{}_accuracy", spec.protocol.eval_split)
+    if spec.data.format.is_token_level() {
+        format!("{}_span_f1", spec.protocol.eval_split)
+    } else {
+        format!("{}_accuracy", spec.protocol.eval_split)
+    }
 }
 
 struct Finished {
@@ -213,7 +221,9 @@ fn execute_inner(
         && model.adaptation().leaves_backbone_unchanged()
         && cfg.drop_path == 0.0
         && ctx.backbone.model.deterministic_in_training()
-        && !task.augmented_training;
+        && !task.augmented_training
+        // The cache holds pooled features; token classification reads every token.
+        && task.tagging.is_none();
     let mut feature_seconds = 0.0;
     let features = if cache_features {
         let (features, computed) =
@@ -273,8 +283,15 @@ fn execute_inner(
         None => evaluate(&model, task.eval.as_ref(), cfg.eval_batch_size)?,
     };
     let mut metrics = std::collections::BTreeMap::new();
-    metrics.insert(primary_metric(spec), evaluation.accuracy);
-    if spec.text.is_some() {
+    let eval_split = &spec.protocol.eval_split;
+    metrics.insert(format!("{eval_split}_accuracy"), evaluation.accuracy);
+    if let Some(tagging) = &task.tagging {
+        // NER: seqeval's entity-level scores; the accuracy above is per labelled word.
+        let scores = tagging.score(&evaluation.predictions)?;
+        metrics.insert(format!("{eval_split}_span_f1"), scores.f1);
+        metrics.insert(format!("{eval_split}_span_precision"), scores.precision);
+        metrics.insert(format!("{eval_split}_span_recall"), scores.recall);
+    } else if spec.text.is_some() {
         // Text benchmarks (SIB-200, sentiment) report macro-F1 beside accuracy.
         metrics.insert(
             format!("{}_macro_f1", spec.protocol.eval_split),
@@ -313,11 +330,14 @@ fn execute_inner(
         eval_seconds,
         examples_per_second: report.examples_per_second,
         error: None,
-        // For bootstrap intervals over test examples in reports.
-        eval_correct: Some(EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
-            &evaluation.predictions,
-            &evaluation.labels,
-        ))),
+        // For bootstrap intervals over test examples in reports; not for NER, whose span F1 is
+        // not a mean over the predicted tokens.
+        eval_correct: task.tagging.is_none().then(|| {
+            EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
+                &evaluation.predictions,
+                &evaluation.labels,
+            ))
+        }),
     })
 }
 

@@ -16,7 +16,7 @@ use crate::data::{batch_source, data_root, generated_seed, load_task_data, prepr
 use crate::layout::report_layout;
 use crate::preflight::{backbone_info, check_methods};
 use crate::run::{execute, PreparedTask, RunContext};
-use crate::text::{encode_classification, load_text_task, TextTaskData};
+use crate::text::{encode_split, load_text_task, TextSplit, TextTaskData};
 use crate::{crate_versions, Paths, RegistryCatalog};
 
 #[derive(Debug, Clone, Default)]
@@ -289,6 +289,7 @@ fn prepare_task(
                 skipped_examples: data.skipped,
                 augmented_training: false,
                 features: Default::default(),
+                tagging: None,
             })
         }
         TaskInput::Audio(data) => {
@@ -317,27 +318,30 @@ fn prepare_task(
                 skipped_examples: skipped_train + skipped_eval + skipped_val,
                 augmented_training: augment.is_some(),
                 features: Default::default(),
+                tagging: None,
             })
         }
         TaskInput::Text(data) => {
             let encoder = encoders
                 .text
                 .expect("text suites load their backbone's tokenizer");
-            let encode = |examples: &[peftbench_data_text::TextExample], split: &str| {
-                encode_classification(encoder, examples, &data.labels, device)
+            let encode = |examples: &TextSplit, split: &str| {
+                encode_split(encoder, examples, &data.labels, device)
                     .map_err(|e| anyhow::anyhow!("task `{}` split `{split}`: {e}", spec.task.name))
             };
             let protocol = &spec.protocol;
+            let (eval, tagging) = encode(&data.eval, &protocol.eval_split)?;
             Ok(PreparedTask {
-                train: Box::new(encode(&data.train, &protocol.train_split)?),
-                eval: Box::new(encode(&data.eval, &protocol.eval_split)?),
+                train: Box::new(encode(&data.train, &protocol.train_split)?.0),
+                eval: Box::new(eval),
                 val: match (&data.val, &protocol.val_split) {
-                    (Some(v), Some(split)) => Some(Box::new(encode(v, split)?)),
+                    (Some(v), Some(split)) => Some(Box::new(encode(v, split)?.0)),
                     _ => None,
                 },
                 skipped_examples: 0,
                 augmented_training: false,
                 features: Default::default(),
+                tagging,
             })
         }
     }

@@ -1,28 +1,102 @@
-//! Text tasks: their splits read (SIB-200, a suite's own tables) or generated, in the training
-//! language and, for zero-shot cross-lingual transfer, the evaluation language; then tokenised
-//! with the backbone's [`TextEncoder`] into one padded `[N, T]` id matrix (padding = the
-//! tokenizer's pad id, which the encoder masks) with class ids from a [`LabelSet`].
+//! Text tasks: their splits read (SIB-200, a suite's own tables, CoNLL / WikiANN NER files) or
+//! generated, in the training language and, for zero-shot cross-lingual transfer, the evaluation
+//! language; then tokenised with the backbone's [`TextEncoder`] into one padded `[N, T]` id matrix
+//! (padding = the tokenizer's pad id, which the encoder masks) with class ids from a [`LabelSet`]:
+//! one per text, or, for NER, one per word on its first subword ([`IGNORE_LABEL`] elsewhere).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use peftbench_backbones::TextEncoder;
+use peftbench_data_text::alignment::{first_subword_labels, NO_LABEL};
 use peftbench_data_text::synthetic::{negation_sentiment, topic_labels, SENTIMENT_LABELS};
 use peftbench_data_text::{
-    read_classification, read_sib200, Columns, LabelSet, TextExample, SIB200_CATEGORIES,
+    read_classification, read_conll, read_sib200, Columns, LabelSet, TaggedSentence, TextExample,
+    SIB200_CATEGORIES,
 };
+use peftbench_metrics::seqeval::{span_f1, SpanScores};
 use peftbench_suite::{DataFormat, Generator, RunSpec, TextColumns};
-use peftbench_train::InMemoryBatches;
+use peftbench_train::{InMemoryBatches, IGNORE_LABEL};
 
 use crate::data::generated_seed;
 
-/// A text task's splits and class names, read before the first run.
+/// One split of a text task: labelled texts, or tagged sentences (NER).
+#[derive(Debug, Clone)]
+pub enum TextSplit {
+    Texts(Vec<TextExample>),
+    Sentences(Vec<TaggedSentence>),
+}
+
+impl TextSplit {
+    fn is_empty(&self) -> bool {
+        match self {
+            TextSplit::Texts(v) => v.is_empty(),
+            TextSplit::Sentences(v) => v.is_empty(),
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            TextSplit::Texts(v) => v.truncate(n),
+            TextSplit::Sentences(v) => v.truncate(n),
+        }
+    }
+
+    /// Every label of the split (class names, or tags), in order.
+    fn labels(&self) -> Vec<&str> {
+        match self {
+            TextSplit::Texts(v) => v.iter().map(|e| e.label.as_str()).collect(),
+            TextSplit::Sentences(v) => v
+                .iter()
+                .flat_map(|s| s.tags.iter().map(String::as_str))
+                .collect(),
+        }
+    }
+}
+
+/// A text task's splits and class names (or tags), read before the first run.
 #[derive(Debug, Clone)]
 pub struct TextTaskData {
     pub labels: LabelSet,
-    pub train: Vec<TextExample>,
-    pub eval: Vec<TextExample>,
-    pub val: Option<Vec<TextExample>>,
+    pub train: TextSplit,
+    pub eval: TextSplit,
+    pub val: Option<TextSplit>,
+}
+
+/// What scoring NER predictions needs besides the model's per-token argmax: the gold tags of each
+/// eval sentence and how many of its words kept a token after truncation.
+#[derive(Debug, Clone)]
+pub struct TaggingEval {
+    pub tags: LabelSet,
+    pub gold: Vec<Vec<String>>,
+    pub labelled_words: Vec<usize>,
+}
+
+impl TaggingEval {
+    /// seqeval's entity-level scores of `predictions` (one per labelled token, sentence by
+    /// sentence, as [`peftbench_train::evaluate`] returns them). Words cut off by truncation are
+    /// predicted `O`, so every gold entity counts.
+    pub fn score(&self, predictions: &[u32]) -> anyhow::Result<SpanScores> {
+        let expected: usize = self.labelled_words.iter().sum();
+        anyhow::ensure!(
+            predictions.len() == expected,
+            "{} token predictions for {expected} labelled words",
+            predictions.len()
+        );
+        let mut rest = predictions;
+        let mut predicted = Vec::with_capacity(self.gold.len());
+        for (gold, &k) in self.gold.iter().zip(&self.labelled_words) {
+            let (mine, tail) = rest.split_at(k);
+            rest = tail;
+            let mut tags: Vec<String> = mine
+                .iter()
+                .map(|&p| self.tags.name(p).unwrap_or("O").to_string())
+                .collect();
+            tags.resize(gold.len(), "O".to_string());
+            predicted.push(tags);
+        }
+        Ok(span_f1(&predicted, &self.gold))
+    }
 }
 
 /// Extensions a `table` task's split files may have, in the order they are looked for.
@@ -35,13 +109,13 @@ pub fn load_text_task(spec: &RunSpec, root: Option<&Path>) -> anyhow::Result<Tex
     let protocol = &spec.protocol;
     let train_language = task.language.as_deref();
     let train = read_split(spec, root, &protocol.train_split, train_language)?;
+    let labels = task_labels(spec, &train)?;
     let eval = read_split(spec, root, &protocol.eval_split, task.eval_language())?;
     let val = protocol
         .val_split
         .as_deref()
         .map(|split| read_split(spec, root, split, train_language))
         .transpose()?;
-    let labels = task_labels(spec, &train)?;
     Ok(TextTaskData {
         labels,
         train,
@@ -52,7 +126,7 @@ pub fn load_text_task(spec: &RunSpec, root: Option<&Path>) -> anyhow::Result<Tex
 
 /// The class names in id order: the suite's `labels`, the dataset's own list, else the training
 /// split's labels sorted; their number must be the task's `num_classes`.
-fn task_labels(spec: &RunSpec, train: &[TextExample]) -> anyhow::Result<LabelSet> {
+fn task_labels(spec: &RunSpec, train: &TextSplit) -> anyhow::Result<LabelSet> {
     let task = &spec.task;
     let names: Vec<String> = match (&task.labels, spec.data.format, task.generator) {
         (Some(labels), _, _) => labels.clone(),
@@ -63,9 +137,7 @@ fn task_labels(spec: &RunSpec, train: &[TextExample]) -> anyhow::Result<LabelSet
         (None, _, Some(Generator::Topics)) => {
             topic_labels().iter().map(|s| s.to_string()).collect()
         }
-        (None, _, _) => LabelSet::from_labels(train.iter().map(|e| e.label.as_str()))
-            .names()
-            .to_vec(),
+        (None, _, _) => LabelSet::from_labels(train.labels()).names().to_vec(),
     };
     anyhow::ensure!(
         names.len() == task.num_classes,
@@ -88,7 +160,7 @@ fn read_split(
     root: Option<&Path>,
     split: &str,
     language: Option<&str>,
-) -> anyhow::Result<Vec<TextExample>> {
+) -> anyhow::Result<TextSplit> {
     let task = &spec.task;
     let mut examples = match spec.data.format {
         DataFormat::Generated => {
@@ -112,19 +184,28 @@ fn read_split(
                     task.name
                 ),
             };
-            generated.ok_or_else(|| {
+            TextSplit::Texts(generated.ok_or_else(|| {
                 anyhow::anyhow!(
                     "task `{}`: no generated texts in language `{language}` (generated languages: {})",
                     task.name,
                     peftbench_data_text::synthetic::NEGATION_LANGUAGES.join(", ")
                 )
-            })?
+            })?)
         }
-        DataFormat::Sib200 => read_sib200(
+        DataFormat::Sib200 => TextSplit::Texts(read_sib200(
             root.expect("on-disk formats have a root"),
             language.expect("suite validation requires a language"),
             split,
-        )?,
+        )?),
+        format @ (DataFormat::Conll | DataFormat::Wikiann) => {
+            let path = conll_path(
+                root.expect("on-disk formats have a root"),
+                spec,
+                split,
+                language.expect("suite validation requires a language"),
+            )?;
+            TextSplit::Sentences(read_conll(&path, format == DataFormat::Wikiann)?)
+        }
         DataFormat::Table => {
             let path = table_path(
                 root.expect("on-disk formats have a root"),
@@ -134,7 +215,7 @@ fn read_split(
             )?;
             let columns = task.columns.clone().unwrap_or_default();
             let TextColumns { text, label } = &columns;
-            read_classification(&path, None, &Columns { text, label })?
+            TextSplit::Texts(read_classification(&path, None, &Columns { text, label })?)
         }
         other => anyhow::bail!(
             "task `{}`: data format {other:?} does not hold texts",
@@ -153,6 +234,39 @@ fn read_split(
     Ok(examples)
 }
 
+/// Names a NER split file may have, in the order they are looked for.
+const CONLL_SUFFIXES: [&str; 4] = ["", ".txt", ".conll", ".iob2"];
+
+/// `<root>/<language>/<split>{,.txt,.conll,.iob2}`: the first that exists, else an error listing
+/// every path looked at.
+fn conll_path(root: &Path, spec: &RunSpec, split: &str, language: &str) -> anyhow::Result<PathBuf> {
+    let candidates: Vec<PathBuf> = CONLL_SUFFIXES
+        .iter()
+        .map(|suffix| root.join(language).join(format!("{split}{suffix}")))
+        .collect();
+    first_existing(&candidates).ok_or_else(|| {
+        anyhow::anyhow!(
+            "task `{}`: no CoNLL file for split `{split}` in language `{language}`. Looked for:\n{}\n\
+             MasakhaNER: point the suite's root at the repository's `data/` folder; WikiANN: at \
+             the folder of Rahimi et al.'s per-language splits",
+            spec.task.name,
+            bullet_list(&candidates)
+        )
+    })
+}
+
+fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
+    candidates.iter().find(|p| p.is_file()).cloned()
+}
+
+fn bullet_list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("  - {}", p.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `<root>/<task>/[<language>/]<split>.{tsv,csv,jsonl}`: the first that exists, else an error
 /// listing every path looked at.
 fn table_path(
@@ -169,23 +283,80 @@ fn table_path(
         .iter()
         .map(|ext| dir.join(format!("{split}.{ext}")))
         .collect();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "task `{}`: no file for split `{split}`. Looked for:\n{}\nA `table` task keeps one \
-                 file per split (TSV or CSV with a header row, or JSONL) with the columns its \
-                 `columns` names; see README, \"Custom text tasks\"",
-                spec.task.name,
-                candidates
-                    .iter()
-                    .map(|p| format!("  - {}", p.display()))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })
+    first_existing(&candidates).ok_or_else(|| {
+        anyhow::anyhow!(
+            "task `{}`: no file for split `{split}`. Looked for:\n{}\nA `table` task keeps one \
+             file per split (TSV or CSV with a header row, or JSONL) with the columns its \
+             `columns` names; see README, \"Custom text tasks\"",
+            spec.task.name,
+            bullet_list(&candidates)
+        )
+    })
+}
+
+/// Tokenises a split: [`encode_classification`] for texts, [`encode_tagging`] for sentences.
+pub fn encode_split(
+    encoder: &TextEncoder,
+    split: &TextSplit,
+    labels: &LabelSet,
+    device: &Device,
+) -> anyhow::Result<(InMemoryBatches, Option<TaggingEval>)> {
+    match split {
+        TextSplit::Texts(examples) => Ok((
+            encode_classification(encoder, examples, labels, device)?,
+            None,
+        )),
+        TextSplit::Sentences(sentences) => {
+            let (batches, eval) = encode_tagging(encoder, sentences, labels, device)?;
+            Ok((batches, Some(eval)))
+        }
+    }
+}
+
+/// Tokenises tagged sentences word by word: each word's tag id on its first subword,
+/// [`IGNORE_LABEL`] on the other subwords, special tokens and padding. An unknown tag is an error
+/// naming it and the known ones.
+pub fn encode_tagging(
+    encoder: &TextEncoder,
+    sentences: &[TaggedSentence],
+    tags: &LabelSet,
+    device: &Device,
+) -> anyhow::Result<(InMemoryBatches, TaggingEval)> {
+    anyhow::ensure!(!sentences.is_empty(), "no sentences to encode");
+    let words: Vec<Vec<String>> = sentences.iter().map(|s| s.tokens.clone()).collect();
+    let batch = encoder.encode_words(&words)?;
+    let width = batch.width();
+    let (ids, _, _) = batch.to_tensors(device)?;
+    let mut labels = Vec::with_capacity(sentences.len() * width);
+    let mut labelled_words = Vec::with_capacity(sentences.len());
+    for (sentence, word_ids) in sentences.iter().zip(&batch.word_ids) {
+        let word_labels: Vec<u32> = sentence
+            .tags
+            .iter()
+            .map(|t| {
+                tags.id(t).ok_or_else(|| {
+                    anyhow::anyhow!("tag `{t}` is not one of the task's tags {:?}", tags.names())
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut row = first_subword_labels(word_ids, &word_labels);
+        row.resize(width, NO_LABEL);
+        labelled_words.push(row.iter().filter(|&&l| l != NO_LABEL).count());
+        labels.extend(
+            row.into_iter()
+                .map(|l| if l == NO_LABEL { IGNORE_LABEL } else { l }),
+        );
+    }
+    let n = sentences.len();
+    let batches = InMemoryBatches::new(ids, Tensor::from_vec(labels, (n, width), device)?)?;
+    Ok((
+        batches,
+        TaggingEval {
+            tags: tags.clone(),
+            gold: sentences.iter().map(|s| s.tags.clone()).collect(),
+            labelled_words,
+        },
+    ))
 }
 
 /// Tokenises `examples` and maps their labels through `labels`; an unknown label is an error
@@ -214,4 +385,44 @@ pub fn encode_classification(
         .collect::<anyhow::Result<_>>()?;
     let n = ids_u32.len();
     InMemoryBatches::new(ids, Tensor::from_vec(ids_u32, n, device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags() -> LabelSet {
+        LabelSet::new(
+            ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn truncated_words_are_predicted_outside_any_entity() {
+        let gold: Vec<Vec<String>> = vec![
+            ["B-PER", "I-PER", "O", "B-LOC"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ["B-LOC", "O"].iter().map(|s| s.to_string()).collect(),
+        ];
+        // The first sentence kept 2 of its 4 words after truncation; the second both.
+        let eval = TaggingEval {
+            tags: tags(),
+            gold,
+            labelled_words: vec![2, 2],
+        };
+        let scores = eval.score(&[1, 2, 3, 0]).unwrap();
+        // Gold: PER, LOC, LOC; predicted: PER and the second sentence's LOC, both right. The
+        // truncated LOC counts as missed: precision 1, recall 2/3 (seqeval).
+        assert_eq!(scores.true_entities, 3);
+        assert_eq!(scores.predicted_entities, 2);
+        assert!((scores.precision - 1.0).abs() < 1e-12);
+        assert!((scores.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((scores.f1 - 0.8).abs() < 1e-12);
+        assert!(eval.score(&[1, 2, 3]).is_err(), "a miscount is an error");
+    }
 }

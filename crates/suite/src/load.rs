@@ -995,7 +995,9 @@ fn check_text_fields(
         }
         return Ok(());
     }
-    if (generated || format == DataFormat::Sib200) && t.language.is_none() {
+    if (generated || format == DataFormat::Sib200 || format.is_token_level())
+        && t.language.is_none()
+    {
         return Err(format!(
             "task `{name}` needs a `language` (the folder or generated language it trains on)"
         ));

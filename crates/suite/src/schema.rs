@@ -55,6 +55,13 @@ pub enum DataFormat {
     /// (or `.csv`, `.jsonl`), or `<root>/<task>/<language>/<split>.*` when the task names a
     /// language; the task's `columns` name the text and label columns.
     Table,
+    /// Named-entity recognition in CoNLL format, one `token tag` line per word (IOB2 tags, extra
+    /// middle columns ignored), a blank line between sentences, as MasakhaNER ships it:
+    /// `<root>/<language>/<split>.txt` (also without extension, or `.conll`, `.iob2`).
+    Conll,
+    /// WikiANN (Rahimi et al.'s splits): CoNLL files whose tokens carry a language prefix
+    /// (`sw:Nairobi<TAB>B-LOC`), which is removed: `<root>/<language>/<split>`.
+    Wikiann,
 }
 
 impl DataFormat {
@@ -72,7 +79,15 @@ impl DataFormat {
 
     /// Text formats: their runs take a `text` section instead of `preprocess`.
     pub fn is_text(self) -> bool {
-        matches!(self, DataFormat::Sib200 | DataFormat::Table)
+        matches!(
+            self,
+            DataFormat::Sib200 | DataFormat::Table | DataFormat::Conll | DataFormat::Wikiann
+        )
+    }
+
+    /// Token-classification formats: one label per word, scored by entity-level span F1.
+    pub fn is_token_level(self) -> bool {
+        matches!(self, DataFormat::Conll | DataFormat::Wikiann)
     }
 }
 

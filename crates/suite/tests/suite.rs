@@ -1066,6 +1066,17 @@ fn text_suites_take_a_text_section_and_languages() {
     let e = load_err(&BASE.replace("generator: count", "generator: count\n    language: en"));
     assert!(e.contains("`language` only applies to text tasks"), "{e}");
 
+    // NER files are found by language: a CoNLL task without one is an error.
+    let conll = TEXT
+        .replace(
+            "format: generated, train_examples: 100, eval_examples: 50",
+            "format: conll, root: /data",
+        )
+        .replace("generator: sentiment, ", "");
+    assert_eq!(load_text(&conll).1.unwrap().data.format, DataFormat::Conll);
+    let e = load_err(&conll.replacen(", language: en }", " }", 1));
+    assert!(e.contains("needs a `language`"), "{e}");
+
     // A custom table task: columns default to `text` and `label`, languages are optional.
     let table = TEXT
         .replace("format: generated, train_examples: 100, eval_examples: 50", "format: table, root: /data")
