@@ -7,8 +7,12 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
 use peftbench_backbones::{Vit, VitConfig};
 use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_data_vision::synthetic::{encode_jpeg, generate, ShapeTask};
+use peftbench_data_vision::{sequential_batches, Prefetcher, Preprocess};
 use peftbench_methods::PeftModel;
 use peftbench_train::{cross_entropy, AdamW, AdamWConfig};
 use serde::Serialize;
@@ -67,6 +71,18 @@ pub fn bench_method_params(method: &str) -> Option<serde_json::Value> {
     })
 }
 
+/// Where the bench's batches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BenchInput {
+    /// One random batch reused every step: the model alone, as the PyTorch reference measures.
+    #[default]
+    Random,
+    /// JPEG images decoded, resized (bicubic, from 8/7 of the side) and normalised by the
+    /// prefetching loader on its background thread while the model trains, as in a sweep; the
+    /// time the trainer waits for each batch is reported.
+    Pipeline,
+}
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct TrainStepBench {
@@ -77,6 +93,7 @@ pub struct TrainStepBench {
     pub num_classes: usize,
     pub warmup_steps: usize,
     pub steps: usize,
+    pub input: BenchInput,
 }
 
 /// Timings of one bench, in seconds.
@@ -94,6 +111,9 @@ pub struct StepTimings {
     pub examples_per_s: f64,
     /// Peak resident memory of this process (bytes), when the OS reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// [`BenchInput::Pipeline`]: median seconds per step the trainer waited for its batch (not
+    /// part of the step times above).
+    pub median_data_wait_s: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -132,7 +152,8 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
     )?;
     let mut optimizer = AdamW::new(model.trainable(), AdamWConfig::default())?;
 
-    let input = Tensor::randn(
+    let total_steps = bench.warmup_steps + bench.steps;
+    let random_input = Tensor::randn(
         0f32,
         1.0,
         (bench.batch, 3, bench.image_size, bench.image_size),
@@ -141,11 +162,46 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
     let labels: Vec<u32> = (0..bench.batch as u32)
         .map(|i| i % bench.num_classes as u32)
         .collect();
-    let labels = Tensor::from_vec(labels, bench.batch, device)?;
+    let random_labels = Tensor::from_vec(labels, bench.batch, device)?;
+    let mut loader = match bench.input {
+        BenchInput::Random => None,
+        BenchInput::Pipeline => {
+            let stored_side = bench.image_size * 8 / 7;
+            let images = encode_jpeg(generate(
+                ShapeTask::Shapes,
+                bench.batch * total_steps,
+                0,
+                stored_side,
+            ));
+            let order = sequential_batches(images.len(), bench.batch);
+            Some(Prefetcher::spawn(
+                Arc::new(images),
+                order,
+                Preprocess::new(bench.image_size),
+                3,
+            ))
+        }
+    };
 
-    let (mut step_s, mut forward_s, mut backward_s) = (vec![], vec![], vec![]);
-    for step in 0..bench.warmup_steps + bench.steps {
+    let (mut step_s, mut forward_s, mut backward_s, mut wait_s) = (vec![], vec![], vec![], vec![]);
+    for step in 0..total_steps {
         let ctx = ForwardCtx::train(step as u64, 0.0);
+        let waiting = Instant::now();
+        let (input, labels) = match loader.as_mut() {
+            None => (random_input.clone(), random_labels.clone()),
+            Some(loader) => {
+                let batch = loader
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("the loader ended early"))??;
+                let n = batch.labels.len();
+                let s = batch.image_size;
+                (
+                    Tensor::from_vec(batch.pixels, (n, 3, s, s), device)?,
+                    Tensor::from_vec(batch.labels, n, device)?,
+                )
+            }
+        };
+        let waited = waiting.elapsed().as_secs_f64();
         let start = Instant::now();
         let logits = model.logits(&input, &ctx)?;
         let loss = cross_entropy(&logits, &labels, 0.0)?;
@@ -158,6 +214,7 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
         device.synchronize()?;
         let end = Instant::now();
         if step >= bench.warmup_steps {
+            wait_s.push(waited);
             forward_s.push((forward_done - start).as_secs_f64());
             backward_s.push((backward_done - forward_done).as_secs_f64());
             step_s.push((end - start).as_secs_f64());
@@ -175,6 +232,7 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
         median_backward_s: median(backward_s),
         examples_per_s: bench.batch as f64 / median_step_s,
         peak_rss_bytes: peftbench_records::peak_rss_bytes(),
+        median_data_wait_s: loader.is_some().then(|| median(wait_s)),
     })
 }
 
@@ -194,10 +252,12 @@ mod tests {
                     num_classes: 10,
                     warmup_steps: 0,
                     steps: 1,
+                    input: BenchInput::Random,
                 },
                 &Device::Cpu,
             )?;
             assert!(t.median_step_s > 0.0 && t.median_step_s.is_finite());
+            assert_eq!(t.median_data_wait_s, None);
             assert!(t.median_forward_s + t.median_backward_s <= t.median_step_s);
         }
         let err = run_train_step(
@@ -209,11 +269,34 @@ mod tests {
                 num_classes: 10,
                 warmup_steps: 0,
                 steps: 1,
+                input: BenchInput::Random,
             },
             &Device::Cpu,
         )
         .unwrap_err();
         assert!(err.to_string().contains("choose one of"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_pipeline_input_decodes_real_batches_and_reports_the_wait() -> anyhow::Result<()> {
+        let t = run_train_step(
+            &TrainStepBench {
+                backbone: BenchBackbone::VitTiny,
+                method: "linear".into(),
+                batch: 2,
+                image_size: 32,
+                num_classes: 10,
+                warmup_steps: 1,
+                steps: 2,
+                input: BenchInput::Pipeline,
+            },
+            &Device::Cpu,
+        )?;
+        let wait = t
+            .median_data_wait_s
+            .expect("pipeline input reports its wait");
+        assert!(wait >= 0.0 && wait.is_finite());
         Ok(())
     }
 }

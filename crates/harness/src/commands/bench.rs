@@ -9,7 +9,9 @@ use peftbench_data_audio::{Fbank, FbankConfig};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use peftbench_runner::bench::{run_train_step, BenchBackbone, StepTimings, TrainStepBench};
+use peftbench_runner::bench::{
+    run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,6 +63,12 @@ pub struct TrainStepArgs {
     /// Python interpreter for the PyTorch reference.
     #[arg(long, env = "PEFTBENCH_PYTHON", default_value = "python3")]
     pub python: PathBuf,
+    /// Where batches come from: `random` (one random batch, the model alone, as the PyTorch
+    /// reference measures) or `pipeline` (JPEG images decoded, resized and normalised by the
+    /// prefetching loader on its background thread while the model trains; the table then shows
+    /// how long the trainer waited for each batch).
+    #[arg(long, default_value = "random", value_parser = ["random", "pipeline"])]
+    pub input: String,
     /// Skip the PyTorch reference.
     #[arg(long)]
     pub no_reference: bool,
@@ -153,6 +161,11 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
             num_classes: 100,
             warmup_steps: a.warmup,
             steps: a.steps,
+            input: if a.input == "pipeline" {
+                BenchInput::Pipeline
+            } else {
+                BenchInput::Random
+            },
         },
         &device,
     )?;
@@ -247,15 +260,24 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
             eprintln!("no PyTorch reference: {why}");
         }
     }
+    if let Some(wait) = ours.median_data_wait_s {
+        table.add_row([
+            "data wait per step (median)".into(),
+            format!("{:.3} s", wait),
+            "- (random input)".into(),
+            String::new(),
+        ]);
+    }
     super::emit(&format!(
-        "train step: {} {} batch {} at {}px, {} timed steps, {} threads, {}\n{table}\n",
+        "train step: {} {} batch {} at {}px, {} timed steps, {} threads, {}, {} input\n{table}\n",
         ours.backbone,
         ours.method,
         ours.batch,
         ours.image_size,
         a.steps,
         threads,
-        device_name(&device)
+        device_name(&device),
+        a.input
     ))?;
     Ok(ExitCode::SUCCESS)
 }
