@@ -6,7 +6,6 @@
 //! changing the recipe retrains instead of reusing a stale cache.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -15,11 +14,12 @@ use peftbench_backbones::{resolve_checkpoint, ResolvedCheckpoint, Vit, VitConfig
 use peftbench_core::SeededInit;
 use peftbench_data_vision::{synthetic, Normalization, Preprocess, ShapeTask};
 use peftbench_methods::PeftModel;
-use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, TrainOutcome};
+use peftbench_train::evaluate;
 use sha2::{Digest, Sha256};
 
 use crate::backbone::hub_caches;
 use crate::data::batch_source;
+use crate::pretraining::{backbone_tensors, run_pretraining, PretrainSettings};
 use crate::Paths;
 
 /// The `backbone.checkpoint` value that selects this backbone in a suite.
@@ -146,53 +146,17 @@ fn pretrain(recipe: &DemoRecipe, quiet: bool) -> anyhow::Result<(HashMap<String,
         task.num_classes(),
         &init,
     )?;
-    let cfg = TrainConfig {
+    let cfg = PretrainSettings {
         epochs: recipe.epochs,
         batch_size: recipe.batch_size,
-        eval_batch_size: 256,
         lr: recipe.lr,
-        min_lr: recipe.lr / 100.0,
-        warmup_epochs: 1,
-        warmup_lr: recipe.lr / 100.0,
-        adamw: AdamWConfig {
-            weight_decay: recipe.weight_decay,
-            decay_1d: false,
-            ..AdamWConfig::default()
-        },
+        weight_decay: recipe.weight_decay,
         label_smoothing: recipe.label_smoothing,
-        grad_clip: Some(1.0),
-        drop_path: 0.0,
         seed: recipe.seed,
-        selection: Selection::Final,
-    };
-    let mut progress = |p: peftbench_train::Progress| {
-        if !quiet && p.step + 1 == p.steps_per_epoch {
-            eprint!(
-                "\r  pretraining epoch {}/{} loss {:.3}   ",
-                p.epoch + 1,
-                p.epochs,
-                p.loss
-            );
-            let _ = std::io::stderr().flush();
-        }
-    };
-    match train(&model, train_batches.as_ref(), None, &cfg, &mut progress)? {
-        TrainOutcome::Completed(_) => {}
-        TrainOutcome::Diverged { epoch, loss, .. } => {
-            anyhow::bail!("demo backbone pretraining diverged at epoch {epoch} (loss {loss})")
-        }
     }
-    if !quiet {
-        eprintln!();
-    }
+    .train_config();
+    run_pretraining("demo backbone", &model, train_batches.as_ref(), &cfg, quiet)?;
     let accuracy = evaluate(&model, eval_batches.as_ref(), 256)?.accuracy;
-    let mut tensors = HashMap::new();
-    model.backbone_mut().visit_params(&mut |name, t| {
-        tensors.insert(
-            name.strip_prefix("vit.").unwrap_or(name).to_string(),
-            t.detach().copy()?,
-        );
-        Ok(())
-    })?;
+    let tensors = backbone_tensors(&mut model, "vit.")?;
     Ok((tensors, accuracy))
 }

@@ -7,7 +7,6 @@
 //! name is a hash of everything that shapes the weights.
 
 use std::collections::HashMap;
-use std::io::Write;
 
 use candle_core::{Device, Tensor};
 use peftbench_backbones::checkpoint::write_to_cache;
@@ -16,11 +15,12 @@ use peftbench_core::SeededInit;
 use peftbench_data_audio::synthetic::{keyword_task, Voice};
 use peftbench_methods::PeftModel;
 use peftbench_suite::{AudioSpec, OnDataError};
-use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, TrainOutcome};
+use peftbench_train::evaluate;
 use sha2::{Digest, Sha256};
 
 use crate::audio::{audio_batch_source, features_for, spec_augment};
 use crate::backbone::hub_caches;
+use crate::pretraining::{backbone_tensors, run_pretraining, PretrainSettings};
 use crate::Paths;
 
 /// The `backbone.checkpoint` value that selects this backbone in a suite.
@@ -167,50 +167,17 @@ fn pretrain(
         recipe.num_classes,
         &init,
     )?;
-    let cfg = TrainConfig {
+    let cfg = PretrainSettings {
         epochs: recipe.epochs,
         batch_size: recipe.batch_size,
-        eval_batch_size: 256,
         lr: recipe.lr,
-        min_lr: recipe.lr / 100.0,
-        warmup_epochs: 1,
-        warmup_lr: recipe.lr / 100.0,
-        adamw: AdamWConfig {
-            weight_decay: recipe.weight_decay,
-            decay_1d: false,
-            ..AdamWConfig::default()
-        },
+        weight_decay: recipe.weight_decay,
         label_smoothing: recipe.label_smoothing,
-        grad_clip: Some(1.0),
-        drop_path: 0.0,
         seed: recipe.seed,
-        selection: Selection::Final,
-    };
-    let mut progress = |p: peftbench_train::Progress| {
-        if !quiet && p.step + 1 == p.steps_per_epoch {
-            eprint!(
-                "\r  pretraining epoch {}/{} loss {:.3}   ",
-                p.epoch + 1,
-                p.epochs,
-                p.loss
-            );
-            let _ = std::io::stderr().flush();
-        }
-    };
-    match train(&model, &train_batches, None, &cfg, &mut progress)? {
-        TrainOutcome::Completed(_) => {}
-        TrainOutcome::Diverged { epoch, loss, .. } => {
-            anyhow::bail!("demo AST pretraining diverged at epoch {epoch} (loss {loss})")
-        }
     }
-    if !quiet {
-        eprintln!();
-    }
+    .train_config();
+    run_pretraining("demo AST", &model, &train_batches, &cfg, quiet)?;
     let accuracy = evaluate(&model, &eval_batches, 256)?.accuracy;
-    let mut tensors = HashMap::new();
-    model.backbone_mut().visit_params(&mut |name, t| {
-        tensors.insert(name.to_string(), t.detach().copy()?);
-        Ok(())
-    })?;
+    let tensors = backbone_tensors(&mut model, "")?;
     Ok((tensors, accuracy))
 }

@@ -11,7 +11,6 @@
 //! a changed recipe retrains.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
 
 use candle_core::Var;
@@ -26,10 +25,7 @@ use peftbench_data_text::synthetic::{review_topics, NEGATION_LANGUAGES};
 use peftbench_data_text::TextExample;
 use peftbench_data_text::{mask_tokens, MaskingConfig};
 use peftbench_methods::PeftModel;
-use peftbench_train::{
-    evaluate, train, AdamWConfig, InMemoryBatches, Selection, TrainConfig, TrainModel,
-    TrainOutcome, IGNORE_LABEL,
-};
+use peftbench_train::{evaluate, InMemoryBatches, TrainModel, IGNORE_LABEL};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -37,6 +33,7 @@ use tokenizers::tokenizer::{OffsetReferential, OffsetType, PreTokenizedString, P
 use tokenizers::Tokenizer;
 
 use crate::backbone::hub_caches;
+use crate::pretraining::{backbone_tensors, run_pretraining, PretrainSettings};
 use crate::Paths;
 
 /// The `backbone.checkpoint` value that selects this backbone in a suite.
@@ -388,51 +385,19 @@ fn pretrain(
     // not used (and, without a gradient, not updated).
     let mut model = PeftModel::new("full", &serde_json::json!({}), Box::new(bert), 2, &init)?;
     let masked_lm = MaskedLm::new(&model, &config, &init)?;
-    let cfg = TrainConfig {
+    let cfg = PretrainSettings {
         epochs: recipe.epochs,
         batch_size: recipe.batch_size,
-        eval_batch_size: 256,
         lr: recipe.lr,
-        min_lr: recipe.lr / 100.0,
-        warmup_epochs: 1,
-        warmup_lr: recipe.lr / 100.0,
-        adamw: AdamWConfig {
-            weight_decay: recipe.weight_decay,
-            decay_1d: false,
-            ..AdamWConfig::default()
-        },
+        weight_decay: recipe.weight_decay,
         label_smoothing: 0.0,
-        grad_clip: Some(1.0),
-        drop_path: 0.0,
         seed: recipe.seed,
-        selection: Selection::Final,
-    };
-    let mut progress = |p: peftbench_train::Progress| {
-        if !quiet && p.step + 1 == p.steps_per_epoch {
-            eprint!(
-                "\r  pretraining epoch {}/{} loss {:.3}   ",
-                p.epoch + 1,
-                p.epochs,
-                p.loss
-            );
-            let _ = std::io::stderr().flush();
-        }
-    };
-    if let TrainOutcome::Diverged { epoch, loss, .. } =
-        train(&masked_lm, &train_set, None, &cfg, &mut progress)?
-    {
-        anyhow::bail!("demo text backbone pretraining diverged at epoch {epoch} (loss {loss})");
     }
-    if !quiet {
-        eprintln!();
-    }
+    .train_config();
+    run_pretraining("demo text backbone", &masked_lm, &train_set, &cfg, quiet)?;
     let accuracy = evaluate(&masked_lm, &eval_set, 256)?.accuracy;
     drop(masked_lm);
-    let mut tensors = std::collections::HashMap::new();
-    model.backbone_mut().visit_params(&mut |name, t| {
-        tensors.insert(name.to_string(), t.detach().copy()?);
-        Ok(())
-    })?;
+    let tensors = backbone_tensors(&mut model, "")?;
     Ok((tensors, config, accuracy))
 }
 

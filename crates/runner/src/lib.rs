@@ -14,6 +14,7 @@ pub mod demo_text;
 pub mod features;
 pub mod layout;
 pub mod preflight;
+pub mod pretraining;
 pub mod run;
 pub mod sweep;
 pub mod text;
