@@ -9,17 +9,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use peftbench_backbones::checkpoint::write_to_cache;
-use peftbench_backbones::{resolve_checkpoint, ResolvedCheckpoint, Vit, VitConfig};
+use peftbench_backbones::{ResolvedCheckpoint, Vit, VitConfig};
 use peftbench_core::SeededInit;
 use peftbench_data_vision::{synthetic, Normalization, Preprocess, ShapeTask};
 use peftbench_methods::PeftModel;
 use peftbench_train::evaluate;
-use sha2::{Digest, Sha256};
 
-use crate::backbone::hub_caches;
 use crate::data::batch_source;
-use crate::pretraining::{backbone_tensors, run_pretraining, PretrainSettings};
+use crate::pretraining::{
+    backbone_tensors, cached_or_pretrained, recipe_commit, run_pretraining, DemoSnapshot,
+    PretrainSettings, Pretrained,
+};
 use crate::Paths;
 
 /// The `backbone.checkpoint` value that selects this backbone in a suite.
@@ -64,52 +64,34 @@ impl Default for DemoRecipe {
 impl DemoRecipe {
     /// The snapshot name: a hash of the recipe (and this file's format version).
     pub fn commit(&self) -> String {
-        let json = serde_json::to_string(self).expect("recipe serialises");
-        let digest = Sha256::digest(format!("demo-v1:{json}").as_bytes());
-        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+        recipe_commit("demo-v1", self)
     }
 }
 
 /// The demo backbone's files, pretraining it first if the cache has no snapshot for the recipe.
 pub fn ensure_demo_backbone(paths: &Paths, quiet: bool) -> anyhow::Result<ResolvedCheckpoint> {
     let recipe = DemoRecipe::default();
-    let commit = recipe.commit();
-    let caches = hub_caches(paths);
-    if let Ok(found) = resolve_checkpoint(DEMO_REPO_ID, Some(&commit), &caches[..1]) {
-        return Ok(found);
-    }
-    let cache = &caches[0];
-    if !quiet {
-        eprintln!(
-            "Pretraining the demo backbone on generated `{}` images (first use; cached in {})",
-            recipe.task,
-            cache.path().display()
-        );
-    }
-    let started = std::time::Instant::now();
-    let (tensors, accuracy) = pretrain(&recipe, quiet)?;
-    if !quiet {
-        eprintln!(
-            "Demo backbone: {:.1}% accuracy on held-out `{}` images after {:.0} s",
-            100.0 * accuracy,
-            recipe.task,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    let files = write_to_cache(cache, DEMO_REPO_ID, &commit, &commit, |dir| {
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string_pretty(&recipe.config.to_hf_json())?,
-        )?;
-        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
-        let card = serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy });
-        std::fs::write(
-            dir.join("peftbench_pretraining.json"),
-            serde_json::to_string_pretty(&card)?,
-        )?;
-        Ok(())
-    })?;
-    Ok(files)
+    let snapshot = DemoSnapshot {
+        repo_id: DEMO_REPO_ID,
+        commit: recipe.commit(),
+        extra_files: &[],
+        name: "demo backbone",
+        upstream: format!("generated `{}` images", recipe.task),
+    };
+    cached_or_pretrained(paths, &snapshot, quiet, || {
+        let (tensors, accuracy) = pretrain(&recipe, quiet)?;
+        Ok(Pretrained {
+            config: recipe.config.to_hf_json(),
+            tensors,
+            card: serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy }),
+            extra: Vec::new(),
+            summary: format!(
+                "{:.1}% accuracy on held-out `{}` images",
+                100.0 * accuracy,
+                recipe.task
+            ),
+        })
+    })
 }
 
 /// Trains the ViT from scratch on the upstream task; returns its weights (HF `ViTModel` names) and

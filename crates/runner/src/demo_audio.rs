@@ -9,18 +9,18 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use peftbench_backbones::checkpoint::write_to_cache;
-use peftbench_backbones::{resolve_checkpoint, Ast, AstConfig, ResolvedCheckpoint};
+use peftbench_backbones::{Ast, AstConfig, ResolvedCheckpoint};
 use peftbench_core::SeededInit;
 use peftbench_data_audio::synthetic::{keyword_task, Voice};
 use peftbench_methods::PeftModel;
 use peftbench_suite::{AudioSpec, OnDataError};
 use peftbench_train::evaluate;
-use sha2::{Digest, Sha256};
 
 use crate::audio::{audio_batch_source, features_for, spec_augment};
-use crate::backbone::hub_caches;
-use crate::pretraining::{backbone_tensors, run_pretraining, PretrainSettings};
+use crate::pretraining::{
+    backbone_tensors, cached_or_pretrained, recipe_commit, run_pretraining, DemoSnapshot,
+    PretrainSettings, Pretrained,
+};
 use crate::Paths;
 
 /// The `backbone.checkpoint` value that selects this backbone in a suite.
@@ -80,52 +80,34 @@ impl Default for DemoAstRecipe {
 impl DemoAstRecipe {
     /// The snapshot name: a hash of the recipe (and this file's format version).
     pub fn commit(&self) -> String {
-        let json = serde_json::to_string(self).expect("recipe serialises");
-        let digest = Sha256::digest(format!("demo-ast-v1:{json}").as_bytes());
-        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+        recipe_commit("demo-ast-v1", self)
     }
 }
 
 /// The demo AST's files, pretraining it first if the cache has no snapshot for the recipe.
 pub fn ensure_demo_ast(paths: &Paths, quiet: bool) -> anyhow::Result<ResolvedCheckpoint> {
     let recipe = DemoAstRecipe::default();
-    let commit = recipe.commit();
-    let caches = hub_caches(paths);
-    if let Ok(found) = resolve_checkpoint(DEMO_AUDIO_REPO_ID, Some(&commit), &caches[..1]) {
-        return Ok(found);
-    }
-    let cache = &caches[0];
-    if !quiet {
-        eprintln!(
-            "Pretraining the demo AST on generated {} (first use; cached in {})",
-            recipe.task,
-            cache.path().display()
-        );
-    }
-    let started = std::time::Instant::now();
-    let (tensors, accuracy) = pretrain(&recipe, paths, quiet)?;
-    if !quiet {
-        eprintln!(
-            "Demo AST: {:.1}% accuracy on held-out {} after {:.0} s",
-            100.0 * accuracy,
-            recipe.task,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    let files = write_to_cache(cache, DEMO_AUDIO_REPO_ID, &commit, &commit, |dir| {
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string_pretty(&recipe.config.to_hf_json())?,
-        )?;
-        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
-        let card = serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy });
-        std::fs::write(
-            dir.join("peftbench_pretraining.json"),
-            serde_json::to_string_pretty(&card)?,
-        )?;
-        Ok(())
-    })?;
-    Ok(files)
+    let snapshot = DemoSnapshot {
+        repo_id: DEMO_AUDIO_REPO_ID,
+        commit: recipe.commit(),
+        extra_files: &[],
+        name: "demo AST",
+        upstream: format!("generated {}", recipe.task),
+    };
+    cached_or_pretrained(paths, &snapshot, quiet, || {
+        let (tensors, accuracy) = pretrain(&recipe, paths, quiet)?;
+        Ok(Pretrained {
+            config: recipe.config.to_hf_json(),
+            tensors,
+            card: serde_json::json!({ "recipe": recipe, "held_out_accuracy": accuracy }),
+            extra: Vec::new(),
+            summary: format!(
+                "{:.1}% accuracy on held-out {}",
+                100.0 * accuracy,
+                recipe.task
+            ),
+        })
+    })
 }
 
 /// Trains the AST from scratch on the upstream task; returns its weights (HF `ASTModel` names) and

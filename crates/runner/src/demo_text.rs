@@ -15,10 +15,7 @@ use std::path::PathBuf;
 
 use candle_core::Var;
 use candle_core::{Device, Tensor};
-use peftbench_backbones::checkpoint::write_to_cache;
-use peftbench_backbones::{
-    resolve_checkpoint, Bert, BertConfig, MlmHead, ResolvedCheckpoint, TextEncoder,
-};
+use peftbench_backbones::{Bert, BertConfig, MlmHead, ResolvedCheckpoint, TextEncoder};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_text::alignment::NO_LABEL;
 use peftbench_data_text::synthetic::{review_topics, NEGATION_LANGUAGES};
@@ -28,12 +25,13 @@ use peftbench_methods::PeftModel;
 use peftbench_train::{evaluate, InMemoryBatches, TrainModel, IGNORE_LABEL};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 use tokenizers::tokenizer::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 use tokenizers::Tokenizer;
 
-use crate::backbone::hub_caches;
-use crate::pretraining::{backbone_tensors, run_pretraining, PretrainSettings};
+use crate::pretraining::{
+    backbone_tensors, cached_or_pretrained, recipe_commit, run_pretraining, DemoSnapshot,
+    PretrainSettings, Pretrained,
+};
 use crate::Paths;
 
 /// The `backbone.checkpoint` value that selects this backbone in a suite.
@@ -90,9 +88,7 @@ impl Default for DemoTextRecipe {
 impl DemoTextRecipe {
     /// The snapshot name: a hash of the recipe (and this file's format version).
     pub fn commit(&self) -> String {
-        let json = serde_json::to_string(self).expect("recipe serialises");
-        let digest = Sha256::digest(format!("demo-text-v2:{json}").as_bytes());
-        digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+        recipe_commit("demo-text-v2", self)
     }
 
     fn upstream(&self, split_seed: u64, per_language: usize) -> Vec<TextExample> {
@@ -132,56 +128,40 @@ pub struct DemoTextFiles {
 /// recipe.
 pub fn ensure_demo_text_backbone(paths: &Paths, quiet: bool) -> anyhow::Result<DemoTextFiles> {
     let recipe = DemoTextRecipe::default();
-    let commit = recipe.commit();
-    let caches = hub_caches(paths);
-    let with_tokenizer = |checkpoint: ResolvedCheckpoint| DemoTextFiles {
+    let snapshot = DemoSnapshot {
+        repo_id: DEMO_TEXT_REPO_ID,
+        commit: recipe.commit(),
+        extra_files: &["tokenizer.json"],
+        name: "demo text backbone",
+        upstream: format!(
+            "generated reviews in {} by masked language modelling",
+            recipe.languages.join(", ")
+        ),
+    };
+    let checkpoint = cached_or_pretrained(paths, &snapshot, quiet, || {
+        let tokenizer = word_level_tokenizer(&recipe.upstream(0x766f_6361, recipe.train_examples))?;
+        let (tensors, config, accuracy) = pretrain(&recipe, &tokenizer, quiet)?;
+        let tokenizer_json = tokenizer
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+        Ok(Pretrained {
+            config: config.to_hf_json(),
+            tensors,
+            card: serde_json::json!({
+                "recipe": recipe,
+                "held_out_masked_token_accuracy": accuracy,
+            }),
+            extra: vec![("tokenizer.json", tokenizer_json)],
+            summary: format!(
+                "{:.1}% masked-token accuracy on held-out reviews",
+                100.0 * accuracy
+            ),
+        })
+    })?;
+    Ok(DemoTextFiles {
         tokenizer: checkpoint.config.with_file_name("tokenizer.json"),
         checkpoint,
-    };
-    if let Ok(found) = resolve_checkpoint(DEMO_TEXT_REPO_ID, Some(&commit), &caches[..1]) {
-        let files = with_tokenizer(found);
-        if files.tokenizer.is_file() {
-            return Ok(files);
-        }
-    }
-    let cache = &caches[0];
-    if !quiet {
-        eprintln!(
-            "Pretraining the demo text backbone on generated review topics in {} (first use; cached in {})",
-            recipe.languages.join(", "),
-            cache.path().display()
-        );
-    }
-    let started = std::time::Instant::now();
-    let tokenizer = word_level_tokenizer(&recipe.upstream(0x766f_6361, recipe.train_examples))?;
-    let (tensors, config, accuracy) = pretrain(&recipe, &tokenizer, quiet)?;
-    if !quiet {
-        eprintln!(
-            "Demo text backbone: {:.1}% masked-token accuracy on held-out reviews after {:.0} s",
-            100.0 * accuracy,
-            started.elapsed().as_secs_f64()
-        );
-    }
-    let checkpoint = write_to_cache(cache, DEMO_TEXT_REPO_ID, &commit, &commit, |dir| {
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string_pretty(&config.to_hf_json())?,
-        )?;
-        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
-        tokenizer
-            .save(dir.join("tokenizer.json"), true)
-            .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
-        let card = serde_json::json!({
-            "recipe": recipe,
-            "held_out_masked_token_accuracy": accuracy,
-        });
-        std::fs::write(
-            dir.join("peftbench_pretraining.json"),
-            serde_json::to_string_pretty(&card)?,
-        )?;
-        Ok(())
-    })?;
-    Ok(with_tokenizer(checkpoint))
+    })
 }
 
 /// A BERT-style word-level tokenizer (BERT normalisation and pre-tokenisation, `[CLS] text

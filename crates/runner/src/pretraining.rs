@@ -1,16 +1,23 @@
 //! What the three demo backbones (ViT, AST, BERT) share when this project pretrains them from
 //! scratch: one optimiser recipe, a one-line-per-epoch progress display, divergence as an error,
-//! and the trained weights read back under their checkpoint names. Each demo keeps its own data,
-//! model and objective.
+//! the trained weights read back under their checkpoint names, and the snapshot in the project's
+//! hub cache named by a hash of the recipe. Each demo keeps its own data, model and objective.
 
 use std::collections::HashMap;
 use std::io::Write;
 
 use candle_core::Tensor;
+use peftbench_backbones::checkpoint::write_to_cache;
+use peftbench_backbones::{resolve_checkpoint, ResolvedCheckpoint};
 use peftbench_methods::PeftModel;
 use peftbench_train::{
     train, AdamWConfig, BatchSource, Selection, TrainConfig, TrainModel, TrainOutcome,
 };
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::backbone::hub_caches;
+use crate::Paths;
 
 /// The settings that differ between the demo backbones' pretraining runs.
 #[derive(Debug, Clone, Copy)]
@@ -96,4 +103,103 @@ pub fn backbone_tensors(
         Ok(())
     })?;
     Ok(tensors)
+}
+
+/// The snapshot name of a demo recipe: SHA-256 of `tag:<recipe as JSON>`, first 20 bytes in hex
+/// (the length of a git commit, as the hub cache expects). `tag` versions the file format, so
+/// either a changed recipe or a changed format retrains.
+pub fn recipe_commit(tag: &str, recipe: &impl Serialize) -> String {
+    let json = serde_json::to_string(recipe).expect("recipe serialises");
+    let digest = Sha256::digest(format!("{tag}:{json}").as_bytes());
+    digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a demo backbone lives in the project's hub cache.
+pub struct DemoSnapshot<'a> {
+    /// Its hub id (`peftbench/demo-vit`).
+    pub repo_id: &'a str,
+    /// [`recipe_commit`] of its recipe.
+    pub commit: String,
+    /// Files a complete snapshot holds besides `config.json` and `model.safetensors`.
+    pub extra_files: &'a [&'a str],
+    /// What it is, for messages (`demo AST`).
+    pub name: &'a str,
+    /// What it is pretrained on, for messages (`generated tone glides`).
+    pub upstream: String,
+}
+
+/// What pretraining a demo backbone produced.
+pub struct Pretrained {
+    /// Its Hugging Face `config.json`.
+    pub config: serde_json::Value,
+    pub tensors: HashMap<String, Tensor>,
+    /// `peftbench_pretraining.json`: the recipe and the held-out result.
+    pub card: serde_json::Value,
+    /// Further files of the snapshot, by name (the text demo's `tokenizer.json`).
+    pub extra: Vec<(&'static str, String)>,
+    /// The held-out result for the log (`65.0% accuracy on held-out tone glides`).
+    pub summary: String,
+}
+
+/// The demo backbone's files from the project cache, or, when the cache has no complete snapshot
+/// for its recipe, `pretrain` run and written there (atomically: a killed run leaves nothing).
+pub fn cached_or_pretrained(
+    paths: &Paths,
+    snapshot: &DemoSnapshot<'_>,
+    quiet: bool,
+    pretrain: impl FnOnce() -> anyhow::Result<Pretrained>,
+) -> anyhow::Result<ResolvedCheckpoint> {
+    let caches = hub_caches(paths);
+    if let Ok(found) = resolve_checkpoint(snapshot.repo_id, Some(&snapshot.commit), &caches[..1]) {
+        let complete = snapshot
+            .extra_files
+            .iter()
+            .all(|f| found.config.with_file_name(f).is_file());
+        if complete {
+            return Ok(found);
+        }
+    }
+    let cache = &caches[0];
+    if !quiet {
+        eprintln!(
+            "Pretraining the {} on {} (first use; cached in {})",
+            snapshot.name,
+            snapshot.upstream,
+            cache.path().display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let made = pretrain()?;
+    if !quiet {
+        let mut name = snapshot.name.to_string();
+        if let Some(first) = name.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        eprintln!(
+            "{name}: {} after {:.0} s",
+            made.summary,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    write_to_cache(
+        cache,
+        snapshot.repo_id,
+        &snapshot.commit,
+        &snapshot.commit,
+        |dir| {
+            std::fs::write(
+                dir.join("config.json"),
+                serde_json::to_string_pretty(&made.config)?,
+            )?;
+            candle_core::safetensors::save(&made.tensors, dir.join("model.safetensors"))?;
+            for (file, text) in &made.extra {
+                std::fs::write(dir.join(file), text)?;
+            }
+            std::fs::write(
+                dir.join("peftbench_pretraining.json"),
+                serde_json::to_string_pretty(&made.card)?,
+            )?;
+            Ok(())
+        },
+    )
 }
