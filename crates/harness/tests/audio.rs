@@ -3,28 +3,13 @@
 //! WAV files in the published layout, whose report states that cells average the folds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::Device;
 use peftbench_backbones::{Ast, AstConfig};
 use peftbench_core::SeededInit;
 
-fn harness(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.current_dir(dir)
-        .env("PEFTBENCH_CACHE", dir.join("cache"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("PEFTBENCH_DATA");
-    cmd
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{harness, records, text};
 
 /// A tiny random AST checkpoint (1 s clips: 100 frames x 128 mel bins, 16x16 patches, stride 16).
 fn tiny_ast(dir: &Path) -> PathBuf {
@@ -63,24 +48,6 @@ methods:
 {methods}",
         backbone = backbone.display()
     )
-}
-
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("results/records")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-            {
-                out.push(serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap());
-            }
-        }
-    }
-    out
 }
 
 #[test]

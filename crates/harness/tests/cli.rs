@@ -2,33 +2,14 @@
 //! resuming, and a sweep killed with SIGKILL mid-run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use peftbench_backbones::{Vit, VitConfig};
 use peftbench_core::SeededInit;
 
-fn harness(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.current_dir(dir)
-        .env("PEFTBENCH_CACHE", dir.join("cache"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("PEFTBENCH_DATA");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("harness runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{harness, records, run, text};
 
 /// A tiny random ViT checkpoint (16x16 images, 8x8 patches) in `dir/backbone`.
 fn tiny_backbone(dir: &Path) -> PathBuf {
@@ -71,27 +52,6 @@ methods:
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("results/records")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-            {
-                out.push(
-                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
-                        .expect("record is whole JSON"),
-                );
-            }
-        }
-    }
-    out
 }
 
 #[test]

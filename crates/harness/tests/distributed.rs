@@ -2,32 +2,14 @@
 //! process; reports, exports and regression checks from records alone.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::Device;
 use peftbench_backbones::{Vit, VitConfig};
 use peftbench_core::SeededInit;
 
-fn harness(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.current_dir(dir)
-        .env("PEFTBENCH_CACHE", dir.join("cache"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("PEFTBENCH_DATA");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("harness runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{harness, run, text};
 
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);

@@ -4,7 +4,7 @@
 //! errors a user sees for a missing split file or a label outside the task's classes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Device;
 use peftbench_backbones::{Bert, BertConfig};
@@ -13,22 +13,8 @@ use peftbench_data_text::synthetic::{negation_sentiment, review_topics};
 use peftbench_data_text::TextExample;
 use peftbench_runner::demo_text::word_level_tokenizer;
 
-fn harness(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.current_dir(dir)
-        .env("PEFTBENCH_CACHE", dir.join("cache"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("PEFTBENCH_DATA");
-    cmd
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+mod common;
+use common::{harness, records, text};
 
 /// Reviews in English and French with their sentiment and topic labels.
 fn corpus() -> Vec<TextExample> {
@@ -79,22 +65,6 @@ methods:
 ",
         backbone = backbone.display()
     )
-}
-
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.join("results/records")];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "json") {
-                out.push(serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap());
-            }
-        }
-    }
-    out
 }
 
 fn run_suite(dir: &Path, yaml: &str) -> Output {
