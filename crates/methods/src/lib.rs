@@ -107,6 +107,15 @@ pub trait Method: Sync {
     ) -> anyhow::Result<Box<dyn Adaptation>>;
 }
 
+/// What [`Adaptation::restore`] took from a saved adapter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Tensors of the adapter file it consumed (they are not parameters of those names).
+    pub used: Vec<String>,
+    /// Trainable parameters whose values it set itself (not looked up by name).
+    pub set: Vec<String>,
+}
+
 /// A method attached to a backbone: the hooks it installs plus the parameters it trains.
 /// What a method asks of [`PeftModel::calibrate`] before training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,14 +191,18 @@ pub trait Adaptation: Hooks {
         Ok(())
     }
 
-    /// Rebuilds structure that a saved adapter stores beside its trained values, before those are
-    /// loaded (SHiRA's mask: `<module>.shira_indices`). Returns the names of the tensors it used;
-    /// the default has no such structure.
-    fn restore_structure(
+    /// Restores what a saved adapter (the folder `dir`, its adapter file's `tensors`) holds
+    /// besides trained values stored under their parameter names, before those are loaded:
+    /// structure stored beside the values (SHiRA's mask, `<module>.shira_indices`), side files
+    /// (MAD-X's language adapters, LT-SFT's sparse difference), the training phase the adapter
+    /// was saved in, or values kept in another form (low-bit methods' packed codes). The default
+    /// has none of these.
+    fn restore(
         &mut self,
+        _dir: &std::path::Path,
         _tensors: &std::collections::BTreeMap<String, candle_core::Tensor>,
-    ) -> anyhow::Result<Vec<String>> {
-        Ok(Vec::new())
+    ) -> anyhow::Result<Restored> {
+        Ok(Restored::default())
     }
 
     /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)

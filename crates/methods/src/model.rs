@@ -161,14 +161,20 @@ impl PeftModel {
         let init = SeededInit::new(0, weight.device()).with_dtype(weight.dtype());
         let mut model = Self::new(&loaded.method, &loaded.params, backbone, num_classes, &init)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
-        let structure = model
+        let restored = model
             .adaptation
-            .restore_structure(&loaded.tensors)
+            .restore(dir, &loaded.tensors)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
         model.refresh_trainable();
-        let mut expected: std::collections::BTreeSet<&str> =
-            model.trainable.iter().map(|p| p.name.as_str()).collect();
-        expected.extend(structure.iter().map(String::as_str));
+        let set: std::collections::BTreeSet<&str> =
+            restored.set.iter().map(String::as_str).collect();
+        let mut expected: std::collections::BTreeSet<&str> = model
+            .trainable
+            .iter()
+            .map(|p| p.name.as_str())
+            .filter(|name| !set.contains(name))
+            .collect();
+        expected.extend(restored.used.iter().map(String::as_str));
         let unused: Vec<&String> = loaded
             .tensors
             .keys()
@@ -181,10 +187,18 @@ impl PeftModel {
                 loaded.method
             );
         }
-        model
+        for p in model
             .trainable
-            .load(&loaded.tensors)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            .iter()
+            .filter(|p| !set.contains(p.name.as_str()))
+        {
+            let t = loaded
+                .tensors
+                .get(&p.name)
+                .ok_or_else(|| anyhow::anyhow!("{}: missing tensor `{}`", dir.display(), p.name))?;
+            p.var
+                .set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
+        }
         Ok(model)
     }
 

@@ -307,14 +307,21 @@ pub fn transformers5_module_key(key: &str) -> String {
     format!("{model}.layers.{layer}.{tail}")
 }
 
-/// The projection a (normalised) module key belongs to: `<model>.encoder.layer.N.<suffix>.<param>`.
+/// The projection a (normalised) module key belongs to: `<model>.encoder.layer.N.<suffix>.<param>`,
+/// for ViT and AST (`attention.attention.query`) and the BERT family (`attention.self.query`,
+/// under any model prefix: `bert`, `roberta`, ...).
 fn site_of_key(key: &str) -> Option<LinearSite> {
-    let (_, _, tail) = split_block_key(key, "encoder.layer.")?;
+    let (_, rest) = key.split_once("encoder.layer.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    layer.parse::<usize>().ok()?;
     // Full paths below the block, so `output.dense.` cannot match `attention.output.dense.`.
     let path_sites = [
         (LinearSite::Query, "attention.attention.query."),
         (LinearSite::Key, "attention.attention.key."),
         (LinearSite::Value, "attention.attention.value."),
+        (LinearSite::Query, "attention.self.query."),
+        (LinearSite::Key, "attention.self.key."),
+        (LinearSite::Value, "attention.self.value."),
         (LinearSite::AttentionOutput, "attention.output.dense."),
         (LinearSite::Fc1, "intermediate.dense."),
         (LinearSite::Fc2, "output.dense."),
@@ -429,7 +436,7 @@ pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
             if config["fan_in_fan_out"].as_bool() == Some(true) {
                 anyhow::bail!("{origin}: `fan_in_fan_out: true` is not supported (ViT has no Conv1D)");
             }
-            // The mask comes from the saved `shira_indices` (SHiRA's `restore_structure`), so
+            // The mask comes from the saved `shira_indices` (SHiRA's `restore`), so
             // the mask type and seed only matter for sizes: a random mask of the same budget.
             let sites = sites_with(&tensors, ".shira_weight");
             let mut params = serde_json::json!({

@@ -12,7 +12,7 @@ use peftbench_backbones::{Backbone, Hooks, Sublayer};
 use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
 use serde::{Deserialize, Serialize};
 
-use super::{check_bits, packed_tensors, quant, write_packed};
+use super::{check_bits, low_bit, packed_tensors, restore_packed, write_packed};
 use crate::{parse_config, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
 
 /// Bi-AdaptFormer hyper-parameters. Defaults: the paper's 1-bit adapters with a 32-wide bottleneck
@@ -74,11 +74,18 @@ impl LowBitBranch {
         })
     }
 
-    fn forward(&self, x: &Tensor, bits: u8, dropout: f64, ctx: &ForwardCtx) -> Result<Tensor> {
-        let down = quant::quantize_ste(self.down_weight.as_tensor(), bits)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        bits: u8,
+        restored: bool,
+        dropout: f64,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let down = low_bit(self.down_weight.as_tensor(), bits, restored)?;
         let h = ops::linear(x, &down, Some(self.down_bias.as_tensor()))?.relu()?;
         let h = ctx.dropout(&h, dropout)?;
-        let up = quant::quantize_ste(self.up_weight.as_tensor(), bits)?;
+        let up = low_bit(self.up_weight.as_tensor(), bits, restored)?;
         ops::linear(&h, &up, Some(self.up_bias.as_tensor()))
     }
 }
@@ -89,6 +96,9 @@ pub struct LowBitAdaptation {
     config: LowBitConfig,
     branches: BTreeMap<usize, LowBitBranch>,
     params: NamedVars,
+    /// A saved adapter's packed codes and steps, once its weights hold the low-bit values read
+    /// from them.
+    restored: Option<BTreeMap<String, Tensor>>,
 }
 
 impl LowBitAdaptation {
@@ -113,6 +123,7 @@ impl LowBitAdaptation {
             config,
             branches,
             params,
+            restored: None,
         })
     }
 
@@ -134,7 +145,13 @@ impl Hooks for LowBitAdaptation {
         match (kind, self.branches.get(&layer)) {
             (Sublayer::Mlp, Some(b)) => {
                 // Parallel to the MLP: reads the stream entering it (AdaptFormer's placement).
-                let branch = b.forward(input, self.config.bits, self.config.dropout, ctx)?;
+                let branch = b.forward(
+                    input,
+                    self.config.bits,
+                    self.restored.is_some(),
+                    self.config.dropout,
+                    ctx,
+                )?;
                 output + (branch * self.config.scale)?
             }
             _ => Ok(output),
@@ -145,6 +162,16 @@ impl Hooks for LowBitAdaptation {
 impl Adaptation for LowBitAdaptation {
     fn trainable(&self) -> &NamedVars {
         &self.params
+    }
+
+    fn restore(
+        &mut self,
+        _dir: &Path,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> anyhow::Result<crate::Restored> {
+        let (restored, packed) = restore_packed(&self.params, self.config.bits, tensors)?;
+        self.restored = Some(packed);
+        Ok(restored)
     }
 
     fn save(
@@ -160,6 +187,7 @@ impl Adaptation for LowBitAdaptation {
             base_model,
             &self.params,
             self.config.bits,
+            self.restored.as_ref(),
             head,
         )
     }

@@ -16,7 +16,7 @@ use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite};
 use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
 use serde::{Deserialize, Serialize};
 
-use super::{check_bits, quant, write_packed};
+use super::{check_bits, low_bit, restore_packed, write_packed};
 use crate::lora::config::target_modules_or_preset;
 use crate::projections::ProjectionAdapters;
 use crate::{parse_config, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
@@ -87,11 +87,12 @@ struct BiLoraLayer {
 }
 
 impl BiLoraLayer {
-    /// `Q(B) Q(A)`, differentiable through the straight-through estimator.
-    fn factors(&self, bits: u8) -> Result<(Tensor, Tensor)> {
+    /// `Q(B) Q(A)`, differentiable through the straight-through estimator (the factors as they
+    /// are when `restored` from a saved adapter).
+    fn factors(&self, bits: u8, restored: bool) -> Result<(Tensor, Tensor)> {
         Ok((
-            quant::quantize_ste(self.a.as_tensor(), bits)?,
-            quant::quantize_ste(self.b.as_tensor(), bits)?,
+            low_bit(self.a.as_tensor(), bits, restored)?,
+            low_bit(self.b.as_tensor(), bits, restored)?,
         ))
     }
 }
@@ -101,6 +102,9 @@ pub struct BiLoraAdaptation {
     config: BiLoraConfig,
     layers: ProjectionAdapters<BiLoraLayer>,
     params: NamedVars,
+    /// A saved adapter's packed codes and steps, once its factors hold the low-bit values read
+    /// from them.
+    restored: Option<std::collections::BTreeMap<String, Tensor>>,
 }
 
 impl BiLoraAdaptation {
@@ -128,6 +132,7 @@ impl BiLoraAdaptation {
             config,
             layers,
             params,
+            restored: None,
         })
     }
 }
@@ -142,7 +147,7 @@ impl Hooks for BiLoraAdaptation {
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         self.layers.linear(layer, site, x, base, |lora| {
-            let (a, b) = lora.factors(self.config.bits)?;
+            let (a, b) = lora.factors(self.config.bits, self.restored.is_some())?;
             let h = ctx.dropout(&ops::linear(x, &a, None)?, self.config.dropout)?;
             base.forward(x)? + (ops::linear(&h, &b, None)? * self.config.scale)?
         })
@@ -157,11 +162,21 @@ impl Adaptation for BiLoraAdaptation {
     /// `W += s · Q(B) Q(A)`: exact, since the quantised factors are what the forward pass uses.
     fn merge_into(&self, backbone: &mut dyn Backbone) -> anyhow::Result<()> {
         let merged = self.layers.merged(backbone, |base, lora| {
-            let (a, b) = lora.factors(self.config.bits)?;
+            let (a, b) = lora.factors(self.config.bits, self.restored.is_some())?;
             let delta = (b.matmul(&a)? * self.config.scale)?;
             Ok(vec![("weight", base.weight.add(&delta)?)])
         })?;
         Ok(crate::replace_pretrained(backbone, merged)?)
+    }
+
+    fn restore(
+        &mut self,
+        _dir: &Path,
+        tensors: &std::collections::BTreeMap<String, Tensor>,
+    ) -> anyhow::Result<crate::Restored> {
+        let (restored, packed) = restore_packed(&self.params, self.config.bits, tensors)?;
+        self.restored = Some(packed);
+        Ok(restored)
     }
 
     fn save(
@@ -177,6 +192,7 @@ impl Adaptation for BiLoraAdaptation {
             base_model,
             &self.params,
             self.config.bits,
+            self.restored.as_ref(),
             head,
         )
     }

@@ -61,7 +61,63 @@ pub fn packed_tensors(params: &NamedVars, bits: u8) -> Result<BTreeMap<String, T
     Ok(out)
 }
 
-/// Writes a low-bit adapter in peftbench's native layout, its weights packed.
+/// A weight as the forward pass uses it: quantised to `bits` with the straight-through estimator
+/// while training, or as it is when it already holds low-bit values read from a saved adapter
+/// ([`restore_packed`]), which quantising again would not reproduce (a 2-bit row's step comes
+/// from its latent values' mean, not its codes').
+fn low_bit(w: &Tensor, bits: u8, restored: bool) -> Result<Tensor> {
+    if restored {
+        Ok(w.clone())
+    } else {
+        quant::quantize_ste(w, bits)
+    }
+}
+
+/// Sets every matrix of `params` to the low-bit values a saved adapter stores as `<name>.packed`
+/// codes and `<name>.step` per row (vectors are loaded by name as usual). Returns what
+/// `Adaptation::restore` reports and the packed tensors, for saving the adapter again.
+fn restore_packed(
+    params: &NamedVars,
+    bits: u8,
+    tensors: &BTreeMap<String, Tensor>,
+) -> anyhow::Result<(crate::Restored, BTreeMap<String, Tensor>)> {
+    let mut restored = crate::Restored::default();
+    let mut packed_tensors = BTreeMap::new();
+    for p in params.iter().filter(|p| p.var.rank() == 2) {
+        let (packed_name, step_name) = (format!("{}.packed", p.name), format!("{}.step", p.name));
+        let (Some(packed), Some(step)) = (tensors.get(&packed_name), tensors.get(&step_name))
+        else {
+            anyhow::bail!("missing `{packed_name}` or `{step_name}`");
+        };
+        let (rows, cols) = p.var.dims2()?;
+        let bytes: Vec<u8> = packed.to_dtype(candle_core::DType::U8)?.to_vec1()?;
+        anyhow::ensure!(
+            bytes.len() == quant::packed_len(rows * cols, bits) && step.elem_count() == rows,
+            "`{packed_name}` / `{step_name}` do not fit a {rows}x{cols} matrix at {bits} bits"
+        );
+        let codes: Vec<f32> = quant::unpack(&bytes, bits, rows * cols)
+            .into_iter()
+            .map(f32::from)
+            .collect();
+        let like = p.var.as_tensor();
+        let codes = Tensor::from_vec(codes, (rows, cols), like.device())?.to_dtype(like.dtype())?;
+        let step = step
+            .to_device(like.device())?
+            .to_dtype(like.dtype())?
+            .reshape((rows, 1))?;
+        p.var.set(&quant::dequantize(&codes, &step, bits)?)?;
+        packed_tensors.insert(packed_name.clone(), packed.clone());
+        packed_tensors.insert(step_name.clone(), step.flatten_all()?);
+        restored.used.extend([packed_name, step_name]);
+        restored.set.push(p.name.clone());
+    }
+    Ok((restored, packed_tensors))
+}
+
+/// Writes a low-bit adapter in peftbench's native layout, its weights packed. An adapter
+/// `restored` from disk writes the codes and steps it was read from (its matrices already hold
+/// their low-bit values, which quantising again would not give back).
+#[allow(clippy::too_many_arguments)]
 fn write_packed(
     dir: &Path,
     method: &str,
@@ -69,8 +125,16 @@ fn write_packed(
     base_model: &str,
     params: &NamedVars,
     bits: u8,
+    restored: Option<&BTreeMap<String, Tensor>>,
     head: &ClassifierHead,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let tensors = packed_tensors(params, bits)?;
+    let mut tensors = packed_tensors(params, bits)?;
+    if let Some(saved) = restored {
+        for (name, t) in tensors.iter_mut() {
+            if let Some(original) = saved.get(name) {
+                *t = original.clone();
+            }
+        }
+    }
     peft_format::write_native_tensors(dir, method, config, base_model, tensors, head)
 }

@@ -197,6 +197,52 @@ impl Adaptation for LtSftAdaptation {
         Ok(())
     }
 
+    /// A saved LT-SFT adapter is its sparse difference (`sparse_diff.safetensors`): the kept
+    /// entries become the sparse updates of the second phase, with their trained values.
+    fn restore(
+        &mut self,
+        dir: &Path,
+        _tensors: &BTreeMap<String, Tensor>,
+    ) -> anyhow::Result<crate::Restored> {
+        let path = dir.join(SPARSE_DIFF_FILE);
+        let diff = SparseDiff::load(&path)?;
+        let mut set = Vec::new();
+        for (key, update) in self.updates.iter_mut() {
+            let name = format!("{}.weight", self.paths[key]);
+            let entries = diff
+                .tensors
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("{}: no entries for `{name}`", path.display()))?;
+            let like = match update {
+                Update::Dense(v) => v.as_tensor().clone(),
+                Update::Sparse(d) => d.values.as_tensor().clone(),
+            };
+            let (out, inp) = match entries.shape[..] {
+                [out, inp] => (out, inp),
+                _ => anyhow::bail!(
+                    "{}: `{name}` has shape {:?}; expected a matrix",
+                    path.display(),
+                    entries.shape
+                ),
+            };
+            let delta = SparseDelta::zeros((out, inp), &entries.indices, &like)?;
+            let n = entries.values.len();
+            delta.values.set(
+                &Tensor::from_vec(entries.values.clone(), n, like.device())?
+                    .to_dtype(like.dtype())?,
+            )?;
+            *update = Update::Sparse(delta);
+            if n > 0 {
+                set.push(name);
+            }
+        }
+        self.collect_params();
+        Ok(crate::Restored {
+            used: Vec::new(),
+            set,
+        })
+    }
+
     fn save(
         &self,
         dir: &Path,

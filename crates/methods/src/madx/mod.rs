@@ -186,6 +186,19 @@ impl Adaptation for MadxAdaptation {
         Ok(())
     }
 
+    /// A saved MAD-X adapter is a trained task adapter (the adapter file) over the language side
+    /// it was trained with (`language_adapter.safetensors` beside it): the language side is read
+    /// from the folder, and the task adapter is what the file's tensors fill.
+    fn restore(
+        &mut self,
+        dir: &Path,
+        _tensors: &BTreeMap<String, Tensor>,
+    ) -> anyhow::Result<crate::Restored> {
+        self.swap_language_adapter(dir)?;
+        self.trainable = self.task_params.clone();
+        Ok(crate::Restored::default())
+    }
+
     fn save(
         &self,
         dir: &Path,

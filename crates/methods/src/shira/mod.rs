@@ -192,10 +192,11 @@ impl Adaptation for ShiraAdaptation {
 
     /// Takes the mask from the saved `[2, k]` row/column indices (any order, as PEFT saves them),
     /// so an adapter trained elsewhere keeps its exact entries.
-    fn restore_structure(
+    fn restore(
         &mut self,
+        _dir: &Path,
         tensors: &BTreeMap<String, Tensor>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<crate::Restored> {
         let mut used = Vec::new();
         for (key, path) in &self.paths {
             let name = format!("{path}.shira_indices");
@@ -229,7 +230,10 @@ impl Adaptation for ShiraAdaptation {
         }
         self.probes.borrow_mut().clear();
         self.collect_params();
-        Ok(used)
+        Ok(crate::Restored {
+            used,
+            set: Vec::new(),
+        })
     }
 
     fn observe_calibration_batch(&self, gradients: Option<&GradStore>) -> Result<()> {
