@@ -116,6 +116,55 @@ fn frozen_bert_equals_candle_transformers_bert() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A cross-encoder's input: `[CLS] query [SEP] document [SEP]` with segment 1 on the document,
+/// passed as ids and segment ids stacked `[batch, 2, tokens]` through the `Backbone` interface,
+/// equals candle-transformers' BERT given the same `token_type_ids`.
+#[test]
+fn sentence_pairs_read_their_segment_ids() -> anyhow::Result<()> {
+    use peftbench_backbones::bert::split_pair_input;
+    use peftbench_backbones::Backbone;
+    let dir = tempfile::tempdir()?;
+    let cfg = small_config("bert");
+    random_checkpoint(dir.path(), &cfg)?;
+    let files = resolve_checkpoint(dir.path().to_str().unwrap(), None, &[])?;
+    let ours = Bert::load(&files.config, &files.weights, &Device::Cpu)?;
+    let mut ref_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files.config)?)?;
+    ref_json["classifier_dropout"] = serde_json::Value::Null;
+    let ref_cfg: candle_transformers::models::bert::Config = serde_json::from_value(ref_json)?;
+    let reference =
+        candle_transformers::models::bert::BertModel::load(var_builder(&files.weights)?, &ref_cfg)?;
+
+    let (ids, mask) = padded_ids(cfg.pad_token_id)?;
+    // The second segment starts at token 3 of row 0 and token 2 of rows 1 and 2.
+    let types = Tensor::from_vec(
+        vec![
+            0u32, 0, 0, 1, 1, 1, //
+            0, 0, 1, 0, 0, 0, //
+            0, 0, 1, 1, 0, 0,
+        ],
+        (3, 6),
+        &Device::Cpu,
+    )?;
+    let expected = reference.forward(&ids, &types, Some(&mask))?;
+    let pairs = Tensor::stack(&[&ids, &types], 1)?;
+    let (split_ids, split_types) = split_pair_input(&pairs)?;
+    assert_eq!(split_ids.to_vec2::<u32>()?, ids.to_vec2::<u32>()?);
+    assert_eq!(
+        split_types.unwrap().to_vec2::<u32>()?,
+        types.to_vec2::<u32>()?
+    );
+    let got = ours.forward_sequence(&pairs, &NoHooks, &ForwardCtx::eval())?;
+    let (diff, _) = max_diff_on_tokens(&got, &expected, &mask)?;
+    assert!(diff < 1e-5, "max |ours - candle-transformers| = {diff}");
+    // The segments matter: the same ids as one segment give other states.
+    let single = ours.forward_sequence(&ids, &NoHooks, &ForwardCtx::eval())?;
+    let (gap, _) = max_diff_on_tokens(&single, &expected, &mask)?;
+    assert!(gap > 1e-2, "segment ids were ignored ({gap})");
+    assert!(split_pair_input(&Tensor::zeros((3, 3, 6), DType::U32, &Device::Cpu)?).is_err());
+    Ok(())
+}
+
 #[test]
 fn frozen_xlmr_equals_candle_transformers_xlm_roberta() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -8,7 +8,8 @@
 //!    [`crate::schedule`]);
 //! 2. batches come from `train.batches(batch_size, Some(derive_seed(&[seed, SHUFFLE, e])))`;
 //! 3. each step runs the model under `ForwardCtx::train(derive_seed(&[seed, FORWARD, e, step]), drop_path)`,
-//!    takes [`masked_cross_entropy`] (cross-entropy over the labelled rows) with label smoothing
+//!    takes [`TrainModel::loss`] (by default [`masked_cross_entropy`], cross-entropy over the
+//!    labelled rows, with label smoothing)
 //!    and, if the loss is finite, back-propagates, optionally clips the global gradient norm and takes an [`AdamW`] step. A NaN or infinite
 //!    loss (or, with clipping, a non-finite gradient norm) ends the run at once as
 //!    [`TrainOutcome::Diverged`], before any update from that batch; the weights are left as they were;
@@ -45,6 +46,42 @@ pub trait TrainModel {
     /// the mask or task ids override this; by default only the inputs matter.
     fn batch_logits(&self, batch: &Batch, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
         self.logits(&batch.inputs, ctx)
+    }
+
+    /// The training loss of a batch's logits: [`masked_cross_entropy`] with label smoothing by
+    /// default. Models with another objective (a reranker's pairwise or pointwise ranking loss)
+    /// override it; [`evaluate`] still scores the argmax of the logits.
+    fn loss(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        label_smoothing: f64,
+    ) -> candle_core::Result<Tensor> {
+        masked_cross_entropy(logits, labels, label_smoothing)
+    }
+}
+
+/// A borrowed model trains as the model itself (so wrappers can hand out `&model`).
+impl<T: TrainModel + ?Sized> TrainModel for &T {
+    fn trainable(&self) -> &NamedVars {
+        (**self).trainable()
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        (**self).logits(input, ctx)
+    }
+
+    fn batch_logits(&self, batch: &Batch, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        (**self).batch_logits(batch, ctx)
+    }
+
+    fn loss(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        label_smoothing: f64,
+    ) -> candle_core::Result<Tensor> {
+        (**self).loss(logits, labels, label_smoothing)
     }
 }
 
@@ -295,7 +332,7 @@ pub fn train(
                 cfg.drop_path,
             );
             let logits = model.batch_logits(&batch, &ctx)?;
-            let loss = masked_cross_entropy(&logits, &batch.labels, cfg.label_smoothing)?;
+            let loss = model.loss(&logits, &batch.labels, cfg.label_smoothing)?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_value.is_finite() {
                 return Ok(TrainOutcome::Diverged {

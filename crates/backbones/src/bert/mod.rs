@@ -18,6 +18,6 @@ mod tokenizer;
 
 pub use config::BertConfig;
 pub use mlm::MlmHead;
-pub use model::{Bert, Pooling};
+pub use model::{split_pair_input, Bert, Pooling};
 pub use packaged::{find_minilm, MINILM_ENV};
 pub use tokenizer::{TextEncoder, TokenizedBatch};

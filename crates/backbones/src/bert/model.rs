@@ -598,14 +598,16 @@ impl Backbone for Bert {
         Ok(())
     }
 
-    /// Token ids `[batch, tokens]` (padding = `pad_token_id`) to pooled features `[batch, hidden]`.
+    /// Token ids `[batch, tokens]` (padding = `pad_token_id`), or sentence pairs `[batch, 2,
+    /// tokens]` (see [`split_pair_input`]), to pooled features `[batch, hidden]`.
     fn forward_features(
         &self,
         input: &Tensor,
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let (states, mask) = self.forward_tokens(input, None, None, hooks, ctx)?;
+        let (ids, types) = split_pair_input(input)?;
+        let (states, mask) = self.forward_tokens(&ids, None, types.as_ref(), hooks, ctx)?;
         Self::pool(&states, &mask, self.pooling)
     }
 
@@ -615,9 +617,28 @@ impl Backbone for Bert {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let t = input.dim(1)?;
-        let (states, _) = self.forward_tokens(input, None, None, hooks, ctx)?;
+        let (ids, types) = split_pair_input(input)?;
+        let t = ids.dim(1)?;
+        let (states, _) = self.forward_tokens(&ids, None, types.as_ref(), hooks, ctx)?;
         drop_prompt_states(&states, t)
+    }
+}
+
+/// The model input of a text backbone: token ids `[batch, tokens]`, or, for sentence pairs (a
+/// cross-encoder's `[CLS] query [SEP] document [SEP]`), ids and segment ids stacked as `[batch, 2,
+/// tokens]` (row 0 the ids, row 1 the token type of each). A `[batch, tokens]` input is all
+/// segment 0, as HF's default `token_type_ids`.
+pub fn split_pair_input(input: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    match input.rank() {
+        2 => Ok((input.clone(), None)),
+        3 if input.dim(1)? == 2 => Ok((
+            input.i((.., 0, ..))?.contiguous()?,
+            Some(input.i((.., 1, ..))?.contiguous()?),
+        )),
+        _ => candle_core::bail!(
+            "text input must be token ids [batch, tokens] or pairs [batch, 2, tokens], got {:?}",
+            input.dims()
+        ),
     }
 }
 

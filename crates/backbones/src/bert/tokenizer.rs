@@ -48,6 +48,19 @@ impl TokenizedBatch {
         Tensor::from_vec(flat, (rows.len(), width), device)
     }
 
+    /// Ids and segment ids stacked as `[batch, 2, tokens]`: the input a text backbone reads for
+    /// sentence pairs (see [`crate::bert::split_pair_input`]).
+    pub fn pair_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        let w = self.width();
+        Tensor::stack(
+            &[
+                Self::tensor(&self.ids, w, device)?,
+                Self::tensor(&self.type_ids, w, device)?,
+            ],
+            1,
+        )
+    }
+
     /// `(ids, attention_mask, type_ids)` as u32 tensors `[batch, tokens]`.
     pub fn to_tensors(&self, device: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let w = self.width();
