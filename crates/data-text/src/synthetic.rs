@@ -200,9 +200,151 @@ pub fn review_topics(lang: &str, n: usize, seed: u64) -> Option<Vec<TextExample>
     )
 }
 
+/// A generated retrieval collection in one language: reviews as documents and one query per
+/// (thing, polarity), "soup good", with graded judgements. A review is relevant when it is about
+/// the query's thing with the query's polarity after negation: grade 2 when it says so plainly
+/// ("the soup was great."), 1 when through a negation ("the soup was not bad."); reviews of the
+/// thing with the other polarity are judged 0. Lexical matching cannot tell "not good" from
+/// "good", so BM25 leaves the ranking to a reranker. Query ids are the same in every language
+/// (`soup-good` names the English words), as CLEF's topics are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewCollection {
+    /// `(query id, text)`.
+    pub queries: Vec<(String, String)>,
+    /// `(document id, text)`.
+    pub documents: Vec<(String, String)>,
+    /// `(query id, document id, grade)` for every judged pair.
+    pub qrels: Vec<(String, String, i64)>,
+}
+
+fn query_id(thing: usize, positive: bool) -> String {
+    format!(
+        "{}-{}",
+        EN.things[thing],
+        if positive { "good" } else { "bad" }
+    )
+}
+
+fn query_text(lex: &Lexicon, thing: usize, positive: bool) -> String {
+    let quality = if positive { lex.good[0] } else { lex.bad[0] };
+    format!("{} {quality}", lex.things[thing])
+}
+
+/// A [`ReviewCollection`] of `documents` reviews in `lang` (half of them negated) drawn from
+/// `seed`; document ids are `<lang>-<index>`.
+pub fn review_collection(lang: &str, documents: usize, seed: u64) -> Option<ReviewCollection> {
+    let lex = lexicon(lang)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let reviews: Vec<(Review, bool)> = (0..documents)
+        .map(|i| {
+            let negated = i % 2 == 1;
+            (review(lex, negated, &mut rng), negated)
+        })
+        .collect();
+    let mut queries = Vec::new();
+    let mut qrels = Vec::new();
+    for thing in 0..lex.things.len() {
+        for positive in [true, false] {
+            let id = query_id(thing, positive);
+            queries.push((id.clone(), query_text(lex, thing, positive)));
+            for (index, (r, negated)) in reviews.iter().enumerate() {
+                if r.thing != thing {
+                    continue;
+                }
+                let grade = match (r.positive == positive, negated) {
+                    (false, _) => 0,
+                    (true, false) => 2,
+                    (true, true) => 1,
+                };
+                qrels.push((id.clone(), format!("{lang}-{index}"), grade));
+            }
+        }
+    }
+    Some(ReviewCollection {
+        queries,
+        documents: reviews
+            .into_iter()
+            .enumerate()
+            .map(|(index, (r, _))| (format!("{lang}-{index}"), r.text))
+            .collect(),
+        qrels,
+    })
+}
+
+/// `n` MS MARCO-style training triples `(query, relevant review, non-relevant review)` in `lang`,
+/// drawn from `seed`, for the queries of [`review_collection`]: the positive is about the query's
+/// thing with its polarity (negated or not); the negative, half the time, is about the same thing
+/// with the other polarity (a hard negative BM25 would rank high), else about another thing.
+pub fn review_triples(lang: &str, n: usize, seed: u64) -> Option<Vec<(String, String, String)>> {
+    let lex = lexicon(lang)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let draw = |thing: usize, positive: bool, rng: &mut ChaCha8Rng| loop {
+        let r = review(lex, rng.random_bool(0.5), rng);
+        if r.thing == thing && r.positive == positive {
+            return r.text;
+        }
+    };
+    Some(
+        (0..n)
+            .map(|_| {
+                let thing = rng.random_range(0..lex.things.len());
+                let positive = rng.random_bool(0.5);
+                let relevant = draw(thing, positive, &mut rng);
+                let non_relevant = if rng.random_bool(0.5) {
+                    draw(thing, !positive, &mut rng)
+                } else {
+                    let other = (thing + rng.random_range(1..lex.things.len())) % lex.things.len();
+                    draw(other, rng.random_bool(0.5), &mut rng)
+                };
+                (query_text(lex, thing, positive), relevant, non_relevant)
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn review_collections_judge_by_polarity_after_negation() {
+        let c = review_collection("de", 200, 5).unwrap();
+        assert_eq!(c, review_collection("de", 200, 5).unwrap());
+        assert_eq!((c.queries.len(), c.documents.len()), (16, 200));
+        assert_eq!(
+            c.queries[0],
+            ("soup-good".to_string(), "suppe gut".to_string())
+        );
+        let text: std::collections::BTreeMap<&str, &str> = c
+            .documents
+            .iter()
+            .map(|(id, t)| (id.as_str(), t.as_str()))
+            .collect();
+        // Every review is judged for exactly the two queries of its thing.
+        assert_eq!(c.qrels.len(), 2 * 200);
+        for (query, doc, grade) in &c.qrels {
+            let review = text[doc.as_str()];
+            let thing = query.split('-').next().unwrap();
+            let index = EN.things.iter().position(|t| *t == thing).unwrap();
+            assert!(review.contains(DE.things[index]), "{query} {review}");
+            let negated = review.contains("nicht");
+            let good = DE.good.iter().any(|g| review.contains(&format!(" {g}")));
+            let relevant = (good != negated) == query.ends_with("good");
+            let expected = match (relevant, negated) {
+                (false, _) => 0,
+                (true, false) => 2,
+                (true, true) => 1,
+            };
+            assert_eq!(*grade, expected, "{query} {review}");
+        }
+        let triples = review_triples("en", 50, 1).unwrap();
+        assert_eq!(triples, review_triples("en", 50, 1).unwrap());
+        for (query, positive, negative) in &triples {
+            let thing = query.split(' ').next().unwrap();
+            assert!(positive.contains(thing), "{query}: {positive}");
+            assert_ne!(positive, negative);
+        }
+    }
 
     #[test]
     fn negation_flips_the_label_and_is_deterministic() {

@@ -27,10 +27,12 @@ pub mod triples;
 pub use bm25::{Analyzer, Bm25Index};
 pub use corpus::{read_corpus, Corpus, Document};
 pub use error::ReadError;
-pub use pipeline::{run_rerank_task, RerankOutcome};
+pub use pipeline::{run_rerank_task, RerankOutcome, TaskCollection};
 pub use queries::{read_queries, Queries};
 pub use rerank::{rerank, RelevanceScorer};
-pub use spec::{RankingObjective, RerankTaskSpec, RetrievalSpec, TrainingSpec, TriplesFormat};
+pub use spec::{
+    RankingObjective, RerankRun, RerankTaskSpec, RetrievalSpec, TrainingSpec, TriplesFormat,
+};
 pub use training::{groups_from_triples, hard_negative_groups, Groups, RankingGroup};
 pub use trec_files::{read_qrels, read_run, write_run};
 pub use triples::{read_id_triples, read_text_triples, Triple};

@@ -41,6 +41,32 @@ fn default_rerank_depth() -> usize {
     100
 }
 
+impl RetrievalSpec {
+    /// What the runs of `task` read: the shared settings and that task alone (so adding a task to
+    /// a suite leaves the other tasks' runs, and their configuration hashes, as they were). The
+    /// index cache is left out: where indexes are kept does not change a number.
+    pub fn run_of(&self, task: &RerankTaskSpec) -> RerankRun {
+        RerankRun {
+            first_stage_depth: self.first_stage_depth,
+            rerank_depth: self.rerank_depth,
+            measures: self.measures,
+            training: self.training.clone(),
+            task: task.clone(),
+        }
+    }
+}
+
+/// The reranking settings of one run (one task of a [`RetrievalSpec`]), part of its configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankRun {
+    pub first_stage_depth: usize,
+    pub rerank_depth: usize,
+    pub measures: TrecOptions,
+    pub training: TrainingSpec,
+    pub task: RerankTaskSpec,
+}
+
 /// One evaluation task: queries in one language against documents in another (or the same).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,11 +141,28 @@ pub struct TrainingSpec {
     /// At most this many triples are used (MS MARCO has 40M); `None`: all.
     #[serde(default)]
     pub max_triples: Option<usize>,
+    /// The language of the training data (MS MARCO: `en`): the language adapter a composed
+    /// method trains its task module over.
+    #[serde(default = "default_training_language")]
+    pub language: String,
+    /// Non-relevant passages per training group (1: pairs). The distinct negatives of triples
+    /// sharing a query and a positive are cut into groups of this many (see
+    /// `groups_from_triples`); a pair's leftover negatives are not used.
+    #[serde(default = "default_negatives")]
+    pub negatives: usize,
     /// The objective.
     pub objective: RankingObjective,
     /// Hinge margin of `pairwise_margin`.
     #[serde(default = "default_margin")]
     pub margin: f64,
+}
+
+fn default_training_language() -> String {
+    "en".into()
+}
+
+fn default_negatives() -> usize {
+    1
 }
 
 fn default_margin() -> f64 {

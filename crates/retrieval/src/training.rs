@@ -30,14 +30,17 @@ pub struct RankingGroup {
 pub struct Groups {
     /// Groups with exactly the requested number of negatives.
     pub groups: Vec<RankingGroup>,
-    /// (query, positive) pairs left out for having fewer distinct negatives than requested.
+    /// Candidate groups left out for having fewer negatives than requested.
     pub incomplete: usize,
 }
 
-/// Groups triples by (query, positive) in order of first appearance, each with the first
-/// `negatives` distinct negatives of its triples. With `negatives = 1` every distinct triple is a
-/// group (the pairwise case).
+/// Groups triples by (query, positive): each (query, positive)'s distinct negatives, in order of
+/// appearance, are cut into groups of `negatives`, so every negative is used once (MS MARCO lists
+/// many negatives per pair). Groups come in order of their pair's first appearance; a pair's last
+/// group with fewer than `negatives` negatives is left out and counted in `incomplete`. With
+/// `negatives = 1` every distinct triple is a group (the pairwise case).
 pub fn groups_from_triples(triples: &[Triple], negatives: usize) -> Groups {
+    let negatives = negatives.max(1);
     let mut order: Vec<(&str, &str)> = Vec::new();
     let mut gathered: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
     for triple in triples {
@@ -46,23 +49,24 @@ pub fn groups_from_triples(triples: &[Triple], negatives: usize) -> Groups {
             order.push(key);
             Vec::new()
         });
-        if list.len() < negatives && !list.contains(&triple.negative.as_str()) {
+        if !list.contains(&triple.negative.as_str()) {
             list.push(triple.negative.as_str());
         }
     }
     let mut groups = Vec::new();
     let mut incomplete = 0;
     for key in order {
-        let list = &gathered[&key];
-        if list.len() < negatives {
-            incomplete += 1;
-            continue;
+        for chunk in gathered[&key].chunks(negatives) {
+            if chunk.len() < negatives {
+                incomplete += 1;
+                continue;
+            }
+            groups.push(RankingGroup {
+                query: key.0.to_string(),
+                positive: key.1.to_string(),
+                negatives: chunk.iter().map(|s| s.to_string()).collect(),
+            });
         }
-        groups.push(RankingGroup {
-            query: key.0.to_string(),
-            positive: key.1.to_string(),
-            negatives: list.iter().map(|s| s.to_string()).collect(),
-        });
     }
     Groups { groups, incomplete }
 }
@@ -147,11 +151,20 @@ mod tests {
             triple("q1", "p1", "n2"),
             triple("q1", "p1", "n3"),
         ];
+        // q1/p1 has the distinct negatives n1, n2, n3: one group of two and n3 left over; q2/p2
+        // has one negative, too few for a group of two.
         let grouped = groups_from_triples(&triples, 2);
-        assert_eq!(grouped.incomplete, 1);
+        assert_eq!(grouped.incomplete, 2);
         assert_eq!(grouped.groups.len(), 1);
         assert_eq!(grouped.groups[0].negatives, ["n1", "n2"]);
-        assert_eq!(groups_from_triples(&triples, 1).groups.len(), 2);
+        let pairs = groups_from_triples(&triples, 1);
+        assert_eq!(pairs.incomplete, 0);
+        let negatives: Vec<&str> = pairs
+            .groups
+            .iter()
+            .map(|g| g.negatives[0].as_str())
+            .collect();
+        assert_eq!(negatives, ["n1", "n2", "n3", "m1"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod features;
 pub mod layout;
 pub mod preflight;
 pub mod pretraining;
+pub mod rerank;
 pub mod run;
 pub mod sweep;
 pub mod text;

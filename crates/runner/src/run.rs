@@ -12,7 +12,7 @@ use peftbench_records::{
 use peftbench_suite::RunSpec;
 use peftbench_train::{
     cross_entropy, derive_seed, evaluate, train, AdamWConfig, BatchSource, Selection, TrainConfig,
-    TrainOutcome, TrainReport,
+    TrainModel, TrainOutcome, TrainReport,
 };
 
 use crate::backbone::LoadedBackbone;
@@ -39,6 +39,30 @@ pub struct RunContext<'a> {
     pub device: &'a Device,
     pub backbone: &'a LoadedBackbone,
     pub environment: &'a Environment,
+    /// Text suites: the backbone's tokenizer (reranking tokenises candidates at evaluation).
+    pub text_encoder: Option<&'a peftbench_backbones::TextEncoder>,
+}
+
+/// A task's inputs prepared for its runs: classification splits, or a reranking collection and
+/// its training groups.
+pub enum Prepared {
+    Classification(PreparedTask),
+    Ranking(Box<crate::rerank::RerankTask>),
+}
+
+/// How a run's model is presented to the trainer: as itself (classification) or wrapped (a
+/// cross-encoder under a ranking loss).
+pub(crate) trait Objective {
+    fn trainee<'m>(&self, model: &'m PeftModel) -> Box<dyn TrainModel + 'm>;
+}
+
+/// Classification: the model's logits under cross-entropy.
+pub(crate) struct Classification;
+
+impl Objective for Classification {
+    fn trainee<'m>(&self, model: &'m PeftModel) -> Box<dyn TrainModel + 'm> {
+        Box::new(model)
+    }
 }
 
 /// The trainer's configuration from a run's recipe and protocol.
@@ -71,25 +95,21 @@ pub fn train_config(spec: &RunSpec) -> TrainConfig {
 }
 
 /// Purpose mixed into the calibration batches' shuffle seed ("CALI").
-const CALIBRATION: u64 = 0x4341_4c49;
+pub(crate) const CALIBRATION: u64 = 0x4341_4c49;
 
 /// Trains every phase of the method in turn (one for most methods), each with a fresh optimizer
 /// and the phase's epochs and learning rate; histories are concatenated, epochs numbered on.
-fn train_phases(
+pub(crate) fn train_phases(
     model: &mut PeftModel,
-    task: &PreparedTask,
+    objective: &dyn Objective,
+    train_data: &dyn BatchSource,
+    val: Option<&dyn BatchSource>,
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<TrainOutcome> {
     let phases = model.phases();
     if phases.is_empty() {
-        return train(
-            &*model,
-            task.train.as_ref(),
-            task.val.as_deref(),
-            cfg,
-            progress,
-        );
+        return train(&*objective.trainee(model), train_data, val, cfg, progress);
     }
     let mut history = Vec::new();
     let (mut seconds, mut examples, mut steps) = (0.0, 0.0, 0);
@@ -110,9 +130,9 @@ fn train_phases(
             })
         };
         match train(
-            &*model,
-            task.train.as_ref(),
-            task.val.as_deref(),
+            &*objective.trainee(model),
+            train_data,
+            val,
             &phase_cfg,
             progress,
         )? {
@@ -152,33 +172,64 @@ fn train_phases(
     }))
 }
 
-/// The primary metric's name: entity-level span F1 on the evaluation split for NER, accuracy
-/// otherwise.
+/// The primary metric's name: nDCG for reranking, entity-level span F1 on the evaluation split
+/// for NER, accuracy otherwise.
 pub fn primary_metric(spec: &RunSpec) -> String {
-    if spec.data.format.is_token_level() {
+    if let Some(run) = &spec.retrieval {
+        crate::rerank::primary_metric(run)
+    } else if spec.data.format.is_token_level() {
         format!("{}_span_f1", spec.protocol.eval_split)
     } else {
         format!("{}_accuracy", spec.protocol.eval_split)
     }
 }
 
-struct Finished {
-    status: RunStatus,
-    metrics: std::collections::BTreeMap<String, f64>,
-    selected_epoch: Option<usize>,
-    history: Vec<EpochLog>,
-    trainable: u64,
-    total: u64,
-    adapter_bytes: Option<u64>,
-    adapter_dir: Option<String>,
-    train_seconds: f64,
-    eval_seconds: f64,
-    examples_per_second: f64,
-    error: Option<String>,
-    eval_correct: Option<EvalCorrect>,
+/// What a run produced, before it becomes a record.
+pub(crate) struct Finished {
+    pub status: RunStatus,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub selected_epoch: Option<usize>,
+    pub history: Vec<EpochLog>,
+    pub trainable: u64,
+    pub total: u64,
+    pub adapter_bytes: Option<u64>,
+    pub adapter_dir: Option<String>,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    pub examples_per_second: f64,
+    pub error: Option<String>,
+    pub eval_correct: Option<EvalCorrect>,
 }
 
-fn logs(history: &[peftbench_train::EpochLog]) -> Vec<EpochLog> {
+impl Finished {
+    /// A run whose loss became `loss` (NaN or infinite) at `epoch`, `step`.
+    pub fn diverged(
+        history: &[peftbench_train::EpochLog],
+        trainable: u64,
+        total: u64,
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    ) -> Self {
+        Finished {
+            status: RunStatus::Diverged,
+            metrics: Default::default(),
+            selected_epoch: None,
+            history: logs(history),
+            trainable,
+            total,
+            adapter_bytes: None,
+            adapter_dir: None,
+            train_seconds: history.iter().map(|h| h.seconds).sum(),
+            eval_seconds: 0.0,
+            examples_per_second: 0.0,
+            error: Some(format!("loss became {loss} at epoch {epoch}, step {step}")),
+            eval_correct: None,
+        }
+    }
+}
+
+pub(crate) fn logs(history: &[peftbench_train::EpochLog]) -> Vec<EpochLog> {
     history
         .iter()
         .map(|h| EpochLog {
@@ -244,7 +295,14 @@ fn execute_inner(
             &cfg,
             progress,
         )?,
-        None => train_phases(&mut model, task, &cfg, progress)?,
+        None => train_phases(
+            &mut model,
+            &Classification,
+            task.train.as_ref(),
+            task.val.as_deref(),
+            &cfg,
+            progress,
+        )?,
     };
     // Counted after the last phase: what the final adapter trains (LT-SFT's sparse entries).
     let trainable = model.trainable_count() as u64;
@@ -260,21 +318,9 @@ fn execute_inner(
             loss,
             history,
         } => {
-            return Ok(Finished {
-                status: RunStatus::Diverged,
-                metrics: Default::default(),
-                selected_epoch: None,
-                history: logs(&history),
-                trainable,
-                total,
-                adapter_bytes: None,
-                adapter_dir: None,
-                train_seconds: history.iter().map(|h| h.seconds).sum(),
-                eval_seconds: 0.0,
-                examples_per_second: 0.0,
-                error: Some(format!("loss became {loss} at epoch {epoch}, step {step}")),
-                eval_correct: None,
-            });
+            return Ok(Finished::diverged(
+                &history, trainable, total, epoch, step, loss,
+            ));
         }
     };
     let eval_started = Instant::now();
@@ -344,13 +390,17 @@ fn execute_inner(
 /// Runs `spec` and returns its record (never an error: a failure is a `failed` record).
 pub fn execute(
     spec: &RunSpec,
-    task: &PreparedTask,
+    task: &Prepared,
     ctx: &RunContext<'_>,
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> RunRecord {
     let started_at = now_rfc3339();
     reset_peak_rss();
-    let finished = execute_inner(spec, task, ctx, progress).unwrap_or_else(|e| Finished {
+    let finished = match task {
+        Prepared::Classification(task) => execute_inner(spec, task, ctx, progress),
+        Prepared::Ranking(task) => crate::rerank::execute_rerank(spec, task, ctx, progress),
+    };
+    let finished = finished.unwrap_or_else(|e| Finished {
         status: RunStatus::Failed,
         metrics: Default::default(),
         selected_epoch: None,

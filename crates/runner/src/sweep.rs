@@ -15,7 +15,8 @@ use crate::backbone::load_backbone;
 use crate::data::{batch_source, data_root, generated_seed, load_task_data, preprocess, TaskData};
 use crate::layout::report_layout;
 use crate::preflight::{backbone_info, check_methods};
-use crate::run::{execute, PreparedTask, RunContext};
+use crate::rerank::RerankTask;
+use crate::run::{execute, Prepared, PreparedTask, RunContext};
 use crate::text::{encode_split, load_text_task, TextSplit, TextTaskData};
 use crate::{crate_versions, Paths, RegistryCatalog};
 
@@ -143,10 +144,8 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     );
     // The prepared splits of the current task, one entry per fold (a cross-validated task's runs
     // alternate between folds; the plan is ordered task by task).
-    let mut prepared: (
-        String,
-        std::collections::BTreeMap<Option<u32>, PreparedTask>,
-    ) = (String::new(), Default::default());
+    let mut prepared: (String, std::collections::BTreeMap<Option<u32>, Prepared>) =
+        (String::new(), Default::default());
     for spec in &specs {
         let run_id = spec.run_id();
         if let Some(record) = store.get(&run_id)? {
@@ -171,6 +170,10 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
                 },
                 &device,
                 opts.quiet,
+                suite
+                    .retrieval
+                    .as_ref()
+                    .and_then(|r| r.index_cache.as_deref()),
             )?);
         }
         let task = &prepared.1[&spec.fold];
@@ -179,6 +182,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             device: &device,
             backbone: &backbone,
             environment: &environment,
+            text_encoder: text_encoder.as_ref(),
         };
         let fold = spec.fold.map(|f| format!("/fold{f}")).unwrap_or_default();
         let label = format!("{}/{}/seed{}{fold}", spec.task.name, spec.label, spec.seed);
@@ -231,14 +235,21 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
     Ok(summary)
 }
 
-/// A task's splits as listed before the first run: images, audio clips or texts.
+/// A task's splits as listed before the first run: images, audio clips or texts; for reranking,
+/// the data root its files were all found under.
 enum TaskInput {
     Images(TaskData),
     Audio(Box<AudioTaskData>),
     Text(TextTaskData),
+    Ranking(std::path::PathBuf),
 }
 
 fn load_task_input(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<TaskInput> {
+    if spec.retrieval.is_some() {
+        let root = crate::rerank::data_root(spec, paths)?;
+        crate::rerank::check_files(spec, &root)?;
+        return Ok(TaskInput::Ranking(root));
+    }
     if spec.audio.is_none() && spec.text.is_none() {
         return Ok(TaskInput::Images(load_task_data(spec, paths, quiet)?));
     }
@@ -267,8 +278,31 @@ struct Encoders<'a> {
 
 /// Decodes a task's inputs for all of its runs: images into memory (or a prefetching stream),
 /// audio into filter banks (from the shared cache when another fold or sweep computed them),
-/// texts into token ids.
+/// texts into token ids; a reranking task's collection is read and its first stage run.
 fn prepare_task(
+    spec: &RunSpec,
+    input: &TaskInput,
+    encoders: &Encoders<'_>,
+    device: &candle_core::Device,
+    quiet: bool,
+    index_cache: Option<&std::path::Path>,
+) -> anyhow::Result<Prepared> {
+    if let TaskInput::Ranking(root) = input {
+        let encoder = encoders
+            .text
+            .expect("reranking suites load their backbone's tokenizer");
+        return Ok(Prepared::Ranking(Box::new(RerankTask::prepare(
+            spec,
+            root,
+            index_cache,
+            encoder,
+            device,
+        )?)));
+    }
+    prepare_classification(spec, input, encoders, device, quiet).map(Prepared::Classification)
+}
+
+fn prepare_classification(
     spec: &RunSpec,
     input: &TaskInput,
     encoders: &Encoders<'_>,
@@ -276,6 +310,7 @@ fn prepare_task(
     quiet: bool,
 ) -> anyhow::Result<PreparedTask> {
     match input {
+        TaskInput::Ranking(_) => unreachable!("prepared by prepare_task"),
         TaskInput::Images(data) => {
             let pre = preprocess(spec);
             Ok(PreparedTask {

@@ -34,7 +34,10 @@ struct RawSuite {
     audio: Option<AudioSpec>,
     #[serde(default)]
     text: Option<TextSpec>,
-    protocol: Protocol,
+    #[serde(default)]
+    retrieval: Option<peftbench_retrieval::RetrievalSpec>,
+    #[serde(default)]
+    protocol: Option<Protocol>,
     #[serde(default)]
     recipe: Recipe,
     seeds: Spanned<Vec<u64>>,
@@ -42,7 +45,8 @@ struct RawSuite {
     averaging: Vec<Averaging>,
     #[serde(default)]
     groups: BTreeMap<String, Vec<Spanned<String>>>,
-    tasks: Spanned<Vec<RawTask>>,
+    #[serde(default)]
+    tasks: Option<Spanned<Vec<RawTask>>>,
     methods: Spanned<Vec<RawMethod>>,
     #[serde(default)]
     published: Option<RawPublished>,
@@ -380,6 +384,31 @@ pub fn parse_suite(
         message,
     };
     let section = |key: &str| key_line(src, &[key]);
+    // Reranking suites list their tasks under `retrieval.tasks` and may leave out `protocol`
+    // (they train on the triples and evaluate every task's queries); other suites need both.
+    let (tasks_line, raw_tasks) = match (raw.tasks, &raw.retrieval) {
+        (Some(t), None) => (line_of(&t), t.value),
+        (Some(t), Some(_)) => {
+            return Err(invalid(
+                line_of(&t),
+                "a reranking suite lists its tasks under `retrieval.tasks`, not `tasks`".into(),
+            ))
+        }
+        (None, Some(_)) => (section("retrieval"), Vec::new()),
+        (None, None) => return Err(invalid(None, "missing field `tasks`".into())),
+    };
+    let protocol = match (raw.protocol, &raw.retrieval) {
+        (Some(p), _) => p,
+        (None, Some(_)) => Protocol {
+            train_split: "train".into(),
+            eval_split: "test".into(),
+            val_split: None,
+            selection: Selection::Final,
+            on_data_error: OnDataError::Stop,
+            folds: None,
+        },
+        (None, None) => return Err(invalid(None, "missing field `protocol`".into())),
+    };
 
     // Name.
     let name = match &raw.name {
@@ -474,20 +503,34 @@ pub fn parse_suite(
             InputKind::Images
         }
     };
-    let kind = if raw.data.format.is_audio() {
+    let kind = if raw.retrieval.is_some() {
+        if !matches!(raw.data.format, DataFormat::Trec | DataFormat::Generated) {
+            return Err(invalid(
+                key_line(src, &["data", "format"]).or(section("data")),
+                "a suite with a `retrieval` section reads TREC files (`data.format: trec`) or \
+                 generates them (`generated`)"
+                    .into(),
+            ));
+        }
+        InputKind::Text
+    } else if raw.data.format == DataFormat::Trec {
+        return Err(invalid(
+            key_line(src, &["data", "format"]).or(section("data")),
+            "data format `trec` needs a `retrieval` section (queries, corpus, qrels per task)"
+                .into(),
+        ));
+    } else if raw.data.format.is_audio() {
         InputKind::Audio
     } else if raw.data.format.is_text() {
         InputKind::Text
     } else if generated {
-        let kinds: BTreeSet<InputKind> = raw
-            .tasks
-            .value
+        let kinds: BTreeSet<InputKind> = raw_tasks
             .iter()
             .filter_map(|t| t.generator.map(kind_of))
             .collect();
         if kinds.len() > 1 {
             return Err(invalid(
-                line_of(&raw.tasks),
+                tasks_line,
                 "a suite mixes image, audio (`keywords`) and text (`sentiment`, `topics`) \
                  generators; use one kind per suite"
                     .into(),
@@ -566,18 +609,46 @@ pub fn parse_suite(
             Some(_) => {}
         },
     }
-    validate_protocol(&raw.protocol).map_err(|m| invalid(section("protocol"), m))?;
+    validate_protocol(&protocol).map_err(|m| invalid(section("protocol"), m))?;
     raw.recipe
         .validate()
         .map_err(|m| invalid(section("recipe"), m))?;
 
     // Tasks.
-    if raw.tasks.value.is_empty() {
-        return Err(invalid(line_of(&raw.tasks), "`tasks` is empty".into()));
-    }
     let mut tasks: Vec<TaskSpec> = Vec::new();
     let mut task_lines: BTreeMap<String, Option<usize>> = BTreeMap::new();
-    for t in &raw.tasks.value {
+    if let Some(retrieval) = &raw.retrieval {
+        check_retrieval(retrieval).map_err(|m| invalid(section("retrieval"), m))?;
+        for t in &retrieval.tasks {
+            let line = key_line(src, &["retrieval", "tasks"]);
+            if !is_safe_name(&t.name) {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "task name `{}` may only use letters, digits, `.`, `_`, `-`",
+                        t.name
+                    ),
+                ));
+            }
+            if task_lines.insert(t.name.clone(), line).is_some() {
+                return Err(invalid(line, format!("task `{}` is listed twice", t.name)));
+            }
+            // One relevance logit per (query, document) pair.
+            tasks.push(TaskSpec {
+                name: t.name.clone(),
+                num_classes: 1,
+                generator: None,
+                group: None,
+                language: None,
+                eval_language: None,
+                columns: None,
+                labels: None,
+            });
+        }
+    } else if raw_tasks.is_empty() {
+        return Err(invalid(tasks_line, "`tasks` is empty".into()));
+    }
+    for t in &raw_tasks {
         let line = line_of(&t.name);
         let tname = &t.name.value;
         if !is_safe_name(tname) {
@@ -658,7 +729,7 @@ pub fn parse_suite(
             entry.push(m.value.clone());
         }
     }
-    for (t, raw_t) in tasks.iter_mut().zip(&raw.tasks.value) {
+    for (t, raw_t) in tasks.iter_mut().zip(&raw_tasks) {
         match (&t.group, member_of.get(&t.name)) {
             (Some(a), Some(b)) if a != b => {
                 return Err(invalid(
@@ -909,7 +980,7 @@ pub fn parse_suite(
         None => DEFAULT_TOLERANCE,
     };
     let mut task_tolerances = BTreeMap::new();
-    for t in &raw.tasks.value {
+    for t in &raw_tasks {
         if let Some(tol) = &t.tolerance {
             let v = check_tolerance(tol, &format!("task `{}`", t.name.value))?;
             task_tolerances.insert(t.name.value.clone(), v);
@@ -925,7 +996,8 @@ pub fn parse_suite(
         preprocess: raw.preprocess,
         audio: raw.audio,
         text: raw.text,
-        protocol: raw.protocol,
+        retrieval: raw.retrieval,
+        protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
         averaging,
@@ -1024,6 +1096,26 @@ fn check_text_fields(
         if unique.len() != labels.len() {
             return Err(format!("task `{name}`: `labels` lists a class twice"));
         }
+    }
+    Ok(())
+}
+
+/// What a `retrieval` section must hold beyond its types.
+fn check_retrieval(r: &peftbench_retrieval::RetrievalSpec) -> Result<(), String> {
+    if r.tasks.is_empty() {
+        return Err("`retrieval.tasks` is empty".into());
+    }
+    if r.rerank_depth == 0 || r.first_stage_depth == 0 {
+        return Err("`retrieval.first_stage_depth` and `rerank_depth` must be at least 1".into());
+    }
+    if r.training.negatives == 0 {
+        return Err("`retrieval.training.negatives` must be at least 1".into());
+    }
+    if r.training.max_triples == Some(0) {
+        return Err("`retrieval.training.max_triples` must be at least 1".into());
+    }
+    if !(r.training.margin > 0.0 && r.training.margin.is_finite()) {
+        return Err("`retrieval.training.margin` must be a positive number".into());
     }
     Ok(())
 }

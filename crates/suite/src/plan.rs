@@ -108,6 +108,10 @@ pub struct RunSpec {
     /// Text input pipeline (absent for image and audio suites).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextSpec>,
+    /// Reranking runs: the task's queries, corpus and judgements, the first stage, the training
+    /// triples and the measures (absent for classification runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<peftbench_retrieval::RerankRun>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -442,6 +446,14 @@ pub fn plan(
                         preprocess: suite.preprocess.clone(),
                         audio: suite.audio.clone(),
                         text: suite.text.clone(),
+                        retrieval: suite.retrieval.as_ref().map(|r| {
+                            let spec = r
+                                .tasks
+                                .iter()
+                                .find(|t| t.name == task.name)
+                                .expect("a reranking suite's tasks are its retrieval tasks");
+                            r.run_of(spec)
+                        }),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,

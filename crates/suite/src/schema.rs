@@ -59,6 +59,9 @@ pub enum DataFormat {
     /// middle columns ignored), a blank line between sentences, as MasakhaNER ships it:
     /// `<root>/<language>/<split>.txt` (also without extension, or `.conll`, `.iob2`).
     Conll,
+    /// Reranking: TREC qrels and runs, BEIR JSONL corpora, TSV or JSONL queries and MS MARCO
+    /// triples, at the paths the suite's `retrieval` section gives.
+    Trec,
     /// WikiANN (Rahimi et al.'s splits): CoNLL files whose tokens carry a language prefix
     /// (`sw:Nairobi<TAB>B-LOC`), which is removed: `<root>/<language>/<split>`.
     Wikiann,
@@ -647,6 +650,9 @@ pub struct Suite {
     pub audio: Option<AudioSpec>,
     /// Text input pipeline (text formats and generated `sentiment`, `topics`).
     pub text: Option<TextSpec>,
+    /// Reranking suites: the first stage, the training triples and the tasks (each task of
+    /// `tasks` is one of `retrieval.tasks`).
+    pub retrieval: Option<peftbench_retrieval::RetrievalSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).

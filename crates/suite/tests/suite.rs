@@ -1091,3 +1091,59 @@ fn text_suites_take_a_text_section_and_languages() {
     assert_eq!(task.labels.as_ref().unwrap()[2], "high");
     assert_eq!(task.language, None);
 }
+
+/// A reranking suite: tasks come from `retrieval.tasks` (one relevance logit each), `protocol`
+/// may be left out, and each run carries its own task's files only.
+#[test]
+fn reranking_suites_take_their_tasks_from_retrieval() {
+    let s = load_suite("demo-rerank", &suites_dir(), &FakeCatalog).unwrap();
+    let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["en", "de", "en-de"]);
+    assert!(s.tasks.iter().all(|t| t.num_classes == 1));
+    assert_eq!(s.protocol.eval_split, "test");
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(runs.len(), 3 * s.methods.len());
+    for run in &runs {
+        let r = run.retrieval.as_ref().unwrap();
+        assert_eq!(r.task.name, run.task.name);
+        assert_eq!(r.rerank_depth, 50);
+    }
+    // Adding a task leaves the other tasks' runs as they were.
+    let src = std::fs::read_to_string(suites_dir().join("demo-rerank.yaml")).unwrap();
+    let more = src.replace(
+        "  tasks:\n",
+        "  tasks:\n    - { name: fr, query_language: fr, document_language: fr, queries: queries/fr.tsv, corpus: corpus/fr.jsonl, qrels: qrels/fr.qrels }\n",
+    );
+    let (_dir, more) = load_text(&more);
+    let more = plan(&more.unwrap(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    for run in &runs {
+        assert!(
+            more.iter().any(|m| m.run_id() == run.run_id()),
+            "{}",
+            run.run_id()
+        );
+    }
+    assert_eq!(more.len(), runs.len() + s.methods.len());
+
+    // The shipped CLEF/HC4 suite loads too (its data is not here).
+    let x = load_suite("xling-rerank", &suites_dir(), &FakeCatalog).unwrap();
+    assert_eq!(x.tasks.len(), 12);
+    assert_eq!(x.data.format, DataFormat::Trec);
+
+    let e = load_err(&src.replace(
+        "retrieval:\n",
+        "tasks: [{ name: a, num_classes: 2 }]\nretrieval:\n",
+    ));
+    assert!(e.contains("lists its tasks under `retrieval.tasks`"), "{e}");
+    let e = load_err(&src.replace("  rerank_depth: 50", "  rerank_depth: 0"));
+    assert!(e.contains("rerank_depth` must be at least 1"), "{e}");
+    let e = load_err(
+        &BASE
+            .replace(
+                "  image_size: 32\n  train_examples: 100\n  eval_examples: 50\n",
+                "",
+            )
+            .replace("format: generated", "format: trec"),
+    );
+    assert!(e.contains("needs a `retrieval` section"), "{e}");
+}
