@@ -276,3 +276,84 @@ fn ner_in_conll_and_wikiann_layouts_reports_span_f1() {
     let t = text(&run_suite(&out_dir, &yaml));
     assert!(t.contains("split `test`") && t.contains("`B-ORG`"), "{t}");
 }
+
+/// MAD-X's composition in a suite: with `language_adapters`, a `madx` run trains a language adapter
+/// per language by masked language modelling (against the checkpoint's MLM head, from generated
+/// reviews), trains its task adapter over the training language's and is evaluated with the
+/// evaluation language's; each language's adapter is trained once and shared. A checkpoint
+/// without an MLM head is a clear error.
+#[test]
+fn madx_runs_swap_in_the_language_adapter_of_the_evaluation_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = tiny_bert(dir.path());
+    let tasks = "  - { name: sentiment-en, num_classes: 2, generator: sentiment, language: en }\n  - { name: sentiment-en-fr, num_classes: 2, generator: sentiment, language: en, eval_language: fr }\n";
+    let yaml = suite(
+        &bert,
+        "{ format: generated, train_examples: 24, eval_examples: 12 }",
+        tasks,
+    )
+    .replace(
+        "methods:\n",
+        "language_adapters: { max_texts: 24, epochs: 1, batch_size: 8, lr: 1.0e-3 }\nmethods:\n  - method: madx\n    params: { language_reduction: 4, task_reduction: 8 }\n",
+    );
+
+    // The tiny checkpoint has no MLM head yet.
+    let out = run_suite(dir.path(), &yaml);
+    let t = text(&out);
+    assert!(t.contains("MLM head") && t.contains("has none"), "{t}");
+
+    // With BERT's `cls.predictions.*` head in the checkpoint.
+    let config: BertConfig =
+        serde_json::from_str(&std::fs::read_to_string(bert.join("config.json")).unwrap()).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(bert.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut head =
+        peftbench_backbones::MlmHead::random(&config, &SeededInit::new(1, &Device::Cpu)).unwrap();
+    head.visit_params(&mut |name, t| {
+        tensors.insert(name.to_string(), t.clone());
+        Ok(())
+    })
+    .unwrap();
+    candle_core::safetensors::save(&tensors, bert.join("model.safetensors")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    let out = run_suite(dir.path(), &yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    assert_eq!(all.len(), 6, "{}", text(&out));
+    assert!(all.iter().all(|r| r["status"] == "completed"), "{all:?}");
+    // One adapter per language, shared by both madx runs; other methods' runs carry no
+    // `language_adapters` (their configuration is as without the section).
+    let mut languages: Vec<String> =
+        std::fs::read_dir(dir.path().join("results/language-adapters"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+    languages.sort();
+    assert_eq!(languages.len(), 2, "{languages:?}");
+    assert!(languages[0].starts_with("en-") && languages[1].starts_with("fr-"));
+    for r in &all {
+        assert_eq!(
+            r["config"].get("language_adapters").is_some(),
+            r["method"] == "madx",
+            "{}",
+            r["run_id"]
+        );
+    }
+    // The saved task adapter names the English adapter it was trained over.
+    let madx = all
+        .iter()
+        .find(|r| r["method"] == "madx" && r["task"] == "sentiment-en-fr")
+        .unwrap();
+    let saved = dir
+        .path()
+        .join("results")
+        .join(madx["adapter_dir"].as_str().unwrap())
+        .join("peftbench_adapter.json");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
+    let language_adapter = saved["config"]["language_adapter"].as_str().unwrap();
+    assert!(
+        language_adapter.contains(&languages[0]),
+        "{language_adapter}"
+    );
+}

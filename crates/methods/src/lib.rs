@@ -205,6 +205,21 @@ pub trait Adaptation: Hooks {
         Ok(Restored::default())
     }
 
+    /// Replaces the method's language module with the one saved in `dir` (MAD-X's adapter swap
+    /// for zero-shot transfer); methods without one say so.
+    fn swap_language_module(&self, _dir: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::bail!("this method has no language module to swap")
+    }
+
+    /// The final token states as a head tied to the input embeddings (a masked-LM decoder) should
+    /// read them: MAD-X undoes its invertible adapter here; the default changes nothing.
+    fn before_output_embeddings(
+        &self,
+        states: candle_core::Tensor,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        Ok(states)
+    }
+
     /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)
     /// computes what backbone + method computed. Methods that cannot merge say so.
     fn merge_into(&self, _backbone: &mut dyn Backbone) -> anyhow::Result<()> {

@@ -209,6 +209,9 @@ pub struct LoadedBackbone {
     pub name: String,
     /// The checkpoint's `tokenizer.json` (text backbones).
     pub tokenizer: Option<PathBuf>,
+    /// The checkpoint's masked-language-model head, when it has one (text backbones; language
+    /// adapters are trained against it).
+    pub mlm_head: Option<peftbench_backbones::MlmHead>,
 }
 
 /// Loads `spec`: an embedded demo backbone (pretrained on first use), a local folder or a hub id.
@@ -252,9 +255,16 @@ pub fn load_backbone(
         }
         _ => None,
     };
+    let mlm_head = match model {
+        BackboneModel::Bert(_) => {
+            peftbench_backbones::MlmHead::load(&files.config, &files.weights, device)?
+        }
+        _ => None,
+    };
     Ok(LoadedBackbone {
         model,
         name,
         tokenizer,
+        mlm_head,
     })
 }

@@ -86,9 +86,10 @@ impl Default for DemoTextRecipe {
 }
 
 impl DemoTextRecipe {
-    /// The snapshot name: a hash of the recipe (and this file's format version).
+    /// The snapshot name: a hash of the recipe (and this file's format version: v3 keeps the
+    /// MLM head).
     pub fn commit(&self) -> String {
-        recipe_commit("demo-text-v2", self)
+        recipe_commit("demo-text-v3", self)
     }
 
     fn upstream(&self, split_seed: u64, per_language: usize) -> Vec<TextExample> {
@@ -235,7 +236,7 @@ pub fn word_level_tokenizer(corpus: &[TextExample]) -> anyhow::Result<Tokenizer>
 
 /// `copies` corruptions of every text (BERT's masking, a different draw per copy): token ids and
 /// per-token labels (the original id at corrupted positions, [`IGNORE_LABEL`] elsewhere).
-fn masked_copies(
+pub(crate) fn masked_copies(
     encoder: &TextEncoder,
     texts: &[TextExample],
     copies: usize,
@@ -245,13 +246,16 @@ fn masked_copies(
     let strs: Vec<&str> = texts.iter().map(|e| e.text.as_str()).collect();
     let batch = encoder.encode(&strs)?;
     let width = batch.width();
+    // BERT's and RoBERTa's special tokens, those the vocabulary has: never masked, never drawn.
     let special: Vec<u32> = SPECIAL_TOKENS
         .iter()
+        .chain(&["<s>", "</s>", "<pad>", "<unk>", "<mask>"])
         .filter_map(|t| encoder.token_to_id(t))
         .collect();
-    let mask_id = encoder
-        .token_to_id("[MASK]")
-        .ok_or_else(|| anyhow::anyhow!("the demo tokenizer has no [MASK] token"))?;
+    let mask_id = ["[MASK]", "<mask>"]
+        .iter()
+        .find_map(|t| encoder.token_to_id(t))
+        .ok_or_else(|| anyhow::anyhow!("the tokenizer has no mask token ([MASK] or <mask>)"))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut ids, mut labels) = (Vec::new(), Vec::new());
     for _ in 0..copies {
@@ -376,8 +380,17 @@ fn pretrain(
     .train_config();
     run_pretraining("demo text backbone", &masked_lm, &train_set, &cfg, quiet)?;
     let accuracy = evaluate(&masked_lm, &eval_set, 256)?.accuracy;
+    // The MLM head is kept, as in BERT's checkpoints (`cls.predictions.*`): language adapters are
+    // trained against it.
+    let head: Vec<(String, Tensor)> = masked_lm
+        .trainable
+        .iter()
+        .filter(|v| v.name.starts_with("cls."))
+        .map(|v| Ok((v.name.clone(), v.var.as_tensor().detach().copy()?)))
+        .collect::<candle_core::Result<_>>()?;
     drop(masked_lm);
-    let tensors = backbone_tensors(&mut model, "")?;
+    let mut tensors = backbone_tensors(&mut model, "")?;
+    tensors.extend(head);
     Ok((tensors, config, accuracy))
 }
 

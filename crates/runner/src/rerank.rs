@@ -373,13 +373,10 @@ fn trained_model(
         return Ok(Ok((model, summary, dir)));
     }
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
-    let mut model = PeftModel::new(
-        &spec.method,
-        &spec.params,
-        ctx.backbone.model.boxed(),
-        1,
-        &init,
-    )?;
+    // Composing methods train over the adapter of the training data's language.
+    let params =
+        crate::language_adapters::composed_params(spec, Some(&training.language), ctx, progress)?;
+    let mut model = PeftModel::new(&spec.method, &params, ctx.backbone.model.boxed(), 1, &init)?;
     let cfg = train_config(spec);
     // Data-dependent methods (CorDA, SHiRA's gradient mask) look at a few training batches first,
     // here as (query, document) pairs under the pointwise relevance loss.
@@ -498,6 +495,15 @@ pub(crate) fn execute_rerank(
         Ok(trained) => trained,
         Err(diverged) => return Ok(*diverged),
     };
+    // Composing methods score with the adapter of the documents' language.
+    crate::language_adapters::swap_for_evaluation(
+        spec,
+        &model,
+        Some(&run.training.language),
+        Some(&run.task.document_language),
+        ctx,
+        progress,
+    )?;
     let eval_started = std::time::Instant::now();
     let out = ctx.store.artifact_dir(&spec.run_id());
     std::fs::create_dir_all(&out)?;

@@ -17,6 +17,7 @@ use peftbench_train::{
 
 use crate::backbone::LoadedBackbone;
 use crate::features::{FeatureCache, HeadOnFeatures};
+use crate::language_adapters;
 use crate::text::TaggingEval;
 
 /// The prepared inputs of a task, shared by all its runs.
@@ -41,6 +42,8 @@ pub struct RunContext<'a> {
     pub environment: &'a Environment,
     /// Text suites: the backbone's tokenizer (reranking tokenises candidates at evaluation).
     pub text_encoder: Option<&'a peftbench_backbones::TextEncoder>,
+    /// The data root of data on disk (language adapter corpora are read under it).
+    pub data_root: Option<&'a std::path::Path>,
 }
 
 /// A task's inputs prepared for its runs: classification splits, or a reranking collection and
@@ -249,9 +252,12 @@ fn execute_inner(
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
+    // Composing methods train over the adapter of the language they train on.
+    let train_language = spec.task.language.as_deref();
+    let params = language_adapters::composed_params(spec, train_language, ctx, progress)?;
     let mut model = PeftModel::new(
         &spec.method,
-        &spec.params,
+        &params,
         ctx.backbone.model.boxed(),
         spec.task.num_classes,
         &init,
@@ -324,6 +330,15 @@ fn execute_inner(
         }
     };
     let eval_started = Instant::now();
+    // ... and are evaluated with the adapter of the language they are evaluated on.
+    language_adapters::swap_for_evaluation(
+        spec,
+        &model,
+        train_language,
+        spec.task.eval_language(),
+        ctx,
+        progress,
+    )?;
     let evaluation = match features {
         Some(f) => evaluate(&HeadOnFeatures(&model), &f.eval, cfg.eval_batch_size)?,
         None => evaluate(&model, task.eval.as_ref(), cfg.eval_batch_size)?,

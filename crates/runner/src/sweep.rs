@@ -107,6 +107,17 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         .map(|a| audio::features_for(a, &paths.cache))
         .transpose()?;
     let mut task_data = std::collections::BTreeMap::new();
+    // Data on disk: where each task's files are (language adapter corpora are read there too).
+    let data_roots: std::collections::BTreeMap<String, Option<std::path::PathBuf>> = specs
+        .iter()
+        .map(|spec| {
+            let root = match spec.data.format {
+                DataFormat::Generated => None,
+                _ => data_root(spec, paths).ok(),
+            };
+            (spec.task.name.clone(), root)
+        })
+        .collect();
     for spec in &specs {
         let key = (spec.task.name.clone(), spec.fold);
         if let std::collections::btree_map::Entry::Vacant(slot) = task_data.entry(key) {
@@ -183,6 +194,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             backbone: &backbone,
             environment: &environment,
             text_encoder: text_encoder.as_ref(),
+            data_root: data_roots[&spec.task.name].as_deref(),
         };
         let fold = spec.fold.map(|f| format!("/fold{f}")).unwrap_or_default();
         let label = format!("{}/{}/seed{}{fold}", spec.task.name, spec.label, spec.seed);

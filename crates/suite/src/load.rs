@@ -37,6 +37,8 @@ struct RawSuite {
     #[serde(default)]
     retrieval: Option<peftbench_retrieval::RetrievalSpec>,
     #[serde(default)]
+    language_adapters: Option<LanguageAdapterSpec>,
+    #[serde(default)]
     protocol: Option<Protocol>,
     #[serde(default)]
     recipe: Recipe,
@@ -610,6 +612,44 @@ pub fn parse_suite(
         },
     }
     validate_protocol(&protocol).map_err(|m| invalid(section("protocol"), m))?;
+    if let Some(la) = &raw.language_adapters {
+        let line = section("language_adapters");
+        if kind != InputKind::Text {
+            return Err(invalid(
+                line,
+                "`language_adapters` is for text suites (masked language modelling)".into(),
+            ));
+        }
+        if la.max_texts == 0 || la.epochs == 0 || la.batch_size == 0 {
+            return Err(invalid(
+                line,
+                "`language_adapters`: max_texts, epochs and batch_size must be at least 1".into(),
+            ));
+        }
+        if !(la.lr > 0.0 && la.lr.is_finite()) {
+            return Err(invalid(
+                line,
+                "`language_adapters.lr` must be a positive number".into(),
+            ));
+        }
+        match (&la.corpus, generated) {
+            (None, false) => {
+                return Err(invalid(
+                    line,
+                    "`language_adapters.corpus` is required for data on disk: a path under the \
+                     data root with `{language}` in it (plain text or parquet)"
+                        .into(),
+                ))
+            }
+            (Some(c), _) if !c.contains("{language}") => {
+                return Err(invalid(
+                    line,
+                    format!("`language_adapters.corpus` `{c}` has no `{{language}}` in it"),
+                ))
+            }
+            _ => {}
+        }
+    }
     raw.recipe
         .validate()
         .map_err(|m| invalid(section("recipe"), m))?;
@@ -997,6 +1037,7 @@ pub fn parse_suite(
         audio: raw.audio,
         text: raw.text,
         retrieval: raw.retrieval,
+        language_adapters: raw.language_adapters,
         protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,

@@ -75,6 +75,9 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// Methods that stack a task module on a per-language module (`language_adapters`).
+pub const COMPOSING_METHODS: &[&str] = &["madx"];
+
 /// One training run: everything needed to train and evaluate, and to identify the result.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +115,9 @@ pub struct RunSpec {
     /// triples and the measures (absent for classification runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<peftbench_retrieval::RerankRun>,
+    /// Language adapters of composing methods (`madx`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_adapters: Option<LanguageAdapterSpec>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -454,6 +460,10 @@ pub fn plan(
                                 .expect("a reranking suite's tasks are its retrieval tasks");
                             r.run_of(spec)
                         }),
+                        language_adapters: suite
+                            .language_adapters
+                            .clone()
+                            .filter(|_| COMPOSING_METHODS.contains(&m.method.as_str())),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,

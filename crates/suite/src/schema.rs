@@ -200,6 +200,28 @@ pub enum TextPooling {
     Mean,
 }
 
+/// Language adapters trained by masked language modelling, one per language, for methods that
+/// compose a language module under the task module (`madx`; YAML section `language_adapters`).
+/// A composing run trains its task adapter over the adapter of the language it trains on and
+/// evaluates with the adapter of the language it is evaluated on (zero-shot transfer: MAD-X's
+/// adapter swap). Each language's adapter is trained once per backbone, method parameters, seed
+/// and these settings, and reused across tasks and methods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageAdapterSpec {
+    /// Unlabelled text per language, relative to the data root, with `{language}` in place of the
+    /// language: plain text (one text per line) or parquet (a `text` column). Absent for generated
+    /// data: generated reviews in that language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
+    /// At most this many texts per language.
+    pub max_texts: usize,
+    /// Epochs of masked language modelling.
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+}
+
 /// The columns of a `table` task's files.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -653,6 +675,8 @@ pub struct Suite {
     /// Reranking suites: the first stage, the training triples and the tasks (each task of
     /// `tasks` is one of `retrieval.tasks`).
     pub retrieval: Option<peftbench_retrieval::RetrievalSpec>,
+    /// Text suites: per-language adapters for composing methods.
+    pub language_adapters: Option<LanguageAdapterSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).

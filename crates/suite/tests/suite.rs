@@ -16,6 +16,13 @@ fn params_of(method: &str) -> Option<&'static [&'static str]> {
         "adapter" => &["activation", "bottleneck", "placement"],
         "adaptformer" => &["bottleneck", "dropout", "scale"],
         "vpt-shallow" | "vpt-deep" => &["dropout", "prompts"],
+        "madx" => &[
+            "invertible_reduction",
+            "language_adapter",
+            "language_epochs",
+            "language_reduction",
+            "task_reduction",
+        ],
         _ => return None,
     })
 }
@@ -31,6 +38,7 @@ impl MethodCatalog for FakeCatalog {
             "adaptformer",
             "vpt-shallow",
             "vpt-deep",
+            "madx",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -207,7 +215,7 @@ fn unknown_method_lists_valid_methods() {
     let line = line_with(&text, "lora2");
     assert!(
         e.contains(&format!(
-            "x.yaml:{line}: unknown method `lora2`; valid methods: adapter, adaptformer, bitfit, full, linear, lora, vpt-deep, vpt-shallow"
+            "x.yaml:{line}: unknown method `lora2`; valid methods: adapter, adaptformer, bitfit, full, linear, lora, madx, vpt-deep, vpt-shallow"
         )),
         "{e}"
     );
@@ -1146,4 +1154,41 @@ fn reranking_suites_take_their_tasks_from_retrieval() {
             .replace("format: generated", "format: trec"),
     );
     assert!(e.contains("needs a `retrieval` section"), "{e}");
+}
+
+/// `language_adapters` belongs to text suites, needs a corpus template for data on disk, and only
+/// composing methods' runs carry it.
+#[test]
+fn language_adapters_apply_to_composing_methods_of_text_suites() {
+    let src = std::fs::read_to_string(suites_dir().join("demo-rerank.yaml")).unwrap();
+    let s = load_text(&src).1.unwrap();
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    for run in &runs {
+        assert_eq!(
+            run.language_adapters.is_some(),
+            run.method == "madx",
+            "{}",
+            run.label
+        );
+    }
+    let section = "language_adapters: { max_texts: 10, epochs: 1, batch_size: 8, lr: 1.0e-3 }\n";
+    let e = load_err(&format!("{BASE}{section}"));
+    assert!(e.contains("`language_adapters` is for text suites"), "{e}");
+    let on_disk = src.replace(
+        "  format: generated\n  train_examples: 2400           # English training triples\n  eval_examples: 240             # reviews per language in each collection\n",
+        "  format: trec\n",
+    );
+    let e = load_err(&on_disk);
+    assert!(e.contains("`language_adapters.corpus` is required"), "{e}");
+    let e = load_err(&on_disk.replace(
+        "  max_texts: 1000\n",
+        "  max_texts: 1000\n  corpus: mlm/en.txt\n",
+    ));
+    assert!(e.contains("has no `{language}`"), "{e}");
+    load_text(&on_disk.replace(
+        "  max_texts: 1000\n",
+        "  max_texts: 1000\n  corpus: mlm/{language}.txt\n",
+    ))
+    .1
+    .unwrap();
 }

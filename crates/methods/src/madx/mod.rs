@@ -186,6 +186,16 @@ impl Adaptation for MadxAdaptation {
         Ok(())
     }
 
+    fn swap_language_module(&self, dir: &Path) -> anyhow::Result<()> {
+        self.swap_language_adapter(dir)
+    }
+
+    /// MAD-X applies the inverse of the invertible adapter before the output embeddings, so a
+    /// masked-LM head tied to the input embeddings sees states in the embeddings' space.
+    fn before_output_embeddings(&self, states: Tensor) -> Result<Tensor> {
+        self.invertible.inverse(&states)
+    }
+
     /// A saved MAD-X adapter is a trained task adapter (the adapter file) over the language side
     /// it was trained with (`language_adapter.safetensors` beside it): the language side is read
     /// from the folder, and the task adapter is what the file's tensors fill.
