@@ -277,13 +277,13 @@ fn ner_in_conll_and_wikiann_layouts_reports_span_f1() {
     assert!(t.contains("split `test`") && t.contains("`B-ORG`"), "{t}");
 }
 
-/// MAD-X's composition in a suite: with `language_adapters`, a `madx` run trains a language adapter
-/// per language by masked language modelling (against the checkpoint's MLM head, from generated
-/// reviews), trains its task adapter over the training language's and is evaluated with the
-/// evaluation language's; each language's adapter is trained once and shared. A checkpoint
-/// without an MLM head is a clear error.
+/// Composition in a suite: with `language_adapters`, a `madx` or `lt-sft` run trains a language
+/// module per language by masked language modelling (against the checkpoint's MLM head, from
+/// generated reviews), trains its task module over the training language's and is evaluated with
+/// the evaluation language's; each language's module is trained once and shared by the tasks. A
+/// checkpoint without an MLM head is a clear error.
 #[test]
-fn madx_runs_swap_in_the_language_adapter_of_the_evaluation_language() {
+fn composing_runs_swap_in_the_language_module_of_the_evaluation_language() {
     let dir = tempfile::tempdir().unwrap();
     let bert = tiny_bert(dir.path());
     let tasks = "  - { name: sentiment-en, num_classes: 2, generator: sentiment, language: en }\n  - { name: sentiment-en-fr, num_classes: 2, generator: sentiment, language: en, eval_language: fr }\n";
@@ -294,7 +294,7 @@ fn madx_runs_swap_in_the_language_adapter_of_the_evaluation_language() {
     )
     .replace(
         "methods:\n",
-        "language_adapters: { max_texts: 24, epochs: 1, batch_size: 8, lr: 1.0e-3 }\nmethods:\n  - method: madx\n    params: { language_reduction: 4, task_reduction: 8 }\n",
+        "language_adapters: { max_texts: 24, epochs: 1, batch_size: 8, lr: 1.0e-3 }\nmethods:\n  - method: madx\n    params: { language_reduction: 4, task_reduction: 8 }\n  - method: lt-sft\n    params: { density: 0.05, target_modules: [fc2] }\n",
     );
 
     // The tiny checkpoint has no MLM head yet.
@@ -319,9 +319,9 @@ fn madx_runs_swap_in_the_language_adapter_of_the_evaluation_language() {
     let out = run_suite(dir.path(), &yaml);
     assert!(out.status.success(), "{}", text(&out));
     let all = records(dir.path());
-    assert_eq!(all.len(), 6, "{}", text(&out));
+    assert_eq!(all.len(), 8, "{}", text(&out));
     assert!(all.iter().all(|r| r["status"] == "completed"), "{all:?}");
-    // One adapter per language, shared by both madx runs; other methods' runs carry no
+    // One module per language and method, shared by both tasks; other methods' runs carry no
     // `language_adapters` (their configuration is as without the section).
     let mut languages: Vec<String> =
         std::fs::read_dir(dir.path().join("results/language-adapters"))
@@ -329,12 +329,34 @@ fn madx_runs_swap_in_the_language_adapter_of_the_evaluation_language() {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
     languages.sort();
-    assert_eq!(languages.len(), 2, "{languages:?}");
-    assert!(languages[0].starts_with("en-") && languages[1].starts_with("fr-"));
+    assert_eq!(languages.len(), 4, "{languages:?}");
+    assert!(
+        languages[..2].iter().all(|l| l.starts_with("en-")),
+        "{languages:?}"
+    );
+    assert!(
+        languages[2..].iter().all(|l| l.starts_with("fr-")),
+        "{languages:?}"
+    );
+    let module = |i: usize, file: &str| {
+        dir.path()
+            .join("results/language-adapters")
+            .join(&languages[i])
+            .join(file)
+            .is_file()
+    };
+    // MAD-X keeps a language adapter, LT-SFT a sparse difference, per language.
+    for i in 0..4 {
+        assert!(
+            module(i, "language_adapter.safetensors") != module(i, "sparse_diff.safetensors"),
+            "{}",
+            languages[i]
+        );
+    }
     for r in &all {
         assert_eq!(
             r["config"].get("language_adapters").is_some(),
-            r["method"] == "madx",
+            r["method"] == "madx" || r["method"] == "lt-sft",
             "{}",
             r["run_id"]
         );
@@ -352,8 +374,5 @@ fn madx_runs_swap_in_the_language_adapter_of_the_evaluation_language() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
     let language_adapter = saved["config"]["language_adapter"].as_str().unwrap();
-    assert!(
-        language_adapter.contains(&languages[0]),
-        "{language_adapter}"
-    );
+    assert!(language_adapter.contains("/en-"), "{language_adapter}");
 }

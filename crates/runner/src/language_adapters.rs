@@ -1,22 +1,27 @@
-//! Language adapters for methods that compose a language module under a task module (MAD-X,
-//! Pfeiffer et al. 2020): per language, the method's language side (language adapters and the
-//! invertible adapter) is trained by masked language modelling on unlabelled text with the
-//! backbone and its pretrained MLM head frozen, the invertible adapter undone before the tied
-//! output embeddings. A run then trains its task adapter over the adapter of the language it
-//! trains on and is evaluated with the adapter of the language it is evaluated on: zero-shot
-//! cross-lingual transfer by swapping adapters.
+//! Language modules for methods that compose one with a task module, trained per language by
+//! masked language modelling on unlabelled text with the backbone's pretrained MLM head frozen:
 //!
-//! Each language's adapter depends only on the backbone, the method's language-side parameters,
-//! the suite's `language_adapters` settings, the text length and the seed, so it is trained once
-//! and kept under `<results>/language-adapters/`, shared by tasks and methods.
+//! * MAD-X (Pfeiffer et al. 2020): the language side (language adapters and the invertible
+//!   adapter, undone before the tied output embeddings). The task adapter trains over the adapter
+//!   of the language the run trains on; evaluation swaps in the adapter of the language it is
+//!   evaluated on.
+//! * LT-SFT (Ansell et al. 2022): a sparse language difference (both LT-SFT phases, under MLM).
+//!   The task difference trains on the backbone plus the training language's difference;
+//!   evaluation subtracts that and adds the evaluation language's (composable sparse fine-tuning).
+//!
+//! Each language's module depends only on the backbone, the method and its parameters that shape
+//! the language side, the suite's `language_adapters` settings, the text length and the seed, so
+//! it is trained once and kept under `<results>/language-adapters/`, shared by tasks.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
+use peftbench_backbones::Backbone;
 use peftbench_backbones::{MlmHead, TextEncoder};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_text::synthetic::review_topics;
 use peftbench_data_text::TextExample;
+use peftbench_methods::lt_sft::{SparseDiff, SPARSE_DIFF_FILE};
 use peftbench_methods::madx::LANGUAGE_ADAPTER_FILE;
 use peftbench_methods::PeftModel;
 use peftbench_suite::{canonical_json, DataFormat, LanguageAdapterSpec, RunSpec};
@@ -28,8 +33,45 @@ use crate::backbone::BackboneModel;
 use crate::data::generated_seed;
 use crate::run::RunContext;
 
-/// Method parameters that shape the language side (the task adapter's do not).
-const LANGUAGE_SIDE_PARAMS: [&str; 2] = ["language_reduction", "invertible_reduction"];
+/// How each composing method's language module is trained and kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Composition {
+    /// MAD-X: the language phase only; `language_adapter.safetensors`.
+    Madx,
+    /// LT-SFT: both phases; `sparse_diff.safetensors`.
+    LtSft,
+}
+
+impl Composition {
+    fn of(method: &str) -> anyhow::Result<Self> {
+        match method {
+            "madx" => Ok(Self::Madx),
+            "lt-sft" => Ok(Self::LtSft),
+            other => anyhow::bail!("method `{other}` composes no language module"),
+        }
+    }
+
+    /// The file a trained language module is kept in.
+    fn file(self) -> &'static str {
+        match self {
+            Self::Madx => LANGUAGE_ADAPTER_FILE,
+            Self::LtSft => SPARSE_DIFF_FILE,
+        }
+    }
+
+    /// Method parameters that shape the language module (MAD-X's task adapter's do not).
+    fn language_side(self, params: &Value) -> Value {
+        match self {
+            Self::Madx => Value::Object(
+                ["language_reduction", "invertible_reduction"]
+                    .iter()
+                    .filter_map(|k| params.get(*k).map(|v| (k.to_string(), v.clone())))
+                    .collect(),
+            ),
+            Self::LtSft => params.clone(),
+        }
+    }
+}
 
 /// Version of the training recipe below: bump when it changes.
 const RECIPE_VERSION: &str = "language-adapter-v1";
@@ -58,14 +100,12 @@ impl TrainModel for LanguageModelling<'_> {
 /// Where `language`'s adapter for `spec` is kept: `<results>/language-adapters/<language>-<hash>`.
 fn adapter_dir(
     spec: &RunSpec,
+    composition: Composition,
     la: &LanguageAdapterSpec,
     language: &str,
     results: &Path,
 ) -> PathBuf {
-    let language_side: serde_json::Map<String, Value> = LANGUAGE_SIDE_PARAMS
-        .iter()
-        .filter_map(|k| spec.params.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect();
+    let language_side = composition.language_side(&spec.params);
     let key = serde_json::json!({
         "version": RECIPE_VERSION,
         "backbone": spec.backbone,
@@ -145,9 +185,9 @@ fn texts(
         .collect())
 }
 
-/// The folder holding `language`'s adapter for `spec` (`language_adapter.safetensors`), trained
-/// now if no earlier run left it.
-pub(crate) fn language_adapter(
+/// The folder holding `language`'s module for `spec` (MAD-X's `language_adapter.safetensors`,
+/// LT-SFT's `sparse_diff.safetensors`), trained now if no earlier run left it.
+fn language_module(
     spec: &RunSpec,
     language: &str,
     ctx: &RunContext<'_>,
@@ -157,14 +197,15 @@ pub(crate) fn language_adapter(
         .language_adapters
         .as_ref()
         .expect("a run with language adapters");
-    let dir = adapter_dir(spec, la, language, ctx.store.root());
-    if dir.join(LANGUAGE_ADAPTER_FILE).is_file() {
+    let composition = Composition::of(&spec.method)?;
+    let dir = adapter_dir(spec, composition, la, language, ctx.store.root());
+    if dir.join(composition.file()).is_file() {
         return Ok(dir);
     }
     let (BackboneModel::Bert(bert), Some(head)) = (&ctx.backbone.model, &ctx.backbone.mlm_head)
     else {
         anyhow::bail!(
-            "language adapters are trained by masked language modelling against the checkpoint's \
+            "language modules are trained by masked language modelling against the checkpoint's \
              MLM head (`cls.predictions.*` or `lm_head.*`), and `{}` has none",
             ctx.backbone.name
         );
@@ -183,18 +224,18 @@ pub(crate) fn language_adapter(
         seed,
         ctx.device,
     )?;
-    // The method without a saved language side starts in its language phase: only the language
-    // and invertible adapters train.
     let mut params = spec.params.clone();
-    params["language_adapter"] = Value::Null;
+    // MAD-X without a saved language side starts in its language phase, where only the language
+    // and invertible adapters train; LT-SFT trains both of its phases.
+    let phases = match composition {
+        Composition::Madx => {
+            params["language_adapter"] = Value::Null;
+            1
+        }
+        Composition::LtSft => 2,
+    };
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
     let mut model = PeftModel::new(&spec.method, &params, ctx.backbone.model.boxed(), 2, &init)?;
-    model.enter_phase(0)?;
-    let lm = LanguageModelling {
-        model: &model,
-        head,
-        word_embeddings: bert.word_embeddings().clone(),
-    };
     let cfg = TrainConfig {
         epochs: la.epochs,
         batch_size: la.batch_size,
@@ -210,13 +251,25 @@ pub(crate) fn language_adapter(
         seed,
         selection: Selection::Final,
     };
-    match train(&lm, &batches, None, &cfg, progress)? {
-        peftbench_train::TrainOutcome::Completed(_) => {}
-        peftbench_train::TrainOutcome::Diverged { epoch, loss, .. } => anyhow::bail!(
-            "the `{language}` language adapter diverged (loss {loss} at epoch {epoch})"
-        ),
+    for phase in 0..phases {
+        model.enter_phase(phase)?;
+        let lm = LanguageModelling {
+            model: &model,
+            head,
+            word_embeddings: bert.word_embeddings().clone(),
+        };
+        let phase_cfg = TrainConfig {
+            seed: derive_seed(&[seed, phase as u64]),
+            ..cfg.clone()
+        };
+        if let peftbench_train::TrainOutcome::Diverged { epoch, loss, .. } =
+            train(&lm, &batches, None, &phase_cfg, progress)?
+        {
+            anyhow::bail!(
+                "the `{language}` language module diverged (loss {loss} at epoch {epoch})"
+            );
+        }
     }
-    drop(lm);
     // Written under a temporary name and renamed, so a killed run leaves nothing half-written.
     let staging = dir.with_extension(format!("staging-{}", std::process::id()));
     if staging.exists() {
@@ -230,45 +283,87 @@ pub(crate) fn language_adapter(
     Ok(dir)
 }
 
-/// The run's method parameters with `language`'s trained adapter as its frozen language side
-/// (`language_adapter`), for composing methods in suites with `language_adapters`; the
-/// parameters as they are otherwise.
-pub(crate) fn composed_params(
+/// The model a composing run trains (classification head of `num_classes`), over the language
+/// module of `language`: MAD-X with that language adapter as its frozen language side, LT-SFT on
+/// the backbone plus that language's difference. Other runs get the plain model.
+pub(crate) fn composed_model(
+    spec: &RunSpec,
+    language: Option<&str>,
+    num_classes: usize,
+    init: &SeededInit,
+    ctx: &RunContext<'_>,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<PeftModel> {
+    let (params, backbone) = composed_parts(spec, language, ctx, progress)?;
+    PeftModel::new(&spec.method, &params, backbone, num_classes, init)
+}
+
+/// A saved composing model loaded back: for LT-SFT the backbone carries the training language's
+/// difference again (MAD-X's saved adapter names its language side itself).
+pub(crate) fn composed_from_adapter(
+    spec: &RunSpec,
+    language: Option<&str>,
+    dir: &Path,
+    ctx: &RunContext<'_>,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<PeftModel> {
+    let (_, backbone) = composed_parts(spec, language, ctx, progress)?;
+    PeftModel::from_adapter(dir, backbone)
+}
+
+/// The method parameters and backbone of a run over `language`'s module.
+fn composed_parts(
     spec: &RunSpec,
     language: Option<&str>,
     ctx: &RunContext<'_>,
     progress: &mut dyn FnMut(peftbench_train::Progress),
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<(Value, Box<dyn Backbone>)> {
+    let mut backbone = ctx.backbone.model.boxed();
     if spec.language_adapters.is_none() {
-        return Ok(spec.params.clone());
+        return Ok((spec.params.clone(), backbone));
     }
     let language = language.ok_or_else(|| {
         anyhow::anyhow!(
-            "task `{}` names no `language`, so no language adapter can be chosen for it",
+            "task `{}` names no `language`, so no language module can be chosen for it",
             spec.task.name
         )
     })?;
-    let dir = language_adapter(spec, language, ctx, progress)?;
+    let dir = language_module(spec, language, ctx, progress)?;
     let mut params = spec.params.clone();
-    params["language_adapter"] = Value::from(dir.display().to_string());
-    Ok(params)
+    match Composition::of(&spec.method)? {
+        Composition::Madx => params["language_adapter"] = Value::from(dir.display().to_string()),
+        Composition::LtSft => {
+            SparseDiff::load(&dir.join(SPARSE_DIFF_FILE))?.apply_to(backbone.as_mut(), 1.0)?
+        }
+    }
+    Ok((params, backbone))
 }
 
-/// Swaps the model's language module for `target`'s when it differs from `source` (zero-shot
-/// transfer), for composing runs.
+/// Replaces the model's language module of `source` with `target`'s when they differ (zero-shot
+/// transfer), for composing runs: MAD-X swaps its language adapter, LT-SFT subtracts the source
+/// language's difference from the backbone and adds the target's.
 pub(crate) fn swap_for_evaluation(
     spec: &RunSpec,
-    model: &PeftModel,
+    model: &mut PeftModel,
     source: Option<&str>,
     target: Option<&str>,
     ctx: &RunContext<'_>,
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<()> {
-    match (&spec.language_adapters, target) {
-        (Some(_), Some(target)) if Some(target) != source => {
-            let dir = language_adapter(spec, target, ctx, progress)?;
-            model.adaptation().swap_language_module(&dir)
+    let (Some(_), Some(source), Some(target)) = (&spec.language_adapters, source, target) else {
+        return Ok(());
+    };
+    if source == target {
+        return Ok(());
+    }
+    let dir = language_module(spec, target, ctx, progress)?;
+    match Composition::of(&spec.method)? {
+        Composition::Madx => model.adaptation().swap_language_module(&dir),
+        Composition::LtSft => {
+            let trained = language_module(spec, source, ctx, progress)?;
+            let backbone = model.backbone_mut();
+            SparseDiff::load(&trained.join(SPARSE_DIFF_FILE))?.apply_to(backbone, -1.0)?;
+            SparseDiff::load(&dir.join(SPARSE_DIFF_FILE))?.apply_to(backbone, 1.0)
         }
-        _ => Ok(()),
     }
 }

@@ -367,16 +367,27 @@ fn trained_model(
     let dir = trained_dir(spec, ctx.store.root());
     let training = &spec.retrieval.as_ref().expect("a reranking run").training;
     if dir.join(SUMMARY_FILE).is_file() {
-        let model = PeftModel::from_adapter(&dir, ctx.backbone.model.boxed())?;
+        let model = crate::language_adapters::composed_from_adapter(
+            spec,
+            Some(&training.language),
+            &dir,
+            ctx,
+            progress,
+        )?;
         let summary: TrainingSummary =
             serde_json::from_str(&std::fs::read_to_string(dir.join(SUMMARY_FILE))?)?;
         return Ok(Ok((model, summary, dir)));
     }
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
     // Composing methods train over the adapter of the training data's language.
-    let params =
-        crate::language_adapters::composed_params(spec, Some(&training.language), ctx, progress)?;
-    let mut model = PeftModel::new(&spec.method, &params, ctx.backbone.model.boxed(), 1, &init)?;
+    let mut model = crate::language_adapters::composed_model(
+        spec,
+        Some(&training.language),
+        1,
+        &init,
+        ctx,
+        progress,
+    )?;
     let cfg = train_config(spec);
     // Data-dependent methods (CorDA, SHiRA's gradient mask) look at a few training batches first,
     // here as (query, document) pairs under the pointwise relevance loss.
@@ -491,14 +502,14 @@ pub(crate) fn execute_rerank(
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
     let run = spec.retrieval.as_ref().expect("a reranking run");
-    let (model, summary, model_dir) = match trained_model(spec, task, ctx, progress)? {
+    let (mut model, summary, model_dir) = match trained_model(spec, task, ctx, progress)? {
         Ok(trained) => trained,
         Err(diverged) => return Ok(*diverged),
     };
     // Composing methods score with the adapter of the documents' language.
     crate::language_adapters::swap_for_evaluation(
         spec,
-        &model,
+        &mut model,
         Some(&run.training.language),
         Some(&run.task.document_language),
         ctx,

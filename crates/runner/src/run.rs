@@ -254,13 +254,13 @@ fn execute_inner(
     let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
     // Composing methods train over the adapter of the language they train on.
     let train_language = spec.task.language.as_deref();
-    let params = language_adapters::composed_params(spec, train_language, ctx, progress)?;
-    let mut model = PeftModel::new(
-        &spec.method,
-        &params,
-        ctx.backbone.model.boxed(),
+    let mut model = language_adapters::composed_model(
+        spec,
+        train_language,
         spec.task.num_classes,
         &init,
+        ctx,
+        progress,
     )?;
     let cfg = train_config(spec);
     // Data-dependent methods (CorDA, SHiRA's gradient mask) look at a few training batches first.
@@ -333,7 +333,7 @@ fn execute_inner(
     // ... and are evaluated with the adapter of the language they are evaluated on.
     language_adapters::swap_for_evaluation(
         spec,
-        &model,
+        &mut model,
         train_language,
         spec.task.eval_language(),
         ctx,

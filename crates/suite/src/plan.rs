@@ -75,8 +75,9 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// Methods that stack a task module on a per-language module (`language_adapters`).
-pub const COMPOSING_METHODS: &[&str] = &["madx"];
+/// Methods that compose a task module with a per-language module (`language_adapters`): MAD-X's
+/// stacked adapters, LT-SFT's added sparse differences.
+pub const COMPOSING_METHODS: &[&str] = &["madx", "lt-sft"];
 
 /// One training run: everything needed to train and evaluate, and to identify the result.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -200,12 +200,13 @@ pub enum TextPooling {
     Mean,
 }
 
-/// Language adapters trained by masked language modelling, one per language, for methods that
-/// compose a language module under the task module (`madx`; YAML section `language_adapters`).
-/// A composing run trains its task adapter over the adapter of the language it trains on and
-/// evaluates with the adapter of the language it is evaluated on (zero-shot transfer: MAD-X's
-/// adapter swap). Each language's adapter is trained once per backbone, method parameters, seed
-/// and these settings, and reused across tasks and methods.
+/// Language modules trained by masked language modelling, one per language, for methods that
+/// compose one with the task module (YAML section `language_adapters`): MAD-X's language
+/// adapters, LT-SFT's sparse language differences. A composing run trains its task module over the
+/// module of the language it trains on and is evaluated with the module of the language it is
+/// evaluated on (zero-shot transfer: MAD-X's adapter swap, LT-SFT's difference exchange). Each
+/// language's module is trained once per backbone, method parameters, seed and these settings,
+/// and reused across tasks.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LanguageAdapterSpec {
