@@ -338,19 +338,13 @@ fn composing_runs_swap_in_the_language_module_of_the_evaluation_language() {
         languages[2..].iter().all(|l| l.starts_with("fr-")),
         "{languages:?}"
     );
-    let module = |i: usize, file: &str| {
-        dir.path()
-            .join("results/language-adapters")
-            .join(&languages[i])
-            .join(file)
-            .is_file()
-    };
     // MAD-X keeps a language adapter, LT-SFT a sparse difference, per language.
-    for i in 0..4 {
+    for language in &languages {
+        let folder = dir.path().join("results/language-adapters").join(language);
         assert!(
-            module(i, "language_adapter.safetensors") != module(i, "sparse_diff.safetensors"),
-            "{}",
-            languages[i]
+            folder.join("language_adapter.safetensors").is_file()
+                != folder.join("sparse_diff.safetensors").is_file(),
+            "{language}"
         );
     }
     for r in &all {
