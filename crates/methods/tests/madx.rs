@@ -62,6 +62,62 @@ fn phases_train_the_language_side_then_the_task_adapter() {
     );
 }
 
+/// The three language adapters of the low-resource comparison: a sequential bottleneck (no
+/// invertible adapter), an invertible bottleneck (MAD-X) and LoRA on query and value; each counts
+/// what its closed form says, starts as the identity (the model equals the frozen backbone plus the
+/// zero-initialised task adapter), and is swapped like MAD-X's.
+#[test]
+fn sequential_invertible_and_lora_language_modules() {
+    let head = D * CLASSES + CLASSES;
+    let invertible = 2 * (8 * 4 + 4 + 4 * 8 + 8);
+    let bottleneck = L * (2 * D * 8 + 8 + D);
+    // r 2 on query and value (D -> D): A [2, D] and B [D, 2] each.
+    let lora = L * 2 * (2 * D + D * 2);
+    let x = pixels(DType::F64);
+    let ctx = ForwardCtx::eval();
+    let frozen = tiny_backbone(DType::F64)
+        .forward_features(&x, &peftbench_backbones::NoHooks, &ctx)
+        .unwrap();
+    for (params, language) in [
+        (json!({"invertible": false}), bottleneck),
+        (json!({}), invertible + bottleneck),
+        (
+            json!({"language_module": "lora", "language_lora_r": 2, "invertible": false}),
+            lora,
+        ),
+        (
+            json!({"language_module": "lora", "language_lora_r": 2}),
+            invertible + lora,
+        ),
+    ] {
+        let mut m = model("madx", params.clone());
+        m.enter_phase(0).unwrap();
+        assert_eq!(m.trainable_count(), language + head, "{params}");
+        // Identity at init for the sequential and LoRA modules; the invertible coupling is not.
+        if params.get("invertible") == Some(&json!(false)) {
+            let got = m.features(&x, &ctx).unwrap();
+            assert!(max_abs(&(got - &frozen).unwrap()) < 1e-12, "{params}");
+        }
+        // Trained language sides swap under the task adapter.
+        perturb(&m, 0.3);
+        let dir = tempfile::tempdir().unwrap();
+        m.save(dir.path(), "tiny").unwrap();
+        let before = m.features(&x, &ctx).unwrap();
+        let other = model_in_seed("madx", params.clone(), 11);
+        perturb(&other, 0.3);
+        let other_dir = tempfile::tempdir().unwrap();
+        other.save(other_dir.path(), "tiny").unwrap();
+        m.adaptation()
+            .swap_language_module(other_dir.path())
+            .unwrap();
+        let swapped = m.features(&x, &ctx).unwrap();
+        assert!(max_abs(&(&swapped - &before).unwrap()) > 1e-6, "{params}");
+        m.adaptation().swap_language_module(dir.path()).unwrap();
+        let back = m.features(&x, &ctx).unwrap();
+        assert_eq!(max_abs(&(back - before).unwrap()), 0.0, "{params}");
+    }
+}
+
 trait NumParams {
     fn num_params_of(self) -> usize;
 }

@@ -1,5 +1,16 @@
 use serde::{Deserialize, Serialize};
 
+/// What a MAD-X language module is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LanguageModule {
+    /// A sequential bottleneck adapter after each block's MLP, under the task adapter (MAD-X).
+    #[default]
+    Bottleneck,
+    /// LoRA on each block's query and value projections (a LoRA language adapter).
+    Lora,
+}
+
 /// MAD-X hyper-parameters. Defaults from the paper: language adapters with reduction factor 2
 /// (bottleneck = hidden/2), invertible adapters with reduction 2, task adapters with reduction 16,
 /// all ReLU in the Pfeiffer placement (after the MLP).
@@ -17,6 +28,13 @@ pub struct MadxConfig {
     pub language_adapter: Option<String>,
     /// Epochs of the language phase (`null` = the recipe's).
     pub language_epochs: Option<usize>,
+    /// The language module: `bottleneck` (MAD-X's) or `lora`.
+    pub language_module: LanguageModule,
+    /// Rank of a `lora` language module (alpha 2r).
+    pub language_lora_r: usize,
+    /// Whether an invertible adapter transforms the token embeddings (MAD-X's invertible
+    /// bottleneck; `false` leaves the language module alone).
+    pub invertible: bool,
 }
 
 impl Default for MadxConfig {
@@ -27,6 +45,9 @@ impl Default for MadxConfig {
             invertible_reduction: 2,
             language_adapter: None,
             language_epochs: None,
+            language_module: LanguageModule::Bottleneck,
+            language_lora_r: 8,
+            invertible: true,
         }
     }
 }
@@ -37,6 +58,7 @@ impl MadxConfig {
             ("language_reduction", self.language_reduction),
             ("task_reduction", self.task_reduction),
             ("invertible_reduction", self.invertible_reduction),
+            ("language_lora_r", self.language_lora_r),
         ] {
             if value == 0 {
                 return Err(format!(
@@ -58,10 +80,10 @@ impl MadxConfig {
             hidden / self.task_reduction,
             half / self.invertible_reduction,
         );
-        if hidden % 2 != 0 {
+        if self.invertible && hidden % 2 != 0 {
             return Err(format!("method `madx`: the invertible adapter splits the hidden size in halves; {hidden} is odd"));
         }
-        if widths.0 == 0 || widths.1 == 0 || widths.2 == 0 {
+        if widths.0 == 0 || widths.1 == 0 || (self.invertible && widths.2 == 0) {
             return Err(format!(
                 "method `madx`: reductions ({}, {}, {}) leave an empty bottleneck for hidden size {hidden}; allowed: language/task 1..={hidden}, invertible 1..={half}",
                 self.language_reduction, self.task_reduction, self.invertible_reduction

@@ -8,23 +8,31 @@
 //! first (masked language modelling in the paper), freezes them and trains the task adapter on
 //! top; at inference the language adapter is swapped for the target language's
 //! ([`MadxAdaptation::swap_language_adapter`]). Here the `language` phase trains them on the
-//! task data unless `language_adapter` names a trained folder to reuse; the `task` phase then
-//! trains the task adapter with the language side frozen.
+//! task data unless `language_adapter` names a trained folder to reuse (suites with
+//! `language_adapters` train one per language by masked language modelling); the `task` phase
+//! then trains the task adapter with the language side frozen.
+//!
+//! The language side can also be a LoRA language adapter (`language_module: lora`, on query and
+//! value) and the invertible adapter can be left out (`invertible: false`): the sequential
+//! bottleneck, invertible bottleneck and LoRA language adapters compared for low-resource
+//! languages.
 
 mod config;
 mod invertible;
 
-pub use config::MadxConfig;
+pub use config::{LanguageModule, MadxConfig};
 pub use invertible::InvertibleAdapter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Sublayer};
+use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite, Sublayer};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use crate::adapter::{AdapterActivation, Bottleneck};
+use crate::lora::LoraLayer;
+use crate::projections::ProjectionAdapters;
 use crate::{
     parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc, Phase,
 };
@@ -36,8 +44,11 @@ pub const LANGUAGE_ADAPTER_FILE: &str = "language_adapter.safetensors";
 
 pub struct MadxAdaptation {
     config: MadxConfig,
-    invertible: InvertibleAdapter,
+    invertible: Option<InvertibleAdapter>,
+    /// Bottleneck language adapters (`language_module: bottleneck`).
     language: BTreeMap<usize, Bottleneck>,
+    /// LoRA language adapters (`language_module: lora`).
+    language_lora: Option<ProjectionAdapters<LoraLayer>>,
     task: BTreeMap<usize, Bottleneck>,
     language_params: NamedVars,
     task_params: NamedVars,
@@ -54,22 +65,51 @@ impl MadxAdaptation {
         let hidden = backbone.info().hidden_size;
         let (lang_width, task_width, inv_width) =
             config.widths(hidden).map_err(anyhow::Error::msg)?;
-        let invertible = InvertibleAdapter::new(hidden, inv_width, &init.fork("invertible"))?;
         let mut language_params = NamedVars::default();
-        invertible.push_params("invertible_adapter", &mut language_params);
+        let invertible = if config.invertible {
+            let adapter = InvertibleAdapter::new(hidden, inv_width, &init.fork("invertible"))?;
+            adapter.push_params("invertible_adapter", &mut language_params);
+            Some(adapter)
+        } else {
+            None
+        };
+        let language_lora = match config.language_module {
+            LanguageModule::Bottleneck => None,
+            LanguageModule::Lora => {
+                let r = config.language_lora_r;
+                Some(ProjectionAdapters::build(
+                    backbone,
+                    &[LinearSite::Query, LinearSite::Value],
+                    &init.fork("language_lora"),
+                    &mut language_params,
+                    |_, base, init| {
+                        let (out, inp) = base.weight.dims2()?;
+                        let lora = LoraLayer::new(inp, out, r, 2.0, 0.0, init)?;
+                        let vars = vec![
+                            ("language_lora_A.weight", lora.a.clone()),
+                            ("language_lora_B.weight", lora.b.clone()),
+                        ];
+                        Ok((lora, vars))
+                    },
+                )?)
+            }
+        };
         let mut language = BTreeMap::new();
         let mut task = BTreeMap::new();
         let mut task_params = NamedVars::default();
         for layer in 0..backbone.info().num_layers {
             let prefix = format!("{}.output_adapter", backbone.block_path(layer));
             let stream = crate::init_stream(layer, "output_adapter");
-            let l = Bottleneck::new(
-                hidden,
-                lang_width,
-                AdapterActivation::Relu,
-                &init.fork(&format!("{stream}.language")),
-            )?;
-            l.push_params(&format!("{prefix}.language"), &mut language_params);
+            if config.language_module == LanguageModule::Bottleneck {
+                let l = Bottleneck::new(
+                    hidden,
+                    lang_width,
+                    AdapterActivation::Relu,
+                    &init.fork(&format!("{stream}.language")),
+                )?;
+                l.push_params(&format!("{prefix}.language"), &mut language_params);
+                language.insert(layer, l);
+            }
             let t = Bottleneck::new(
                 hidden,
                 task_width,
@@ -77,7 +117,6 @@ impl MadxAdaptation {
                 &init.fork(&format!("{stream}.task")),
             )?;
             t.push_params(&format!("{prefix}.task"), &mut task_params);
-            language.insert(layer, l);
             task.insert(layer, t);
         }
         let mut this = Self {
@@ -85,6 +124,7 @@ impl MadxAdaptation {
             config,
             invertible,
             language,
+            language_lora,
             task,
             language_params,
             task_params,
@@ -99,8 +139,9 @@ impl MadxAdaptation {
         Ok(this)
     }
 
-    pub fn invertible(&self) -> &InvertibleAdapter {
-        &self.invertible
+    /// The invertible adapter on the token embeddings (absent with `invertible: false`).
+    pub fn invertible(&self) -> Option<&InvertibleAdapter> {
+        self.invertible.as_ref()
     }
 
     /// The language and invertible adapters' tensors, by name.
@@ -124,10 +165,23 @@ impl MadxAdaptation {
 
 impl Hooks for MadxAdaptation {
     fn tokens(&self, layer: usize, tokens: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> {
-        if layer == 0 {
-            self.invertible.forward(&tokens)
-        } else {
-            Ok(tokens)
+        match (&self.invertible, layer) {
+            (Some(invertible), 0) => invertible.forward(&tokens),
+            _ => Ok(tokens),
+        }
+    }
+
+    fn linear(
+        &self,
+        layer: usize,
+        site: LinearSite,
+        x: &Tensor,
+        base: &Linear,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        match &self.language_lora {
+            Some(lora) => lora.linear(layer, site, x, base, |l| l.forward(x, base, ctx)),
+            None => base.forward(x),
         }
     }
 
@@ -139,9 +193,12 @@ impl Hooks for MadxAdaptation {
         output: Tensor,
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        match (kind, self.language.get(&layer), self.task.get(&layer)) {
-            (Sublayer::Mlp, Some(l), Some(t)) => {
-                let y = (&output + l.forward(&output)?)?;
+        match (kind, self.task.get(&layer)) {
+            (Sublayer::Mlp, Some(t)) => {
+                let y = match self.language.get(&layer) {
+                    Some(l) => (&output + l.forward(&output)?)?,
+                    None => output,
+                };
                 &y + t.forward(&y)?
             }
             _ => Ok(output),
@@ -193,7 +250,10 @@ impl Adaptation for MadxAdaptation {
     /// MAD-X applies the inverse of the invertible adapter before the output embeddings, so a
     /// masked-LM head tied to the input embeddings sees states in the embeddings' space.
     fn before_output_embeddings(&self, states: Tensor) -> Result<Tensor> {
-        self.invertible.inverse(&states)
+        match &self.invertible {
+            Some(invertible) => invertible.inverse(&states),
+            None => Ok(states),
+        }
     }
 
     /// A saved MAD-X adapter is a trained task adapter (the adapter file) over the language side
@@ -243,6 +303,9 @@ impl Method for Madx {
                 ParamDoc { name: "invertible_reduction", default: "2", doc: "reduction of the invertible adapter's coupling nets" },
                 ParamDoc { name: "language_adapter", default: "null", doc: "trained MAD-X folder whose language side is reused, frozen" },
                 ParamDoc { name: "language_epochs", default: "null", doc: "epochs of the language phase (null = recipe)" },
+                ParamDoc { name: "language_module", default: "bottleneck", doc: "language adapter: bottleneck (after the MLP) or lora (query, value)" },
+                ParamDoc { name: "language_lora_r", default: "8", doc: "rank of a lora language adapter (alpha 2r)" },
+                ParamDoc { name: "invertible", default: "true", doc: "invertible adapter on the token embeddings" },
             ],
         }
     }
