@@ -251,22 +251,32 @@ impl TrainModel for CrossEncoder<'_> {
         _labels: &Tensor,
         _smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let k = scores.dim(1)?;
-        // Every negative paired with its group's positive.
-        let positive = || {
-            scores
-                .narrow(1, 0, 1)?
-                .broadcast_as((scores.dim(0)?, k - 1))
-        };
-        let negative = || scores.narrow(1, 1, k - 1);
-        match self.objective {
-            RankingObjective::Listwise => listwise_softmax(scores),
-            RankingObjective::Ranknet => ranknet(&positive()?.contiguous()?, &negative()?),
-            RankingObjective::PairwiseMargin => {
-                pairwise_margin(&positive()?.contiguous()?, &negative()?, self.margin)
-            }
-            RankingObjective::Pointwise => pointwise_bce(scores, &relevance_labels(scores)?),
-        }
+        group_loss(scores, self.objective, self.margin)
+    }
+}
+
+/// The ranking loss of group scores `[G, K]` whose column 0 is the relevant document: listwise
+/// softmax cross-entropy over each group; RankNet and the hinge on every (relevant, non-relevant)
+/// pair of a group; pointwise BCE with label 1 on column 0 and 0 elsewhere.
+fn group_loss(
+    scores: &Tensor,
+    objective: RankingObjective,
+    margin: f64,
+) -> candle_core::Result<Tensor> {
+    let k = scores.dim(1)?;
+    // Every negative paired with its group's positive.
+    let positive = || {
+        scores
+            .narrow(1, 0, 1)?
+            .broadcast_as((scores.dim(0)?, k - 1))?
+            .contiguous()
+    };
+    let negative = || scores.narrow(1, 1, k - 1);
+    match objective {
+        RankingObjective::Listwise => listwise_softmax(scores),
+        RankingObjective::Ranknet => ranknet(&positive()?, &negative()?),
+        RankingObjective::PairwiseMargin => pairwise_margin(&positive()?, &negative()?, margin),
+        RankingObjective::Pointwise => pointwise_bce(scores, &relevance_labels(scores)?),
     }
 }
 
@@ -591,5 +601,53 @@ pub fn data_root(spec: &RunSpec, paths: &crate::Paths) -> anyhow::Result<PathBuf
     match spec.data.format {
         DataFormat::Generated => generated_collection(spec, &paths.cache),
         _ => crate::data::data_root(spec, paths),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Groups of one relevant and two non-relevant documents: each objective equals its formula
+    /// written out over the (relevant, non-relevant) pairs or the group.
+    #[test]
+    fn group_losses_pair_the_relevant_document_with_each_other() {
+        let rows = [[2.0f64, 1.0, -0.5], [0.0, 3.0, 0.5]];
+        let scores = Tensor::new(&rows, &Device::Cpu).unwrap();
+        let loss = |objective| {
+            group_loss(&scores, objective, 1.0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let softplus = |x: f64| (1.0 + x.exp()).ln();
+        let pairs: Vec<(f64, f64)> = rows
+            .iter()
+            .flat_map(|r| [(r[0], r[1]), (r[0], r[2])])
+            .collect();
+        let mean = |f: &dyn Fn(f64, f64) -> f64| {
+            pairs.iter().map(|&(p, n)| f(p, n)).sum::<f64>() / pairs.len() as f64
+        };
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        close(
+            loss(RankingObjective::Ranknet),
+            mean(&|p, n| softplus(n - p)),
+        );
+        close(
+            loss(RankingObjective::PairwiseMargin),
+            mean(&|p, n| (1.0 - (p - n)).max(0.0)),
+        );
+        let listwise = rows
+            .iter()
+            .map(|r| -(r[0] - r.iter().map(|x| x.exp()).sum::<f64>().ln()))
+            .sum::<f64>()
+            / 2.0;
+        close(loss(RankingObjective::Listwise), listwise);
+        let pointwise = rows
+            .iter()
+            .flat_map(|r| [softplus(-r[0]), softplus(r[1]), softplus(r[2])])
+            .sum::<f64>()
+            / 6.0;
+        close(loss(RankingObjective::Pointwise), pointwise);
     }
 }
