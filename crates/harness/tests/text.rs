@@ -369,4 +369,48 @@ fn composing_runs_swap_in_the_language_module_of_the_evaluation_language() {
         serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
     let language_adapter = saved["config"]["language_adapter"].as_str().unwrap();
     assert!(language_adapter.contains("/en-"), "{language_adapter}");
+
+    // Language corpora from files: each language's is looked for at its own path.
+    let corpus_yaml = yaml
+        .replace(
+            "{ format: generated, train_examples: 24, eval_examples: 12 }",
+            &format!(
+                "{{ format: generated, train_examples: 24, eval_examples: 12, root: {} }}",
+                dir.path().join("data").display()
+            ),
+        )
+        .replace(
+            "language_adapters: { max_texts: 24,",
+            "language_adapters: { corpus: \"mlm/{language}.txt\", max_texts: 24,",
+        );
+    let mlm = dir.path().join("data/mlm");
+    std::fs::create_dir_all(&mlm).unwrap();
+    let lines = |lang: &str| -> String {
+        review_topics(lang, 30, 9)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text + "\n")
+            .collect()
+    };
+    std::fs::write(mlm.join("en.txt"), lines("en")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    let out = run_suite(dir.path(), &corpus_yaml);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "corpus of `fr` is not at {}",
+            mlm.join("fr.txt").display()
+        )),
+        "{t}"
+    );
+    std::fs::write(mlm.join("fr.txt"), lines("fr")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    let out = run_suite(dir.path(), &corpus_yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    assert!(
+        all.iter().all(|r| r["status"] == "completed"),
+        "{}",
+        text(&out)
+    );
 }

@@ -107,16 +107,11 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         .map(|a| audio::features_for(a, &paths.cache))
         .transpose()?;
     let mut task_data = std::collections::BTreeMap::new();
-    // Data on disk: where each task's files are (language adapter corpora are read there too).
+    // The data root, when one is set: where each task's files are, and language adapter corpora
+    // (also for generated tasks).
     let data_roots: std::collections::BTreeMap<String, Option<std::path::PathBuf>> = specs
         .iter()
-        .map(|spec| {
-            let root = match spec.data.format {
-                DataFormat::Generated => None,
-                _ => data_root(spec, paths).ok(),
-            };
-            (spec.task.name.clone(), root)
-        })
+        .map(|spec| (spec.task.name.clone(), data_root(spec, paths).ok()))
         .collect();
     for spec in &specs {
         let key = (spec.task.name.clone(), spec.fold);
