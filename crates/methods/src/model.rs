@@ -159,7 +159,13 @@ impl PeftModel {
         // Values are overwritten below; the init only fixes device and dtype.
         let weight = &backbone.linear(0, LinearSite::Query).weight;
         let init = SeededInit::new(0, weight.device()).with_dtype(weight.dtype());
-        let mut model = Self::new(&loaded.method, &loaded.params, backbone, num_classes, &init)
+        // A MAD-X adapter keeps its language side in its own folder (read by `restore`); the path
+        // its config names is where that side came from, which need not exist any more.
+        let mut params = loaded.params.clone();
+        if loaded.method == "madx" && dir.join(crate::madx::LANGUAGE_ADAPTER_FILE).is_file() {
+            params["language_adapter"] = serde_json::Value::Null;
+        }
+        let mut model = Self::new(&loaded.method, &params, backbone, num_classes, &init)
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
         let restored = model
             .adaptation

@@ -21,10 +21,10 @@ use peftbench_backbones::{MlmHead, TextEncoder};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_text::synthetic::review_topics;
 use peftbench_data_text::TextExample;
-use peftbench_methods::lt_sft::{SparseDiff, SPARSE_DIFF_FILE};
-use peftbench_methods::madx::LANGUAGE_ADAPTER_FILE;
+use peftbench_methods::lt_sft::{LtSftConfig, SparseDiff, SPARSE_DIFF_FILE};
+use peftbench_methods::madx::{MadxConfig, LANGUAGE_ADAPTER_FILE};
 use peftbench_methods::PeftModel;
-use peftbench_suite::{canonical_json, DataFormat, LanguageAdapterSpec, RunSpec};
+use peftbench_suite::{canonical_json, LanguageAdapterSpec, RunSpec};
 use peftbench_train::{derive_seed, train, AdamWConfig, Selection, TrainConfig, TrainModel};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -59,17 +59,24 @@ impl Composition {
         }
     }
 
-    /// Method parameters that shape the language module (MAD-X's task adapter's do not).
-    fn language_side(self, params: &Value) -> Value {
-        match self {
-            Self::Madx => Value::Object(
-                ["language_reduction", "invertible_reduction"]
-                    .iter()
-                    .filter_map(|k| params.get(*k).map(|v| (k.to_string(), v.clone())))
-                    .collect(),
-            ),
-            Self::LtSft => params.clone(),
-        }
+    /// The method configuration that shapes the language module, defaults filled in (so a
+    /// default left out and written out key the same module): all of LT-SFT's; MAD-X's without
+    /// what only concerns the task adapter.
+    fn language_side(self, params: &Value) -> anyhow::Result<Value> {
+        Ok(match self {
+            Self::Madx => {
+                let config: MadxConfig = serde_json::from_value(params.clone())?;
+                let mut side = serde_json::to_value(config)?;
+                let object = side.as_object_mut().expect("a config is an object");
+                for task_only in ["task_reduction", "language_adapter", "language_epochs"] {
+                    object.remove(task_only);
+                }
+                side
+            }
+            Self::LtSft => {
+                serde_json::to_value(serde_json::from_value::<LtSftConfig>(params.clone())?)?
+            }
+        })
     }
 }
 
@@ -104,8 +111,8 @@ fn adapter_dir(
     la: &LanguageAdapterSpec,
     language: &str,
     results: &Path,
-) -> PathBuf {
-    let language_side = composition.language_side(&spec.params);
+) -> anyhow::Result<PathBuf> {
+    let language_side = composition.language_side(&spec.params)?;
     let key = serde_json::json!({
         "version": RECIPE_VERSION,
         "backbone": spec.backbone,
@@ -115,7 +122,6 @@ fn adapter_dir(
         "max_tokens": spec.text.as_ref().map(|t| t.max_tokens),
         "language": language,
         "seed": spec.seed,
-        "data": if spec.data.format == DataFormat::Generated { "generated" } else { "corpus" },
     });
     let mut s = String::new();
     canonical_json(&key, &mut s);
@@ -124,9 +130,9 @@ fn adapter_dir(
         .take(5)
         .map(|b| format!("{b:02x}"))
         .collect();
-    results
+    Ok(results
         .join("language-adapters")
-        .join(format!("{language}-{hash}"))
+        .join(format!("{language}-{hash}")))
 }
 
 /// The unlabelled texts of `language`: generated reviews, or the suite's corpus file.
@@ -198,7 +204,7 @@ fn language_module(
         .as_ref()
         .expect("a run with language adapters");
     let composition = Composition::of(&spec.method)?;
-    let dir = adapter_dir(spec, composition, la, language, ctx.store.root());
+    let dir = adapter_dir(spec, composition, la, language, ctx.store.root())?;
     if dir.join(composition.file()).is_file() {
         return Ok(dir);
     }
@@ -234,7 +240,10 @@ fn language_module(
         }
         Composition::LtSft => 2,
     };
-    let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
+    let init = SeededInit::new(
+        derive_seed(&[spec.seed, crate::run::MODEL_INIT]),
+        ctx.device,
+    );
     let mut model = PeftModel::new(&spec.method, &params, ctx.backbone.model.boxed(), 2, &init)?;
     let cfg = TrainConfig {
         epochs: la.epochs,
@@ -270,16 +279,10 @@ fn language_module(
             );
         }
     }
-    // Written under a temporary name and renamed, so a killed run leaves nothing half-written.
-    let staging = dir.with_extension(format!("staging-{}", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
-    model.save(&staging, &ctx.backbone.name)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::rename(&staging, &dir)?;
+    crate::pretraining::publish_dir(&dir, |staging| {
+        model.save(staging, &ctx.backbone.name)?;
+        Ok(())
+    })?;
     Ok(dir)
 }
 
@@ -307,7 +310,12 @@ pub(crate) fn composed_from_adapter(
     ctx: &RunContext<'_>,
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<PeftModel> {
-    let (_, backbone) = composed_parts(spec, language, ctx, progress)?;
+    let backbone = match Composition::of(&spec.method) {
+        Ok(Composition::LtSft) if spec.language_adapters.is_some() => {
+            composed_parts(spec, language, ctx, progress)?.1
+        }
+        _ => ctx.backbone.model.boxed(),
+    };
     PeftModel::from_adapter(dir, backbone)
 }
 

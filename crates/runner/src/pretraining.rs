@@ -203,3 +203,27 @@ pub fn cached_or_pretrained(
         },
     )
 }
+
+/// Publishes a folder atomically: `fill` writes it under a temporary name beside `dir`, which is
+/// then renamed to `dir`, so a killed run leaves nothing half-written that a later run would
+/// read. When another process published `dir` first, its folder is kept (both computed the same
+/// thing) and ours is dropped, so a folder another process may be reading is never replaced.
+pub fn publish_dir(
+    dir: &std::path::Path,
+    fill: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let staging = dir.with_extension(format!("staging-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    fill(&staging)?;
+    if dir.exists() || std::fs::rename(&staging, dir).is_err() && dir.exists() {
+        std::fs::remove_dir_all(&staging)?;
+        return Ok(());
+    }
+    anyhow::ensure!(dir.exists(), "could not publish {}", dir.display());
+    Ok(())
+}

@@ -37,7 +37,7 @@ pub struct RerankTask {
     pub collection: TaskCollection,
     /// Groups `[G, 1 + negatives, 2, tokens]` (positive first), labels all 0.
     pub training: InMemoryBatches,
-    /// (query, positive) pairs of the triples left out for having too few negatives.
+    /// Leftover negatives of a (query, positive) too few to fill a group, left out.
     pub incomplete_groups: usize,
 }
 
@@ -145,12 +145,15 @@ pub fn generated_collection(spec: &RunSpec, cache: &Path) -> anyhow::Result<Path
         std::fs::write(staging.join(format!("triples/{lang}.tsv")), triples)?;
     }
     std::fs::write(staging.join("complete"), "")?;
-    if root.exists() {
-        // Another process finished first; its files are the same.
+    // Another process may have finished first; its files are the same.
+    if root.exists() || std::fs::rename(&staging, &root).is_err() && root.exists() {
         std::fs::remove_dir_all(&staging)?;
-    } else {
-        std::fs::rename(&staging, &root)?;
     }
+    anyhow::ensure!(
+        root.join("complete").is_file(),
+        "could not write {}",
+        root.display()
+    );
     Ok(root)
 }
 
@@ -329,6 +332,8 @@ struct TrainingSummary {
     examples_per_second: f64,
     /// How often the relevant document scored highest on the training groups, after training.
     train_positive_first: f64,
+    /// Bytes the adapter files take (what `PeftModel::save` wrote), as classification runs record.
+    adapter_bytes: u64,
 }
 
 const SUMMARY_FILE: &str = "training.json";
@@ -388,7 +393,10 @@ fn trained_model(
             serde_json::from_str(&std::fs::read_to_string(dir.join(SUMMARY_FILE))?)?;
         return Ok(Ok((model, summary, dir)));
     }
-    let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
+    let init = SeededInit::new(
+        derive_seed(&[spec.seed, crate::run::MODEL_INIT]),
+        ctx.device,
+    );
     // Composing methods train over the adapter of the training data's language.
     let mut model = crate::language_adapters::composed_model(
         spec,
@@ -451,28 +459,23 @@ fn trained_model(
         cfg.eval_batch_size,
     )?
     .accuracy;
-    let summary = TrainingSummary {
+    let mut summary = TrainingSummary {
         selected_epoch: report.selected_epoch,
         history: logs(&report.history),
         train_seconds: report.train_seconds,
         examples_per_second: report.examples_per_second,
         train_positive_first,
+        adapter_bytes: 0,
     };
-    // Saved under a temporary name and renamed: a killed run leaves no half-written model that
-    // a later run would load.
-    let staging = dir.with_extension(format!("staging-{}", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
-    model.save(&staging, &ctx.backbone.name)?;
-    std::fs::write(
-        staging.join(SUMMARY_FILE),
-        serde_json::to_string_pretty(&summary)?,
-    )?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::rename(&staging, &dir)?;
+    // Published atomically: a killed run leaves no half-written model that a later run would load.
+    crate::pretraining::publish_dir(&dir, |staging| {
+        summary.adapter_bytes = model.save(staging, &ctx.backbone.name)?;
+        std::fs::write(
+            staging.join(SUMMARY_FILE),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+        Ok(())
+    })?;
     Ok(Ok((model, summary, dir)))
 }
 
@@ -490,18 +493,6 @@ impl Objective for Ranking {
             margin: self.margin,
         })
     }
-}
-
-/// Bytes of the files directly in `dir`.
-fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let mut bytes = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            bytes += entry.metadata()?.len();
-        }
-    }
-    Ok(bytes)
 }
 
 /// Trains (or loads) the run's cross-encoder, reranks its task and evaluates both stages.
@@ -575,7 +566,7 @@ pub(crate) fn execute_rerank(
         history: summary.history,
         trainable: model.trainable_count() as u64,
         total: model.total_count() as u64,
-        adapter_bytes: Some(dir_bytes(&model_dir)?),
+        adapter_bytes: Some(summary.adapter_bytes),
         adapter_dir: Some(
             model_dir
                 .strip_prefix(ctx.store.root())

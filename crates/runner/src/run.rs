@@ -97,6 +97,9 @@ pub fn train_config(spec: &RunSpec) -> TrainConfig {
     }
 }
 
+/// Purpose mixed into the run seed for the model's initial values ("model").
+pub(crate) const MODEL_INIT: u64 = 0x006d_6f64_656c;
+
 /// Purpose mixed into the calibration batches' shuffle seed ("CALI").
 pub(crate) const CALIBRATION: u64 = 0x4341_4c49;
 
@@ -251,7 +254,7 @@ fn execute_inner(
     ctx: &RunContext<'_>,
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<Finished> {
-    let init = SeededInit::new(derive_seed(&[spec.seed, 0x006d_6f64_656c]), ctx.device);
+    let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), ctx.device);
     // Composing methods train over the adapter of the language they train on.
     let train_language = spec.task.language.as_deref();
     let mut model = language_adapters::composed_model(
@@ -329,6 +332,9 @@ fn execute_inner(
             ));
         }
     };
+    // Saved as trained (a composing method with the training language's module under it).
+    let dir = ctx.store.artifact_dir(&spec.run_id());
+    let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
     let eval_started = Instant::now();
     // ... and are evaluated with the adapter of the language they are evaluated on.
     language_adapters::swap_for_evaluation(
@@ -370,8 +376,6 @@ fn execute_inner(
         metrics.insert("skipped_examples".into(), task.skipped_examples as f64);
     }
     let eval_seconds = eval_started.elapsed().as_secs_f64();
-    let dir = ctx.store.artifact_dir(&spec.run_id());
-    let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
     Ok(Finished {
         status: RunStatus::Completed,
         metrics,

@@ -400,6 +400,14 @@ pub fn parse_suite(
         (None, None) => return Err(invalid(None, "missing field `tasks`".into())),
     };
     let protocol = match (raw.protocol, &raw.retrieval) {
+        (Some(p), Some(_)) if p.folds.is_some() || p.val_split.is_some() => {
+            return Err(invalid(
+                section("protocol"),
+                "a reranking suite trains on its triples and evaluates every task's queries: \
+                 `protocol.folds` and `protocol.val_split` do not apply"
+                    .into(),
+            ))
+        }
         (Some(p), _) => p,
         (None, Some(_)) => Protocol {
             train_split: "train".into(),
@@ -1027,6 +1035,28 @@ pub fn parse_suite(
         }
     }
 
+    // Composing methods pick a language module per task: classification tasks must name their
+    // language (reranking tasks name theirs in `retrieval.tasks`).
+    if raw.language_adapters.is_some() && raw.retrieval.is_none() {
+        let composing: Vec<&str> = methods
+            .iter()
+            .map(|m| m.method.as_str())
+            .filter(|m| crate::plan::COMPOSING_METHODS.contains(m))
+            .collect();
+        if let (Some(method), Some(task)) = (
+            composing.first(),
+            tasks.iter().find(|t| t.language.is_none()),
+        ) {
+            return Err(invalid(
+                task_lines.get(&task.name).copied().flatten(),
+                format!(
+                    "task `{}` names no `language`, and method `{method}` composes a language \
+                     module (section `language_adapters`) for the task's language",
+                    task.name
+                ),
+            ));
+        }
+    }
     Ok(Suite {
         source: path.to_path_buf(),
         name,

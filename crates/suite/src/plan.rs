@@ -116,7 +116,7 @@ pub struct RunSpec {
     /// triples and the measures (absent for classification runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<peftbench_retrieval::RerankRun>,
-    /// Language adapters of composing methods (`madx`); absent otherwise.
+    /// Language modules of composing methods ([`COMPOSING_METHODS`]); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language_adapters: Option<LanguageAdapterSpec>,
     /// Protocol (splits, selection rule).

@@ -1191,4 +1191,20 @@ fn language_adapters_apply_to_composing_methods_of_text_suites() {
     ))
     .1
     .unwrap();
+    // A reranking suite has no validation split or folds.
+    let e = load_err(&src.replace(
+        "recipe:\n",
+        "protocol: { train_split: train, eval_split: test, val_split: dev, selection: final }\nrecipe:\n",
+    ));
+    assert!(
+        e.contains("`protocol.folds` and `protocol.val_split` do not apply"),
+        "{e}"
+    );
+    // A composing method needs every classification task's language.
+    let table = "name: t\nbackbone: { checkpoint: demo-text }\ndata: { format: table }\ntext: { max_tokens: 16 }\nprotocol: { train_split: train, eval_split: test, selection: final }\nseeds: [0]\nlanguage_adapters: { corpus: \"mlm/{language}.txt\", max_texts: 10, epochs: 1, batch_size: 8, lr: 1.0e-3 }\ntasks:\n  - { name: reviews, num_classes: 2 }\nmethods:\n  - method: madx\n";
+    let e = load_err(table);
+    assert!(e.contains("task `reviews` names no `language`"), "{e}");
+    load_text(&table.replace("num_classes: 2 }", "num_classes: 2, language: en }"))
+        .1
+        .unwrap();
 }

@@ -11,7 +11,8 @@
 //!
 //! Both save their weights bit-packed (`<name>.packed` u8 codes + `<name>.step` per row, peftbench's
 //! native format since HF PEFT has no low-bit adapters), so the recorded adapter bytes are the real
-//! low-bit size.
+//! low-bit size. A loaded adapter is for inference: its weights hold the decoded low-bit values and
+//! are used as they are, and saving it again writes the codes it was read from.
 
 mod adaptformer;
 mod lora;
@@ -107,7 +108,7 @@ fn restore_packed(
             .reshape((rows, 1))?;
         p.var.set(&quant::dequantize(&codes, &step, bits)?)?;
         packed_tensors.insert(packed_name.clone(), packed.clone());
-        packed_tensors.insert(step_name.clone(), step.flatten_all()?);
+        packed_tensors.insert(step_name.clone(), tensors[&step_name].clone());
         restored.used.extend([packed_name, step_name]);
         restored.set.push(p.name.clone());
     }
