@@ -78,20 +78,31 @@ fn var_builder(path: &Path) -> anyhow::Result<VarBuilder<'static>> {
     Ok(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
 }
 
-#[test]
-fn frozen_bert_equals_candle_transformers_bert() -> anyhow::Result<()> {
+/// A random BERT checkpoint read through our checkpoint resolution, loaded as ours and as
+/// candle-transformers' `BertModel` (the folder lives as long as the returned guard).
+fn bert_and_reference() -> anyhow::Result<(
+    tempfile::TempDir,
+    BertConfig,
+    Bert,
+    candle_transformers::models::bert::BertModel,
+)> {
     let dir = tempfile::tempdir()?;
     let cfg = small_config("bert");
     random_checkpoint(dir.path(), &cfg)?;
     let files = resolve_checkpoint(dir.path().to_str().unwrap(), None, &[])?;
     let ours = Bert::load(&files.config, &files.weights, &Device::Cpu)?;
-
     let mut ref_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&files.config)?)?;
     ref_json["classifier_dropout"] = serde_json::Value::Null;
     let ref_cfg: candle_transformers::models::bert::Config = serde_json::from_value(ref_json)?;
     let reference =
         candle_transformers::models::bert::BertModel::load(var_builder(&files.weights)?, &ref_cfg)?;
+    Ok((dir, cfg, ours, reference))
+}
+
+#[test]
+fn frozen_bert_equals_candle_transformers_bert() -> anyhow::Result<()> {
+    let (_dir, cfg, ours, reference) = bert_and_reference()?;
 
     let (ids, mask) = padded_ids(cfg.pad_token_id)?;
     let types = ids.zeros_like()?;
@@ -123,17 +134,7 @@ fn frozen_bert_equals_candle_transformers_bert() -> anyhow::Result<()> {
 fn sentence_pairs_read_their_segment_ids() -> anyhow::Result<()> {
     use peftbench_backbones::bert::split_pair_input;
     use peftbench_backbones::Backbone;
-    let dir = tempfile::tempdir()?;
-    let cfg = small_config("bert");
-    random_checkpoint(dir.path(), &cfg)?;
-    let files = resolve_checkpoint(dir.path().to_str().unwrap(), None, &[])?;
-    let ours = Bert::load(&files.config, &files.weights, &Device::Cpu)?;
-    let mut ref_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&files.config)?)?;
-    ref_json["classifier_dropout"] = serde_json::Value::Null;
-    let ref_cfg: candle_transformers::models::bert::Config = serde_json::from_value(ref_json)?;
-    let reference =
-        candle_transformers::models::bert::BertModel::load(var_builder(&files.weights)?, &ref_cfg)?;
+    let (_dir, cfg, ours, reference) = bert_and_reference()?;
 
     let (ids, mask) = padded_ids(cfg.pad_token_id)?;
     // The second segment starts at token 3 of row 0 and token 2 of rows 1 and 2.

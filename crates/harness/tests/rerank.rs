@@ -7,21 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use candle_core::Device;
-use peftbench_backbones::{Bert, BertConfig};
-use peftbench_core::SeededInit;
 use peftbench_data_text::synthetic::review_collection;
 use peftbench_data_text::TextExample;
-use peftbench_runner::demo_text::word_level_tokenizer;
 
 mod common;
 use common::{harness, records, text};
 
-/// A tiny random BERT (two segments) whose word-level tokenizer covers the generated reviews and
-/// queries in English and German.
+/// A tiny random BERT whose word-level tokenizer covers the generated reviews and queries in
+/// English and German.
 fn tiny_bert(dir: &Path) -> PathBuf {
-    let path = dir.join("bert");
-    std::fs::create_dir_all(&path).unwrap();
     let mut corpus = Vec::new();
     for lang in ["en", "de"] {
         let c = review_collection(lang, 200, 1).unwrap();
@@ -32,23 +26,7 @@ fn tiny_bert(dir: &Path) -> PathBuf {
             });
         }
     }
-    let tokenizer = word_level_tokenizer(&corpus).unwrap();
-    tokenizer.save(path.join("tokenizer.json"), false).unwrap();
-    let mut cfg = BertConfig::new(tokenizer.get_vocab_size(true), 16, 1, 2, 32);
-    cfg.max_position_embeddings = 32;
-    cfg.type_vocab_size = 2;
-    let mut bert = Bert::random(cfg.clone(), &SeededInit::new(0, &Device::Cpu)).unwrap();
-    std::fs::write(
-        path.join("config.json"),
-        serde_json::to_string(&cfg.to_hf_json()).unwrap(),
-    )
-    .unwrap();
-    candle_core::safetensors::save(
-        &bert.named_tensors().unwrap(),
-        path.join("model.safetensors"),
-    )
-    .unwrap();
-    path
+    common::tiny_bert(dir, &corpus)
 }
 
 fn suite(backbone: &Path, data: &str, tasks: &str) -> String {

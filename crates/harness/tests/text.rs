@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use candle_core::Device;
-use peftbench_backbones::{Bert, BertConfig};
+use peftbench_backbones::BertConfig;
 use peftbench_core::SeededInit;
 use peftbench_data_text::synthetic::{negation_sentiment, review_topics};
 use peftbench_data_text::TextExample;
-use peftbench_runner::demo_text::word_level_tokenizer;
 
 mod common;
 use common::{harness, records, text};
@@ -25,26 +24,9 @@ fn corpus() -> Vec<TextExample> {
     all
 }
 
-/// A tiny random BERT checkpoint folder with a word-level `tokenizer.json` covering `corpus()`.
+/// A tiny random BERT whose word-level tokenizer covers `corpus()`.
 fn tiny_bert(dir: &Path) -> PathBuf {
-    let path = dir.join("bert");
-    std::fs::create_dir_all(&path).unwrap();
-    let tokenizer = word_level_tokenizer(&corpus()).unwrap();
-    tokenizer.save(path.join("tokenizer.json"), false).unwrap();
-    let mut cfg = BertConfig::new(tokenizer.get_vocab_size(true), 16, 1, 2, 32);
-    cfg.max_position_embeddings = 32;
-    let mut bert = Bert::random(cfg.clone(), &SeededInit::new(0, &Device::Cpu)).unwrap();
-    std::fs::write(
-        path.join("config.json"),
-        serde_json::to_string(&cfg.to_hf_json()).unwrap(),
-    )
-    .unwrap();
-    candle_core::safetensors::save(
-        &bert.named_tensors().unwrap(),
-        path.join("model.safetensors"),
-    )
-    .unwrap();
-    path
+    common::tiny_bert(dir, &corpus())
 }
 
 fn suite(backbone: &Path, data: &str, tasks: &str) -> String {

@@ -104,56 +104,48 @@ pub fn generated_collection(spec: &RunSpec, cache: &Path) -> anyhow::Result<Path
     let triples = spec.data.train_examples.unwrap_or(0);
     let key = format!("{GENERATED_VERSION}-d{documents}-t{triples}");
     let root = cache.join("generated").join(key);
+    // Published whole (files and the `complete` marker) or not at all.
     if root.join("complete").is_file() {
         return Ok(root);
     }
-    let staging = cache
-        .join("generated")
-        .join(format!(".staging-{}", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
-    for dir in ["corpus", "queries", "qrels", "triples"] {
-        std::fs::create_dir_all(staging.join(dir))?;
-    }
-    for lang in NEGATION_LANGUAGES {
-        let seed = |split| crate::data::generated_seed(&format!("reviews-retrieval/{lang}"), split);
-        let c = review_collection(lang, documents, seed("test")).expect("generated language");
-        let mut corpus = String::new();
-        for (id, text) in &c.documents {
-            corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
-            corpus.push('\n');
+    crate::pretraining::publish_dir(&root, |staging| {
+        for dir in ["corpus", "queries", "qrels", "triples"] {
+            std::fs::create_dir_all(staging.join(dir))?;
         }
-        std::fs::write(staging.join(format!("corpus/{lang}.jsonl")), corpus)?;
-        let queries: String = c
-            .queries
-            .iter()
-            .map(|(id, q)| format!("{id}\t{q}\n"))
-            .collect();
-        std::fs::write(staging.join(format!("queries/{lang}.tsv")), queries)?;
-        let qrels: String = c
-            .qrels
-            .iter()
-            .map(|(q, d, g)| format!("{q} 0 {d} {g}\n"))
-            .collect();
-        std::fs::write(staging.join(format!("qrels/{lang}.qrels")), qrels)?;
-        let triples: String = review_triples(lang, triples, seed("train"))
-            .expect("generated language")
-            .into_iter()
-            .map(|(q, p, n)| format!("{q}\t{p}\t{n}\n"))
-            .collect();
-        std::fs::write(staging.join(format!("triples/{lang}.tsv")), triples)?;
-    }
-    std::fs::write(staging.join("complete"), "")?;
-    // Another process may have finished first; its files are the same.
-    if root.exists() || std::fs::rename(&staging, &root).is_err() && root.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
-    anyhow::ensure!(
-        root.join("complete").is_file(),
-        "could not write {}",
-        root.display()
-    );
+        for lang in NEGATION_LANGUAGES {
+            let seed =
+                |split| crate::data::generated_seed(&format!("reviews-retrieval/{lang}"), split);
+            let c = review_collection(lang, documents, seed("test")).expect("generated language");
+            let mut corpus = String::new();
+            for (id, text) in &c.documents {
+                corpus.push_str(
+                    &serde_json::json!({"_id": id, "title": "", "text": text}).to_string(),
+                );
+                corpus.push('\n');
+            }
+            std::fs::write(staging.join(format!("corpus/{lang}.jsonl")), corpus)?;
+            let queries: String = c
+                .queries
+                .iter()
+                .map(|(id, q)| format!("{id}\t{q}\n"))
+                .collect();
+            std::fs::write(staging.join(format!("queries/{lang}.tsv")), queries)?;
+            let qrels: String = c
+                .qrels
+                .iter()
+                .map(|(q, d, g)| format!("{q} 0 {d} {g}\n"))
+                .collect();
+            std::fs::write(staging.join(format!("qrels/{lang}.qrels")), qrels)?;
+            let triples: String = review_triples(lang, triples, seed("train"))
+                .expect("generated language")
+                .into_iter()
+                .map(|(q, p, n)| format!("{q}\t{p}\t{n}\n"))
+                .collect();
+            std::fs::write(staging.join(format!("triples/{lang}.tsv")), triples)?;
+        }
+        std::fs::write(staging.join("complete"), "")?;
+        Ok(())
+    })?;
     Ok(root)
 }
 

@@ -4,8 +4,14 @@
 // Each test binary includes this module and uses only some of it.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use candle_core::Device;
+use peftbench_backbones::{Bert, BertConfig};
+use peftbench_core::SeededInit;
+use peftbench_data_text::TextExample;
+use peftbench_runner::demo_text::word_level_tokenizer;
 
 /// The `harness` binary run in `dir`, with its own cache, offline, and no data root from the
 /// environment.
@@ -51,4 +57,27 @@ pub fn records(dir: &Path) -> Vec<serde_json::Value> {
         }
     }
     out
+}
+
+/// A tiny random BERT checkpoint folder (`dir/bert`: hidden 16, one block, two segments) with a
+/// word-level `tokenizer.json` covering `corpus`.
+pub fn tiny_bert(dir: &Path, corpus: &[TextExample]) -> PathBuf {
+    let path = dir.join("bert");
+    std::fs::create_dir_all(&path).unwrap();
+    let tokenizer = word_level_tokenizer(corpus).unwrap();
+    tokenizer.save(path.join("tokenizer.json"), false).unwrap();
+    let mut cfg = BertConfig::new(tokenizer.get_vocab_size(true), 16, 1, 2, 32);
+    cfg.max_position_embeddings = 32;
+    let mut bert = Bert::random(cfg.clone(), &SeededInit::new(0, &Device::Cpu)).unwrap();
+    std::fs::write(
+        path.join("config.json"),
+        serde_json::to_string(&cfg.to_hf_json()).unwrap(),
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &bert.named_tensors().unwrap(),
+        path.join("model.safetensors"),
+    )
+    .unwrap();
+    path
 }
