@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
 use super::linear::{by_dtype, by_tensor_dtype};
+use super::simd::vectorized;
 use super::{contiguous, tensor, with_slice, Real};
 
 /// `q` `[batch, queries, hidden]`, `k` and `v` `[batch, keys, hidden]`, `heads` dividing `hidden`;
@@ -93,9 +94,11 @@ impl Attention {
                         false,
                     );
                     let mask_b = mask.map(|m| &m[b * tk..(b + 1) * tk]);
-                    for row in p.chunks_mut(tk) {
-                        softmax_row(row, scale, mask_b);
-                    }
+                    vectorized(|| {
+                        for row in p.chunks_mut(tk) {
+                            softmax_row(row, scale, mask_b);
+                        }
+                    });
                     matmul(
                         MatMut::rows(out_b, h * hd, tq, hd, d),
                         MatRef::rows(p, 0, tq, tk, tk),
@@ -158,12 +161,14 @@ impl Attention {
                         false,
                         false,
                     );
-                    for (ds_row, p_row) in ds.chunks_mut(tk).zip(p.chunks(tk)) {
-                        let dot: T = ds_row.iter().zip(p_row).map(|(&g, &p)| g * p).sum();
-                        for (g, &p) in ds_row.iter_mut().zip(p_row) {
-                            *g = p * (*g - dot) * scale;
+                    vectorized(|| {
+                        for (ds_row, p_row) in ds.chunks_mut(tk).zip(p.chunks(tk)) {
+                            let dot: T = ds_row.iter().zip(p_row).map(|(&g, &p)| g * p).sum();
+                            for (g, &p) in ds_row.iter_mut().zip(p_row) {
+                                *g = p * (*g - dot) * scale;
+                            }
                         }
-                    }
+                    });
                     let ds_m = MatRef::rows(&ds, 0, tq, tk, tk);
                     if want.0 {
                         matmul(
@@ -259,6 +264,7 @@ fn per_batch<T>(buf: &mut [T], batch: usize, len: usize) -> Vec<&mut [T]> {
 }
 
 /// `row = softmax(row * scale + mask)` in place (max subtracted first).
+#[inline(always)]
 fn softmax_row<T: Real>(row: &mut [T], scale: T, mask: Option<&[T]>) {
     if row.is_empty() {
         return;

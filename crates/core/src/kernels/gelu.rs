@@ -5,6 +5,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linear::{by_dtype, by_tensor_dtype};
+use super::simd::vectorized;
 use super::{contiguous, tensor, with_slice, Real};
 
 /// Elements per parallel task.
@@ -24,9 +25,11 @@ impl GeluErf {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = half * x * (T::ONE + (x * inv_sqrt2).erf());
-                }
+                vectorized(|| {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = half * x * (T::ONE + (x * inv_sqrt2).erf());
+                    }
+                })
             });
         y
     }
@@ -39,11 +42,13 @@ impl GeluErf {
         dx.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
             .for_each(|(dx, (x, dy))| {
-                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                    let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
-                    let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
-                    *dx = g * (cdf + x * pdf);
-                }
+                vectorized(|| {
+                    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                        let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
+                        let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
+                        *dx = g * (cdf + x * pdf);
+                    }
+                })
             });
         dx
     }

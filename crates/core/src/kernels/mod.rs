@@ -23,6 +23,7 @@ mod gemm;
 mod layer_norm;
 mod linear;
 mod real;
+mod simd;
 
 pub use attention::attention;
 pub use gelu::gelu_erf;
