@@ -63,6 +63,45 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     y.reshape(out_dims)
 }
 
+/// A LoRA-adapted projection `x @ weight^T + bias + scaling * (x @ a^T) @ b^T` for `x` of rank at
+/// least 1, `a` `[r, in]`, `b` `[out, r]`. With a frozen weight and bias on the CPU this is one fused
+/// node ([`kernels::lora_linear`]); otherwise (a trained base, CUDA, half precision) the same sum
+/// from [`linear`]s.
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f64,
+) -> Result<Tensor> {
+    let fused = kernels::supports(x)
+        && same_dtype(x, &[weight, a, b])
+        && bias.is_none_or(|bias| same_dtype(x, &[bias]) && !bias.track_op())
+        && !weight.track_op();
+    if !fused {
+        let delta = linear(&linear(x, a, None)?, b, None)?;
+        return linear(x, weight, bias)? + (delta * scaling)?;
+    }
+    let dims = x.dims().to_vec();
+    let (in_features, lead) = match dims.split_last() {
+        Some((&last, lead)) => (last, lead.to_vec()),
+        None => candle_core::bail!("lora_linear: input is a scalar"),
+    };
+    let rows: usize = lead.iter().product();
+    let y = kernels::lora_linear(
+        &x.reshape((rows, in_features))?,
+        weight,
+        bias,
+        a,
+        b,
+        scaling,
+    )?;
+    let mut out_dims = lead;
+    out_dims.push(weight.dim(0)?);
+    y.reshape(out_dims)
+}
+
 /// Multi-head attention `softmax(q k^T / sqrt(head_dim) + mask) v` on `[batch, tokens, hidden]`
 /// projections, `heads` heads of `hidden / heads` columns each; `mask` `[batch, keys]` is added to
 /// the scores (0 = attend; a large negative value = ignore). Dropout `dropout_p` on the

@@ -124,6 +124,67 @@ fn linear_gradients_match_finite_differences() -> Result<()> {
     finite_differences(&b, |b| kernels::linear(&x, &w, Some(b)))
 }
 
+/// The LoRA branch as composed ops, the path the fused kernel replaces.
+fn lora_composite(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    s: f64,
+) -> Result<Tensor> {
+    let delta = composite::linear_2d(&composite::linear_2d(x, a, None)?, b, None)?;
+    composite::linear_2d(x, w, bias)? + (delta * s)?
+}
+
+#[test]
+fn lora_linear_matches_composite_and_finite_differences() -> Result<()> {
+    let x = var(&[37, 24], 0.0, DType::F32)?;
+    let w = var(&[19, 24], 1.0, DType::F32)?.as_tensor().detach();
+    let bias = var(&[19], 2.0, DType::F32)?.as_tensor().detach();
+    let a = var(&[4, 24], 3.0, DType::F32)?;
+    let b = var(&[19, 4], 4.0, DType::F32)?;
+    agree(
+        &[&x, &a, &b],
+        || kernels::lora_linear(&x, &w, Some(&bias), &a, &b, 0.75),
+        || lora_composite(&x, &w, Some(&bias), &a, &b, 0.75),
+        // B's gradient sums 37 rows of products of sums: entries near 1e3, so 1e-3 is f32 rounding.
+        1e-3,
+    )?;
+    agree(
+        &[&x, &a, &b],
+        || kernels::lora_linear(&x, &w, None, &a, &b, 2.0),
+        || lora_composite(&x, &w, None, &a, &b, 2.0),
+        1e-2,
+    )?;
+    // Identity at initialisation: with B = 0 the output is the frozen projection, bit for bit.
+    let zero_b = b.as_tensor().zeros_like()?;
+    let y = kernels::lora_linear(&x, &w, Some(&bias), &a, &zero_b, 0.75)?;
+    let base = kernels::linear(&x, &w, Some(&bias))?;
+    assert_eq!(
+        y.flatten_all()?.to_vec1::<f32>()?,
+        base.flatten_all()?.to_vec1::<f32>()?
+    );
+    // A trainable base weight is refused rather than silently left without a gradient.
+    let trained = var(&[19, 24], 1.0, DType::F32)?;
+    assert!(kernels::lora_linear(&x, &trained, None, &a, &b, 1.0).is_err());
+    // f64 finite differences for every trainable input.
+    let x = var(&[5, 4], 0.0, DType::F64)?;
+    let w = var(&[3, 4], 1.0, DType::F64)?.as_tensor().detach();
+    let bias = var(&[3], 2.0, DType::F64)?.as_tensor().detach();
+    let a = var(&[2, 4], 3.0, DType::F64)?;
+    let b = var(&[3, 2], 4.0, DType::F64)?;
+    finite_differences(&x, |x| {
+        kernels::lora_linear(x, &w, Some(&bias), &a, &b, 0.5)
+    })?;
+    finite_differences(&a, |a| {
+        kernels::lora_linear(&x, &w, Some(&bias), a, &b, 0.5)
+    })?;
+    finite_differences(&b, |b| {
+        kernels::lora_linear(&x, &w, Some(&bias), &a, b, 0.5)
+    })
+}
+
 #[test]
 fn layer_norm_matches_composite_and_finite_differences() -> Result<()> {
     let x = var(&[70, 48], 0.0, DType::F32)?;

@@ -10,6 +10,8 @@
 //!   direct column sum.
 //! - [`layer_norm`]: mean and inverse deviation kept from the forward pass.
 //! - [`gelu_erf`]: exact (erf) GELU in one pass each way.
+//! - [`lora_linear`]: a LoRA-adapted frozen projection; forward and input gradient run against the
+//!   merged weight `W + s B A`, so the low-rank branch costs only its own parameter gradients.
 //! - [`attention`]: `softmax(Q K^T / sqrt(d) + mask) V` per head, reading heads in place from
 //!   `[batch, tokens, hidden]` (no transposes), keeping the probabilities for the backward pass.
 //!
@@ -22,6 +24,7 @@ mod gelu;
 mod gemm;
 mod layer_norm;
 mod linear;
+mod lora;
 mod real;
 mod simd;
 
@@ -29,6 +32,7 @@ pub use attention::attention;
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use lora::lora_linear;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 

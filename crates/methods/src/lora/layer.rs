@@ -33,6 +33,17 @@ impl LoraLayer {
 
     /// `base(x) + scaling * B A dropout(x)`.
     pub fn forward(&self, x: &Tensor, base: &Linear, ctx: &ForwardCtx) -> Result<Tensor> {
+        if self.dropout == 0.0 || !ctx.is_train() {
+            // Without dropout both branches read the same input: one fused node.
+            return ops::lora_linear(
+                x,
+                &base.weight,
+                base.bias.as_ref(),
+                self.a.as_tensor(),
+                self.b.as_tensor(),
+                self.scaling,
+            );
+        }
         let y = base.forward(x)?;
         let h = ctx.dropout(x, self.dropout)?;
         let delta = ops::linear(
