@@ -43,21 +43,33 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// Leading dimensions are flattened into one 2-D matmul: a batched matmul against a broadcast
 /// weight would make the backward pass build a `[batch, out, in]` weight gradient and then sum it.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (in_features, lead) = match dims.split_last() {
-        Some((&last, lead)) => (last, lead.to_vec()),
-        None => candle_core::bail!("linear: input is a scalar"),
-    };
-    let rows: usize = lead.iter().product();
-    let x2 = x.reshape((rows, in_features))?;
     let fused = kernels::supports(x)
         && same_dtype(x, &[weight])
         && bias.is_none_or(|b| b.dtype() == x.dtype());
-    let y = if fused {
-        kernels::linear(&x2, weight, bias)?
-    } else {
-        composite::linear_2d(&x2, weight, bias)?
+    on_rows(x, weight, "linear", |x2| {
+        if fused {
+            kernels::linear(x2, weight, bias)
+        } else {
+            composite::linear_2d(x2, weight, bias)
+        }
+    })
+}
+
+/// `project` applied to `x` flattened to `[rows, in]`, its `[rows, out]` result reshaped back to
+/// `x`'s leading dimensions with `weight`'s `out` last.
+fn on_rows(
+    x: &Tensor,
+    weight: &Tensor,
+    op: &str,
+    project: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (in_features, lead) = match dims.split_last() {
+        Some((&last, lead)) => (last, lead.to_vec()),
+        None => candle_core::bail!("{op}: input is a scalar"),
     };
+    let rows: usize = lead.iter().product();
+    let y = project(&x.reshape((rows, in_features))?)?;
     let mut out_dims = lead;
     out_dims.push(weight.dim(0)?);
     y.reshape(out_dims)
@@ -83,23 +95,9 @@ pub fn lora_linear(
         let delta = linear(&linear(x, a, None)?, b, None)?;
         return linear(x, weight, bias)? + (delta * scaling)?;
     }
-    let dims = x.dims().to_vec();
-    let (in_features, lead) = match dims.split_last() {
-        Some((&last, lead)) => (last, lead.to_vec()),
-        None => candle_core::bail!("lora_linear: input is a scalar"),
-    };
-    let rows: usize = lead.iter().product();
-    let y = kernels::lora_linear(
-        &x.reshape((rows, in_features))?,
-        weight,
-        bias,
-        a,
-        b,
-        scaling,
-    )?;
-    let mut out_dims = lead;
-    out_dims.push(weight.dim(0)?);
-    y.reshape(out_dims)
+    on_rows(x, weight, "lora_linear", |x2| {
+        kernels::lora_linear(x2, weight, bias, a, b, scaling)
+    })
 }
 
 /// Multi-head attention `softmax(q k^T / sqrt(head_dim) + mask) v` on `[batch, tokens, hidden]`
