@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Adapters saved by peftbench load in Python: the fixture adapters of
-# crates/methods/tests/peft_interop.rs are re-saved by peftbench (LoRA, DoRA, IA3, SHiRA in Hugging
-# Face PEFT's format, ViT module names as transformers 5 has them), loaded with PEFT's
+# crates/methods/tests/peft_interop.rs are re-saved by peftbench (LoRA, LoRA on chosen blocks
+# (`layers_to_transform`), DoRA, IA3, SHiRA in Hugging Face PEFT's format, ViT module names as
+# transformers 5 has them), loaded with PEFT's
 # `PeftModel.from_pretrained` on the fixture ViT, and their logits compared with the ones PyTorch
 # computed for the original adapters (max error 1e-4).
 #   ci/peft-python-interop.sh [PYTHON]
@@ -26,7 +27,7 @@ pixels = load_file(f"{fixtures}/pixels.safetensors")["pixel_values"]
 expected = json.load(open(f"{fixtures}/expected_logits.json"))
 print(f"peft {peft.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")
 worst = 0.0
-for name in ["lora", "dora", "ia3", "shira"]:
+for name in ["lora", "lora_top", "dora", "ia3", "shira"]:
     base = ViTForImageClassification.from_pretrained(f"{fixtures}/backbone").eval()
     model = PeftModel.from_pretrained(base, f"{exported}/{name}").eval()
     with torch.no_grad():

@@ -152,6 +152,14 @@ pub trait Adaptation: Hooks {
         false
     }
 
+    /// How many blocks, counted from the input, the method leaves exactly as pretrained: its
+    /// hooks change nothing there and none of their tensors trains. The runner may then compute
+    /// the token stream entering the first adapted block once per example and train from it
+    /// (frozen-prefix caching). 0, the default, promises nothing.
+    fn untouched_blocks(&self) -> usize {
+        0
+    }
+
     /// Writes the trained adapter into `dir` (HF PEFT format where PEFT has the method), with the
     /// head under `modules_to_save`. Returns the files written.
     fn save(
@@ -261,6 +269,22 @@ pub(crate) fn check_rank_widths(
         }
     }
     Ok(())
+}
+
+/// Every block index a method's `layers_to_transform` names must exist in the backbone.
+pub(crate) fn check_layer_indices(
+    method: &str,
+    layers: Option<&[usize]>,
+    info: &BackboneInfo,
+) -> Result<(), String> {
+    match layers.and_then(|l| l.iter().find(|&&layer| layer >= info.num_layers)) {
+        Some(layer) => Err(format!(
+            "method `{method}`: field `layers_to_transform` names block {layer}, but the backbone has {} blocks; allowed range: 0 to {}",
+            info.num_layers,
+            info.num_layers - 1
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Replaces the backbone's pretrained tensors named in `merged` (checkpoint names) by the given

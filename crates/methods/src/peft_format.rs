@@ -223,6 +223,19 @@ pub fn lora_config(
     naming: ModuleNaming,
 ) -> Value {
     let mut config = base_config("LORA", base_model);
+    let (target_modules, layers_to_transform) = match (
+        &c.layers_to_transform,
+        target_modules_value(&c.target_modules, naming),
+    ) {
+        // PEFT ignores `layers_to_transform` beside a regex (and refuses the pair): the blocks
+        // go into the regex instead.
+        (Some(layers), Value::String(regex)) => {
+            let blocks: Vec<String> = layers.iter().map(usize::to_string).collect();
+            let regex = regex.replacen(r"\d+", &format!("({})", blocks.join("|")), 1);
+            (Value::from(regex), Value::Null)
+        }
+        (layers, names) => (names, serde_json::json!(layers)),
+    };
     for (k, v) in [
         ("r", serde_json::json!(c.r)),
         ("lora_alpha", serde_json::json!(c.alpha)),
@@ -232,12 +245,9 @@ pub fn lora_config(
         ("bias", serde_json::json!("none")),
         ("fan_in_fan_out", serde_json::json!(false)),
         ("init_lora_weights", serde_json::json!(true)),
-        (
-            "target_modules",
-            target_modules_value(&c.target_modules, naming),
-        ),
+        ("target_modules", target_modules),
         ("exclude_modules", Value::Null),
-        ("layers_to_transform", Value::Null),
+        ("layers_to_transform", layers_to_transform),
         ("layers_pattern", Value::Null),
         ("rank_pattern", serde_json::json!({})),
         ("alpha_pattern", serde_json::json!({})),
@@ -332,6 +342,22 @@ fn site_of_key(key: &str) -> Option<LinearSite> {
         .map(|(s, _)| *s)
 }
 
+/// The block a (normalised) module key belongs to: `...encoder.layer.N....`.
+fn block_of_key(key: &str) -> Option<usize> {
+    let (_, rest) = key.split_once("encoder.layer.")?;
+    rest.split_once('.')?.0.parse().ok()
+}
+
+/// The blocks that have a tensor whose key ends in `param`, ascending.
+fn blocks_with(tensors: &BTreeMap<String, Tensor>, param: &str) -> Vec<usize> {
+    let blocks: std::collections::BTreeSet<usize> = tensors
+        .keys()
+        .filter(|k| k.ends_with(param))
+        .filter_map(|k| block_of_key(k))
+        .collect();
+    blocks.into_iter().collect()
+}
+
 fn sites_with(tensors: &BTreeMap<String, Tensor>, param: &str) -> Vec<LinearSite> {
     let mut sites: Vec<LinearSite> = tensors
         .keys()
@@ -391,12 +417,17 @@ pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
             } else {
                 "lora"
             };
+            // The adapted blocks are those the file has tensors for, where the config narrows
+            // them (`layers_to_transform`, or a regex that may name blocks).
+            let narrowed =
+                !config["layers_to_transform"].is_null() || config["target_modules"].is_string();
             let params = serde_json::json!({
                 "r": config["r"],
                 "alpha": config["lora_alpha"],
                 "dropout": config["lora_dropout"].as_f64().unwrap_or(0.0),
                 "use_rslora": config["use_rslora"].as_bool().unwrap_or(false),
                 "target_modules": names(&sites),
+                "layers_to_transform": narrowed.then(|| blocks_with(&tensors, ".lora_A.weight")),
             });
             (method, params, tensors)
         }

@@ -22,10 +22,28 @@ impl<T> ProjectionAdapters<T> {
         sites: &[LinearSite],
         init: &SeededInit,
         params: &mut NamedVars,
+        make: impl FnMut(LinearSite, &Linear, &SeededInit) -> Result<(T, Vec<(&'static str, Var)>)>,
+    ) -> Result<Self> {
+        Self::build_in_layers(backbone, None, sites, init, params, make)
+    }
+
+    /// [`ProjectionAdapters::build`] in the blocks `layers` only (`None` = every block). An
+    /// adapter's initial values depend on its module path alone, so they do not change with the
+    /// choice of blocks.
+    pub fn build_in_layers(
+        backbone: &dyn Backbone,
+        layers: Option<&[usize]>,
+        sites: &[LinearSite],
+        init: &SeededInit,
+        params: &mut NamedVars,
         mut make: impl FnMut(LinearSite, &Linear, &SeededInit) -> Result<(T, Vec<(&'static str, Var)>)>,
     ) -> Result<Self> {
+        let num_layers = backbone.info().num_layers;
+        if let Some(&layer) = layers.and_then(|l| l.iter().find(|&&l| l >= num_layers)) {
+            candle_core::bail!("block {layer} does not exist: the backbone has {num_layers}");
+        }
         let mut adapters = BTreeMap::new();
-        for layer in 0..backbone.info().num_layers {
+        for layer in (0..num_layers).filter(|l| layers.is_none_or(|set| set.contains(l))) {
             for &site in sites {
                 let path = backbone.module_path(layer, site);
                 let (adapter, vars) = make(site, backbone.linear(layer, site), &init.fork(&path))?;
@@ -52,6 +70,11 @@ impl<T> ProjectionAdapters<T> {
             Some((_, adapter)) => forward(adapter),
             None => base.forward(x),
         }
+    }
+
+    /// Blocks below the lowest adapted one: there the projections are the frozen ones.
+    pub fn untouched_blocks(&self) -> usize {
+        self.adapters.keys().next().map_or(0, |&(layer, _)| layer)
     }
 
     /// `(block, site, module path, adapter)` in block-then-site order.

@@ -194,3 +194,75 @@ fn fc2_alone_is_saved_unambiguously() {
         "{pattern}"
     );
 }
+
+#[test]
+fn layers_to_transform_adapts_only_the_named_blocks() {
+    let vit = tiny();
+    let config: LoraConfig = serde_json::from_value(json!({"layers_to_transform": 1})).unwrap();
+    assert_eq!(config.layers_to_transform, Some(vec![1]));
+    let lora = LoraAdaptation::new(config, &vit, &SeededInit::new(0, &Device::Cpu)).unwrap();
+    let names: Vec<&str> = lora.trainable().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|n| n.contains(".layer.1.")), "{names:?}");
+    // Block 0 stays exactly pretrained: the runner may cache the stream entering block 1.
+    assert_eq!(lora.untouched_blocks(), 1);
+    let every = LoraAdaptation::new(
+        LoraConfig::default(),
+        &vit,
+        &SeededInit::new(0, &Device::Cpu),
+    )
+    .unwrap();
+    assert_eq!(every.untouched_blocks(), 0);
+    // Each adapter starts as the same adapter of a LoRA on every block.
+    for p in lora.trainable().iter() {
+        let twin = every.trainable().iter().find(|q| q.name == p.name).unwrap();
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            p.var.flatten_all().unwrap().to_vec1().unwrap(),
+            twin.var.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(a, b, "{}", p.name);
+    }
+}
+
+#[test]
+fn layers_to_transform_is_checked_against_the_backbone() {
+    let info = tiny().info().clone();
+    let method = peftbench_methods::find_method("lora").unwrap();
+    let err = method
+        .check_backbone(&json!({"layers_to_transform": [1, 2]}), &info)
+        .unwrap_err();
+    assert!(err.contains("`layers_to_transform` names block 2"), "{err}");
+    assert!(err.contains("0 to 1"), "{err}");
+    let err = method
+        .validate(&json!({"layers_to_transform": []}))
+        .unwrap_err();
+    assert!(err.contains("`layers_to_transform` is empty"), "{err}");
+}
+
+#[test]
+fn chosen_blocks_are_saved_so_that_peft_adapts_the_same_ones() {
+    // A target list: PEFT's `layers_to_transform`.
+    let config = LoraConfig {
+        layers_to_transform: Some(vec![1]),
+        ..LoraConfig::default()
+    };
+    let value = peft_format::lora_config(
+        &config,
+        false,
+        "x",
+        peft_format::ModuleNaming::Transformers5,
+    );
+    assert_eq!(value["layers_to_transform"], json!([1]));
+    // A regex target (fc2 under checkpoint names): PEFT ignores `layers_to_transform` beside a
+    // regex, so the blocks are in the regex.
+    let config = LoraConfig {
+        target_modules: vec![LinearSite::Fc2],
+        layers_to_transform: Some(vec![2, 5]),
+        ..LoraConfig::default()
+    };
+    let value =
+        peft_format::lora_config(&config, false, "x", peft_format::ModuleNaming::Checkpoint);
+    assert_eq!(value["layers_to_transform"], json!(null));
+    let pattern = value["target_modules"].as_str().unwrap();
+    assert!(pattern.starts_with(r".*\.layer\.(2|5)\."), "{pattern}");
+}

@@ -3,8 +3,9 @@
 //! 3 labels) give the logits PyTorch computed, within 1e-4.
 //!
 //! `tests/fixtures/peft_vit/` holds the model (`backbone/`, saved with `save_pretrained`), two
-//! input images (`pixels.safetensors`), five adapters saved with `PeftModel.save_pretrained`
-//! (`lora`: r 2 on q/v; `dora`: r 2, `use_dora` on all six projections; `ia3`: k, v, fc2 with fc2
+//! input images (`pixels.safetensors`), six adapters saved with `PeftModel.save_pretrained`
+//! (`lora`: r 2 on q/v; `lora_top`: r 2 on q, v, fc1 of the second block only,
+//! `layers_to_transform: [1]`; `dora`: r 2, `use_dora` on all six projections; `ia3`: k, v, fc2 with fc2
 //! feed-forward; `prefix`: 3 virtual tokens through an 8-wide projection MLP; `shira`: r 2 (a
 //! LoRA-r-2 budget of entries) on q, v, fc2 with PEFT's random mask, seed 5), each with random
 //! non-zero weights and a trained-looking classifier, and `expected_logits.json`: PEFT's eval-mode
@@ -86,6 +87,7 @@ fn the_frozen_backbone_matches_transformers() {
 fn peft_adapters_give_pytorchs_logits() {
     for (folder, method) in [
         ("lora", "lora"),
+        ("lora_top", "lora"),
         ("dora", "dora"),
         ("ia3", "ia3"),
         ("prefix", "prefix-tuning"),
@@ -103,7 +105,7 @@ fn peft_adapters_give_pytorchs_logits() {
 
 #[test]
 fn a_peft_adapter_saved_here_again_keeps_its_logits() {
-    for folder in ["lora", "dora", "ia3", "prefix", "shira"] {
+    for folder in ["lora", "lora_top", "dora", "ia3", "prefix", "shira"] {
         let model =
             PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone())).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -136,7 +138,7 @@ fn a_peft_adapter_saved_here_again_keeps_its_logits() {
 fn export_adapters_for_python() {
     let out =
         PathBuf::from(std::env::var_os("PEFTBENCH_EXPORT_DIR").expect("set PEFTBENCH_EXPORT_DIR"));
-    for folder in ["lora", "dora", "ia3", "shira"] {
+    for folder in ["lora", "lora_top", "dora", "ia3", "shira"] {
         let model =
             PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone())).unwrap();
         model.save(&out.join(folder), "fixture").unwrap();

@@ -33,8 +33,9 @@ pub struct DoraAdaptation {
 impl DoraAdaptation {
     pub fn new(config: LoraConfig, backbone: &dyn Backbone, init: &SeededInit) -> Result<Self> {
         let mut params = NamedVars::default();
-        let layers = ProjectionAdapters::build(
+        let layers = ProjectionAdapters::build_in_layers(
             backbone,
+            config.layers_to_transform.as_deref(),
             &config.target_modules,
             init,
             &mut params,
@@ -81,6 +82,10 @@ impl Hooks for DoraAdaptation {
 impl Adaptation for DoraAdaptation {
     fn trainable(&self) -> &NamedVars {
         &self.params
+    }
+
+    fn untouched_blocks(&self) -> usize {
+        self.layers.untouched_blocks()
     }
 
     fn merge_into(&self, backbone: &mut dyn Backbone) -> anyhow::Result<()> {

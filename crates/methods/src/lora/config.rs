@@ -18,6 +18,12 @@ pub struct LoraConfig {
     pub target_modules: Vec<LinearSite>,
     /// Rank-stabilised scaling `alpha / sqrt(r)`.
     pub use_rslora: bool,
+    /// Blocks to adapt, counted from the input (0 = the first block), as PEFT's
+    /// `layers_to_transform` (a list, or one index); `None` = every block. Blocks below the lowest
+    /// one stay exactly pretrained, so the runner computes their output once per example and
+    /// trains from it (frozen-prefix caching).
+    #[serde(deserialize_with = "layer_indices")]
+    pub layers_to_transform: Option<Vec<usize>>,
 }
 
 impl Default for LoraConfig {
@@ -28,6 +34,7 @@ impl Default for LoraConfig {
             dropout: 0.0,
             target_modules: vec![LinearSite::Query, LinearSite::Value],
             use_rslora: false,
+            layers_to_transform: None,
         }
     }
 }
@@ -62,13 +69,40 @@ impl LoraConfig {
                 self.dropout
             ));
         }
+        if self.layers_to_transform.as_ref().is_some_and(Vec::is_empty) {
+            return Err(format!("method `{method}`: field `layers_to_transform` is empty; allowed: block indices from 0, or leave it out to adapt every block"));
+        }
         Ok(())
     }
 
-    /// A rank above `min(in, out)` of an adapted projection adds parameters without adding rank.
+    /// A rank above `min(in, out)` of an adapted projection adds parameters without adding rank;
+    /// a block index must exist in the backbone.
     pub fn check_widths(&self, method: &str, info: &BackboneInfo) -> Result<(), String> {
-        crate::check_rank_widths(method, "r", self.r, &self.target_modules, info)
+        crate::check_rank_widths(method, "r", self.r, &self.target_modules, info)?;
+        crate::check_layer_indices(method, self.layers_to_transform.as_deref(), info)
     }
+}
+
+/// Accepts PEFT's `layers_to_transform`: one block index or a list of them (sorted, duplicates
+/// dropped), or null.
+pub(crate) fn layer_indices<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<usize>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Layers {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(Option::<Layers>::deserialize(d)?.map(|layers| {
+        let mut layers = match layers {
+            Layers::One(layer) => vec![layer],
+            Layers::Many(layers) => layers,
+        };
+        layers.sort_unstable();
+        layers.dedup();
+        layers
+    }))
 }
 
 /// Named target sets: attention query and value (the LoRA paper), all of query, key and value,

@@ -48,6 +48,11 @@ pub const PARAMS: &[ParamDoc] = &[
             default: "false",
             doc: "scale by alpha/sqrt(r) (rank-stabilised LoRA)",
         },
+        ParamDoc {
+            name: "layers_to_transform",
+            default: "every block",
+            doc: "blocks to adapt (0 = first), a list or one index; the frozen blocks below are computed once per example",
+        },
 ];
 
 impl Method for Lora {
