@@ -265,8 +265,34 @@ impl Encoder {
     }
 
     /// Runs the embedded token stream `[batch, tokens, hidden]` through every block and the final norm.
-    pub fn forward(&self, mut x: Tensor, hooks: &dyn Hooks, ctx: &ForwardCtx) -> Result<Tensor> {
-        for (l, block) in self.blocks.iter().enumerate() {
+    pub fn forward(&self, x: Tensor, hooks: &dyn Hooks, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.forward_from(x, 0, hooks, ctx)
+    }
+
+    /// Runs the stream entering block `first` through the blocks from `first` on and the final
+    /// norm: [`Encoder::forward`] resumed after [`Encoder::blocks`] ran the blocks below.
+    pub fn forward_from(
+        &self,
+        x: Tensor,
+        first: usize,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let x = self.blocks(x, first..self.blocks.len(), hooks, ctx)?;
+        let x = self.final_norm.forward(&x)?;
+        hooks.norm(None, NormSite::Final, x)
+    }
+
+    /// Runs the stream entering block `layers.start` through the blocks `layers`.
+    pub fn blocks(
+        &self,
+        mut x: Tensor,
+        layers: std::ops::Range<usize>,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        for l in layers {
+            let block = &self.blocks[l];
             x = hooks.tokens(l, x, ctx)?;
             let h = block.layernorm_before.forward(&x)?;
             let h = hooks.norm(Some(l), NormSite::BeforeAttention, h)?;
@@ -279,7 +305,6 @@ impl Encoder {
             let m = hooks.sublayer(l, Sublayer::Mlp, &x, m, ctx)?;
             x = (&x + ctx.drop_path(&m)?)?;
         }
-        let x = self.final_norm.forward(&x)?;
-        hooks.norm(None, NormSite::Final, x)
+        Ok(x)
     }
 }

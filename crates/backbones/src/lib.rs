@@ -125,6 +125,38 @@ pub trait Backbone {
         ctx: &ForwardCtx,
     ) -> Result<Tensor>;
 
+    /// The token stream `[batch, tokens, hidden]` entering block `blocks` of the pretrained model,
+    /// no method attached: the embeddings and the first `blocks` blocks. A method that leaves
+    /// those blocks untouched sees the same stream every epoch, so the runner computes it once
+    /// per example (frozen-prefix caching) and trains from it with
+    /// [`Backbone::forward_features_from`]. `None` where the stream alone cannot resume the
+    /// forward pass (the default; BERT's padding mask is not part of it).
+    fn forward_frozen_prefix(
+        &self,
+        _input: &Tensor,
+        _blocks: usize,
+        _ctx: &ForwardCtx,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// [`Backbone::forward_features`] resumed from a stream that
+    /// [`Backbone::forward_frozen_prefix`] returned for the first `blocks` blocks: the remaining
+    /// blocks with `hooks`, the final norm and the pooling. Equals `forward_features` on the
+    /// original input when `hooks` changes nothing in the first `blocks` blocks.
+    fn forward_features_from(
+        &self,
+        _stream: &Tensor,
+        _blocks: usize,
+        _hooks: &dyn Hooks,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        candle_core::bail!(
+            "a {} backbone cannot resume its forward pass from a cached token stream",
+            self.info().family
+        )
+    }
+
     /// Number of pretrained scalars.
     fn num_params(&mut self) -> usize {
         let mut n = 0;

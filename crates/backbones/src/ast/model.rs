@@ -6,7 +6,7 @@ use peftbench_core::{ops, ForwardCtx, SeededInit};
 
 use super::AstConfig;
 use crate::encoder::{self, Encoder};
-use crate::sites::{Hooks, Linear, LinearSite};
+use crate::sites::{Hooks, Linear, LinearSite, NoHooks};
 use crate::{Backbone, BackboneInfo};
 
 /// Key prefix of the encoder in HF checkpoints.
@@ -280,6 +280,12 @@ impl Ast {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
+        self.encoder.forward(self.embed(input, ctx)?, hooks, ctx)
+    }
+
+    /// The token stream entering the first block: CLS, distillation and patch embeddings plus
+    /// positions.
+    fn embed(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         let patches = self.embed_patches(input)?;
         let b = patches.dim(0)?;
         let shape = (b, 1, self.cfg.hidden_size);
@@ -287,8 +293,15 @@ impl Ast {
         let dist = self.distillation_token.broadcast_as(shape)?;
         let x =
             Tensor::cat(&[&cls, &dist, &patches], 1)?.broadcast_add(&self.position_embeddings)?;
-        let x = ctx.dropout(&x, self.cfg.hidden_dropout_prob)?;
-        self.encoder.forward(x, hooks, ctx)
+        ctx.dropout(&x, self.cfg.hidden_dropout_prob)
+    }
+
+    /// The mean of the CLS and distillation tokens' final states (HF's `ASTModel` pooler).
+    /// Prompt methods insert their tokens after the CLS token, so the distillation token is found
+    /// as the token just before the patches.
+    fn pool(&self, tokens: &Tensor) -> Result<Tensor> {
+        let dist = tokens.dim(1)? - self.cfg.num_patches() - 1;
+        (tokens.i((.., 0, ..))? + tokens.i((.., dist, ..))?)? * 0.5
     }
 }
 
@@ -346,17 +359,37 @@ impl Backbone for Ast {
     }
 
     /// Mean of the CLS and distillation tokens after the final norm (HF `ASTModel`'s pooled output).
-    /// Prompt methods insert their tokens after the CLS token, so the distillation token is found as
-    /// the token just before the patches.
     fn forward_features(
         &self,
         input: &Tensor,
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let tokens = self.forward_tokens(input, hooks, ctx)?;
-        let dist = tokens.dim(1)? - self.cfg.num_patches() - 1;
-        (tokens.i((.., 0, ..))? + tokens.i((.., dist, ..))?)? * 0.5
+        self.pool(&self.forward_tokens(input, hooks, ctx)?)
+    }
+
+    fn forward_frozen_prefix(
+        &self,
+        input: &Tensor,
+        blocks: usize,
+        ctx: &ForwardCtx,
+    ) -> Result<Option<Tensor>> {
+        let x = self.embed(input, ctx)?;
+        Ok(Some(self.encoder.blocks(x, 0..blocks, &NoHooks, ctx)?))
+    }
+
+    fn forward_features_from(
+        &self,
+        stream: &Tensor,
+        blocks: usize,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        self.pool(
+            &self
+                .encoder
+                .forward_from(stream.clone(), blocks, hooks, ctx)?,
+        )
     }
 
     /// The patch tokens' states (CLS, distillation and any prompt tokens removed).

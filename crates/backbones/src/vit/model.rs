@@ -6,7 +6,7 @@ use peftbench_core::{ops, ForwardCtx, SeededInit};
 
 use super::VitConfig;
 use crate::encoder::{self, Encoder, EncoderDims};
-use crate::sites::{Hooks, Linear, LinearSite};
+use crate::sites::{Hooks, Linear, LinearSite, NoHooks};
 use crate::{Backbone, BackboneInfo};
 
 /// The ViT encoder. Weights are plain tensors; see [`Backbone::visit_params`] for training them.
@@ -209,6 +209,15 @@ impl Vit {
         ops::linear(&patches, &weight, Some(&self.patch_bias))
     }
 
+    /// The token stream entering the first block: CLS and patch embeddings plus positions.
+    fn embed(&self, pixels: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let patches = self.embed_patches(pixels)?;
+        let b = patches.dim(0)?;
+        let cls = self.cls_token.broadcast_as((b, 1, self.cfg.hidden_size))?;
+        let x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)?;
+        ctx.dropout(&x, self.cfg.hidden_dropout_prob)
+    }
+
     /// The token stream after the final norm, `[batch, tokens, hidden]`.
     pub fn forward_tokens(
         &self,
@@ -216,12 +225,7 @@ impl Vit {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let patches = self.embed_patches(pixels)?;
-        let b = patches.dim(0)?;
-        let cls = self.cls_token.broadcast_as((b, 1, self.cfg.hidden_size))?;
-        let mut x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embeddings)?;
-        x = ctx.dropout(&x, self.cfg.hidden_dropout_prob)?;
-        self.encoder.forward(x, hooks, ctx)
+        self.encoder.forward(self.embed(pixels, ctx)?, hooks, ctx)
     }
 }
 
@@ -274,6 +278,28 @@ impl Backbone for Vit {
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         self.forward_tokens(input, hooks, ctx)?.i((.., 0, ..))
+    }
+
+    fn forward_frozen_prefix(
+        &self,
+        input: &Tensor,
+        blocks: usize,
+        ctx: &ForwardCtx,
+    ) -> Result<Option<Tensor>> {
+        let x = self.embed(input, ctx)?;
+        Ok(Some(self.encoder.blocks(x, 0..blocks, &NoHooks, ctx)?))
+    }
+
+    fn forward_features_from(
+        &self,
+        stream: &Tensor,
+        blocks: usize,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        self.encoder
+            .forward_from(stream.clone(), blocks, hooks, ctx)?
+            .i((.., 0, ..))
     }
 
     /// The patch tokens' states (CLS and any prompts removed).
