@@ -4,7 +4,9 @@ Measures the same configuration as the Rust bench: a randomly initialised timm V
 one optimisation step = forward + cross-entropy + backward + AdamW, median over timed steps after
 warm-up steps, on the CPU with the given thread count. Prints one JSON object on its last line.
 
-LoRA uses HF peft on timm's fused `qkv` projection (r 8, alpha 8); the bottleneck adapter,
+LoRA uses HF peft on timm's fused `qkv` projection (r 8, alpha 8), in every block or with
+`--top-blocks N` in the last N (peft's `layers_to_transform`; the frozen blocks below still run
+every step, as in any PyTorch training loop); the bottleneck adapter,
 AdaptFormer and VPT are written here in a few lines with hooks, as peft has no such methods.
 """
 
@@ -70,10 +72,16 @@ def build(args):
     model = timm.create_model(SIZES[args.backbone], pretrained=False, num_classes=100,
                               img_size=args.image)
     method = args.method
+    depth = len(model.blocks)
+    if args.top_blocks and method != "lora":
+        raise SystemExit("--top-blocks applies to lora")
     if method == "lora":
         from peft import LoraConfig, get_peft_model
+        # --top-blocks: LoRA in the last N blocks only (timm names them `blocks.<i>`).
+        layers = (dict(layers_to_transform=list(range(depth - args.top_blocks, depth)),
+                       layers_pattern="blocks") if args.top_blocks else {})
         cfg = LoraConfig(r=8, lora_alpha=8, lora_dropout=0.0, target_modules=["qkv"],
-                         modules_to_save=["head"])
+                         modules_to_save=["head"], **layers)
         return get_peft_model(model, cfg)
     if method == "full":
         return model
@@ -105,6 +113,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--top-blocks", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -283,3 +283,59 @@ fn list_prints_every_method_and_suite() {
         text(&out)
     );
 }
+
+/// A method in the top block trains from the cached stream of the frozen block below it, and
+/// ends where the whole forward pass every step ends (`PEFTBENCH_PREFIX_CACHE_MIB=0` turns the
+/// cache off).
+#[test]
+fn lora_in_the_top_block_trains_the_same_from_the_frozen_prefix_cache() {
+    let methods = "  - method: lora\n    params: { r: 2, target_modules: all-linear, layers_to_transform: [1] }\n";
+    let adapters = |budget_mib: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let suite = write_suite(dir.path(), "top", methods, "[0]", 2);
+        let out = run(harness(dir.path())
+            .env("PEFTBENCH_PREFIX_CACHE_MIB", budget_mib)
+            .arg("suite")
+            .arg(&suite));
+        assert!(out.status.success(), "{}", text(&out));
+        let mut all = records(dir.path());
+        all.sort_by_key(|r| r["task"].as_str().unwrap().to_string());
+        all.iter()
+            .map(|r| {
+                assert_eq!(r["status"], "completed", "{r}");
+                let dir = dir
+                    .path()
+                    .join("results")
+                    .join(r["adapter_dir"].as_str().unwrap());
+                let tensors = candle_core::safetensors::load(
+                    dir.join("adapter_model.safetensors"),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let weights: Vec<(String, Vec<f32>)> = tensors
+                    .into_iter()
+                    .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+                    .into_iter()
+                    .collect();
+                (r["metrics"]["test_accuracy"].as_f64().unwrap(), weights)
+            })
+            .collect::<Vec<_>>()
+    };
+    let cached = adapters("4096");
+    let uncached = adapters("0");
+    assert_eq!(cached.len(), 2);
+    for ((acc_a, a), (acc_b, b)) in cached.iter().zip(&uncached) {
+        assert_eq!(acc_a, acc_b);
+        // Block 1's adapters and the head, nothing in block 0.
+        assert!(a.iter().all(|(k, _)| !k.contains("layers.0.")), "{a:?}");
+        for ((name, x), (_, y)) in a.iter().zip(b) {
+            let diff = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{name} differs by {diff}");
+        }
+    }
+}

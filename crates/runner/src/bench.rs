@@ -14,7 +14,9 @@ use peftbench_core::{ForwardCtx, SeededInit};
 use peftbench_data_vision::synthetic::{encode_jpeg, generate, ShapeTask};
 use peftbench_data_vision::{sequential_batches, Prefetcher, Preprocess};
 use peftbench_methods::PeftModel;
-use peftbench_train::{cross_entropy, AdamW, AdamWConfig};
+use peftbench_train::{cross_entropy, AdamW, AdamWConfig, TrainModel};
+
+use crate::frozen_prefix::ResumeFromPrefix;
 use serde::Serialize;
 
 /// The model sizes the bench knows by name (timm's names, so the reference script builds the same).
@@ -94,6 +96,10 @@ pub struct TrainStepBench {
     pub warmup_steps: usize,
     pub steps: usize,
     pub input: BenchInput,
+    /// LoRA in the top blocks only (`layers_to_transform`): the stream entering the first adapted
+    /// block is computed once, as a sweep's frozen-prefix cache does, and every step resumes
+    /// from it.
+    pub top_blocks: Option<usize>,
 }
 
 /// Timings of one bench, in seconds.
@@ -114,6 +120,10 @@ pub struct StepTimings {
     /// [`BenchInput::Pipeline`]: median seconds per step the trainer waited for its batch (not
     /// part of the step times above).
     pub median_data_wait_s: Option<f64>,
+    /// [`TrainStepBench::top_blocks`]: the blocks adapted, and the seconds the frozen blocks below
+    /// took once for the batch (a sweep pays this once per example, not once per step).
+    pub top_blocks: Option<usize>,
+    pub frozen_prefix_s: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -131,7 +141,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the bench on `device` in f32: `warmup_steps` untimed steps, then `steps` timed ones.
 pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result<StepTimings> {
-    let params = bench_method_params(&bench.method).ok_or_else(|| {
+    let mut params = bench_method_params(&bench.method).ok_or_else(|| {
         anyhow::anyhow!(
             "the bench has no settings for method `{}`; choose one of: full, linear, bitfit, lora, \
              adapter, adaptformer, vpt-shallow, vpt-deep",
@@ -141,6 +151,23 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
     anyhow::ensure!(bench.steps > 0, "--steps must be at least 1");
     let cfg = bench.backbone.config(bench.image_size);
     cfg.validate().map_err(anyhow::Error::msg)?;
+    let depth = cfg.num_hidden_layers;
+    if let Some(top) = bench.top_blocks {
+        anyhow::ensure!(
+            bench.method == "lora",
+            "--top-blocks places LoRA in the top blocks; method `{}` adapts every block",
+            bench.method
+        );
+        anyhow::ensure!(
+            (1..=depth).contains(&top),
+            "--top-blocks is {top}; allowed range: 1 to {depth}"
+        );
+        anyhow::ensure!(
+            bench.input == BenchInput::Random,
+            "--top-blocks resumes every step from one cached stream: use --input random"
+        );
+        params["layers_to_transform"] = serde_json::json!((depth - top..depth).collect::<Vec<_>>());
+    }
     let init = SeededInit::new(0, device);
     let vit = Vit::random(cfg, &init.fork("backbone"))?;
     let model = PeftModel::new(
@@ -183,6 +210,24 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
         }
     };
 
+    // The frozen prefix: computed once, like the sweep's cache (which holds one per example).
+    let untouched = model.adaptation().untouched_blocks();
+    let (prefix, frozen_prefix_s) = if bench.top_blocks.is_some() {
+        let start = Instant::now();
+        let stream = model
+            .backbone()
+            .forward_frozen_prefix(&random_input, untouched, &ForwardCtx::eval())?
+            .ok_or_else(|| anyhow::anyhow!("the ViT resumes from a stream"))?;
+        device.synchronize()?;
+        (Some(stream), Some(start.elapsed().as_secs_f64()))
+    } else {
+        (None, None)
+    };
+    let resumed = ResumeFromPrefix {
+        model: &model,
+        blocks: untouched,
+    };
+
     let (mut step_s, mut forward_s, mut backward_s, mut wait_s) = (vec![], vec![], vec![], vec![]);
     for step in 0..total_steps {
         let ctx = ForwardCtx::train(step as u64, 0.0);
@@ -203,7 +248,10 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
         };
         let waited = waiting.elapsed().as_secs_f64();
         let start = Instant::now();
-        let logits = model.logits(&input, &ctx)?;
+        let logits = match &prefix {
+            Some(stream) => resumed.logits(stream, &ctx)?,
+            None => model.logits(&input, &ctx)?,
+        };
         let loss = cross_entropy(&logits, &labels, 0.0)?;
         // Reading the loss forces the forward pass to finish on asynchronous devices.
         let _ = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
@@ -233,6 +281,8 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
         examples_per_s: bench.batch as f64 / median_step_s,
         peak_rss_bytes: peftbench_records::peak_rss_bytes(),
         median_data_wait_s: loader.is_some().then(|| median(wait_s)),
+        top_blocks: bench.top_blocks,
+        frozen_prefix_s,
     })
 }
 
@@ -253,6 +303,7 @@ mod tests {
                     warmup_steps: 0,
                     steps: 1,
                     input: BenchInput::Random,
+                    top_blocks: None,
                 },
                 &Device::Cpu,
             )?;
@@ -270,11 +321,40 @@ mod tests {
                 warmup_steps: 0,
                 steps: 1,
                 input: BenchInput::Random,
+                top_blocks: None,
             },
             &Device::Cpu,
         )
         .unwrap_err();
         assert!(err.to_string().contains("choose one of"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn lora_in_the_top_blocks_steps_from_its_frozen_prefix() -> anyhow::Result<()> {
+        let bench = |top_blocks| TrainStepBench {
+            backbone: BenchBackbone::VitTiny,
+            method: "lora".into(),
+            batch: 2,
+            image_size: 32,
+            num_classes: 10,
+            warmup_steps: 0,
+            steps: 1,
+            input: BenchInput::Random,
+            top_blocks,
+        };
+        let every = run_train_step(&bench(None), &Device::Cpu)?;
+        let top = run_train_step(&bench(Some(2)), &Device::Cpu)?;
+        // r 8 on q, k, v: A and B of 8 x 192 each, three times per block.
+        let per_block = 3 * 2 * 8 * 192;
+        assert_eq!(
+            every.trainable_params - top.trainable_params,
+            10 * per_block
+        );
+        assert!(top.frozen_prefix_s.is_some_and(|s| s > 0.0));
+        assert_eq!(every.frozen_prefix_s, None);
+        let err = run_train_step(&bench(Some(13)), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("allowed range: 1 to 12"), "{err}");
         Ok(())
     }
 
@@ -290,6 +370,7 @@ mod tests {
                 warmup_steps: 1,
                 steps: 2,
                 input: BenchInput::Pipeline,
+                top_blocks: None,
             },
             &Device::Cpu,
         )?;

@@ -153,6 +153,7 @@ mod tests {
             skipped_examples: 0,
             augmented_training: false,
             features: FeatureCache::default(),
+            prefixes: Default::default(),
             tagging: None,
         };
         // One batch holds every example: the single-batch path (no real `cat`) must work too.

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod demo_audio;
 pub mod demo_text;
 pub mod features;
+pub mod frozen_prefix;
 pub mod language_adapters;
 pub mod layout;
 pub mod preflight;

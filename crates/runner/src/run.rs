@@ -17,6 +17,7 @@ use peftbench_train::{
 
 use crate::backbone::LoadedBackbone;
 use crate::features::{FeatureCache, HeadOnFeatures};
+use crate::frozen_prefix::{prefix_cache_budget, PrefixCache, ResumeFromPrefix};
 use crate::language_adapters;
 use crate::text::TaggingEval;
 
@@ -30,6 +31,8 @@ pub struct PreparedTask {
     pub augmented_training: bool,
     /// Backbone features of the splits, for runs whose method leaves the backbone unchanged.
     pub features: FeatureCache,
+    /// Token streams after the first blocks, for runs whose method leaves those blocks unchanged.
+    pub prefixes: PrefixCache,
     /// NER tasks: how the eval split's token predictions become entity-level scores.
     pub tagging: Option<TaggingEval>,
 }
@@ -49,7 +52,7 @@ pub struct RunContext<'a> {
 /// A task's inputs prepared for its runs: classification splits, or a reranking collection and
 /// its training groups.
 pub enum Prepared {
-    Classification(PreparedTask),
+    Classification(Box<PreparedTask>),
     Ranking(Box<crate::rerank::RerankTask>),
 }
 
@@ -274,37 +277,63 @@ fn execute_inner(
     model.calibrate(&mut calibration, &|logits, labels| {
         cross_entropy(logits, labels, cfg.label_smoothing)
     })?;
-    // A frozen backbone whose training-mode forward equals its evaluation-mode forward computes
-    // the same features every epoch: compute them once per task and train the head on them.
-    // Augmented training inputs (SpecAugment) differ every epoch, so nothing is cached then either.
-    let cache_features = model.phases().is_empty()
-        && model.adaptation().leaves_backbone_unchanged()
+    // Frozen blocks whose training-mode forward equals their evaluation-mode forward compute the
+    // same output every epoch: compute it once per task and train the rest on it. Augmented
+    // training inputs (SpecAugment) differ every epoch, so nothing is cached then.
+    let frozen_blocks_repeat = model.phases().is_empty()
         && cfg.drop_path == 0.0
         && ctx.backbone.model.deterministic_in_training()
         && !task.augmented_training
-        // The cache holds pooled features; token classification reads every token.
+        // The caches feed sequence-level heads; token classification reads every token.
         && task.tagging.is_none();
-    let mut feature_seconds = 0.0;
-    let features = if cache_features {
+    let mut cache_seconds = 0.0;
+    // The whole backbone frozen (the linear probe): its pooled features.
+    let features = if frozen_blocks_repeat && model.adaptation().leaves_backbone_unchanged() {
         let (features, computed) =
             task.features
                 .get_or_compute(task, &model, cfg.eval_batch_size)?;
         if computed {
-            feature_seconds = features.seconds;
+            cache_seconds = features.seconds;
         }
         Some(features)
     } else {
         None
     };
-    let outcome = match features {
-        Some(f) => train(
+    // The first blocks frozen (a method in the top blocks): the stream entering the first
+    // adapted block.
+    let untouched = model.adaptation().untouched_blocks();
+    let prefix = if frozen_blocks_repeat && features.is_none() && untouched > 0 {
+        let budget = prefix_cache_budget()?;
+        task.prefixes
+            .get_or_compute(task, &model, untouched, cfg.eval_batch_size, budget)?
+            .map(|cached| {
+                if cached.computed {
+                    cache_seconds = cached.prefix.seconds;
+                }
+                cached.prefix
+            })
+    } else {
+        None
+    };
+    let outcome = match (features, &prefix) {
+        (Some(f), _) => train(
             &HeadOnFeatures(&model),
             &f.train,
             f.val.as_ref().map(|v| v as &dyn BatchSource),
             &cfg,
             progress,
         )?,
-        None => train_phases(
+        (None, Some(p)) => train(
+            &ResumeFromPrefix {
+                model: &model,
+                blocks: p.blocks,
+            },
+            &p.train,
+            p.val.as_ref().map(|v| v as &dyn BatchSource),
+            &cfg,
+            progress,
+        )?,
+        (None, None) => train_phases(
             &mut model,
             &Classification,
             task.train.as_ref(),
@@ -318,7 +347,7 @@ fn execute_inner(
     let total = model.total_count() as u64;
     let report = match outcome {
         TrainOutcome::Completed(mut report) => {
-            report.train_seconds += feature_seconds;
+            report.train_seconds += cache_seconds;
             report
         }
         TrainOutcome::Diverged {
@@ -345,9 +374,22 @@ fn execute_inner(
         ctx,
         progress,
     )?;
-    let evaluation = match features {
-        Some(f) => evaluate(&HeadOnFeatures(&model), &f.eval, cfg.eval_batch_size)?,
-        None => evaluate(&model, task.eval.as_ref(), cfg.eval_batch_size)?,
+    // The cached evaluation streams hold while the evaluated method leaves their blocks alone.
+    let prefix_eval = prefix
+        .as_ref()
+        .filter(|p| model.adaptation().untouched_blocks() >= p.blocks)
+        .and_then(|p| Some((p.blocks, p.eval.as_ref()?)));
+    let evaluation = match (features, prefix_eval) {
+        (Some(f), _) => evaluate(&HeadOnFeatures(&model), &f.eval, cfg.eval_batch_size)?,
+        (None, Some((blocks, streams))) => evaluate(
+            &ResumeFromPrefix {
+                model: &model,
+                blocks,
+            },
+            streams,
+            cfg.eval_batch_size,
+        )?,
+        (None, None) => evaluate(&model, task.eval.as_ref(), cfg.eval_batch_size)?,
     };
     let mut metrics = std::collections::BTreeMap::new();
     let eval_split = &spec.protocol.eval_split;

@@ -306,7 +306,8 @@ fn prepare_task(
             device,
         )?)));
     }
-    prepare_classification(spec, input, encoders, device, quiet).map(Prepared::Classification)
+    prepare_classification(spec, input, encoders, device, quiet)
+        .map(|task| Prepared::Classification(Box::new(task)))
 }
 
 fn prepare_classification(
@@ -331,6 +332,7 @@ fn prepare_classification(
                 skipped_examples: data.skipped,
                 augmented_training: false,
                 features: Default::default(),
+                prefixes: Default::default(),
                 tagging: None,
             })
         }
@@ -360,6 +362,7 @@ fn prepare_classification(
                 skipped_examples: skipped_train + skipped_eval + skipped_val,
                 augmented_training: augment.is_some(),
                 features: Default::default(),
+                prefixes: Default::default(),
                 tagging: None,
             })
         }
@@ -383,6 +386,7 @@ fn prepare_classification(
                 skipped_examples: 0,
                 augmented_training: false,
                 features: Default::default(),
+                prefixes: Default::default(),
                 tagging,
             })
         }

@@ -69,6 +69,11 @@ pub struct TrainStepArgs {
     /// how long the trainer waited for each batch).
     #[arg(long, default_value = "random", value_parser = ["random", "pipeline"])]
     pub input: String,
+    /// LoRA in the top N blocks only (PEFT's `layers_to_transform`). Our steps resume from the
+    /// stream entering the first adapted block, computed once (a sweep caches it per example);
+    /// PyTorch + peft run the frozen blocks every step. The one-off cost is shown beside.
+    #[arg(long, value_name = "N")]
+    pub top_blocks: Option<usize>,
     /// Skip the PyTorch reference.
     #[arg(long)]
     pub no_reference: bool,
@@ -122,6 +127,12 @@ fn run_reference(a: &TrainStepArgs, threads: usize) -> Result<Reference, String>
             &a.warmup.to_string(),
         ])
         .args(["--threads", &threads.to_string()])
+        .args(
+            a.top_blocks
+                .map(|n| ["--top-blocks".to_string(), n.to_string()])
+                .iter()
+                .flatten(),
+        )
         .output()
         .map_err(|e| format!("could not start `{}`: {e}", a.python.display()))?;
     if !output.status.success() {
@@ -166,6 +177,7 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
             } else {
                 BenchInput::Random
             },
+            top_blocks: a.top_blocks,
         },
         &device,
     )?;
@@ -260,6 +272,14 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
             eprintln!("no PyTorch reference: {why}");
         }
     }
+    if let Some(seconds) = ours.frozen_prefix_s {
+        table.add_row([
+            "frozen blocks, once per example".into(),
+            format!("{seconds:.3} s per batch"),
+            "- (every step)".into(),
+            String::new(),
+        ]);
+    }
     if let Some(wait) = ours.median_data_wait_s {
         table.add_row([
             "data wait per step (median)".into(),
@@ -269,9 +289,11 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     super::emit(&format!(
-        "train step: {} {} batch {} at {}px, {} timed steps, {} threads, {}, {} input\n{table}\n",
+        "train step: {} {}{} batch {} at {}px, {} timed steps, {} threads, {}, {} input\n{table}\n",
         ours.backbone,
         ours.method,
+        ours.top_blocks
+            .map_or(String::new(), |n| format!(" (top {n} blocks)")),
         ours.batch,
         ours.image_size,
         a.steps,
