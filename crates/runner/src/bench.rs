@@ -290,42 +290,30 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
 mod tests {
     use super::*;
 
+    /// A two-image, one-step bench of `method` on ViT-Tiny at 32 px.
+    fn tiny_bench(method: &str) -> TrainStepBench {
+        TrainStepBench {
+            backbone: BenchBackbone::VitTiny,
+            method: method.into(),
+            batch: 2,
+            image_size: 32,
+            num_classes: 10,
+            warmup_steps: 0,
+            steps: 1,
+            input: BenchInput::Random,
+            top_blocks: None,
+        }
+    }
+
     #[test]
     fn every_bench_method_takes_timed_steps() -> anyhow::Result<()> {
         for method in ["full", "linear", "lora", "adapter", "vpt-deep"] {
-            let t = run_train_step(
-                &TrainStepBench {
-                    backbone: BenchBackbone::VitTiny,
-                    method: method.into(),
-                    batch: 2,
-                    image_size: 32,
-                    num_classes: 10,
-                    warmup_steps: 0,
-                    steps: 1,
-                    input: BenchInput::Random,
-                    top_blocks: None,
-                },
-                &Device::Cpu,
-            )?;
+            let t = run_train_step(&tiny_bench(method), &Device::Cpu)?;
             assert!(t.median_step_s > 0.0 && t.median_step_s.is_finite());
             assert_eq!(t.median_data_wait_s, None);
             assert!(t.median_forward_s + t.median_backward_s <= t.median_step_s);
         }
-        let err = run_train_step(
-            &TrainStepBench {
-                backbone: BenchBackbone::VitTiny,
-                method: "nope".into(),
-                batch: 2,
-                image_size: 32,
-                num_classes: 10,
-                warmup_steps: 0,
-                steps: 1,
-                input: BenchInput::Random,
-                top_blocks: None,
-            },
-            &Device::Cpu,
-        )
-        .unwrap_err();
+        let err = run_train_step(&tiny_bench("nope"), &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("choose one of"), "{err}");
         Ok(())
     }
@@ -333,15 +321,8 @@ mod tests {
     #[test]
     fn lora_in_the_top_blocks_steps_from_its_frozen_prefix() -> anyhow::Result<()> {
         let bench = |top_blocks| TrainStepBench {
-            backbone: BenchBackbone::VitTiny,
-            method: "lora".into(),
-            batch: 2,
-            image_size: 32,
-            num_classes: 10,
-            warmup_steps: 0,
-            steps: 1,
-            input: BenchInput::Random,
             top_blocks,
+            ..tiny_bench("lora")
         };
         let every = run_train_step(&bench(None), &Device::Cpu)?;
         let top = run_train_step(&bench(Some(2)), &Device::Cpu)?;
@@ -360,20 +341,13 @@ mod tests {
 
     #[test]
     fn the_pipeline_input_decodes_real_batches_and_reports_the_wait() -> anyhow::Result<()> {
-        let t = run_train_step(
-            &TrainStepBench {
-                backbone: BenchBackbone::VitTiny,
-                method: "linear".into(),
-                batch: 2,
-                image_size: 32,
-                num_classes: 10,
-                warmup_steps: 1,
-                steps: 2,
-                input: BenchInput::Pipeline,
-                top_blocks: None,
-            },
-            &Device::Cpu,
-        )?;
+        let bench = TrainStepBench {
+            warmup_steps: 1,
+            steps: 2,
+            input: BenchInput::Pipeline,
+            ..tiny_bench("linear")
+        };
+        let t = run_train_step(&bench, &Device::Cpu)?;
         let wait = t
             .median_data_wait_s
             .expect("pipeline input reports its wait");
