@@ -12,6 +12,7 @@
 //! beside the training splits.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,8 +26,9 @@ use crate::run::PreparedTask;
 /// The environment variable that sets [`prefix_cache_budget`], in MiB (0 turns caching off).
 pub const BUDGET_VARIABLE: &str = "PEFTBENCH_PREFIX_CACHE_MIB";
 
-/// Bytes of cached streams a task may hold: `$PEFTBENCH_PREFIX_CACHE_MIB` MiB, default 4096.
-/// ViT-B/16 at 224 px takes 0.6 MB per example, so VTAB-1k's 1,000 training images take 0.6 GB.
+/// Bytes of cached streams the process may hold, over all tasks and folds:
+/// `$PEFTBENCH_PREFIX_CACHE_MIB` MiB, default 4096. ViT-B/16 at 224 px takes 0.6 MB per
+/// example, so VTAB-1k's 1,000 training images take 0.6 GB.
 pub fn prefix_cache_budget() -> anyhow::Result<u64> {
     match std::env::var(BUDGET_VARIABLE) {
         Ok(text) => text
@@ -52,7 +54,19 @@ pub struct FrozenPrefix {
     /// Time spent computing them (charged to the first run that needed them).
     pub seconds: f64,
     bytes: u64,
+    /// The count of held bytes these are part of, until dropped.
+    held: &'static AtomicU64,
 }
+
+impl Drop for FrozenPrefix {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of streams held by every [`PrefixCache`] of the process (a sweep keeps the prepared
+/// splits of all folds of the current task).
+static HELD: AtomicU64 = AtomicU64::new(0);
 
 /// What [`PrefixCache::get_or_compute`] found.
 pub struct CachedPrefix {
@@ -62,15 +76,26 @@ pub struct CachedPrefix {
 }
 
 /// The frozen prefixes of one task, by depth, shared by all of its runs.
-#[derive(Default)]
-pub struct PrefixCache(Mutex<BTreeMap<usize, Arc<FrozenPrefix>>>);
+pub struct PrefixCache {
+    cached: Mutex<BTreeMap<usize, Arc<FrozenPrefix>>>,
+    held: &'static AtomicU64,
+}
+
+impl Default for PrefixCache {
+    fn default() -> Self {
+        Self {
+            cached: Mutex::default(),
+            held: &HELD,
+        }
+    }
+}
 
 impl PrefixCache {
     /// Streams for a method that leaves the first `untouched` blocks pretrained: the deepest
     /// cached prefix of at most `untouched` blocks (the method's hooks change nothing in the
-    /// blocks between), else one computed at `untouched` blocks with `model`'s backbone. `None`
-    /// when the backbone cannot resume from a stream or the training splits exceed `budget`
-    /// bytes; a new prefix replaces cached ones it does not fit beside.
+    /// blocks between), else one computed at `untouched` blocks with `model`'s backbone, which
+    /// replaces the task's others. `None` when the backbone cannot resume from a stream or the
+    /// training splits do not fit in `budget` bytes beside the streams the process holds.
     pub fn get_or_compute(
         &self,
         task: &PreparedTask,
@@ -79,15 +104,20 @@ impl PrefixCache {
         batch_size: usize,
         budget: u64,
     ) -> anyhow::Result<Option<CachedPrefix>> {
-        let mut cached = self.0.lock().expect("no run panicked holding the cache");
+        let mut cached = self
+            .cached
+            .lock()
+            .expect("no run panicked holding the cache");
         if let Some((_, prefix)) = cached.range(1..=untouched).next_back() {
             return Ok(Some(CachedPrefix {
                 prefix: prefix.clone(),
                 computed: false,
             }));
         }
+        cached.clear();
         let start = Instant::now();
-        let mut left = budget;
+        let available = budget.saturating_sub(self.held.load(Ordering::Relaxed));
+        let mut left = available;
         let Some(train) = streams_of(task.train.as_ref(), model, untouched, batch_size, &mut left)?
         else {
             return Ok(None);
@@ -100,18 +130,17 @@ impl PrefixCache {
             None => None,
         };
         let eval = streams_of(task.eval.as_ref(), model, untouched, batch_size, &mut left)?;
+        let bytes = available - left;
+        self.held.fetch_add(bytes, Ordering::Relaxed);
         let prefix = Arc::new(FrozenPrefix {
             blocks: untouched,
             train,
             val,
             eval,
             seconds: start.elapsed().as_secs_f64(),
-            bytes: budget - left,
+            bytes,
+            held: self.held,
         });
-        let held: u64 = cached.values().map(|p| p.bytes).sum();
-        if held + prefix.bytes > budget {
-            cached.clear();
-        }
         cached.insert(untouched, prefix.clone());
         Ok(Some(CachedPrefix {
             prefix,
@@ -221,7 +250,11 @@ mod tests {
             skipped_examples: 0,
             augmented_training: false,
             features: FeatureCache::default(),
-            prefixes: PrefixCache::default(),
+            prefixes: PrefixCache {
+                cached: Mutex::default(),
+                // Each test counts its own bytes: tests run side by side.
+                held: Box::leak(Box::new(AtomicU64::new(0))),
+            },
             tagging: None,
         })
     }
@@ -293,10 +326,15 @@ mod tests {
         assert_eq!(get(2, split + 100)?, Some((2, true, false)));
         // Another run at the same depth reuses it.
         assert_eq!(get(2, split + 100)?, Some((2, false, false)));
-        // A method starting lower needs its own; it replaces the first where both do not fit.
+        // A method starting lower computes its own, which replaces the first.
         assert_eq!(get(1, 2 * split)?, Some((1, true, true)));
+        assert_eq!(task.prefixes.held.load(Ordering::Relaxed), 2 * split);
         // One starting higher resumes from the deepest prefix below its first block.
         assert_eq!(get(2, 2 * split)?, Some((1, false, true)));
+        // The bytes are counted against the budget of every cache of the process until dropped.
+        let held = task.prefixes.held;
+        drop(task);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
         Ok(())
     }
 }
