@@ -4,9 +4,9 @@ Measures the same configuration as the Rust bench: a randomly initialised timm V
 one optimisation step = forward + cross-entropy + backward + AdamW, median over timed steps after
 warm-up steps, on the CPU with the given thread count. Prints one JSON object on its last line.
 
-LoRA uses HF peft on timm's fused `qkv` projection (r 8, alpha 8), in every block or with
-`--top-blocks N` in the last N (peft's `layers_to_transform`; the frozen blocks below still run
-every step, as in any PyTorch training loop); the bottleneck adapter,
+LoRA uses HF peft on timm's fused `qkv` projection (r 8, alpha 8). LoRA and the adapter go in
+every block, or with `--top-blocks N` in the last N (for LoRA, peft's `layers_to_transform`; the
+frozen blocks below still run every step, as in any PyTorch training loop). The bottleneck adapter,
 AdaptFormer and VPT are written here in a few lines with hooks, as peft has no such methods.
 """
 
@@ -37,9 +37,10 @@ class Bottleneck(nn.Module):
         return self.up(torch.relu(self.down(x))) * self.scale
 
 
-def add_adapters(model, parallel):
-    """Pfeiffer adapter after each MLP (sequential) or AdaptFormer beside it (parallel)."""
-    for block in model.blocks:
+def add_adapters(model, parallel, top_blocks=0):
+    """Pfeiffer adapter after each MLP (sequential) or AdaptFormer beside it (parallel), in every
+    block or in the last `top_blocks`."""
+    for block in model.blocks[-top_blocks if top_blocks else 0:]:
         dim = block.norm2.normalized_shape[0]
         block.peft_adapter = Bottleneck(dim, 8, 0.1 if parallel else 1.0)
         mlp = block.mlp
@@ -73,8 +74,8 @@ def build(args):
                               img_size=args.image)
     method = args.method
     depth = len(model.blocks)
-    if args.top_blocks and method != "lora":
-        raise SystemExit("--top-blocks applies to lora")
+    if args.top_blocks and method not in ("lora", "adapter"):
+        raise SystemExit("--top-blocks applies to lora and adapter")
     if method == "lora":
         from peft import LoraConfig, get_peft_model
         # --top-blocks: LoRA in the last N blocks only (timm names them `blocks.<i>`).
@@ -92,7 +93,7 @@ def build(args):
             if name.endswith("bias"):
                 p.requires_grad_(True)
     elif method in ("adapter", "adaptformer"):
-        add_adapters(model, parallel=method == "adaptformer")
+        add_adapters(model, parallel=method == "adaptformer", top_blocks=args.top_blocks)
     elif method in ("vpt-deep", "vpt-shallow"):
         if method == "vpt-shallow":
             raise SystemExit("vpt-shallow has no reference here; use vpt-deep")

@@ -271,17 +271,18 @@ pub(crate) fn check_rank_widths(
     Ok(())
 }
 
-/// Every block index a method's `layers_to_transform` names must exist in the backbone.
+/// Every block index a method's `field` (`layers_to_transform`, `layers`) names must exist in a
+/// backbone of `num_layers` blocks.
 pub(crate) fn check_layer_indices(
     method: &str,
+    field: &str,
     layers: Option<&[usize]>,
-    info: &BackboneInfo,
+    num_layers: usize,
 ) -> Result<(), String> {
-    match layers.and_then(|l| l.iter().find(|&&layer| layer >= info.num_layers)) {
+    match layers.and_then(|l| l.iter().find(|&&layer| layer >= num_layers)) {
         Some(layer) => Err(format!(
-            "method `{method}`: field `layers_to_transform` names block {layer}, but the backbone has {} blocks; allowed range: 0 to {}",
-            info.num_layers,
-            info.num_layers - 1
+            "method `{method}`: field `{field}` names block {layer}, but the backbone has {num_layers} blocks; allowed range: 0 to {}",
+            num_layers.saturating_sub(1)
         )),
         None => Ok(()),
     }

@@ -130,6 +130,18 @@ fn zoo() -> Vec<(&'static str, serde_json::Value, usize)> {
             json!({"r": 2, "alpha": 4, "target_modules": ["query", "value", "fc2"]}),
             l * (2 * (d + d) * 2 + 2 * (f + d)) + l * 3 * d,
         ),
+        // The same in the last block only
+        (
+            "dora",
+            json!({"r": 2, "alpha": 4, "target_modules": ["query", "value", "fc2"], "layers_to_transform": l - 1}),
+            (2 * (d + d) * 2 + 2 * (f + d)) + 3 * d,
+        ),
+        // Houlsby: two bottlenecks (d*k + k down, k*d + d up) in the last block only
+        (
+            "adapter",
+            json!({"bottleneck": 4, "layers": [l - 1]}),
+            2 * ((d * 4 + 4) + (4 * d + d)),
+        ),
     ]
 }
 
@@ -506,6 +518,7 @@ fn impossible_configurations_name_method_field_and_range() {
             "field `init_std` is -1; allowed range [0, 1]",
         ),
         ("ia3", json!({"rank": 2}), "unknown field `rank`"),
+        ("adapter", json!({"layers": []}), "field `layers` is empty"),
         (
             "ia3",
             json!({"feedforward_modules": ["mlp"]}),
@@ -567,6 +580,16 @@ fn impossible_configurations_name_method_field_and_range() {
             "conv-adapter",
             json!({"bottleneck": 17}),
             "field `bottleneck` is 17; allowed range: 1 to the hidden size 16",
+        ),
+        (
+            "lora",
+            json!({"layers_to_transform": [0, 2]}),
+            "field `layers_to_transform` names block 2, but the backbone has 2 blocks; allowed range: 0 to 1",
+        ),
+        (
+            "adapter",
+            json!({"layers": 5}),
+            "field `layers` names block 5, but the backbone has 2 blocks; allowed range: 0 to 1",
         ),
     ] {
         let method = find_method(name).unwrap();

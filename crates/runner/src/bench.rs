@@ -96,9 +96,9 @@ pub struct TrainStepBench {
     pub warmup_steps: usize,
     pub steps: usize,
     pub input: BenchInput,
-    /// LoRA in the top blocks only (`layers_to_transform`): the stream entering the first adapted
-    /// block is computed once, as a sweep's frozen-prefix cache does, and every step resumes
-    /// from it.
+    /// LoRA or the adapter in the top blocks only (`layers_to_transform`, `layers`): the stream
+    /// entering the first adapted block is computed once, as a sweep's frozen-prefix cache does,
+    /// and every step resumes from it.
     pub top_blocks: Option<usize>,
 }
 
@@ -153,11 +153,14 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
     cfg.validate().map_err(anyhow::Error::msg)?;
     let depth = cfg.num_hidden_layers;
     if let Some(top) = bench.top_blocks {
-        anyhow::ensure!(
-            bench.method == "lora",
-            "--top-blocks places LoRA in the top blocks; method `{}` adapts every block",
-            bench.method
-        );
+        // Each method's name for its blocks (PEFT's for LoRA).
+        let field = match bench.method.as_str() {
+            "lora" => "layers_to_transform",
+            "adapter" => "layers",
+            other => anyhow::bail!(
+                "--top-blocks places LoRA or the adapter in the top blocks; method `{other}` adapts every block"
+            ),
+        };
         anyhow::ensure!(
             (1..=depth).contains(&top),
             "--top-blocks is {top}; allowed range: 1 to {depth}"
@@ -166,7 +169,7 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
             bench.input == BenchInput::Random,
             "--top-blocks resumes every step from one cached stream: use --input random"
         );
-        params["layers_to_transform"] = serde_json::json!((depth - top..depth).collect::<Vec<_>>());
+        params[field] = serde_json::json!((depth - top..depth).collect::<Vec<_>>());
     }
     let init = SeededInit::new(0, device);
     let vit = Vit::random(cfg, &init.fork("backbone"))?;
@@ -319,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn lora_in_the_top_blocks_steps_from_its_frozen_prefix() -> anyhow::Result<()> {
+    fn methods_in_the_top_blocks_step_from_their_frozen_prefix() -> anyhow::Result<()> {
         let bench = |top_blocks| TrainStepBench {
             top_blocks,
             ..tiny_bench("lora")
@@ -336,6 +339,17 @@ mod tests {
         assert_eq!(every.frozen_prefix_s, None);
         let err = run_train_step(&bench(Some(13)), &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("allowed range: 1 to 12"), "{err}");
+        // The adapter too: Pfeiffer's one bottleneck (8 wide) per block, in the last block.
+        let adapter = TrainStepBench {
+            top_blocks: Some(1),
+            ..tiny_bench("adapter")
+        };
+        let top = run_train_step(&adapter, &Device::Cpu)?;
+        assert_eq!(
+            top.trainable_params,
+            (192 * 8 + 8) + (8 * 192 + 192) + 10 * 192 + 10
+        );
+        assert!(top.frozen_prefix_s.is_some());
         Ok(())
     }
 

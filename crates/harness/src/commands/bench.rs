@@ -69,9 +69,10 @@ pub struct TrainStepArgs {
     /// how long the trainer waited for each batch).
     #[arg(long, default_value = "random", value_parser = ["random", "pipeline"])]
     pub input: String,
-    /// LoRA in the top N blocks only (PEFT's `layers_to_transform`). Our steps resume from the
-    /// stream entering the first adapted block, computed once (a sweep caches it per example);
-    /// PyTorch + peft run the frozen blocks every step. The one-off cost is shown beside.
+    /// LoRA or the adapter in the top N blocks only (LoRA's `layers_to_transform`, the adapter's
+    /// `layers`). Our steps resume from the stream entering the first adapted block, computed
+    /// once (a sweep caches it per example); PyTorch runs the frozen blocks every step. The
+    /// one-off cost is shown beside.
     #[arg(long, value_name = "N")]
     pub top_blocks: Option<usize>,
     /// Skip the PyTorch reference.

@@ -29,6 +29,14 @@ pub struct AdapterConfig {
     /// Width of the bottleneck.
     pub bottleneck: usize,
     pub activation: AdapterActivation,
+    /// Blocks to adapt, counted from the input (0 = the first block), one index or a list, as
+    /// LoRA's `layers_to_transform`; `None` = every block. Blocks below the lowest one stay
+    /// pretrained, so the runner trains from their cached output (frozen-prefix caching).
+    #[serde(
+        deserialize_with = "crate::lora::config::layer_indices",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub layers: Option<Vec<usize>>,
 }
 
 impl Default for AdapterConfig {
@@ -37,6 +45,7 @@ impl Default for AdapterConfig {
             placement: Placement::Houlsby,
             bottleneck: 8,
             activation: AdapterActivation::Relu,
+            layers: None,
         }
     }
 }
@@ -45,6 +54,9 @@ impl AdapterConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.bottleneck == 0 {
             return Err("method `adapter`: bottleneck must be at least 1".into());
+        }
+        if self.layers.as_ref().is_some_and(Vec::is_empty) {
+            return Err("method `adapter`: field `layers` is empty; allowed: block indices from 0, or leave it out to adapt every block".into());
         }
         Ok(())
     }

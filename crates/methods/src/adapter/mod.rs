@@ -63,7 +63,11 @@ impl AdapterAdaptation {
             ],
             Placement::Pfeiffer => &[(SublayerKey::Mlp, "output_adapter")],
         };
-        for layer in 0..backbone.info().num_layers {
+        let num_layers = backbone.info().num_layers;
+        crate::check_layer_indices("adapter", "layers", config.layers.as_deref(), num_layers)
+            .map_err(candle_core::Error::msg)?;
+        let adapted = |layer: &usize| config.layers.as_ref().is_none_or(|l| l.contains(layer));
+        for layer in (0..num_layers).filter(adapted) {
             for &(key, name) in sites {
                 let prefix = format!("{}.{name}", backbone.block_path(layer));
                 let adapter = Bottleneck::new(
@@ -105,6 +109,10 @@ impl Adaptation for AdapterAdaptation {
         &self.params
     }
 
+    fn untouched_blocks(&self) -> usize {
+        self.adapters.keys().next().map_or(0, |&(layer, _)| layer)
+    }
+
     fn save(
         &self,
         dir: &Path,
@@ -125,12 +133,27 @@ impl Method for BottleneckAdapter {
                 ParamDoc { name: "placement", default: "houlsby", doc: "houlsby (after attention and MLP) or pfeiffer (after MLP only)" },
                 ParamDoc { name: "bottleneck", default: "8", doc: "width of the bottleneck" },
                 ParamDoc { name: "activation", default: "relu", doc: "relu, gelu or silu" },
+                ParamDoc { name: "layers", default: "every block", doc: "blocks to adapt (0 = first), a list or one index; the frozen blocks below are computed once per example" },
             ],
         }
     }
 
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         parse_config::<AdapterConfig>("adapter", params)?.check()
+    }
+
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> Result<(), String> {
+        let config = parse_config::<AdapterConfig>("adapter", params)?;
+        crate::check_layer_indices(
+            "adapter",
+            "layers",
+            config.layers.as_deref(),
+            info.num_layers,
+        )
     }
 
     fn attach(

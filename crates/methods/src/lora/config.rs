@@ -79,7 +79,12 @@ impl LoraConfig {
     /// a block index must exist in the backbone.
     pub fn check_widths(&self, method: &str, info: &BackboneInfo) -> Result<(), String> {
         crate::check_rank_widths(method, "r", self.r, &self.target_modules, info)?;
-        crate::check_layer_indices(method, self.layers_to_transform.as_deref(), info)
+        crate::check_layer_indices(
+            method,
+            "layers_to_transform",
+            self.layers_to_transform.as_deref(),
+            info.num_layers,
+        )
     }
 }
 

@@ -80,6 +80,7 @@ impl MosaAdaptation {
             placement: self.config.placement,
             bottleneck: self.config.bottleneck,
             activation: self.config.activation,
+            layers: None,
         }
     }
 }
