@@ -62,13 +62,15 @@ impl LayerNorm {
         y
     }
 
-    /// `(dx, dw, db)`; `dx` is `None` when not wanted.
+    /// `(dx, dw, db)`; `dx` is `None` when not wanted, `dw` and `db` are zeros unless
+    /// `want_params` (a frozen norm's are never accumulated).
     fn backward<T: Real>(
         &self,
         x: &[T],
         w: &[T],
         dy: &[T],
         want_dx: bool,
+        want_params: bool,
     ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
         let d = self.dim.max(1);
         let mut dx = vec![T::ZERO; if want_dx { x.len() } else { 0 }];
@@ -82,8 +84,10 @@ impl LayerNorm {
                 let (mut sum_g, mut sum_gx) = (T::ZERO, T::ZERO);
                 for j in 0..d {
                     let xhat = (row[j] - mean) * rstd;
-                    dw[j] += dyr[j] * xhat;
-                    db[j] += dyr[j];
+                    if want_params {
+                        dw[j] += dyr[j] * xhat;
+                        db[j] += dyr[j];
+                    }
                     g[j] = dyr[j] * w[j];
                     sum_g += g[j];
                     sum_gx += g[j] * xhat;
@@ -143,7 +147,7 @@ impl LayerNorm {
         let (dx, dw, db) = with_slice::<T, _>(x, "layer_norm backward", |xs| {
             with_slice::<T, _>(w, "layer_norm backward", |ws| {
                 with_slice::<T, _>(grad, "layer_norm backward", |dy| {
-                    self.backward(xs, ws, dy, x.track_op())
+                    self.backward(xs, ws, dy, x.track_op(), w.track_op() || b.track_op())
                 })
             })
         })???;
