@@ -8,11 +8,11 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
-use super::linear::{by_dtype, by_tensor_dtype};
+use super::linear::custom_op3;
 use super::simd::vectorized;
 use super::{contiguous, tensor, with_slice, Real};
 
@@ -299,42 +299,7 @@ fn softmax_row<T: Real>(row: &mut [T], scale: T, mask: Option<&[T]>) {
     }
 }
 
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "peftbench-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(
-            s1,
-            self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            self.run::<f64>((s1, l1), (s2, l2), (s3, l3))
-        )
-    }
-
-    fn bwd(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        by_tensor_dtype!(
-            grad,
-            self.grads::<f32>(q, k, v, grad),
-            self.grads::<f64>(q, k, v, grad)
-        )
-    }
-}
+custom_op3!(Attention, "peftbench-attention");
 
 #[cfg(test)]
 mod tests {

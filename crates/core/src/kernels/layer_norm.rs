@@ -1,10 +1,10 @@
 //! Layer normalisation over the last dimension, as `torch.nn.LayerNorm` (biased variance), with a
 //! backward that recomputes the row statistics from the input instead of keeping them.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::linear::{by_dtype, by_tensor_dtype};
+use super::linear::custom_op3;
 use super::{add_into, contiguous, tensor, with_slice, Real};
 
 /// `x` `[rows, dim]`, `weight` and `bias` `[dim]`; CPU f32/f64.
@@ -158,39 +158,4 @@ impl LayerNorm {
     }
 }
 
-impl CustomOp3 for LayerNorm {
-    fn name(&self) -> &'static str {
-        "peftbench-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(
-            s1,
-            self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            self.run::<f64>((s1, l1), (s2, l2), (s3, l3))
-        )
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        by_tensor_dtype!(
-            grad,
-            self.grads::<f32>(x, w, b, grad),
-            self.grads::<f64>(x, w, b, grad)
-        )
-    }
-}
+custom_op3!(LayerNorm, "peftbench-layer-norm");

@@ -184,6 +184,51 @@ macro_rules! by_tensor_dtype {
 }
 pub(super) use by_tensor_dtype;
 
+/// `impl CustomOp3` for a kernel of three tensor inputs whose `run::<T>((storage, layout) x 3)`
+/// computes the forward pass and `grads::<T>(in1, in2, in3, grad)` the backward pass, both
+/// dispatched on f32 / f64.
+macro_rules! custom_op3 {
+    ($op:ty, $name:literal) => {
+        impl candle_core::CustomOp3 for $op {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                s1: &CpuStorage,
+                l1: &Layout,
+                s2: &CpuStorage,
+                l2: &Layout,
+                s3: &CpuStorage,
+                l3: &Layout,
+            ) -> Result<(CpuStorage, Shape)> {
+                $crate::kernels::linear::by_dtype!(
+                    s1,
+                    self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
+                    self.run::<f64>((s1, l1), (s2, l2), (s3, l3))
+                )
+            }
+
+            fn bwd(
+                &self,
+                in1: &Tensor,
+                in2: &Tensor,
+                in3: &Tensor,
+                _res: &Tensor,
+                grad: &Tensor,
+            ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+                $crate::kernels::linear::by_tensor_dtype!(
+                    grad,
+                    self.grads::<f32>(in1, in2, in3, grad),
+                    self.grads::<f64>(in1, in2, in3, grad)
+                )
+            }
+        }
+    };
+}
+pub(super) use custom_op3;
+
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "peftbench-linear"

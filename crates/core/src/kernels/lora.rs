@@ -10,11 +10,11 @@
 //! Merging changes the rounding, not the value: the result matches the composed ops within float
 //! tolerance, and at initialisation (`B = 0`) the merged weight is `W` exactly.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
-use super::linear::{by_dtype, by_tensor_dtype};
+use super::linear::custom_op3;
 use super::{contiguous, tensor, with_slice, Real};
 
 /// `x` `[rows, in]`, frozen `weight` `[out, in]` and `bias` `[out]`, `a` `[r, in]`, `b` `[out, r]`;
@@ -231,39 +231,4 @@ impl LoraLinear {
     }
 }
 
-impl CustomOp3 for LoraLinear {
-    fn name(&self) -> &'static str {
-        "peftbench-lora-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(
-            s1,
-            self.run::<f32>((s1, l1), (s2, l2), (s3, l3)),
-            self.run::<f64>((s1, l1), (s2, l2), (s3, l3))
-        )
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        by_tensor_dtype!(
-            grad,
-            self.grads::<f32>(x, a, b, grad),
-            self.grads::<f64>(x, a, b, grad)
-        )
-    }
-}
+custom_op3!(LoraLinear, "peftbench-lora-linear");
