@@ -322,6 +322,21 @@ fn lora_in_the_top_block_trains_the_same_from_the_frozen_prefix_cache() {
             })
             .collect::<Vec<_>>()
     };
+    // A malformed budget stops the sweep before anything runs, naming the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_suite(dir.path(), "top", methods, "[0]", 2);
+    let out = run(harness(dir.path())
+        .env("PEFTBENCH_PREFIX_CACHE_MIB", "4GB")
+        .arg("suite")
+        .arg(&suite));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("PEFTBENCH_PREFIX_CACHE_MIB=\"4GB\": expected a whole number of MiB"),
+        "{}",
+        text(&out)
+    );
+    assert!(records(dir.path()).is_empty());
+
     let cached = adapters("4096");
     let uncached = adapters("0");
     assert_eq!(cached.len(), 2);

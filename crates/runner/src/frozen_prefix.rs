@@ -1,5 +1,5 @@
 //! Frozen-prefix caching: a method placed only in the top blocks (LoRA or DoRA with
-//! `layers_to_transform`) leaves the blocks below exactly pretrained, so the token stream entering
+//! `layers_to_transform`, the bottleneck adapter with `layers`) leaves the blocks below exactly pretrained, so the token stream entering
 //! its first adapted block is the same every epoch, and for every run of the task whose method
 //! starts at that block or above. It is computed once per task, in evaluation mode, kept in
 //! memory, and the runs train from it: each step runs only the adapted blocks.
@@ -30,16 +30,23 @@ pub const BUDGET_VARIABLE: &str = "PEFTBENCH_PREFIX_CACHE_MIB";
 /// `$PEFTBENCH_PREFIX_CACHE_MIB` MiB, default 4096. ViT-B/16 at 224 px takes 0.6 MB per
 /// example, so VTAB-1k's 1,000 training images take 0.6 GB.
 pub fn prefix_cache_budget() -> anyhow::Result<u64> {
-    match std::env::var(BUDGET_VARIABLE) {
-        Ok(text) => text
-            .trim()
-            .parse::<u64>()
-            .map(|mib| mib << 20)
-            .map_err(|_| {
-                anyhow::anyhow!("{BUDGET_VARIABLE}={text:?}: expected a whole number of MiB")
-            }),
-        Err(_) => Ok(4096 << 20),
-    }
+    budget_from(std::env::var(BUDGET_VARIABLE).ok().as_deref())
+}
+
+/// The budget in bytes from the variable's value (`None`: unset).
+fn budget_from(value: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = value else {
+        return Ok(4096 << 20);
+    };
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|mib| mib.checked_mul(1 << 20))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{BUDGET_VARIABLE}={text:?}: expected a whole number of MiB (0 turns the frozen-prefix cache off)"
+            )
+        })
 }
 
 /// A task's splits as the token streams `[N, tokens, hidden]` entering block `blocks`, with their
@@ -307,6 +314,20 @@ mod tests {
         let by_prefix = evaluate(&resumed, eval_streams, 16)?;
         assert_eq!(by_whole.predictions, by_prefix.predictions);
         Ok(())
+    }
+
+    #[test]
+    fn the_budget_is_read_in_mib_and_a_malformed_one_is_named() {
+        assert_eq!(budget_from(None).unwrap(), 4096 << 20);
+        assert_eq!(budget_from(Some(" 16 ")).unwrap(), 16 << 20);
+        assert_eq!(budget_from(Some("0")).unwrap(), 0);
+        for bad in ["2GB", "-1", "", "99999999999999999"] {
+            let err = budget_from(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("PEFTBENCH_PREFIX_CACHE_MIB") && err.contains("whole number of MiB"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use peftbench_train::{
 
 use crate::backbone::LoadedBackbone;
 use crate::features::{FeatureCache, HeadOnFeatures};
-use crate::frozen_prefix::{prefix_cache_budget, PrefixCache, ResumeFromPrefix};
+use crate::frozen_prefix::{PrefixCache, ResumeFromPrefix};
 use crate::language_adapters;
 use crate::text::TaggingEval;
 
@@ -47,6 +47,8 @@ pub struct RunContext<'a> {
     pub text_encoder: Option<&'a peftbench_backbones::TextEncoder>,
     /// The data root of data on disk (language adapter corpora are read under it).
     pub data_root: Option<&'a std::path::Path>,
+    /// Bytes of frozen-prefix streams the process may hold ([`crate::frozen_prefix::prefix_cache_budget`]).
+    pub prefix_cache_budget: u64,
 }
 
 /// A task's inputs prepared for its runs: classification splits, or a reranking collection and
@@ -303,9 +305,14 @@ fn execute_inner(
     // adapted block.
     let untouched = model.adaptation().untouched_blocks();
     let prefix = if frozen_blocks_repeat && features.is_none() && untouched > 0 {
-        let budget = prefix_cache_budget()?;
         task.prefixes
-            .get_or_compute(task, &model, untouched, cfg.eval_batch_size, budget)?
+            .get_or_compute(
+                task,
+                &model,
+                untouched,
+                cfg.eval_batch_size,
+                ctx.prefix_cache_budget,
+            )?
             .map(|cached| {
                 if cached.computed {
                     cache_seconds = cached.prefix.seconds;

@@ -13,6 +13,7 @@ use peftbench_suite::{plan, DataFormat, PlanOptions, RunSpec, Suite};
 use crate::audio::{self, audio_batch_source, load_audio_task, spec_augment, AudioTaskData};
 use crate::backbone::load_backbone;
 use crate::data::{batch_source, data_root, generated_seed, load_task_data, preprocess, TaskData};
+use crate::frozen_prefix::prefix_cache_budget;
 use crate::layout::report_layout;
 use crate::preflight::{backbone_info, check_methods};
 use crate::rerank::RerankTask;
@@ -80,6 +81,8 @@ fn is_done(record: &RunRecord, retry_failed: bool) -> bool {
 pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Result<SweepSummary> {
     let started = Instant::now();
     let specs = plan(suite, &opts.plan, &RegistryCatalog)?;
+    // Read once, before anything runs: a malformed value stops the sweep instead of failing runs.
+    let prefix_cache_budget = prefix_cache_budget()?;
     let store = RecordStore::open(&paths.results)?;
     let mut summary = SweepSummary {
         planned: specs.len(),
@@ -190,6 +193,7 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
             environment: &environment,
             text_encoder: text_encoder.as_ref(),
             data_root: data_roots[&spec.task.name].as_deref(),
+            prefix_cache_budget,
         };
         let fold = spec.fold.map(|f| format!("/fold{f}")).unwrap_or_default();
         let label = format!("{}/{}/seed{}{fold}", spec.task.name, spec.label, spec.seed);
