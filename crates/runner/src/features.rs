@@ -103,16 +103,7 @@ mod tests {
     use peftbench_core::SeededInit;
     use peftbench_train::{train, Selection, TrainConfig, TrainOutcome};
 
-    struct Whole<'a>(&'a PeftModel);
-
-    impl TrainModel for Whole<'_> {
-        fn trainable(&self) -> &NamedVars {
-            self.0.trainable()
-        }
-        fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
-            self.0.logits(input, ctx)
-        }
-    }
+    use crate::test_support::{image_task, max_abs_diff, trainable_values};
 
     fn probe() -> anyhow::Result<PeftModel> {
         let init = SeededInit::new(3, &Device::Cpu);
@@ -120,21 +111,11 @@ mod tests {
         PeftModel::new("linear", &serde_json::json!({}), Box::new(vit), 3, &init)
     }
 
-    fn head_weights(model: &PeftModel) -> anyhow::Result<Vec<f32>> {
-        let mut out = vec![];
-        for t in model.head().params().tensors().values() {
-            out.extend(t.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(out)
-    }
-
     /// Training the head on cached features is training the linear probe: same batches, same
     /// updates, same head (up to float rounding of the batched forward pass).
     #[test]
     fn head_on_cached_features_trains_like_the_whole_probe() -> anyhow::Result<()> {
-        let images = Tensor::randn(0f32, 1.0, (40, 3, 16, 16), &Device::Cpu)?;
-        let labels = Tensor::from_vec((0..40u32).map(|i| i % 3).collect(), 40, &Device::Cpu)?;
-        let data = InMemoryBatches::new(images, labels)?;
+        let task = image_task(40)?;
         let mut cfg = TrainConfig::vtab_recipe(7);
         cfg.epochs = 3;
         cfg.batch_size = 8;
@@ -142,20 +123,10 @@ mod tests {
         cfg.selection = Selection::Final;
 
         let whole = probe()?;
-        let outcome = train(&Whole(&whole), &data, None, &cfg, &mut |_| {})?;
+        let outcome = train(&whole, task.train.as_ref(), None, &cfg, &mut |_| {})?;
         assert!(matches!(outcome, TrainOutcome::Completed(_)));
 
         let cached = probe()?;
-        let task = PreparedTask {
-            train: Box::new(data.clone()),
-            eval: Box::new(data),
-            val: None,
-            skipped_examples: 0,
-            augmented_training: false,
-            features: FeatureCache::default(),
-            prefixes: Default::default(),
-            tagging: None,
-        };
         // One batch holds every example: the single-batch path (no real `cat`) must work too.
         let (features, computed) = task.features.get_or_compute(&task, &cached, 64)?;
         assert!(computed);
@@ -170,12 +141,9 @@ mod tests {
         // The second run of the task reuses them.
         assert!(!task.features.get_or_compute(&task, &cached, 64)?.1);
 
-        let (a, b) = (head_weights(&whole)?, head_weights(&cached)?);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        // The linear probe trains its head alone.
+        let (a, b) = (trainable_values(&whole)?, trainable_values(&cached)?);
+        let diff = max_abs_diff(&a, &b);
         assert!(diff < 1e-5, "heads differ by {diff}");
         assert!(a.iter().zip(&b).any(|(x, y)| x != &0.0 || y != &0.0));
         Ok(())

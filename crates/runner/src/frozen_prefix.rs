@@ -226,7 +226,7 @@ mod tests {
     use peftbench_core::SeededInit;
     use peftbench_train::{evaluate, train, Selection, TrainConfig, TrainOutcome};
 
-    use crate::features::FeatureCache;
+    use crate::test_support::{image_task, max_abs_diff, trainable_values};
 
     /// LoRA on every projection of the blocks `layers` of a 3-block ViT.
     fn lora_top(layers: &[usize]) -> anyhow::Result<PeftModel> {
@@ -238,32 +238,14 @@ mod tests {
         PeftModel::new("lora", &params, Box::new(vit), 3, &init)
     }
 
-    fn weights(model: &PeftModel) -> anyhow::Result<Vec<f32>> {
-        let mut out = vec![];
-        for p in model.trainable().iter() {
-            out.extend(p.var.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(out)
-    }
-
+    /// An image task whose prefix cache counts its bytes on its own: tests run side by side.
     fn task(examples: usize) -> anyhow::Result<PreparedTask> {
-        let images = Tensor::randn(0f32, 1.0, (examples, 3, 16, 16), &Device::Cpu)?;
-        let labels: Vec<u32> = (0..examples as u32).map(|i| i % 3).collect();
-        let data = InMemoryBatches::new(images, Tensor::from_vec(labels, examples, &Device::Cpu)?)?;
-        Ok(PreparedTask {
-            train: Box::new(data.clone()),
-            eval: Box::new(data),
-            val: None,
-            skipped_examples: 0,
-            augmented_training: false,
-            features: FeatureCache::default(),
-            prefixes: PrefixCache {
-                cached: Mutex::default(),
-                // Each test counts its own bytes: tests run side by side.
-                held: Box::leak(Box::new(AtomicU64::new(0))),
-            },
-            tagging: None,
-        })
+        let mut task = image_task(examples)?;
+        task.prefixes = PrefixCache {
+            cached: Mutex::default(),
+            held: Box::leak(Box::new(AtomicU64::new(0))),
+        };
+        Ok(task)
     }
 
     /// Training the top blocks from the cached stream is training the whole model: same batches,
@@ -298,15 +280,11 @@ mod tests {
         };
         train(&resumed, &prefix.train, None, &cfg, &mut |_| {})?;
 
-        let (a, b) = (weights(&whole)?, weights(&cached)?);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let (a, b) = (trainable_values(&whole)?, trainable_values(&cached)?);
+        let diff = max_abs_diff(&a, &b);
         assert!(diff < 1e-5, "weights differ by {diff}");
         // Training moved the adapters (B starts at zero).
-        let fresh = weights(&lora_top(&[2])?)?;
+        let fresh = trainable_values(&lora_top(&[2])?)?;
         assert!(a.iter().zip(&fresh).any(|(x, y)| x != y));
 
         let by_whole = evaluate(&whole, task.eval.as_ref(), 16)?;

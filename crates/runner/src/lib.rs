@@ -20,6 +20,8 @@ pub mod pretraining;
 pub mod rerank;
 pub mod run;
 pub mod sweep;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 
 pub use catalog::RegistryCatalog;
