@@ -123,6 +123,8 @@ impl LoraLinear {
         let rows = dy.len() / o.max(1);
         let s = T::of(self.scaling);
         let dx = want.0.then(|| {
+            // Recomputed rather than kept from the forward pass: `r out in` multiply-adds are
+            // nothing next to the products over the batch's rows, and the op stays stateless.
             let merged = self.merged(w, a, b);
             let mut dx = vec![T::ZERO; rows * i];
             matmul(
