@@ -520,6 +520,16 @@ fn impossible_configurations_name_method_field_and_range() {
         ("ia3", json!({"rank": 2}), "unknown field `rank`"),
         ("adapter", json!({"layers": []}), "field `layers` is empty"),
         (
+            "adapter",
+            json!({"layers": -1}),
+            "field `layers` is -1; allowed: a block index (0 = the first block) or a list of them",
+        ),
+        (
+            "dora",
+            json!({"layers_to_transform": ["two"]}),
+            "field `layers_to_transform` is [\"two\"]; allowed: a block index",
+        ),
+        (
             "ia3",
             json!({"feedforward_modules": ["mlp"]}),
             "field `feedforward_modules`: unknown module `mlp`",

@@ -33,7 +33,7 @@ pub struct AdapterConfig {
     /// LoRA's `layers_to_transform`; `None` = every block. Blocks below the lowest one stay
     /// pretrained, so the runner trains from their cached output (frozen-prefix caching).
     #[serde(
-        deserialize_with = "crate::lora::config::layer_indices",
+        deserialize_with = "crate::lora::config::adapter_layers",
         skip_serializing_if = "Option::is_none"
     )]
     pub layers: Option<Vec<usize>>,

@@ -22,7 +22,7 @@ pub struct LoraConfig {
     /// `layers_to_transform` (a list, or one index); `None` = every block. Blocks below the lowest
     /// one stay exactly pretrained, so the runner computes their output once per example and
     /// trains from it (frozen-prefix caching).
-    #[serde(deserialize_with = "layer_indices")]
+    #[serde(deserialize_with = "layers_to_transform")]
     pub layers_to_transform: Option<Vec<usize>>,
 }
 
@@ -90,24 +90,40 @@ impl LoraConfig {
 
 /// Accepts PEFT's `layers_to_transform`: one block index or a list of them (sorted, duplicates
 /// dropped), or null.
-pub(crate) fn layer_indices<'de, D: Deserializer<'de>>(
+pub(crate) fn layers_to_transform<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<usize>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Layers {
-        One(usize),
-        Many(Vec<usize>),
-    }
-    Ok(Option::<Layers>::deserialize(d)?.map(|layers| {
-        let mut layers = match layers {
-            Layers::One(layer) => vec![layer],
-            Layers::Many(layers) => layers,
-        };
-        layers.sort_unstable();
-        layers.dedup();
-        layers
-    }))
+    block_indices(d, "layers_to_transform")
+}
+
+/// The same for the bottleneck adapter's `layers`.
+pub(crate) fn adapter_layers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<usize>>, D::Error> {
+    block_indices(d, "layers")
+}
+
+fn block_indices<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> Result<Option<Vec<usize>>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let index = |v: &serde_json::Value| v.as_u64().map(|i| i as usize);
+    let layers = match &value {
+        serde_json::Value::Array(items) => items.iter().map(index).collect::<Option<Vec<_>>>(),
+        one => index(one).map(|i| vec![i]),
+    };
+    let mut layers = layers.ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "field `{field}` is {value}; allowed: a block index (0 = the first block) or a list of them"
+        ))
+    })?;
+    layers.sort_unstable();
+    layers.dedup();
+    Ok(Some(layers))
 }
 
 /// Named target sets: attention query and value (the LoRA paper), all of query, key and value,
