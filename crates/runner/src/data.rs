@@ -57,6 +57,14 @@ pub(crate) fn data_root(spec: &RunSpec, paths: &Paths) -> anyhow::Result<PathBuf
         })
 }
 
+/// The data root of a task read from disk; `None` for generated tasks, which need none.
+pub(crate) fn root_on_disk(spec: &RunSpec, paths: &Paths) -> anyhow::Result<Option<PathBuf>> {
+    match spec.data.format {
+        DataFormat::Generated => Ok(None),
+        _ => data_root(spec, paths).map(Some),
+    }
+}
+
 /// A fixed seed per (task, split): every method and seed of a sweep sees the same generated data.
 pub(crate) fn generated_seed(task: &str, split: &str) -> u64 {
     let fnv = |s: &str| {
@@ -171,10 +179,7 @@ fn skip_corrupt(ds: ImageDataset, quiet: bool) -> (ImageDataset, usize) {
 
 /// Loads a run's splits (list files or generation; images are decoded later).
 pub fn load_task_data(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<TaskData> {
-    let root = match spec.data.format {
-        DataFormat::Generated => None,
-        _ => Some(data_root(spec, paths)?),
-    };
+    let root = root_on_disk(spec, paths)?;
     let protocol = &spec.protocol;
     let train = load_split(
         spec,

@@ -2,17 +2,38 @@
 //! not ask for; the embedded demo backbone is pretrained here on first use), loads the data, attaches
 //! the method, trains, evaluates, saves the adapter and leaves one atomic run record. A sweep runs a
 //! suite's plan, skipping runs whose record already exists, and ends with the leaderboard.
+//!
+//! # How a run flows
+//! A suite's kind of task ([`peftbench_suite::TaskKind`]) is decided when it loads. [`sweep`] plans
+//! the runs and hands the kind to `kinds::with_kind`, which picks the module implementing it
+//! behind the `kinds::Kind` interface. Then, in order:
+//! 1. preflight: `Kind::locate` finds every task's data (errors say where they looked), the backbone
+//!    is loaded ([`backbone`]) and checked against the kind's input (`Kind::check_backbone`) and
+//!    every method configuration against its sizes ([`preflight`]); `--dry-run` stops after the
+//!    sizes and the same data lookup;
+//! 2. `Kind::encoders` builds what all runs share (a filter-bank cache, a tokenizer);
+//! 3. per task, `Kind::prepare` decodes its inputs once for all its runs;
+//! 4. per run, [`run::execute`] calls `Kind::run` (classification kinds share
+//!    `classification::train_and_evaluate`: calibration, frozen features or prefixes, phases,
+//!    language modules) and writes the record, naming `Kind::primary_metric`.
+//!
+//! # Adding a kind
+//! Add the variant to [`peftbench_suite::TaskKind`] (and how a suite file declares it), write one
+//! module under `kinds/` implementing `Kind`, and add its arm to `kinds::with_kind`. The compiler
+//! then lists every exhaustive match that must learn the new kind (its input modality, its name).
 
 pub mod audio;
 pub mod backbone;
 pub mod bench;
 pub mod catalog;
+mod classification;
 pub mod data;
 pub mod demo;
 pub mod demo_audio;
 pub mod demo_text;
 pub mod features;
 pub mod frozen_prefix;
+mod kinds;
 pub mod language_adapters;
 pub mod layout;
 pub mod preflight;

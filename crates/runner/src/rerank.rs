@@ -574,11 +574,6 @@ pub(crate) fn execute_rerank(
     })
 }
 
-/// The primary metric of a reranking run: nDCG at the suite's cutoff.
-pub fn primary_metric(run: &RerankRun) -> String {
-    format!("ndcg_cut_{}", run.measures.ndcg_cutoff)
-}
-
 /// The data root of a reranking run: the generated collection, or the suite's data on disk.
 pub fn data_root(spec: &RunSpec, paths: &crate::Paths) -> anyhow::Result<PathBuf> {
     match spec.data.format {

@@ -15,10 +15,13 @@ use peftbench_data_text::{
     SIB200_CATEGORIES,
 };
 use peftbench_metrics::seqeval::{span_f1, SpanScores};
-use peftbench_suite::{DataFormat, Generator, RunSpec, TextColumns};
+use peftbench_suite::{DataFormat, Generator, RunSpec, Suite, TextColumns};
 use peftbench_train::{InMemoryBatches, IGNORE_LABEL};
 
-use crate::data::generated_seed;
+use crate::backbone::{BackboneModel, LoadedBackbone};
+use crate::data::{generated_seed, root_on_disk};
+use crate::run::PreparedTask;
+use crate::Paths;
 
 /// One split of a text task: labelled texts, or tagged sentences (NER).
 #[derive(Debug, Clone)]
@@ -385,6 +388,73 @@ pub fn encode_classification(
         .collect::<anyhow::Result<_>>()?;
     let n = ids_u32.len();
     InMemoryBatches::new(ids, Tensor::from_vec(ids_u32, n, device)?)
+}
+
+/// What every text kind shares for a suite: the backbone pools as the suite's `text` section
+/// says, and its tokenizer truncates to `text.max_tokens`.
+pub(crate) fn suite_text_encoder(
+    suite: &Suite,
+    backbone: &mut LoadedBackbone,
+) -> anyhow::Result<TextEncoder> {
+    let text = suite
+        .text
+        .as_ref()
+        .expect("suite validation gives text suites a `text` section");
+    backbone.model.set_text_pooling(text.pooling);
+    let tokenizer = backbone
+        .tokenizer
+        .as_ref()
+        .expect("text backbones load with their tokenizer");
+    TextEncoder::from_file(tokenizer, text.max_tokens)
+}
+
+/// Checks that the backbone reads text, with positions for the suite's `max_tokens`.
+pub(crate) fn check_text_backbone(spec: &RunSpec, backbone: &BackboneModel) -> anyhow::Result<()> {
+    backbone.check_modality(spec)?;
+    if let (BackboneModel::Bert(m), Some(text)) = (backbone, &spec.text) {
+        anyhow::ensure!(
+            text.max_tokens <= m.config().max_tokens(),
+            "suite `{}` keeps {} tokens per text but the encoder has positions for {}",
+            spec.suite,
+            text.max_tokens,
+            m.config().max_tokens()
+        );
+    }
+    Ok(())
+}
+
+/// Reads (or generates) a text task's splits from the data root.
+pub(crate) fn locate_text_task(spec: &RunSpec, paths: &Paths) -> anyhow::Result<TextTaskData> {
+    load_text_task(spec, root_on_disk(spec, paths)?.as_deref())
+}
+
+/// Tokenises a text task's splits for all of its runs; tagged sentences also give the evaluation
+/// split's [`TaggingEval`].
+pub(crate) fn prepare_text_task(
+    spec: &RunSpec,
+    data: &TextTaskData,
+    encoder: &TextEncoder,
+    device: &Device,
+) -> anyhow::Result<PreparedTask> {
+    let encode = |examples: &TextSplit, split: &str| {
+        encode_split(encoder, examples, &data.labels, device)
+            .map_err(|e| anyhow::anyhow!("task `{}` split `{split}`: {e}", spec.task.name))
+    };
+    let protocol = &spec.protocol;
+    let (eval, tagging) = encode(&data.eval, &protocol.eval_split)?;
+    Ok(PreparedTask {
+        train: Box::new(encode(&data.train, &protocol.train_split)?.0),
+        eval: Box::new(eval),
+        val: match (&data.val, &protocol.val_split) {
+            (Some(v), Some(split)) => Some(Box::new(encode(v, split)?.0)),
+            _ => None,
+        },
+        skipped_examples: 0,
+        augmented_training: false,
+        features: Default::default(),
+        prefixes: Default::default(),
+        tagging,
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ struct RawSuite {
     name: Option<Spanned<String>>,
     #[serde(default)]
     description: String,
+    /// Optional: the kind of task, checked against the one the sections imply.
+    #[serde(default)]
+    kind: Option<Spanned<TaskKind>>,
     backbone: BackboneSpec,
     data: DataSpec,
     #[serde(default)]
@@ -506,14 +509,14 @@ pub fn parse_suite(
     // `text`; a suite is one kind.
     let kind_of = |g: Generator| {
         if g.is_audio() {
-            InputKind::Audio
+            Modality::Audio
         } else if g.is_text() {
-            InputKind::Text
+            Modality::Text
         } else {
-            InputKind::Images
+            Modality::Image
         }
     };
-    let kind = if raw.retrieval.is_some() {
+    let modality = if raw.retrieval.is_some() {
         if !matches!(raw.data.format, DataFormat::Trec | DataFormat::Generated) {
             return Err(invalid(
                 key_line(src, &["data", "format"]).or(section("data")),
@@ -522,7 +525,7 @@ pub fn parse_suite(
                     .into(),
             ));
         }
-        InputKind::Text
+        Modality::Text
     } else if raw.data.format == DataFormat::Trec {
         return Err(invalid(
             key_line(src, &["data", "format"]).or(section("data")),
@@ -530,11 +533,11 @@ pub fn parse_suite(
                 .into(),
         ));
     } else if raw.data.format.is_audio() {
-        InputKind::Audio
+        Modality::Audio
     } else if raw.data.format.is_text() {
-        InputKind::Text
+        Modality::Text
     } else if generated {
-        let kinds: BTreeSet<InputKind> = raw_tasks
+        let kinds: BTreeSet<Modality> = raw_tasks
             .iter()
             .filter_map(|t| t.generator.map(kind_of))
             .collect();
@@ -546,30 +549,30 @@ pub fn parse_suite(
                     .into(),
             ));
         }
-        kinds.into_iter().next().unwrap_or(InputKind::Images)
+        kinds.into_iter().next().unwrap_or(Modality::Image)
     } else {
-        InputKind::Images
+        Modality::Image
     };
     let sections = [
-        ("preprocess", raw.preprocess.is_some(), InputKind::Images),
-        ("audio", raw.audio.is_some(), InputKind::Audio),
-        ("text", raw.text.is_some(), InputKind::Text),
+        ("preprocess", raw.preprocess.is_some(), Modality::Image),
+        ("audio", raw.audio.is_some(), Modality::Audio),
+        ("text", raw.text.is_some(), Modality::Text),
     ];
     for (name, present, owner) in sections {
-        if present && owner != kind {
+        if present && owner != modality {
             return Err(invalid(
                 section(name),
                 format!(
                     "`{name}` is for {} suites, and this is {} suite; it sets its input in `{}`",
                     owner.noun(),
-                    kind.article_noun(),
-                    kind.section()
+                    modality.article_noun(),
+                    modality.section()
                 ),
             ));
         }
     }
-    match kind {
-        InputKind::Audio => match &raw.audio {
+    match modality {
+        Modality::Audio => match &raw.audio {
             None => {
                 return Err(invalid(
                     None,
@@ -584,7 +587,7 @@ pub fn parse_suite(
             }
             Some(_) => {}
         },
-        InputKind::Text => match &raw.text {
+        Modality::Text => match &raw.text {
             None => {
                 return Err(invalid(
                     None,
@@ -603,7 +606,7 @@ pub fn parse_suite(
             }
             Some(_) => {}
         },
-        InputKind::Images => match &raw.preprocess {
+        Modality::Image => match &raw.preprocess {
             None => {
                 return Err(invalid(
                     None,
@@ -619,10 +622,34 @@ pub fn parse_suite(
             Some(_) => {}
         },
     }
+    // The kind of task: the input, and for text what is predicted (a class, a tag per word, a
+    // ranking). A declared `kind:` must agree, so a suite says what it means.
+    let kind = TaskKind::of_sections(modality, raw.data.format, raw.retrieval.is_some());
+    if let Some(declared) = &raw.kind {
+        if declared.value != kind {
+            return Err(invalid(
+                line_of(declared),
+                format!(
+                    "`kind: {}` does not match the suite's sections, which make it `{kind}` \
+                     (data format `{}`{})",
+                    declared.value,
+                    serde_json::to_value(raw.data.format)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    if raw.retrieval.is_some() {
+                        ", a `retrieval` section"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
     validate_protocol(&protocol).map_err(|m| invalid(section("protocol"), m))?;
     if let Some(la) = &raw.language_adapters {
         let line = section("language_adapters");
-        if kind != InputKind::Text {
+        if modality != Modality::Text {
             return Err(invalid(
                 line,
                 "`language_adapters` is for text suites (masked language modelling)".into(),
@@ -731,7 +758,7 @@ pub fn parse_suite(
             }
             _ => {}
         }
-        check_text_fields(t, kind, raw.data.format, generated).map_err(|m| invalid(line, m))?;
+        check_text_fields(t, modality, raw.data.format, generated).map_err(|m| invalid(line, m))?;
         tasks.push(TaskSpec {
             name: tname.clone(),
             num_classes: t.num_classes,
@@ -1061,6 +1088,7 @@ pub fn parse_suite(
         source: path.to_path_buf(),
         name,
         description: raw.description,
+        kind,
         backbone: raw.backbone,
         data: raw.data,
         preprocess: raw.preprocess,
@@ -1081,49 +1109,15 @@ pub fn parse_suite(
     })
 }
 
-/// What a suite's examples are; each kind has its own input section.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum InputKind {
-    Images,
-    Audio,
-    Text,
-}
-
-impl InputKind {
-    fn noun(self) -> &'static str {
-        match self {
-            InputKind::Images => "image",
-            InputKind::Audio => "audio",
-            InputKind::Text => "text",
-        }
-    }
-
-    fn article_noun(self) -> &'static str {
-        match self {
-            InputKind::Images => "an image",
-            InputKind::Audio => "an audio",
-            InputKind::Text => "a text",
-        }
-    }
-
-    fn section(self) -> &'static str {
-        match self {
-            InputKind::Images => "preprocess",
-            InputKind::Audio => "audio",
-            InputKind::Text => "text",
-        }
-    }
-}
-
 /// The text-only task fields: where each is required, allowed, or wrong.
 fn check_text_fields(
     t: &RawTask,
-    kind: InputKind,
+    modality: Modality,
     format: DataFormat,
     generated: bool,
 ) -> Result<(), String> {
     let name = &t.name.value;
-    if kind != InputKind::Text {
+    if modality != Modality::Text {
         for (field, set) in [
             ("language", t.language.is_some()),
             ("eval_language", t.eval_language.is_some()),

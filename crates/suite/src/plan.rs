@@ -80,11 +80,17 @@ impl std::str::FromStr for Shard {
 pub const COMPOSING_METHODS: &[&str] = &["madx", "lt-sft"];
 
 /// One training run: everything needed to train and evaluate, and to identify the result.
+///
+/// Serialised (into records and the configuration hash) without its `kind`, which follows from
+/// the sections it carries: records and hashes made before kinds were explicit stay valid.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "SerialisedRunSpec")]
 pub struct RunSpec {
     /// Suite name.
     pub suite: String,
+    /// The suite's kind of task.
+    #[serde(skip)]
+    pub kind: TaskKind,
     /// The task.
     pub task: TaskSpec,
     /// The task's group, if any.
@@ -127,6 +133,70 @@ pub struct RunSpec {
     /// of suites without folds are unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fold: Option<u32>,
+}
+
+/// A [`RunSpec`] as records hold it: every field but the kind, which is read back from the
+/// sections by the rule the suite loader uses ([`TaskKind::of_sections`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SerialisedRunSpec {
+    suite: String,
+    task: TaskSpec,
+    group: Option<String>,
+    method: String,
+    label: String,
+    params: Value,
+    recipe: Recipe,
+    seed: u64,
+    backbone: BackboneSpec,
+    data: DataSpec,
+    #[serde(default)]
+    preprocess: Option<PreprocessSpec>,
+    #[serde(default)]
+    audio: Option<AudioSpec>,
+    #[serde(default)]
+    text: Option<TextSpec>,
+    #[serde(default)]
+    retrieval: Option<peftbench_retrieval::RerankRun>,
+    #[serde(default)]
+    language_adapters: Option<LanguageAdapterSpec>,
+    protocol: Protocol,
+    limit: Option<usize>,
+    #[serde(default)]
+    fold: Option<u32>,
+}
+
+impl From<SerialisedRunSpec> for RunSpec {
+    fn from(s: SerialisedRunSpec) -> Self {
+        let modality = if s.audio.is_some() {
+            Modality::Audio
+        } else if s.text.is_some() {
+            Modality::Text
+        } else {
+            Modality::Image
+        };
+        RunSpec {
+            kind: TaskKind::of_sections(modality, s.data.format, s.retrieval.is_some()),
+            suite: s.suite,
+            task: s.task,
+            group: s.group,
+            method: s.method,
+            label: s.label,
+            params: s.params,
+            recipe: s.recipe,
+            seed: s.seed,
+            backbone: s.backbone,
+            data: s.data,
+            preprocess: s.preprocess,
+            audio: s.audio,
+            text: s.text,
+            retrieval: s.retrieval,
+            language_adapters: s.language_adapters,
+            protocol: s.protocol,
+            limit: s.limit,
+            fold: s.fold,
+        }
+    }
 }
 
 impl RunSpec {
@@ -450,6 +520,7 @@ pub fn plan(
                         seed,
                         backbone: suite.backbone.clone(),
                         data: suite.data.clone(),
+                        kind: suite.kind,
                         preprocess: suite.preprocess.clone(),
                         audio: suite.audio.clone(),
                         text: suite.text.clone(),

@@ -654,6 +654,113 @@ fn default_metric() -> String {
 /// drop by this many percentage points before it counts as a regression.
 pub const DEFAULT_TOLERANCE: f64 = 1.0;
 
+/// What a suite's runs do, decided once when the suite loads (from its sections, or declared as
+/// `kind:`) and matched exhaustively wherever a kind matters: adding a kind is a compile error in
+/// every place that must handle it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// One class per image (`preprocess` section; image formats and shape generators).
+    ImageClassification,
+    /// One class per clip (`audio` section; audio formats and `keywords`).
+    AudioClassification,
+    /// One class per text (`text` section; SIB-200, tables, `sentiment`, `topics`).
+    TextClassification,
+    /// One tag per word, scored by entity spans (`text` section; CoNLL and WikiANN files).
+    TokenTagging,
+    /// Rescoring a first stage's candidates with a cross-encoder (`retrieval` section).
+    Reranking,
+}
+
+impl TaskKind {
+    /// Every kind, in the order `harness list` and errors show them.
+    pub const ALL: [TaskKind; 5] = [
+        TaskKind::ImageClassification,
+        TaskKind::AudioClassification,
+        TaskKind::TextClassification,
+        TaskKind::TokenTagging,
+        TaskKind::Reranking,
+    ];
+
+    /// The name a suite declares it by (`kind: image-classification`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::ImageClassification => "image-classification",
+            TaskKind::AudioClassification => "audio-classification",
+            TaskKind::TextClassification => "text-classification",
+            TaskKind::TokenTagging => "token-tagging",
+            TaskKind::Reranking => "reranking",
+        }
+    }
+
+    /// The kind of a suite (or of a run read back from a record) whose input is `modality`, whose
+    /// data has `format`, and that has a `retrieval` section or not: text is ranked, tagged per
+    /// word (CoNLL, WikiANN) or classified.
+    pub fn of_sections(modality: Modality, format: DataFormat, reranking: bool) -> TaskKind {
+        match modality {
+            Modality::Image => TaskKind::ImageClassification,
+            Modality::Audio => TaskKind::AudioClassification,
+            Modality::Text if reranking => TaskKind::Reranking,
+            Modality::Text if format.is_token_level() => TaskKind::TokenTagging,
+            Modality::Text => TaskKind::TextClassification,
+        }
+    }
+
+    /// What the backbone reads.
+    pub fn modality(self) -> Modality {
+        match self {
+            TaskKind::ImageClassification => Modality::Image,
+            TaskKind::AudioClassification => Modality::Audio,
+            TaskKind::TextClassification | TaskKind::TokenTagging | TaskKind::Reranking => {
+                Modality::Text
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The input a backbone reads; each has its own suite section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Modality {
+    Image,
+    Audio,
+    Text,
+}
+
+impl Modality {
+    /// `image`, `audio`, `text`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Modality::Image => "image",
+            Modality::Audio => "audio",
+            Modality::Text => "text",
+        }
+    }
+
+    /// `an image`, `an audio`, `a text`.
+    pub fn article_noun(self) -> &'static str {
+        match self {
+            Modality::Image => "an image",
+            Modality::Audio => "an audio",
+            Modality::Text => "a text",
+        }
+    }
+
+    /// The suite section that describes this input.
+    pub fn section(self) -> &'static str {
+        match self {
+            Modality::Image => "preprocess",
+            Modality::Audio => "audio",
+            Modality::Text => "text",
+        }
+    }
+}
+
 /// A parsed and validated suite file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Suite {
@@ -663,6 +770,8 @@ pub struct Suite {
     pub name: String,
     /// One-line description.
     pub description: String,
+    /// What its runs do (from its sections, or its `kind:`).
+    pub kind: TaskKind,
     /// The backbone every run adapts.
     pub backbone: BackboneSpec,
     /// Data format and location.

@@ -1,0 +1,206 @@
+//! The kinds of task a suite can run, one module each behind one interface, [`Kind`].
+//!
+//! A suite's kind ([`TaskKind`]) is decided once when the suite loads. The sweep, its preflight
+//! and `--dry-run` never look at which optional sections a spec has: they hand the kind to
+//! [`with_kind`], the one place kinds are listed, and drive the [`Kind`] it selects. Adding a kind
+//! is a variant of [`TaskKind`], one module here implementing [`Kind`], and one arm in
+//! [`with_kind`]; the compiler names every other match that must learn it.
+//!
+//! What is not a kind's own stays shared: frozen features and frozen prefixes
+//! ([`crate::features`], [`crate::frozen_prefix`]), language modules
+//! ([`crate::language_adapters`]), calibration and training phases ([`crate::run`],
+//! [`crate::classification`]), and the input pipelines the kinds read through ([`crate::data`]
+//! for images, [`crate::audio`], [`crate::text`], [`crate::rerank`]).
+
+mod audio_classification;
+mod image_classification;
+mod reranking;
+mod text_classification;
+mod text_input;
+mod token_tagging;
+
+use candle_core::Device;
+use peftbench_backbones::TextEncoder;
+use peftbench_suite::{RunSpec, Suite, TaskKind};
+
+use crate::backbone::{BackboneModel, LoadedBackbone};
+use crate::run::{Finished, RunContext};
+use crate::Paths;
+
+pub(crate) use audio_classification::AudioClassification;
+pub(crate) use image_classification::ImageClassification;
+pub(crate) use reranking::Reranking;
+pub(crate) use text_classification::TextClassification;
+pub(crate) use token_tagging::TokenTagging;
+
+/// One kind of task as the runner drives it: from the data a task needs, through inputs prepared
+/// once for all of its runs, to one run's training, evaluation and metrics.
+///
+/// A sweep calls, in order: [`Kind::locate`] for every task (the preflight: nothing trains before
+/// all data is found), [`Kind::check_backbone`] and [`Kind::encoders`] once, then per task
+/// [`Kind::prepare`] and per run [`Kind::run`]; every record names [`Kind::primary_metric`].
+pub(crate) trait Kind {
+    /// What every run of the suite shares to turn raw inputs into model inputs (a filter-bank
+    /// cache, a tokenizer).
+    type Encoders;
+    /// A task's data as the preflight found it: files listed or generated, nothing decoded.
+    type Located;
+    /// A task's inputs prepared once for all of its runs (decoded, tokenised, first stage run).
+    type Prepared;
+
+    /// Finds the task's data (one fold of it), or fails saying where it looked and how to get it.
+    fn locate(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<Self::Located>;
+
+    /// Checks that the backbone reads this kind's input with the suite's settings.
+    fn check_backbone(spec: &RunSpec, backbone: &BackboneModel) -> anyhow::Result<()> {
+        backbone.check_modality(spec)
+    }
+
+    /// Builds what the runs share; may set how the backbone reads the input (text pooling).
+    fn encoders(
+        suite: &Suite,
+        backbone: &mut LoadedBackbone,
+        paths: &Paths,
+    ) -> anyhow::Result<Self::Encoders>;
+
+    /// The tokenizer, for kinds that read text (language modules train with it).
+    fn text_encoder(encoders: &Self::Encoders) -> Option<&TextEncoder>;
+
+    /// Decodes a task's located data into what its runs read.
+    fn prepare(
+        spec: &RunSpec,
+        located: &Self::Located,
+        encoders: &Self::Encoders,
+        device: &Device,
+        quiet: bool,
+    ) -> anyhow::Result<Self::Prepared>;
+
+    /// Trains and evaluates one run (a failure is an error; the record is built by the caller).
+    fn run(
+        spec: &RunSpec,
+        task: &Self::Prepared,
+        ctx: &RunContext<'_>,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<Finished>;
+
+    /// The metric the leaderboard ranks by, as named in the record's `metrics`.
+    fn primary_metric(spec: &RunSpec) -> String;
+}
+
+/// Work to do with the [`Kind`] of a suite, whatever it is (see [`with_kind`]).
+pub(crate) trait KindVisitor {
+    type Output;
+    fn visit<K: Kind>(self) -> Self::Output;
+}
+
+/// Runs `visitor` with the [`Kind`] that implements `kind`: the one place kinds are listed.
+pub(crate) fn with_kind<V: KindVisitor>(kind: TaskKind, visitor: V) -> V::Output {
+    match kind {
+        TaskKind::ImageClassification => visitor.visit::<ImageClassification>(),
+        TaskKind::AudioClassification => visitor.visit::<AudioClassification>(),
+        TaskKind::TextClassification => visitor.visit::<TextClassification>(),
+        TaskKind::TokenTagging => visitor.visit::<TokenTagging>(),
+        TaskKind::Reranking => visitor.visit::<Reranking>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use peftbench_suite::{load_suite, parse_suite, plan, PlanOptions};
+
+    use super::*;
+    use crate::RegistryCatalog;
+
+    fn suites_dir() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../suites"))
+    }
+
+    /// Every shipped suite loads as the kind its sections make it, and its runs carry that kind.
+    #[test]
+    fn shipped_suites_have_the_kind_of_their_sections() {
+        let expected = [
+            ("demo", TaskKind::ImageClassification),
+            ("vtab1k", TaskKind::ImageClassification),
+            ("fgvc", TaskKind::ImageClassification),
+            ("demo-audio", TaskKind::AudioClassification),
+            ("ast", TaskKind::AudioClassification),
+            ("demo-text", TaskKind::TextClassification),
+            ("lowres", TaskKind::TextClassification),
+            ("lowres-ner", TaskKind::TokenTagging),
+            ("demo-rerank", TaskKind::Reranking),
+            ("xling-rerank", TaskKind::Reranking),
+        ];
+        for (name, kind) in expected {
+            let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
+            assert_eq!(suite.kind, kind, "{name}");
+            let specs = plan(&suite, &PlanOptions::default(), &RegistryCatalog).unwrap();
+            assert!(specs.iter().all(|s| s.kind == kind), "{name}");
+            // A run read back from its record (which does not store the kind) has it again.
+            let json = serde_json::to_value(&specs[0]).unwrap();
+            assert!(json.get("kind").is_none(), "{name}");
+            let read_back: RunSpec = serde_json::from_value(json).unwrap();
+            assert_eq!(read_back, specs[0], "{name}");
+        }
+    }
+
+    /// A declared `kind:` that agrees changes nothing, not even a configuration hash; one that
+    /// contradicts the sections is an error naming its line and the kind the sections make.
+    #[test]
+    fn a_declared_kind_is_checked_and_leaves_hashes_alone() {
+        let path = suites_dir().join("demo.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hashes = |text: &str| -> Vec<String> {
+            let suite = parse_suite(text, &path, &RegistryCatalog).unwrap();
+            plan(&suite, &PlanOptions::default(), &RegistryCatalog)
+                .unwrap()
+                .iter()
+                .map(|s| s.config_hash())
+                .collect()
+        };
+        let declared = format!("kind: image-classification\n{text}");
+        assert_eq!(hashes(&text), hashes(&declared));
+
+        let wrong = format!("kind: reranking\n{text}");
+        let e = parse_suite(&wrong, &path, &RegistryCatalog)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("demo.yaml:1"), "{e}");
+        assert!(
+            e.contains("`kind: reranking` does not match the suite's sections, which make it `image-classification`"),
+            "{e}"
+        );
+        let unknown = format!("kind: captioning\n{text}");
+        let e = parse_suite(&unknown, &path, &RegistryCatalog)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("image-classification"),
+            "the valid kinds listed: {e}"
+        );
+    }
+
+    /// Each kind names the primary metric its records rank by.
+    #[test]
+    fn every_kind_names_its_primary_metric() {
+        struct Primary<'a>(&'a RunSpec);
+        impl KindVisitor for Primary<'_> {
+            type Output = String;
+            fn visit<K: Kind>(self) -> String {
+                K::primary_metric(self.0)
+            }
+        }
+        for (name, metric) in [
+            ("demo", "test_accuracy"),
+            ("demo-audio", "test_accuracy"),
+            ("demo-text", "test_accuracy"),
+            ("lowres-ner", "test_span_f1"),
+            ("demo-rerank", "ndcg_cut_10"),
+        ] {
+            let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
+            let specs = plan(&suite, &PlanOptions::default(), &RegistryCatalog).unwrap();
+            assert_eq!(with_kind(suite.kind, Primary(&specs[0])), metric, "{name}");
+        }
+    }
+}
