@@ -19,6 +19,12 @@
 //!   every measure and counts in the mean. With `average_complete` (`trec_eval -c`) the mean is
 //!   taken over every qrels query, those missing from the run scoring 0.
 //!
+//! One default differs from `trec_eval`'s: `average_complete` is on, as ir_measures and HC4's own
+//! evaluation average. Off, a query for which a first stage found nothing drops out of every
+//! average, and a first stage that fails on hard queries makes every reranker look better. Turn it
+//! off for `trec_eval`'s numbers; [`TrecEvaluation`] counts the judged, retrieved and averaged
+//! queries either way.
+//!
 //! `trec_eval` 10.0-rc3 (the repository head) instead exits with "result qid not found in qrels"
 //! when a qrels query has no results and `-c` is off; 9.0.8 skips such a query, as here.
 
@@ -165,13 +171,14 @@ impl Run {
 }
 
 /// Which cutoffs and conventions to evaluate with; the defaults are MAP, nDCG@10, MRR@10 and
-/// Recall@100 as `trec_eval` computes them without options.
+/// Recall@100 as `trec_eval -c` computes them (every judged query counts).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrecOptions {
     /// Lowest grade counted as relevant (`trec_eval -l`, default 1).
     pub relevance_level: i64,
-    /// Average over every qrels query, those absent from the run scoring 0 (`trec_eval -c`).
+    /// Average over every qrels query, those absent from the run scoring 0 (`trec_eval -c`;
+    /// default on). Off: over the queries the run has (`trec_eval`'s default).
     pub average_complete: bool,
     /// Cutoff of nDCG (`ndcg_cut.10`).
     pub ndcg_cutoff: usize,
@@ -185,7 +192,7 @@ impl Default for TrecOptions {
     fn default() -> Self {
         Self {
             relevance_level: 1,
-            average_complete: false,
+            average_complete: true,
             ndcg_cutoff: 10,
             recip_rank_cutoff: 10,
             recall_cutoff: 100,
@@ -236,6 +243,15 @@ pub struct TrecEvaluation {
     /// Queries the mean divides by: `per_query.len()`, or the number of qrels queries with
     /// [`TrecOptions::average_complete`].
     pub num_averaged: usize,
+    /// Queries with judgements (in the qrels).
+    pub num_judged: usize,
+}
+
+impl TrecEvaluation {
+    /// Judged queries the run has at least one document for (`per_query.len()`).
+    pub fn num_retrieved(&self) -> usize {
+        self.per_query.len()
+    }
 }
 
 impl TrecEvaluation {
@@ -306,6 +322,7 @@ pub fn evaluate(
         per_query,
         mean: sum.divided_by(num_averaged as f64),
         num_averaged,
+        num_judged: qrels.num_queries(),
     })
 }
 
@@ -457,6 +474,24 @@ mod tests {
         };
         let e = evaluate(&q, &r, &options).unwrap();
         assert_eq!((e.per_query.len(), e.num_averaged), (1, 2));
+        assert_eq!(e.mean.map, 0.5);
+    }
+
+    /// By default every judged query counts (a query the run lacks scores 0); `trec_eval`'s own
+    /// default, over the retrieved queries only, is one option away. Both count their queries.
+    #[test]
+    fn every_judged_query_counts_by_default() {
+        let q = qrels(&[("a", "d1", 1), ("b", "d1", 1), ("c", "d2", 1)]);
+        let r = run(&[("a", "d1", 1.0), ("c", "d1", 1.0)]);
+        let e = evaluate(&q, &r, &TrecOptions::default()).unwrap();
+        assert_eq!((e.num_judged, e.num_retrieved(), e.num_averaged), (3, 2, 3));
+        assert!((e.mean.map - 1.0 / 3.0).abs() < 1e-12);
+        let retrieved_only = TrecOptions {
+            average_complete: false,
+            ..TrecOptions::default()
+        };
+        let e = evaluate(&q, &r, &retrieved_only).unwrap();
+        assert_eq!((e.num_judged, e.num_retrieved(), e.num_averaged), (3, 2, 2));
         assert_eq!(e.mean.map, 0.5);
     }
 

@@ -345,6 +345,48 @@ pub struct Leaderboard {
     pub ignored_tasks: Vec<(String, usize)>,
     /// Number of records used.
     pub runs: usize,
+    /// Ranking suites: per task (layout order), the queries its scores are over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_counts: Vec<(String, QueryCounts)>,
+}
+
+/// The queries a ranking task's averages are over, as its records count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QueryCounts {
+    /// Queries with judgements.
+    pub judged: u64,
+    /// Judged queries the first stage found candidates for.
+    pub retrieved: u64,
+    /// Queries every average divides by.
+    pub evaluated: u64,
+}
+
+impl QueryCounts {
+    /// The counts a ranking run's record keeps (`queries_judged`, `queries_retrieved`,
+    /// `queries_evaluated`); `None` for other records.
+    fn of(record: &RunRecord) -> Option<Self> {
+        let count = |name: &str| record.metrics.get(name).map(|&v| v as u64);
+        Some(Self {
+            judged: count("queries_judged")?,
+            retrieved: count("queries_retrieved")?,
+            evaluated: count("queries_evaluated")?,
+        })
+    }
+}
+
+/// Each task's query counts, from the first of its records that has them (every run of a task
+/// reranks the same first stage against the same judgements).
+fn query_counts(records: &[&RunRecord], tasks: &[String]) -> Vec<(String, QueryCounts)> {
+    tasks
+        .iter()
+        .filter_map(|task| {
+            records
+                .iter()
+                .filter(|r| &r.task == task)
+                .find_map(|r| QueryCounts::of(r))
+                .map(|counts| (task.clone(), counts))
+        })
+        .collect()
 }
 
 impl Leaderboard {
@@ -430,6 +472,7 @@ impl Leaderboard {
             environment: environment_summary(&used),
             ignored_tasks: ignored.into_iter().collect(),
             runs: used.len(),
+            query_counts: query_counts(&used, &layout.tasks),
         }
     }
 
@@ -503,6 +546,17 @@ impl Leaderboard {
             notes.push(format!(
                 "Cross-validated over {} folds: cells are mean ±std over folds x seeds (runs).",
                 self.folds.len()
+            ));
+        }
+        if !self.query_counts.is_empty() {
+            let counts: Vec<String> = self
+                .query_counts
+                .iter()
+                .map(|(task, c)| format!("{task} {}/{}/{}", c.judged, c.retrieved, c.evaluated))
+                .collect();
+            notes.push(format!(
+                "Queries judged / with first-stage candidates / averaged over: {}",
+                counts.join(", ")
             ));
         }
         if let Some(source) = &self.published_source {

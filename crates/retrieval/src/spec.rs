@@ -20,8 +20,8 @@ pub struct RetrievalSpec {
     /// How many of the first-stage candidates the cross-encoder rescores.
     #[serde(default = "default_rerank_depth")]
     pub rerank_depth: usize,
-    /// Measures and their cutoffs (default MAP, nDCG@10, MRR@10, Recall@100, `trec_eval` without
-    /// options).
+    /// Measures and their cutoffs (default MAP, nDCG@10, MRR@10, Recall@100 averaged over every
+    /// judged query, `trec_eval -c`).
     #[serde(default)]
     pub measures: TrecOptions,
     /// Where BM25 indexes are cached; `None`: in memory, rebuilt each time.

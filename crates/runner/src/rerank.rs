@@ -543,6 +543,14 @@ pub(crate) fn execute_rerank(
         metrics.insert(name.clone(), reranked);
         metrics.insert(format!("first_stage_{name}"), first);
     }
+    // How many queries the averages are over: judged ones, those the first stage found candidates
+    // for, and those averaged (every judged query unless `average_complete: false`).
+    let first_stage = &outcome.first_stage_eval;
+    metrics.insert("queries_judged".into(), first_stage.num_judged as f64);
+    metrics.insert(
+        "queries_retrieved".into(),
+        first_stage.num_retrieved() as f64,
+    );
     metrics.insert(
         "queries_evaluated".into(),
         outcome.reranked_eval.num_averaged as f64,
