@@ -7,12 +7,15 @@
 # computed for the original adapters (max error 1e-4).
 #   ci/peft-python-interop.sh [PYTHON]
 # PYTHON needs torch, transformers and peft (pip install torch==2.11.0 transformers peft).
+# PEFT_INTEROP_CARGO_ARGS (default `-p peftbench-methods`) selects the cargo build; .ci/run passes
+# `--workspace --locked` so that the export reuses what `cargo test --workspace` built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${1:-python3}
 out=$(mktemp -d)
-PEFTBENCH_EXPORT_DIR="$out" cargo test -q -p peftbench-methods --test peft_interop \
-    export_adapters_for_python -- --ignored > /dev/null
+read -r -a cargo_args <<< "${PEFT_INTEROP_CARGO_ARGS:--p peftbench-methods}"
+PEFTBENCH_EXPORT_DIR="$out" cargo test -q "${cargo_args[@]}" --test peft_interop \
+    export_adapters_for_python -- --ignored --exact > /dev/null
 "$python" - "$out" <<'PY'
 import json, sys, warnings
 warnings.filterwarnings("ignore")
@@ -35,5 +38,6 @@ for name in ["lora", "lora_top", "dora", "ia3", "shira"]:
     err = (logits - torch.tensor(expected[name])).abs().max().item()
     worst = max(worst, err)
     print(f"{name}: saved by peftbench, loaded by PEFT: max |logit - expected| = {err:.2e}")
+print(f"{'PASS' if worst < 1e-4 else 'FAIL'}: max error {worst:.2e} (limit 1e-4)")
 sys.exit(0 if worst < 1e-4 else 1)
 PY

@@ -8,7 +8,12 @@
 #   ci/slurm-test.sh                 # uses target/debug/harness (built if missing)
 #   HARNESS=target/release/harness ci/slurm-test.sh
 #
-# SLURM_TEST_ARGS selects the sweep (default: three methods, 1 epoch, 64 examples: 9 array tasks).
+# SLURM_TEST_ARGS selects the sweep (default: three methods, 6 epochs, 256 examples: 9 array tasks).
+# Epoch 1 of the demo recipe is its warm-up (lr 1e-6), so one epoch leaves linear, BitFit and LoRA at
+# the same scores and a swapped or mixed-up record would compare equal. With 6 epochs on 256
+# examples they train for real (measured single-process, debug build, 6 s: position 12.1 / 13.3 /
+# 14.1, orientation 14.1 / 13.3 / 12.9, count 29.3 / 36.3 / 35.2), and the check below fails unless
+# every task's methods score differently. (3 epochs on 64 examples still left ties.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -16,7 +21,7 @@ repo=$(pwd)
 harness=${HARNESS:-target/debug/harness}
 if [[ ! -x "$harness" ]]; then cargo build -p harness; fi
 harness=$(realpath "$harness")
-read -r -a sweep <<< "${SLURM_TEST_ARGS:---filter method=linear --filter method=lora --filter method=bitfit --epochs 1 --limit 64}"
+read -r -a sweep <<< "${SLURM_TEST_ARGS:---filter method=linear --filter method=lora --filter method=bitfit --epochs 6 --limit 256}"
 
 work=${SLURM_TEST_DIR:-$(mktemp -d /tmp/peftbench-slurm.XXXXXX)}
 mkdir -p "$work"
@@ -123,6 +128,14 @@ done
 "$harness" report demo --results "$work/merged" --format csv --no-write "${config[@]}" > "$work/merged.csv"
 "$harness" report demo --results "$work/merged" --format md --no-write "${config[@]}"
 runs=$(grep -c ',task,' "$work/single.csv" || true)
+# The methods must differ on every task, or the comparison below could not tell their records apart.
+if ! awk -F, '$2 == "task" { key = $4 SUBSEP $6; if ((key in seen) && seen[key] != $3) { print "FAIL: task " $4 ": " seen[key] " and " $3 " both score " $6; bad = 1 } seen[key] = $3 }
+              END { exit bad }' "$work/single.csv"; then
+  echo "FAIL: methods score identically, so a swapped record would go unnoticed (train longer: SLURM_TEST_ARGS)" >&2
+  cat "$work/single.csv" >&2
+  exit 1
+fi
+[[ "$runs" -gt 0 ]] || { echo "FAIL: no task rows in the single-process table" >&2; exit 1; }
 if ! diff -u "$work/single.csv" "$work/merged.csv"; then
   echo "FAIL: the merged table differs from the single-process one" >&2
   exit 1

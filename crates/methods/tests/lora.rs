@@ -76,7 +76,11 @@ fn scaling_is_alpha_over_r_or_over_sqrt_r() {
 
 #[test]
 fn vit_b16_lora_r16_query_value_matches_the_published_count() {
-    // reference.md: 667,493 trainable (589,824 LoRA + 77,669 head) of 86,466,149.
+    // Hugging Face PEFT 0.21.2 on `ViTForImageClassification(ViTConfig(num_labels=101))` with
+    // `LoraConfig(r=16, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"])`:
+    // `get_nb_trainable_parameters()` gives 667,493 trainable (589,824 LoRA + 77,669 head); the
+    // backbone has 85,876,325, so 86,466,149 in all (PEFT's own total counts the classifier's
+    // `modules_to_save` copy twice).
     let vit = Vit::random(
         VitConfig::vit_base_patch16_224(),
         &SeededInit::new(0, &Device::Cpu),

@@ -12,6 +12,8 @@
 //! logits (for prefix tuning, which PEFT cannot run on ViT, PyTorch's eager attention with PEFT's
 //! saved `prompt_embeddings` prepended to every layer's keys and values in PEFT's `get_prompt`
 //! layout). The adapters carry transformers 5 module names (`vit.layers.0.attention.q_proj`).
+//! Everything in the folder is written by `ci/fixtures/peft_vit.py` (regenerate every fixture with
+//! `ci/fixtures/regenerate.sh`).
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +103,50 @@ fn peft_adapters_give_pytorchs_logits() {
         eprintln!("{folder}: max |logit - PyTorch| = {err:.2e}");
         assert!(err < 1e-4, "{folder}: max error {err}");
     }
+}
+
+/// One training step of the fixture's DoRA adapter: the mean cross-entropy against the fixture's
+/// labels and its gradient w.r.t. every trainable tensor (LoRA factors, magnitude vectors and the
+/// classifier) equal what PEFT computed (`dora_step.safetensors`; both detach the weight norm).
+#[test]
+fn dora_gradients_equal_pefts() {
+    let model = PeftModel::from_adapter(&fixtures().join("dora"), Box::new(backbone())).unwrap();
+    let step =
+        candle_core::safetensors::load(fixtures().join("dora_step.safetensors"), &Device::Cpu)
+            .unwrap();
+    let labels = step["labels"].to_dtype(candle_core::DType::U32).unwrap();
+    let logits = model.logits(&pixels(), &ForwardCtx::eval()).unwrap();
+    let loss = peftbench_train::cross_entropy(&logits, &labels, 0.0).unwrap();
+    let loss_err =
+        (loss.to_scalar::<f32>().unwrap() - step["loss"].to_vec1::<f32>().unwrap()[0]).abs();
+    let grads = loss.backward().unwrap();
+    let mut worst = 0.0f32;
+    let mut checked = 0;
+    for p in model.trainable().iter() {
+        let key = format!(
+            "base_model.model.{}",
+            peftbench_methods::peft_format::transformers5_module_key(&p.name)
+        );
+        let want = step
+            .get(&key)
+            .unwrap_or_else(|| panic!("{}: no PEFT gradient under {key}", p.name));
+        let got = grads
+            .get(&p.var)
+            .unwrap_or_else(|| panic!("no gradient for {}", p.name));
+        assert_eq!(got.dims(), want.dims(), "{}", p.name);
+        let scale = max_error(want, &vec![0.0; want.elem_count()]).max(1e-3);
+        let err = max_error(got, &want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert!(
+            err < 1e-4 * scale.max(1.0),
+            "{}: max |ours - PEFT| = {err}",
+            p.name
+        );
+        worst = worst.max(err);
+        checked += 1;
+    }
+    eprintln!("dora step: |loss - PEFT| = {loss_err:.2e}, max |grad - PEFT| = {worst:.2e} over {checked} tensors");
+    assert!(loss_err < 1e-5, "loss differs by {loss_err}");
+    assert_eq!(checked, step.len() - 2, "every tensor PEFT trains");
 }
 
 #[test]

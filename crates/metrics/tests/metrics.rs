@@ -31,32 +31,30 @@ fn correct_mask_and_accuracy_agree() {
     assert!(accuracy_from_correct(&[]).is_nan());
 }
 
+/// SciPy's values: `fixtures/t_intervals_scipy.json`, written by `ci/fixtures/t_quantiles_scipy.py`
+/// (regenerate all fixtures with `ci/fixtures/regenerate.sh`).
+fn scipy() -> serde_json::Value {
+    serde_json::from_str(include_str!("fixtures/t_intervals_scipy.json")).unwrap()
+}
+
 #[test]
 fn t_quantiles_match_scipy() {
-    // scipy.stats.t.ppf(0.975, df)
-    let expected = [
-        (1, 12.706205),
-        (2, 4.302653),
-        (4, 2.776445),
-        (9, 2.262157),
-        (29, 2.045230),
-        (100, 1.983972),
-    ];
-    for (df, q) in expected {
-        let got = t_quantile_975(df);
-        assert!(close(got, q, 5e-7), "df={df}: got {got}, scipy {q}");
+    // `scipy.stats.t.ppf(0.975, df)`: the table (10 significant digits) for df <= 30, the
+    // Cornish-Fisher expansion beyond it.
+    let table: Vec<(usize, f64)> = serde_json::from_value(scipy()["t_975"].clone()).unwrap();
+    assert!(table.len() > 40);
+    let (mut worst_table, mut worst_expansion) = (0.0f64, 0.0f64);
+    for (df, q) in table {
+        let err = (t_quantile_975(df) - q).abs();
+        if df <= 30 {
+            worst_table = worst_table.max(err);
+        } else {
+            worst_expansion = worst_expansion.max(err);
+        }
     }
-    // Beyond the table (mpmath, 10 significant digits).
-    for (df, q) in [
-        (31, 2.039513446),
-        (40, 2.021075390),
-        (60, 2.000297822),
-        (120, 1.979930405),
-        (1000, 1.962339081),
-    ] {
-        let got = t_quantile_975(df);
-        assert!(close(got, q, 1e-7), "df={df}: got {got}, exact {q}");
-    }
+    println!("t quantiles: max |ours - scipy| = {worst_table:e} (df <= 30), {worst_expansion:e} (df > 30)");
+    assert!(worst_table < 1e-8, "table: {worst_table}");
+    assert!(worst_expansion < 1e-7, "expansion: {worst_expansion}");
     // Monotone decreasing towards the normal quantile.
     for df in 1..500 {
         assert!(t_quantile_975(df) > t_quantile_975(df + 1), "df={df}");
@@ -64,6 +62,43 @@ fn t_quantiles_match_scipy() {
     assert!(t_quantile_975(1_000_000) > 1.959963984540054);
     assert!(close(t_quantile_975(1_000_000), 1.959963984540054, 1e-5));
     assert!(t_quantile_975(0).is_nan());
+}
+
+/// Mean, sample standard deviation and the t interval equal NumPy's and
+/// `scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=sem)` on 2 to 10 values.
+#[test]
+fn summaries_match_numpy_and_scipy() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        values: Vec<f64>,
+        mean: f64,
+        std: f64,
+        ci95: (f64, f64),
+    }
+    let cases: Vec<Case> = serde_json::from_value(scipy()["summaries"].clone()).unwrap();
+    assert!(cases.len() >= 5);
+    let mut worst = 0.0f64;
+    for case in cases {
+        let s = summarize(&case.values);
+        assert_eq!(s.n, case.values.len());
+        assert!(
+            close(s.mean, case.mean, 1e-12 * case.mean.abs()),
+            "{:?}",
+            case.values
+        );
+        assert!(
+            close(s.std, case.std, 1e-12 * case.std.max(1.0)),
+            "{:?}",
+            case.values
+        );
+        let (lo, hi) = s.ci95.unwrap();
+        worst = worst
+            .max((lo - case.ci95.0).abs())
+            .max((hi - case.ci95.1).abs());
+    }
+    // The t quantiles have 10 significant digits: bounds agree to about 1e-9 of the half-width.
+    println!("t intervals: max |ours - scipy| = {worst:e}");
+    assert!(worst < 1e-7, "{worst}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Macro-F1 and entity-level span F1 against values computed with scikit-learn
 //! (`f1_score(average="macro")`) and seqeval 1.2.2 (`precision_score`, `recall_score`,
-//! `f1_score`, default mode) on random and hand-made cases (`fixtures/text_metrics.json`).
+//! `f1_score`, default mode) on random and hand-made cases (`fixtures/text_metrics.json`, written by
+//! `ci/fixtures/text_metrics.py`; regenerate every fixture with `ci/fixtures/regenerate.sh`).
 
 use peftbench_metrics::{macro_f1, span_f1};
 

@@ -144,6 +144,54 @@ fn intervals_t_over_seeds_and_bootstrap_for_one_seed() {
     assert_eq!(board.rows[0].cells[0].interval_text(), "n/a");
 }
 
+/// The t interval over seeds equals SciPy's `t.interval(0.95, n - 1, loc=mean, scale=sem)` on the
+/// seed scores of `crates/metrics/tests/fixtures/t_intervals_scipy.json` (written by
+/// `ci/fixtures/t_quantiles_scipy.py`), for every case of 3 or more seeds whose interval stays
+/// inside [0, 100] (2 seeds give intervals wider than the metric's range, clipped as above).
+#[test]
+fn t_intervals_over_seeds_equal_scipys() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        values: Vec<f64>,
+        mean: f64,
+        ci95: (f64, f64),
+    }
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../../metrics/tests/fixtures/t_intervals_scipy.json"
+    ))
+    .unwrap();
+    let cases: Vec<Case> = serde_json::from_value(fixture["summaries"].clone()).unwrap();
+    let mut checked = 0;
+    for case in cases {
+        if case.values.len() < 3 || case.ci95.0 < 0.0 || case.ci95.1 > 100.0 {
+            continue;
+        }
+        let recs: Vec<RunRecord> = case
+            .values
+            .iter()
+            .enumerate()
+            .map(|(seed, v)| {
+                let mut r = record("lora-r4", "a", seed as u64, Some(v / 100.0));
+                r.eval_correct = None;
+                r
+            })
+            .collect();
+        let board = Leaderboard::build(&recs, &layout());
+        let cell = &board.rows[0].cells[0];
+        assert_eq!(cell.interval, Some(IntervalKind::TOverSeeds));
+        assert!((cell.mean().unwrap() - case.mean).abs() < 1e-9);
+        let (lo, hi) = cell.ci95.unwrap();
+        assert!(
+            (lo - case.ci95.0).abs() < 1e-7 && (hi - case.ci95.1).abs() < 1e-7,
+            "{:?}: ({lo}, {hi}) vs scipy {:?}",
+            case.values,
+            case.ci95
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked} cases");
+}
+
 #[test]
 fn group_means_ranks_and_costs() {
     let board = Leaderboard::build(&records(), &layout());

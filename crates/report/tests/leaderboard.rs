@@ -398,7 +398,7 @@ fn snapshot_runs_table() {
     insta::assert_snapshot!("runs_table", runs_table_with_width(&recs[9..], 100));
 }
 
-/// V-PETL's published LoRA row (reference.md): our averaging conventions must reproduce its quoted
+/// V-PETL's published LoRA row (its README, as `suites/vtab1k.yaml` cites it): our averaging conventions must reproduce its quoted
 /// plain mean 72.25 and group mean 74.60 from the 19 task values.
 #[test]
 fn vtab_conventions_reproduce_published_means() {

@@ -6,7 +6,9 @@
 //! values: `map`, `ndcg_cut.10` and `recall.100` on the files as they are, and `recip_rank` on each
 //! run cut to its first 10 documents in `trec_eval`'s order (MRR@10). Every value was also checked,
 //! to the 4 printed decimals, against the `trec_eval` 9.0.8 binary (`-q`, with and without `-c`,
-//! `-M 10` for the reciprocal rank, `-l 2` for the `random_level2` case).
+//! `-M 10` for the reciprocal rank, `-l 2` for the `random_level2` case). `expected.json` is written
+//! by `ci/fixtures/trec_eval.py` from the committed qrels and runs (regenerate every fixture with
+//! `ci/fixtures/regenerate.sh`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

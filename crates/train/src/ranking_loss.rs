@@ -86,8 +86,9 @@ mod tests {
     use candle_core::{DType, Device, Var};
     use serde_json::Value;
 
-    /// Values and gradients from torch 2.11 in float64 (the formulations in the module
-    /// documentation, on the inputs below).
+    /// Values and gradients from torch in float64 (the formulations in the module documentation, on
+    /// the inputs below), written by `ci/fixtures/ranking_loss_torch.py` (regenerate all fixtures
+    /// with `ci/fixtures/regenerate.sh`).
     const TORCH: &str = include_str!("../tests/fixtures/ranking_loss_torch.json");
 
     const BCE_SCORES: [f64; 6] = [2.0, -1.0, 0.5, 0.0, -30.0, 25.0];
