@@ -51,3 +51,96 @@ impl LabelSet {
             .collect()
     }
 }
+
+/// A data format's own class list, such as SIB-200's seven categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatLabels {
+    /// The format as suites name it (`sib200`), for messages.
+    pub format: &'static str,
+    /// The classes in the format's order.
+    pub names: &'static [&'static str],
+}
+
+/// A task whose declared number of classes matches neither the labels in its data nor its format's
+/// class list; the message lists both, so the fix (declare the data's number, or list `labels`)
+/// is plain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMismatch {
+    pub num_classes: usize,
+    /// The distinct labels of the data, sorted.
+    pub in_data: Vec<String>,
+    pub format: Option<FormatLabels>,
+}
+
+impl std::fmt::Display for LabelMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the task declares num_classes {} but its data has {} labels ({})",
+            self.num_classes,
+            self.in_data.len(),
+            name_list(&self.in_data)
+        )?;
+        if let Some(format) = &self.format {
+            write!(
+                f,
+                " and the {} format's classes are {} ({})",
+                format.format,
+                format.names.len(),
+                name_list(format.names)
+            )?;
+        }
+        write!(
+            f,
+            "; declare num_classes {}, or list the task's `labels` to fix their order and number",
+            self.in_data.len()
+        )
+    }
+}
+
+impl std::error::Error for LabelMismatch {}
+
+/// `a, b, c`, cut after the first 30 names of a long list.
+fn name_list<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 30;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(", ... ({} more)", names.len() - SHOWN));
+    }
+    text
+}
+
+impl LabelSet {
+    /// The classes of a task that declares `num_classes` but no `labels`, from the labels
+    /// `present` in its data. The format's own list, in its order (so that ids do not depend on
+    /// which classes a split happens to hold), when the data uses only its labels and the task
+    /// declares that many; otherwise the data's labels, sorted, when there are `num_classes` of
+    /// them: a user's own classes in a format's layout are read as they are, never replaced by
+    /// the format's.
+    pub fn for_task<'a>(
+        num_classes: usize,
+        format: Option<FormatLabels>,
+        present: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, LabelMismatch> {
+        let in_data = Self::from_labels(present);
+        if let Some(f) = format {
+            let within_format = in_data.names.iter().all(|n| f.names.contains(&n.as_str()));
+            if within_format && f.names.len() == num_classes {
+                return Ok(Self::new(f.names.iter().map(|n| n.to_string()).collect()));
+            }
+        }
+        if in_data.len() == num_classes {
+            return Ok(in_data);
+        }
+        Err(LabelMismatch {
+            num_classes,
+            in_data: in_data.names,
+            format,
+        })
+    }
+}

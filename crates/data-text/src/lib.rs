@@ -21,6 +21,6 @@ pub use classification::{read_classification, Columns, TableFormat, TextExample}
 pub use conll::{read_conll, TaggedSentence};
 pub use corpus::read_corpus;
 pub use error::TextDataError;
-pub use labels::LabelSet;
+pub use labels::{FormatLabels, LabelMismatch, LabelSet};
 pub use mlm::{mask_tokens, MaskingConfig};
-pub use sib200::{read_sib200, SIB200_CATEGORIES};
+pub use sib200::{read_sib200, SIB200_CATEGORIES, SIB200_LABELS};

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::classification::{read_classification, TableFormat, TextExample, SIB200_COLUMNS};
 use crate::error::{Result, TextDataError};
+use crate::labels::FormatLabels;
 
 /// SIB-200's topic categories, in the dataset's order.
 pub const SIB200_CATEGORIES: [&str; 7] = [
@@ -18,6 +19,13 @@ pub const SIB200_CATEGORIES: [&str; 7] = [
     "entertainment",
     "geography",
 ];
+
+/// SIB-200's categories as a format's class list, for [`crate::LabelSet::for_task`]: a task in
+/// SIB-200's layout with other categories is read with its own.
+pub const SIB200_LABELS: FormatLabels = FormatLabels {
+    format: "sib200",
+    names: &SIB200_CATEGORIES,
+};
 
 /// The file of `split` (`train`, `dev`, `test`) for language `lang` (e.g. `swh_Latn`).
 pub fn sib200_path(root: &Path, lang: &str, split: &str) -> PathBuf {

@@ -233,9 +233,12 @@ pub fn load_split(
         });
     }
     let max_label = labels.iter().copied().max().unwrap_or(0) as usize;
-    let num_classes = num_classes
-        .or_else(|| vtab_num_classes(task))
-        .unwrap_or(max_label + 1);
+    // Where the class count came from, so that a label beyond it names the right culprit.
+    let (num_classes, declared_by) = match (num_classes, vtab_num_classes(task)) {
+        (Some(n), _) => (n, "the task's num_classes".to_string()),
+        (None, Some(n)) => (n, format!("VTAB-1k's number of classes of `{task}`")),
+        (None, None) => (max_label + 1, String::new()),
+    };
     if max_label >= num_classes {
         // Name the first offending line.
         let (line, text) = text
@@ -254,7 +257,7 @@ pub fn load_split(
             path: list_path,
             line,
             text,
-            reason: format!("label is not below the number of classes {num_classes}"),
+            reason: format!("label is not below {declared_by}, {num_classes}"),
         });
     }
     let items = rel_paths

@@ -43,22 +43,50 @@ struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 regression found, 2 error, 3 some runs failed.";
 
-/// Where results, reports, suites, data and the cache live (shared by every subcommand).
+/// Where suite files are read from (`list`, `compare`, and inside [`Locations`]). Each
+/// subcommand flattens only the locations it reads, so its `--help` lists no option it ignores.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Locations {
-    /// Directory of run records and saved adapters.
-    #[arg(long, global = true, default_value = "results")]
-    pub results: PathBuf,
-    /// Directory the markdown leaderboards are written to.
-    #[arg(long, global = true, default_value = "reports")]
-    pub reports: PathBuf,
+pub struct SuitesDir {
     /// Directory of suite files (`NAME` resolves to `<dir>/NAME.yaml`). Default: ./suites, else the
     /// suites shipped with this build.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub suites_dir: Option<PathBuf>,
+}
+
+/// Where run records and leaderboards are written (`report`, and inside [`Locations`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Outputs {
+    /// Directory of run records and saved adapters.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Directory the markdown leaderboards are written to.
+    #[arg(long, default_value = "reports")]
+    pub reports: PathBuf,
+}
+
+/// Everything a sweep reads and writes: results, reports, suites and data (`suite`, `slurm`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Locations {
+    #[command(flatten)]
+    pub outputs: Outputs,
+    #[command(flatten)]
+    pub suites: SuitesDir,
     /// Root of on-disk datasets (one folder per task), when a suite's `data.root` is not set.
-    #[arg(long, global = true, env = "PEFTBENCH_DATA")]
+    #[arg(long, env = "PEFTBENCH_DATA")]
     pub data_dir: Option<PathBuf>,
+}
+
+// `suites_dir` takes either, so a command reads suites the same way whatever else it flattens.
+impl AsRef<SuitesDir> for SuitesDir {
+    fn as_ref(&self) -> &SuitesDir {
+        self
+    }
+}
+
+impl AsRef<SuitesDir> for Locations {
+    fn as_ref(&self) -> &SuitesDir {
+        &self.suites
+    }
 }
 
 #[derive(Subcommand)]
@@ -69,16 +97,15 @@ enum Command {
     Report(commands::report::Args),
     /// List the methods, tasks or suites that exist.
     List(commands::list::Args),
-    /// Show the exact model input for one file (`inspect audio FILE --out x.npy`).
+    /// Show the exact model input for one file (`inspect audio|image FILE --out x.npy`).
     Inspect(commands::inspect::Args),
-    /// Measure speed beside a reference (`bench train-step`, `bench fbank`).
     /// Compare run records with a baseline; exit 1 on a regression.
     Compare(commands::compare::Args),
     /// Combine results directories (shards, machines) into one.
     Merge(commands::merge::Args),
     /// Write an sbatch job-array script that runs a suite on a Slurm cluster.
     Slurm(commands::slurm::Args),
-    /// Measure speed beside a reference (`bench train-step`).
+    /// Measure speed beside a reference (`bench train-step`, `bench fbank`).
     Bench(commands::bench::Args),
     /// Classify images with a backbone and a saved adapter (ours or Python PEFT's); JSON out.
     Predict(commands::predict::Args),

@@ -1,5 +1,6 @@
 //! The harness as a user runs it: malformed suites, missing data, a small sweep end to end,
-//! resuming, and a sweep killed with SIGKILL mid-run.
+//! resuming, a sweep killed with SIGKILL mid-run, each subcommand's help, `list` alignment and the
+//! cluster options of `slurm`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -353,4 +354,142 @@ fn lora_in_the_top_block_trains_the_same_from_the_frozen_prefix_cache() {
             assert!(diff < 1e-5, "{name} differs by {diff}");
         }
     }
+}
+
+/// The options listed under `Options:` in a `--help` text.
+fn options(help: &str) -> Vec<String> {
+    help.lines()
+        .filter_map(|l| {
+            l.trim_start()
+                .split([' ', ','])
+                .find(|w| w.starts_with("--"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn each_subcommands_help_describes_it_and_lists_only_its_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = text(&run(harness(dir.path()).arg("--help")));
+    let line = |name: &str| {
+        top.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no `{name}` in {top}"))
+            .to_string()
+    };
+    assert!(line("compare").contains("Compare run records"), "{top}");
+    assert!(!line("compare").contains("Measure speed"), "{top}");
+    assert!(line("bench").contains("Measure speed"), "{top}");
+
+    // Options a subcommand does not read are not offered.
+    for (subcommand, not_read) in [
+        (
+            &["predict"][..],
+            &["--results", "--reports", "--suites-dir", "--data-dir"][..],
+        ),
+        (&["list"], &["--results", "--reports", "--data-dir"]),
+        (&["compare"], &["--results", "--reports", "--data-dir"]),
+        (&["report"], &["--data-dir"]),
+        (
+            &["inspect", "audio"],
+            &["--results", "--reports", "--suites-dir", "--data-dir"],
+        ),
+    ] {
+        let help = text(&run(harness(dir.path()).args(subcommand).arg("--help")));
+        let listed = options(&help);
+        for option in not_read {
+            assert!(
+                !listed.iter().any(|o| o == option),
+                "{subcommand:?} lists {option}: {help}"
+            );
+        }
+    }
+    let predict = text(&run(harness(dir.path()).args(["predict", "--help"])));
+    assert!(
+        predict.starts_with("Classify images with a backbone and a saved adapter"),
+        "{predict}"
+    );
+    assert!(
+        options(&predict).contains(&"--normalization".to_string()),
+        "{predict}"
+    );
+    let suite = options(&text(&run(harness(dir.path()).args(["suite", "--help"]))));
+    for option in ["--results", "--reports", "--suites-dir", "--data-dir"] {
+        assert!(suite.iter().any(|o| o == option), "suite lacks {option}");
+    }
+}
+
+#[test]
+fn list_suites_aligns_descriptions_after_long_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let suites = dir.path().join("suites");
+    std::fs::create_dir_all(&suites).unwrap();
+    for (name, description) in [
+        ("a", "short name"),
+        ("a-suite-with-a-much-longer-name-than-twelve", "long name"),
+    ] {
+        std::fs::write(
+            suites.join(format!("{name}.yaml")),
+            format!("name: {name}\ndescription: {description}\n"),
+        )
+        .unwrap();
+    }
+    let out = run(harness(dir.path())
+        .args(["list", "suites", "--suites-dir"])
+        .arg(&suites));
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let columns: Vec<usize> = ["short name", "long name"]
+        .iter()
+        .map(|d| {
+            let line = stdout.lines().find(|l| l.ends_with(d)).expect(d);
+            line.len() - d.len()
+        })
+        .collect();
+    assert_eq!(columns[0], columns[1], "{stdout}");
+}
+
+#[test]
+fn slurm_takes_account_qos_and_extra_sbatch_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_suite(dir.path(), "tiny", "  - method: linear\n", "[0]", 1);
+    let out = run(harness(dir.path()).arg("slurm").arg(&suite).args([
+        "--account",
+        "proj123",
+        "--qos",
+        "high",
+        "--sbatch-line",
+        "--constraint=a100",
+        "--sbatch-line",
+        "#SBATCH --mail-type=FAIL",
+        "--output",
+        "tiny.sbatch",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let script = std::fs::read_to_string(dir.path().join("tiny.sbatch")).unwrap();
+    // sbatch reads directives only before the first command.
+    let header: Vec<&str> = script
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with('#'))
+        .collect();
+    for line in [
+        "#SBATCH --account=proj123",
+        "#SBATCH --qos=high",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --mail-type=FAIL",
+    ] {
+        assert!(header.contains(&line), "{line} missing:\n{script}");
+    }
+
+    let out = run(harness(dir.path())
+        .arg("slurm")
+        .arg(&suite)
+        .args(["--sbatch-line", "constraint=a100"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("--sbatch-line \"constraint=a100\""),
+        "{}",
+        text(&out)
+    );
 }

@@ -396,3 +396,36 @@ fn composing_runs_swap_in_the_language_module_of_the_evaluation_language() {
         text(&out)
     );
 }
+
+/// A task in SIB-200's layout with topics of one's own reads them from the data; declaring
+/// SIB-200's seven classes for it names both label sets.
+#[test]
+fn a_sib200_layout_task_with_its_own_topics_reads_them_from_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = tiny_bert(dir.path());
+    let root = dir.path().join("sib");
+    let folder = root.join("eng_Latn");
+    std::fs::create_dir_all(&folder).unwrap();
+    // Nine topics of one's own, none of them SIB-200's.
+    let topics: Vec<String> = (0..9).map(|i| format!("topic{i}")).collect();
+    for (split, n) in [("train", 36), ("test", 18)] {
+        let mut tsv = String::from("index_id\tcategory\ttext\n");
+        for (i, e) in review_topics("en", n, n as u64).unwrap().iter().enumerate() {
+            tsv.push_str(&format!("{i}\t{}\t{}\n", topics[i % 9], e.text));
+        }
+        std::fs::write(folder.join(format!("{split}.tsv")), tsv).unwrap();
+    }
+    let data = format!("{{ format: sib200, root: {} }}", root.display());
+    let task = "  - { name: own, num_classes: 9, language: eng_Latn }\n";
+    let out = run_suite(dir.path(), &suite(&bert, &data, task));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let task = "  - { name: own7, num_classes: 7, language: eng_Latn }\n";
+    let out = run_suite(dir.path(), &suite(&bert, &data, task));
+    let t = text(&out);
+    assert!(
+        t.contains("declares num_classes 7 but its data has 9 labels (topic0, topic1,")
+            && t.contains("the sib200 format's classes are 7 (science/technology,"),
+        "{t}"
+    );
+}

@@ -12,7 +12,7 @@ use peftbench_data_text::alignment::{first_subword_labels, NO_LABEL};
 use peftbench_data_text::synthetic::{negation_sentiment, topic_labels, SENTIMENT_LABELS};
 use peftbench_data_text::{
     read_classification, read_conll, read_sib200, Columns, LabelSet, TaggedSentence, TextExample,
-    SIB200_CATEGORIES,
+    SIB200_LABELS,
 };
 use peftbench_metrics::seqeval::{span_f1, SpanScores};
 use peftbench_suite::{DataFormat, Generator, RunSpec, Suite, TextColumns};
@@ -127,20 +127,23 @@ pub fn load_text_task(spec: &RunSpec, root: Option<&Path>) -> anyhow::Result<Tex
     })
 }
 
-/// The class names in id order: the suite's `labels`, the dataset's own list, else the training
-/// split's labels sorted; their number must be the task's `num_classes`.
+/// The class names in id order: the suite's `labels`, a generator's own, else the labels of the
+/// training split ([`LabelSet::for_task`]: in SIB-200's order when they are SIB-200's categories).
 fn task_labels(spec: &RunSpec, train: &TextSplit) -> anyhow::Result<LabelSet> {
     let task = &spec.task;
     let names: Vec<String> = match (&task.labels, spec.data.format, task.generator) {
         (Some(labels), _, _) => labels.clone(),
-        (None, DataFormat::Sib200, _) => SIB200_CATEGORIES.iter().map(|s| s.to_string()).collect(),
         (None, _, Some(Generator::Sentiment)) => {
             SENTIMENT_LABELS.iter().map(|s| s.to_string()).collect()
         }
         (None, _, Some(Generator::Topics)) => {
             topic_labels().iter().map(|s| s.to_string()).collect()
         }
-        (None, _, _) => LabelSet::from_labels(train.labels()).names().to_vec(),
+        (None, format, _) => {
+            let own = (format == DataFormat::Sib200).then_some(SIB200_LABELS);
+            return LabelSet::for_task(task.num_classes, own, train.labels())
+                .map_err(|e| anyhow::anyhow!("task `{}`: {e}", task.name));
+        }
     };
     anyhow::ensure!(
         names.len() == task.num_classes,

@@ -165,6 +165,16 @@ impl Csv {
             .map_err(|_| self.bad(row, format!("field {:?} is not a non-negative integer", v)))
     }
 
+    /// The number of classes an integer label column implies: its largest value plus one, over
+    /// every row (all folds).
+    pub fn num_classes(&self, col: usize) -> Result<usize, AudioError> {
+        let mut largest = None;
+        for row in &self.rows {
+            largest = largest.max(Some(self.int(row, col)?));
+        }
+        Ok(largest.map_or(0, |l| l as usize + 1))
+    }
+
     pub fn bad(&self, row: &(usize, String, Vec<String>), reason: String) -> AudioError {
         AudioError::BadMetadataLine {
             path: self.path.clone(),

@@ -9,7 +9,7 @@ use peftbench_runner::RegistryCatalog;
 use peftbench_suite::{load_suite, Suite};
 
 use super::{emit, suites_dir};
-use crate::Locations;
+use crate::SuitesDir;
 
 const EXAMPLES: &str = "Examples:
   harness compare ci/baselines/demo.parquet results        # exit 1 on a regression
@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
-    pub locations: Locations,
+    pub suites: SuitesDir,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let current = load(&args.current)?;
 
     // Tolerances from each suite's file.
-    let dir = suites_dir(&args.locations);
+    let dir = suites_dir(&args.suites);
     let mut suites: std::collections::BTreeMap<String, Suite> = Default::default();
     for name in baseline.iter().chain(&current).map(|r| r.suite.clone()) {
         if suites.contains_key(&name) {

@@ -1,6 +1,5 @@
 //! `harness list methods|tasks|suites`.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use peftbench_data_vision::ShapeTask;
@@ -9,7 +8,7 @@ use peftbench_runner::RegistryCatalog;
 use peftbench_suite::{list_suites, load_suite};
 
 use super::{emit, suites_dir};
-use crate::Locations;
+use crate::SuitesDir;
 
 #[derive(clap::ValueEnum, Clone, Copy)]
 pub enum What {
@@ -26,35 +25,39 @@ pub enum What {
 pub struct Args {
     pub what: What,
     #[command(flatten)]
-    pub locations: Locations,
+    pub suites: SuitesDir,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = suites_dir(&args.locations);
-    let mut out = String::new();
+    let dir = suites_dir(&args.suites);
+    // (name, description) rows; a method's parameters follow it as rows with an empty name.
+    let mut rows: Vec<(String, String)> = Vec::new();
     match args.what {
         What::Methods => {
             for m in registry::registry() {
                 let info = m.info();
-                writeln!(out, "{:<12} {}  [{}]", info.name, info.summary, info.paper)?;
+                rows.push((
+                    info.name.to_string(),
+                    format!("{}  [{}]", info.summary, info.paper),
+                ));
                 for p in info.params {
-                    writeln!(
-                        out,
-                        "{:<12}   {} (default {}): {}",
-                        "", p.name, p.default, p.doc
-                    )?;
+                    rows.push((
+                        String::new(),
+                        format!("  {} (default {}): {}", p.name, p.default, p.doc),
+                    ));
                 }
             }
         }
         What::Tasks => {
             for task in ShapeTask::ALL {
-                writeln!(
-                    out,
-                    "{:<28} {} classes, generated: {}",
+                rows.push((
                     format!("generated/{}", task.name()),
-                    task.num_classes(),
-                    task.description()
-                )?;
+                    format!(
+                        "{} classes, generated: {}",
+                        task.num_classes(),
+                        task.description()
+                    ),
+                ));
             }
             for (name, _) in list_suites(&dir) {
                 let suite = match load_suite(&name, &dir, &RegistryCatalog) {
@@ -70,22 +73,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .iter()
                         .find(|(_, m)| m.contains(&t.name))
                         .map(|(g, _)| g.as_str());
-                    writeln!(
-                        out,
-                        "{:<28} {} classes{}",
+                    rows.push((
                         format!("{}/{}", suite.name, t.name),
-                        t.num_classes,
-                        group.map(|g| format!(", group {g}")).unwrap_or_default()
-                    )?;
+                        format!(
+                            "{} classes{}",
+                            t.num_classes,
+                            group.map(|g| format!(", group {g}")).unwrap_or_default()
+                        ),
+                    ));
                 }
             }
         }
-        What::Suites => {
-            for (name, description) in list_suites(&dir) {
-                writeln!(out, "{name:<12} {description}")?;
-            }
-        }
+        What::Suites => rows.extend(list_suites(&dir)),
     }
-    emit(&out)?;
+    emit(&aligned(&rows))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per row, descriptions starting in one column after the longest name.
+fn aligned(rows: &[(String, String)]) -> String {
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
+    rows.iter()
+        .map(|(name, description)| {
+            format!("{name:<width$}  {description}")
+                .trim_end()
+                .to_string()
+                + "\n"
+        })
+        .collect()
 }

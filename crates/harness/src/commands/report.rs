@@ -11,7 +11,7 @@ use peftbench_runner::RegistryCatalog;
 use peftbench_suite::{load_suite, PlanOptions};
 
 use super::{emit, suites_dir};
-use crate::Locations;
+use crate::{Outputs, SuitesDir};
 
 const EXAMPLES: &str = "Examples:
   harness report demo                                  # terminal table, writes reports/demo.md + figures
@@ -75,12 +75,14 @@ pub struct Args {
     #[arg(long)]
     pub limit: Option<usize>,
     #[command(flatten)]
-    pub locations: Locations,
+    pub outputs: Outputs,
+    #[command(flatten)]
+    pub suites: SuitesDir,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sources = if args.from.is_empty() {
-        vec![args.locations.results.clone()]
+        vec![args.outputs.results.clone()]
     } else {
         args.from.clone()
     };
@@ -119,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             out.push_str(&peftbench_report::runs_table(records));
         }
         if !args.no_write {
-            let path = write_report(board, &args.locations.reports)?;
+            let path = write_report(board, &args.outputs.reports)?;
             eprintln!("Leaderboard written to {}", path.display());
         }
     }
@@ -133,7 +135,7 @@ fn leaderboards(
     records: Vec<RunRecord>,
     args: &Args,
 ) -> anyhow::Result<Vec<(Leaderboard, Vec<RunRecord>)>> {
-    let dir = suites_dir(&args.locations);
+    let dir = suites_dir(&args.suites);
     let mut names: Vec<String> = Vec::new();
     for r in &records {
         if !names.contains(&r.suite) {

@@ -24,7 +24,8 @@ pub enum ArrayOf {
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   harness slurm vtab1k --data-dir /shared/vtab-1k --results /shared/peftbench/results \\
-      --partition gpu --gpus 1 --cpus 8 --mem 32G --time 04:00:00 --output vtab1k.sbatch
+      --partition gpu --account proj123 --qos normal --gpus 1 --cpus 8 --mem 32G \\
+      --time 04:00:00 --sbatch-line '--constraint=a100' --output vtab1k.sbatch
   sbatch vtab1k.sbatch
   # when the array is done:
   harness report vtab1k --results /shared/peftbench/results
@@ -45,6 +46,20 @@ pub struct Args {
     /// Slurm partition (`#SBATCH --partition`).
     #[arg(long)]
     pub partition: Option<String>,
+    /// Account the jobs are charged to (`#SBATCH --account`), which many clusters require.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Quality of service (`#SBATCH --qos`).
+    #[arg(long)]
+    pub qos: Option<String>,
+    /// An extra `#SBATCH` line, written as given after the others (e.g. `--constraint=a100`,
+    /// `--mail-type=FAIL`); repeat for several. A leading `#SBATCH` is optional.
+    #[arg(
+        long = "sbatch-line",
+        value_name = "OPTION",
+        allow_hyphen_values = true
+    )]
+    pub sbatch_lines: Vec<String>,
     /// Time limit per array task (`--time`, e.g. 04:00:00).
     #[arg(long, default_value = "04:00:00")]
     pub time: String,
@@ -95,8 +110,29 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The option text of an `--sbatch-line` (without `#SBATCH`), or an error saying why it cannot be
+/// one: sbatch reads a directive per line, and stops reading them at the first command.
+fn sbatch_option(line: &str) -> anyhow::Result<&str> {
+    let option = line.trim();
+    let option = option
+        .strip_prefix("#SBATCH")
+        .unwrap_or(option)
+        .trim_start();
+    anyhow::ensure!(
+        option.starts_with('-') && !option.contains(['\n', '\r']),
+        "--sbatch-line {line:?}: expected one sbatch option such as `--constraint=a100` \
+         (a single line starting with `-`)"
+    );
+    Ok(option)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = suites_dir(&args.locations);
+    let extra_lines = args
+        .sbatch_lines
+        .iter()
+        .map(|l| sbatch_option(l))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dir = suites_dir(&args.locations.suites);
     let suite = load_suite(&args.suite, &dir, &RegistryCatalog)?;
     let plan_options = PlanOptions {
         filter: args.filter.clone(),
@@ -117,8 +153,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("locating the harness binary")?,
     };
-    let results = absolute(&args.locations.results)?;
-    let reports = absolute(&args.locations.reports)?;
+    let results = absolute(&args.locations.outputs.results)?;
+    let reports = absolute(&args.locations.outputs.reports)?;
     let suite_file = absolute(&suite.source)?;
 
     let mut cmd = vec![
@@ -180,6 +216,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.partition {
         writeln!(s, "#SBATCH --partition={p}")?;
     }
+    if let Some(a) = &args.account {
+        writeln!(s, "#SBATCH --account={a}")?;
+    }
+    if let Some(q) = &args.qos {
+        writeln!(s, "#SBATCH --qos={q}")?;
+    }
     writeln!(s, "#SBATCH --time={}", args.time)?;
     if args.gpus > 0 {
         writeln!(s, "#SBATCH --gres=gpu:{}", args.gpus)?;
@@ -191,6 +233,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "#SBATCH --output={}/slurm/%x-%A_%a.out",
         results.display()
     )?;
+    for option in &extra_lines {
+        writeln!(s, "#SBATCH {option}")?;
+    }
     writeln!(s)?;
     writeln!(s, "set -euo pipefail")?;
     writeln!(

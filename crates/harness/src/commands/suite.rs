@@ -62,7 +62,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let suite = load_suite(&args.suite, &suites_dir(&args.locations), &RegistryCatalog)?;
+    let suite = load_suite(
+        &args.suite,
+        &suites_dir(&args.locations.suites),
+        &RegistryCatalog,
+    )?;
     if !args.devices.is_empty() {
         let plan = PlanOptions {
             filter: args.filter.clone(),
@@ -107,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.diverged,
         summary.failed,
         summary.reused,
-        args.locations.results.display(),
+        args.locations.outputs.results.display(),
         summary.seconds
     );
     if let Some(path) = &summary.report_path {
