@@ -257,6 +257,50 @@ fn missing_data_says_where_it_looked_and_exits_2() {
     assert!(text(&out).contains("--data-dir"), "{}", text(&out));
 }
 
+/// Data not found names `harness fetch` for the suite, in a sweep and as a `--dry-run` note, which
+/// still plans and exits 0.
+#[test]
+fn missing_data_names_harness_fetch_in_the_sweep_and_the_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_suite(dir.path(), "real", "  - method: linear\n", "[0]", 1);
+    let text_in = std::fs::read_to_string(&suite)
+        .unwrap()
+        .replace(
+            "  format: generated\n  image_size: 16\n  train_examples: 48\n  eval_examples: 32\n",
+            "  format: noah\n",
+        )
+        .replace(", generator: position", "")
+        .replace(", generator: count", "")
+        .replace(
+            "train_split: train, eval_split: test",
+            "train_split: train800val200, eval_split: test",
+        );
+    std::fs::write(&suite, text_in).unwrap();
+    let empty = dir.path().join("data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let hint = "`harness fetch real --data-dir DIR` downloads and verifies it";
+    let out = run(harness(dir.path())
+        .arg("suite")
+        .arg(&suite)
+        .arg("--data-dir")
+        .arg(&empty));
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(msg.contains(hint), "{msg}");
+    let out = run(harness(dir.path())
+        .args(["suite", "--dry-run"])
+        .arg(&suite)
+        .arg("--data-dir")
+        .arg(&empty));
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{msg}");
+    assert!(
+        msg.contains("note: data not found: task `position`"),
+        "{msg}"
+    );
+    assert!(msg.contains(hint), "{msg}");
+}
+
 #[test]
 fn list_prints_every_method_and_suite() {
     let dir = tempfile::tempdir().unwrap();

@@ -155,10 +155,26 @@ impl KindVisitor for MissingData<'_> {
             .iter()
             .filter(|spec| spec.data.format != DataFormat::Generated)
             .filter(|spec| seen.insert((spec.task.name.clone(), spec.fold)))
-            .filter_map(|spec| K::locate(spec, self.paths, true).err())
+            .filter_map(|spec| locate::<K>(spec, self.paths, true).err())
             .map(|e| format!("data not found: {e:#}"))
             .collect()
     }
+}
+
+/// [`Kind::locate`], whose error for data on disk also says how to get it.
+fn locate<K: Kind>(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<K::Located> {
+    K::locate(spec, paths, quiet).map_err(|e| {
+        if spec.data.format == DataFormat::Generated {
+            return e;
+        }
+        e.context(format!(
+            "task `{task}`: its data was not found. When the suite has a manifest \
+             (manifests/{suite}.toml), `harness fetch {suite} --data-dir DIR` downloads and \
+             verifies it, and `harness verify {suite} --data-dir DIR` checks a copy of your own",
+            task = spec.task.name,
+            suite = spec.suite
+        ))
+    })
 }
 
 /// A sweep's runs, in plan order, as tasks of kind `K`: preflight (every task's data and the
@@ -199,7 +215,7 @@ impl KindVisitor for RunPlan<'_> {
         for spec in specs {
             let key = (spec.task.name.clone(), spec.fold);
             if let Entry::Vacant(slot) = located.entry(key) {
-                slot.insert(K::locate(spec, paths, opts.quiet)?);
+                slot.insert(locate::<K>(spec, paths, opts.quiet)?);
             }
         }
         let mut backbone = load_backbone(

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod fetch;
 pub mod inspect;
 pub mod list;
 pub mod merge;
