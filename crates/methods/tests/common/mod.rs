@@ -5,11 +5,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use peftbench_backbones::{Backbone, Vit, VitConfig};
-use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_methods::PeftModel;
 use peftbench_train::{
     cross_entropy, train, AdamWConfig, BatchSource, InMemoryBatches, Selection, TrainConfig,
-    TrainOutcome,
+    TrainModel, TrainOutcome,
 };
 
 pub const CLASSES: usize = 3;
@@ -192,9 +192,81 @@ pub fn calibrate(m: &mut PeftModel, task: &InMemoryBatches) {
     .unwrap();
 }
 
+/// The model as the trainer sees it with its classification head frozen: only the method's own
+/// parameters train, so a falling loss is the method's doing.
+struct HeadFrozen<'a> {
+    model: &'a PeftModel,
+    method_params: NamedVars,
+}
+
+impl<'a> HeadFrozen<'a> {
+    fn new(model: &'a PeftModel) -> Self {
+        let head: Vec<&str> = model
+            .head()
+            .params()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let method_params = NamedVars(
+            model
+                .trainable()
+                .iter()
+                .filter(|p| !head.contains(&p.name.as_str()))
+                .cloned()
+                .collect(),
+        );
+        Self {
+            model,
+            method_params,
+        }
+    }
+}
+
+impl TrainModel for HeadFrozen<'_> {
+    fn trainable(&self) -> &NamedVars {
+        &self.method_params
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        self.model.logits(input, ctx)
+    }
+}
+
+/// Every value of `vars`, in order.
+fn values(vars: &NamedVars) -> Vec<f32> {
+    vars.iter()
+        .flat_map(|p| {
+            p.var
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Calibrates, trains every phase for a few epochs on the toy task (f32) and returns the task
-/// loss before and after.
+/// loss before and after. Also checks what a falling loss alone would not show: the method's own
+/// parameters moved (not only the head's), and with the head frozen the method alone lowers the
+/// loss.
 pub fn train_briefly(method: &str, params: serde_json::Value) -> (f64, f64, PeftModel) {
+    let (before, after, m) = train_phases_briefly(method, params.clone(), false);
+    let (frozen_before, frozen_after, _) = train_phases_briefly(method, params, true);
+    assert!(
+        frozen_after < frozen_before,
+        "{method}: with the head frozen the loss went {frozen_before} -> {frozen_after}"
+    );
+    (before, after, m)
+}
+
+fn train_phases_briefly(
+    method: &str,
+    params: serde_json::Value,
+    head_frozen: bool,
+) -> (f64, f64, PeftModel) {
     let task = toy_task(DType::F32);
     let mut m = model_in(method, params, DType::F32);
     calibrate(&mut m, &task);
@@ -204,6 +276,7 @@ pub fn train_briefly(method: &str, params: serde_json::Value) -> (f64, f64, Peft
         if !m.phases().is_empty() {
             m.enter_phase(phase).unwrap();
         }
+        let own_before = values(&HeadFrozen::new(&m).method_params);
         let cfg = TrainConfig {
             epochs: 8,
             batch_size: 16,
@@ -219,10 +292,20 @@ pub fn train_briefly(method: &str, params: serde_json::Value) -> (f64, f64, Peft
             seed: phase as u64,
             selection: Selection::Final,
         };
-        let outcome = train(&m, &task, None, &cfg, &mut |_| {}).unwrap();
+        let outcome = if head_frozen {
+            train(&HeadFrozen::new(&m), &task, None, &cfg, &mut |_| {})
+        } else {
+            train(&m, &task, None, &cfg, &mut |_| {})
+        }
+        .unwrap();
         assert!(
             matches!(outcome, TrainOutcome::Completed(_)),
             "{method} diverged"
+        );
+        let own_after = values(&HeadFrozen::new(&m).method_params);
+        assert!(
+            !own_before.is_empty() && own_before != own_after,
+            "{method} phase {phase}: the method's own parameters did not change"
         );
     }
     let after = task_loss(&m, &task);
