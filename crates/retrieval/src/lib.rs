@@ -33,6 +33,6 @@ pub use rerank::{rerank, RelevanceScorer};
 pub use spec::{
     RankingObjective, RerankRun, RerankTaskSpec, RetrievalSpec, TrainingSpec, TriplesFormat,
 };
-pub use training::{groups_from_triples, hard_negative_groups, Groups, RankingGroup};
+pub use training::{groups_from_triples, hard_negative_groups, GroupIndex, Groups, RankingGroup};
 pub use trec_files::{read_qrels, read_run, write_run};
-pub use triples::{read_id_triples, read_text_triples, Triple};
+pub use triples::{read_id_triples, read_text_triples, Triple, TriplesFile};

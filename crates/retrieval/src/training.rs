@@ -3,7 +3,11 @@
 //! MS MARCO triples or from a first-stage run's hard negatives (Gao et al. 2021's "localized
 //! contrastive estimation": negatives sampled from the retriever's top candidates).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::BufReader;
 
 use peftbench_metrics::trec::{Qrels, Run};
 use rand::seq::IndexedRandom;
@@ -11,8 +15,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::corpus::Corpus;
+use crate::error::ReadError;
 use crate::queries::Queries;
-use crate::triples::Triple;
+use crate::triples::{Triple, TriplesFile};
 
 /// A query, a relevant passage and non-relevant passages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,95 @@ pub fn groups_from_triples(triples: &[Triple], negatives: usize) -> Groups {
         }
     }
     Groups { groups, incomplete }
+}
+
+/// The groups [`groups_from_triples`] makes of a triples file, kept as the byte offsets of their
+/// lines instead of their texts, so a file of any size trains in memory that grows by 8 bytes a
+/// used triple (16 while indexing), not by its texts or tokens; each batch reads its groups' lines
+/// back ([`GroupIndex::group`]). Pairs and negatives are told apart by 64-bit hashes of their
+/// texts (two different ones colliding is a 2^-64 chance per pair).
+pub struct GroupIndex {
+    /// Per group, the offsets of its lines: the first gives the query and positive, each its
+    /// negative.
+    groups: Vec<Vec<u64>>,
+    /// Candidate groups left out for having fewer negatives than requested.
+    pub incomplete: usize,
+    /// Triples read (at most the cap).
+    pub triples: usize,
+}
+
+impl GroupIndex {
+    /// Reads the first `cap` triples of `file` (all when `None`) once and indexes their groups of
+    /// `negatives`, in [`groups_from_triples`]' order.
+    pub fn build(
+        file: &TriplesFile,
+        negatives: usize,
+        cap: Option<usize>,
+    ) -> Result<Self, ReadError> {
+        let negatives = negatives.max(1);
+        let hash = |parts: &[&str]| {
+            let mut h = DefaultHasher::new();
+            parts.hash(&mut h);
+            h.finish()
+        };
+        // Pairs in order of first appearance, each with its distinct negatives' hashes and lines.
+        let mut order: Vec<u64> = Vec::new();
+        let mut gathered: HashMap<u64, (HashSet<u64>, Vec<u64>)> = HashMap::new();
+        let triples = file.for_each(cap, |offset, t| {
+            let key = hash(&[&t.query, &t.positive]);
+            let (seen, lines) = gathered.entry(key).or_insert_with(|| {
+                order.push(key);
+                Default::default()
+            });
+            if seen.insert(hash(&[&t.negative])) {
+                lines.push(offset);
+            }
+        })?;
+        let mut groups = Vec::new();
+        let mut incomplete = 0;
+        for key in order {
+            for chunk in gathered[&key].1.chunks(negatives) {
+                if chunk.len() < negatives {
+                    incomplete += 1;
+                } else {
+                    groups.push(chunk.to_vec());
+                }
+            }
+        }
+        Ok(Self {
+            groups,
+            incomplete,
+            triples,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Group `index`, read back from `file` through `reader`.
+    pub fn group(
+        &self,
+        file: &TriplesFile,
+        reader: &mut BufReader<File>,
+        index: usize,
+    ) -> Result<RankingGroup, ReadError> {
+        let lines = &self.groups[index];
+        let first = file.triple_at(reader, lines[0])?;
+        let mut negatives = vec![first.negative];
+        for &offset in &lines[1..] {
+            negatives.push(file.triple_at(reader, offset)?.negative);
+        }
+        Ok(RankingGroup {
+            query: first.query,
+            positive: first.positive,
+            negatives,
+        })
+    }
 }
 
 /// One group per relevant (query, document) pair of `qrels` (grade at least `relevance_level`),
@@ -140,6 +234,87 @@ mod tests {
             positive: p.into(),
             negative: n.into(),
         }
+    }
+
+    /// Indexed from the file and read back group by group, the groups are those
+    /// `groups_from_triples` makes of the triples in memory: pairs interleaved, repeated
+    /// negatives, a capped read, text and id triples.
+    #[test]
+    fn the_group_index_reads_back_the_in_memory_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = [
+            ("q1", "p1", "n1"),
+            ("q2", "p2", "n4"),
+            ("q1", "p1", "n2"),
+            ("q1", "p1", "n1"),
+            ("q2", "p2", "n5"),
+            ("q1", "p1", "n3"),
+            ("q1", "p9", "n1"),
+            ("q2", "p2", "n6"),
+        ];
+        let text_path = dir.path().join("triples.tsv");
+        let body: String = lines
+            .iter()
+            .map(|(q, p, n)| format!("query {q}\tpassage {p}\tpassage {n}\r\n"))
+            .collect();
+        std::fs::write(&text_path, format!("{body}\n")).unwrap();
+        let id_path = dir.path().join("ids.tsv");
+        let ids: String = lines
+            .iter()
+            .map(|(q, p, n)| format!("{q}\t{p}\t{n}\n"))
+            .collect();
+        std::fs::write(&id_path, ids).unwrap();
+        let queries: Queries = ["q1", "q2"]
+            .iter()
+            .map(|q| (q.to_string(), format!("query {q}")))
+            .collect();
+        let corpus: Corpus = ["p1", "p2", "p9", "n1", "n2", "n3", "n4", "n5", "n6"]
+            .iter()
+            .map(|d| {
+                let doc = Document {
+                    title: String::new(),
+                    text: format!("passage {d}"),
+                };
+                (d.to_string(), doc)
+            })
+            .collect();
+        let lookup = std::sync::Arc::new((queries, corpus));
+        let in_memory: Vec<Triple> = lines
+            .iter()
+            .map(|(q, p, n)| {
+                triple(
+                    &format!("query {q}"),
+                    &format!("passage {p}"),
+                    &format!("passage {n}"),
+                )
+            })
+            .collect();
+        for file in [
+            TriplesFile::text(&text_path),
+            TriplesFile::ids(&id_path, lookup.clone()),
+        ] {
+            for (negatives, cap) in [(1, None), (2, None), (2, Some(5)), (3, None)] {
+                let expected =
+                    groups_from_triples(&in_memory[..cap.unwrap_or(lines.len())], negatives);
+                let index = GroupIndex::build(&file, negatives, cap).unwrap();
+                let mut reader = file.reader().unwrap();
+                let read: Vec<RankingGroup> = (0..index.len())
+                    .map(|g| index.group(&file, &mut reader, g).unwrap())
+                    .collect();
+                assert_eq!(read, expected.groups, "{negatives} negatives, cap {cap:?}");
+                assert_eq!(index.incomplete, expected.incomplete);
+                assert_eq!(index.triples, cap.unwrap_or(lines.len()));
+            }
+        }
+        std::fs::write(&text_path, "a\tb\tc\nonly two\tfields\n").unwrap();
+        let e = GroupIndex::build(&TriplesFile::text(&text_path), 1, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("triples.tsv:2: expected 3 tab-separated fields"),
+            "{e}"
+        );
     }
 
     #[test]

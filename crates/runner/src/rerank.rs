@@ -9,22 +9,26 @@
 //! first ([`generated_collection`]), so the readers, BM25 and the measures run as on real data.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use peftbench_backbones::TextEncoder;
+use peftbench_core::shuffle::permutation;
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_text::synthetic::{review_collection, review_triples, NEGATION_LANGUAGES};
 use peftbench_methods::PeftModel;
 use peftbench_records::EpochLog;
 use peftbench_retrieval::{
-    groups_from_triples, read_corpus, read_id_triples, read_queries, read_text_triples,
-    RankingObjective, RelevanceScorer, RerankRun, TaskCollection, TriplesFormat,
+    read_corpus, read_queries, GroupIndex, RankingGroup, RankingObjective, RelevanceScorer,
+    RerankRun, TaskCollection, TriplesFile, TriplesFormat,
 };
 use peftbench_suite::{canonical_json, DataFormat, RunSpec};
 use peftbench_train::{
     derive_seed, listwise_softmax, pairwise_margin, pointwise_bce, ranknet, Batch, BatchSource,
-    InMemoryBatches, TrainModel, TrainOutcome,
+    TrainModel, TrainOutcome,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,11 +36,11 @@ use sha2::{Digest, Sha256};
 use crate::run::{logs, train_config, train_phases, Finished, Objective, RunContext};
 
 /// A reranking task prepared for its runs: its collection with the first stage done, and the
-/// training groups encoded.
+/// training groups indexed.
 pub struct RerankTask {
     pub collection: TaskCollection,
-    /// Groups `[G, 1 + negatives, 2, tokens]` (positive first), labels all 0.
-    pub training: InMemoryBatches,
+    /// The training groups, read from the triples file batch by batch.
+    pub training: TrainingGroups,
     /// Leftover negatives of a (query, positive) too few to fill a group, left out.
     pub incomplete_groups: usize,
 }
@@ -162,32 +166,60 @@ impl RerankTask {
         let collection = TaskCollection::load(&run.task, root, run.first_stage_depth, index_cache)?;
         let training = &run.training;
         let path = root.join(&training.triples);
-        let mut triples = match training.format {
-            TriplesFormat::Text => read_text_triples(&path)?,
+        let file = match training.format {
+            TriplesFormat::Text => TriplesFile::text(&path),
             TriplesFormat::Ids => {
                 let queries =
                     read_queries(&root.join(training.queries.as_ref().expect("checked")))?;
                 let corpus = read_corpus(&root.join(training.corpus.as_ref().expect("checked")))?;
-                read_id_triples(&path, &queries, &corpus)?
+                TriplesFile::ids(&path, Arc::new((queries, corpus)))
             }
         };
         let cap = match (training.max_triples, spec.limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(cap) = cap {
-            triples.truncate(cap);
-        }
-        let grouped = groups_from_triples(&triples, training.negatives);
+        let index = GroupIndex::build(&file, training.negatives, cap)?;
         anyhow::ensure!(
-            !grouped.groups.is_empty(),
+            !index.is_empty(),
             "{}: no training group with {} distinct negative(s) among {} triples",
             path.display(),
             training.negatives,
-            triples.len()
+            index.triples
         );
-        let pairs: Vec<(&str, &str)> = grouped
-            .groups
+        let incomplete_groups = index.incomplete;
+        Ok(Self {
+            collection,
+            training: TrainingGroups {
+                file,
+                index,
+                encoder: encoder.clone(),
+                per_group: 1 + training.negatives,
+                device: device.clone(),
+            },
+            incomplete_groups,
+        })
+    }
+}
+
+/// A reranking task's training groups as batches `[B, 1 + negatives, 2, tokens]` (positive
+/// first, labels all 0), read from the triples file and tokenised batch by batch, each padded to
+/// its own longest pair: nothing but the groups' line offsets is held between batches.
+pub struct TrainingGroups {
+    file: TriplesFile,
+    index: GroupIndex,
+    encoder: TextEncoder,
+    per_group: usize,
+    device: Device,
+}
+
+impl TrainingGroups {
+    fn batch(&self, reader: &mut BufReader<File>, groups: &[usize]) -> anyhow::Result<Batch> {
+        let groups: Vec<RankingGroup> = groups
+            .iter()
+            .map(|&g| self.index.group(&self.file, reader, g))
+            .collect::<Result<_, _>>()?;
+        let pairs: Vec<(&str, &str)> = groups
             .iter()
             .flat_map(|g| {
                 std::iter::once(g.positive.as_str())
@@ -195,18 +227,44 @@ impl RerankTask {
                     .map(move |d| (g.query.as_str(), d))
             })
             .collect();
-        let encoded = encoder.encode_pairs(&pairs)?;
-        let (groups, per_group) = (grouped.groups.len(), 1 + training.negatives);
-        let inputs =
-            encoded
-                .pair_tensor(device)?
-                .reshape((groups, per_group, 2, encoded.width()))?;
-        let labels = Tensor::zeros(groups, DType::U32, device)?;
-        Ok(Self {
-            collection,
-            training: InMemoryBatches::new(inputs, labels)?,
-            incomplete_groups: grouped.incomplete,
-        })
+        let encoded = self.encoder.encode_pairs(&pairs)?;
+        let inputs = encoded.pair_tensor(&self.device)?.reshape((
+            groups.len(),
+            self.per_group,
+            2,
+            encoded.width(),
+        ))?;
+        let labels = Tensor::zeros(groups.len(), DType::U32, &self.device)?;
+        Ok(Batch::new(inputs, labels))
+    }
+}
+
+impl BatchSource for TrainingGroups {
+    fn num_examples(&self) -> usize {
+        self.index.len()
+    }
+
+    /// In the order every batch source uses (`permutation(n, seed)`), so a seed gives the
+    /// batches of the in-memory groups this replaces.
+    fn batches(
+        &self,
+        batch_size: usize,
+        shuffle_seed: Option<u64>,
+    ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_> {
+        let n = self.index.len();
+        let order: Vec<usize> = match shuffle_seed {
+            Some(seed) => permutation(n, seed),
+            None => (0..n).collect(),
+        };
+        let chunks: Vec<Vec<usize>> = order
+            .chunks(batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect();
+        let mut reader = self.file.reader();
+        Box::new(chunks.into_iter().map(move |groups| {
+            let reader = reader.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.batch(reader, &groups)
+        }))
     }
 }
 

@@ -3,11 +3,12 @@
 //! language; then tokenised with the backbone's [`TextEncoder`] into one padded `[N, T]` id matrix
 //! (padding = the tokenizer's pad id, which the encoder masks) with class ids from a [`LabelSet`]:
 //! one per text, or, for NER, one per word on its first subword ([`IGNORE_LABEL`] elsewhere).
+//! Batches are cut to their own longest text, so a step never computes at the split's longest.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use peftbench_backbones::TextEncoder;
+use peftbench_backbones::{TextEncoder, TokenizedBatch};
 use peftbench_data_text::alignment::{first_subword_labels, NO_LABEL};
 use peftbench_data_text::synthetic::{negation_sentiment, topic_labels, SENTIMENT_LABELS};
 use peftbench_data_text::{
@@ -354,7 +355,8 @@ pub fn encode_tagging(
         );
     }
     let n = sentences.len();
-    let batches = InMemoryBatches::new(ids, Tensor::from_vec(labels, (n, width), device)?)?;
+    let batches = InMemoryBatches::new(ids, Tensor::from_vec(labels, (n, width), device)?)?
+        .with_lengths(token_lengths(&batch))?;
     Ok((
         batches,
         TaggingEval {
@@ -390,7 +392,18 @@ pub fn encode_classification(
         })
         .collect::<anyhow::Result<_>>()?;
     let n = ids_u32.len();
-    InMemoryBatches::new(ids, Tensor::from_vec(ids_u32, n, device)?)
+    InMemoryBatches::new(ids, Tensor::from_vec(ids_u32, n, device)?)?
+        .with_lengths(token_lengths(&batch))
+}
+
+/// Each row's own tokens (special tokens included): batches are padded only to their longest
+/// member, not to the split's.
+fn token_lengths(batch: &TokenizedBatch) -> Vec<usize> {
+    batch
+        .attention_mask
+        .iter()
+        .map(|row| row.iter().filter(|&&m| m == 1).count().max(1))
+        .collect()
 }
 
 /// What every text kind shares for a suite: the backbone pools as the suite's `text` section
@@ -463,6 +476,68 @@ pub(crate) fn prepare_text_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Texts of mixed lengths batched to their own longest member give the encoder's features of
+    /// the split-wide padding within float rounding, for CLS and mean pooling: the encoder masks
+    /// its padding, so cutting it changes only the length of its reductions.
+    #[test]
+    fn batches_cut_to_their_longest_text_give_the_padded_features() {
+        use candle_core::Device;
+        use peftbench_backbones::{Backbone, Bert, BertConfig, NoHooks, Pooling};
+        use peftbench_core::{ForwardCtx, SeededInit};
+        use peftbench_train::BatchSource;
+
+        let mut examples = peftbench_data_text::synthetic::review_topics("en", 24, 5).unwrap();
+        for (i, e) in examples.iter_mut().enumerate() {
+            // Lengths from one to four times a review.
+            e.text = std::iter::repeat_n(e.text.clone(), 1 + i % 4)
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        crate::demo_text::word_level_tokenizer(&examples)
+            .unwrap()
+            .save(&path, false)
+            .unwrap();
+        let encoder = TextEncoder::from_file(&path, 64).unwrap();
+        let labels = LabelSet::from_labels(examples.iter().map(|e| e.label.as_str()));
+        let cut = encode_classification(&encoder, &examples, &labels, &Device::Cpu).unwrap();
+        let padded = InMemoryBatches::new(cut.inputs().clone(), cut.labels().clone()).unwrap();
+        let mut cfg = BertConfig::new(encoder.vocab_size(), 16, 2, 2, 32);
+        cfg.max_position_embeddings = 64;
+        let mut bert = Bert::random(cfg, &SeededInit::new(3, &Device::Cpu)).unwrap();
+        let mut narrower = 0;
+        for pooling in [Pooling::Cls, Pooling::Mean] {
+            bert.set_pooling(pooling);
+            let features = |b: &peftbench_train::Batch| {
+                bert.forward_features(&b.inputs, &NoHooks, &ForwardCtx::eval())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            for (c, p) in cut.batches(5, Some(1)).zip(padded.batches(5, Some(1))) {
+                let (c, p) = (c.unwrap(), p.unwrap());
+                assert_eq!(
+                    c.labels.to_vec1::<u32>().unwrap(),
+                    p.labels.to_vec1::<u32>().unwrap()
+                );
+                narrower += usize::from(c.inputs.dim(1).unwrap() < p.inputs.dim(1).unwrap());
+                let worst = features(&c)
+                    .iter()
+                    .zip(features(&p))
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{pooling:?}: features differ by {worst}");
+            }
+        }
+        assert!(
+            narrower > 0,
+            "some batch is shorter than the split's longest text"
+        );
+    }
 
     fn tags() -> LabelSet {
         LabelSet::new(

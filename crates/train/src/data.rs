@@ -11,6 +11,9 @@ use crate::trainer::{Batch, BatchSource};
 pub struct InMemoryBatches {
     inputs: Tensor,
     labels: Tensor,
+    /// Sequences padded to the longest of the split: each example's own length along the inputs'
+    /// last axis ([`InMemoryBatches::with_lengths`]).
+    lengths: Option<Vec<usize>>,
 }
 
 impl InMemoryBatches {
@@ -23,7 +26,38 @@ impl InMemoryBatches {
             labels.dims()
         );
         let labels = labels.to_dtype(DType::U32)?;
-        Ok(Self { inputs, labels })
+        Ok(Self {
+            inputs,
+            labels,
+            lengths: None,
+        })
+    }
+
+    /// Padded sequences (token ids right-padded to the longest example of the split) whose own
+    /// lengths are `lengths`: each batch is then cut to its longest member along the inputs' last
+    /// axis, and per-token labels `[N, T]` with it, so a step computes at the length of its batch
+    /// rather than of the whole split. Only what was padding is cut, so a model that ignores its
+    /// padding gives the same outputs up to the rounding of shorter reductions.
+    pub fn with_lengths(mut self, lengths: Vec<usize>) -> anyhow::Result<Self> {
+        let n = self.inputs.dim(0)?;
+        let width = *self.inputs.dims().last().expect("inputs have a first axis");
+        anyhow::ensure!(
+            lengths.len() == n,
+            "{} lengths for {n} examples",
+            lengths.len()
+        );
+        anyhow::ensure!(
+            lengths.iter().all(|&l| (1..=width).contains(&l)),
+            "every length must lie in 1..={width}, the padded width"
+        );
+        anyhow::ensure!(
+            self.labels.rank() == 1 || self.labels.dims() == self.inputs.dims(),
+            "per-token labels {:?} must match the inputs {:?}",
+            self.labels.dims(),
+            self.inputs.dims()
+        );
+        self.lengths = Some(lengths);
+        Ok(self)
     }
 
     pub fn inputs(&self) -> &Tensor {
@@ -59,11 +93,72 @@ impl BatchSource for InMemoryBatches {
         let batch_size = batch_size.max(1);
         let chunks: Vec<Vec<u32>> = order.chunks(batch_size).map(<[u32]>::to_vec).collect();
         Box::new(chunks.into_iter().map(move |idx| {
+            let longest = self
+                .lengths
+                .as_ref()
+                .and_then(|lengths| idx.iter().map(|&i| lengths[i as usize]).max());
             let n = idx.len();
             let idx = Tensor::from_vec(idx, n, self.inputs.device())?;
-            let inputs = self.inputs.index_select(&idx, 0)?;
-            let labels = self.labels.index_select(&idx, 0)?;
+            let mut inputs = self.inputs.index_select(&idx, 0)?;
+            let mut labels = self.labels.index_select(&idx, 0)?;
+            if let Some(longest) = longest {
+                let axis = inputs.rank() - 1;
+                if longest < inputs.dim(axis)? {
+                    inputs = inputs.narrow(axis, 0, longest)?.contiguous()?;
+                    if labels.rank() > 1 {
+                        labels = labels.narrow(axis, 0, longest)?.contiguous()?;
+                    }
+                }
+            }
             Ok(Batch::new(inputs, labels))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    /// With lengths, each batch is the same examples in the same order as without, cut to its
+    /// longest member; per-token labels are cut with them.
+    #[test]
+    fn batches_are_cut_to_their_longest_member() {
+        let lengths = [2usize, 5, 1, 3, 4, 2];
+        let (n, width) = (lengths.len(), 6);
+        let ids: Vec<u32> = (0..n * width)
+            .map(|k| {
+                let (i, t) = (k / width, k % width);
+                if t < lengths[i] {
+                    (10 * i + t + 1) as u32
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let inputs = Tensor::from_vec(ids, (n, width), &Device::Cpu).unwrap();
+        let per_token = InMemoryBatches::new(inputs.clone(), inputs.clone()).unwrap();
+        let padded = per_token.clone();
+        let cut = per_token.with_lengths(lengths.to_vec()).unwrap();
+        for seed in [None, Some(7)] {
+            let whole: Vec<Batch> = padded.batches(4, seed).map(Result::unwrap).collect();
+            let trimmed: Vec<Batch> = cut.batches(4, seed).map(Result::unwrap).collect();
+            assert_eq!(whole.len(), trimmed.len());
+            for (w, t) in whole.iter().zip(&trimmed) {
+                let rows = w.inputs.to_vec2::<u32>().unwrap();
+                let longest = rows
+                    .iter()
+                    .map(|r| r.iter().filter(|&&v| v != 0).count())
+                    .max()
+                    .unwrap();
+                assert_eq!(t.inputs.dims(), &[rows.len(), longest]);
+                let kept: Vec<Vec<u32>> = rows.iter().map(|r| r[..longest].to_vec()).collect();
+                assert_eq!(t.inputs.to_vec2::<u32>().unwrap(), kept);
+                assert_eq!(t.labels.to_vec2::<u32>().unwrap(), kept);
+            }
+        }
+        assert!(cut.clone().with_lengths(vec![7; n]).is_err());
+        assert!(cut.with_lengths(vec![1; n - 1]).is_err());
     }
 }
