@@ -671,6 +671,16 @@ pub fn is_safe_relative(p: &str) -> bool {
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
+/// Where manifests are read from when no folder is given: `./manifests` when there is one, else
+/// the folder shipped with this build.
+pub fn default_dir() -> PathBuf {
+    let local = PathBuf::from("manifests");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
+}
+
 /// Loads `manifests/artifacts/<id>.toml`.
 pub fn load_artifact(manifests: &Path, id: &str) -> Result<Artifact, ManifestError> {
     let path = manifests.join("artifacts").join(format!("{id}.toml"));

@@ -163,6 +163,12 @@ pub const PARQUET_COLUMNS: &[(&str, &str, bool, &str)] = &[
         true,
         "per-example correctness, packed bits as hex (see `EvalCorrect`)",
     ),
+    (
+        "data",
+        "Utf8",
+        true,
+        "manifest artifacts the run read (ids, manifest SHA-256, weights commit, receipt, file digests), JSON; null without a manifest",
+    ),
 ];
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -238,6 +244,7 @@ fn columns(records: &[RunRecord]) -> Vec<ArrayRef> {
         strings(records, |r| {
             r.eval_correct.as_ref().map(|c| c.bits_hex.clone())
         }),
+        strings(records, |r| (!r.data.is_empty()).then(|| json(&r.data))),
     ]
 }
 
@@ -448,6 +455,19 @@ impl Columns<'_> {
             finished_at: self.str("finished_at", row)?,
             adapter_dir: self.opt_str("adapter_dir", row)?,
             eval_correct,
+            // Exports written before the column existed have none.
+            data: match self.batch.column_by_name("data") {
+                Some(_) => match self.opt_str("data", row)? {
+                    Some(text) => serde_json::from_str(&text).with_context(|| {
+                        format!(
+                            "{}: row {row}: `data` is not valid JSON",
+                            self.path.display()
+                        )
+                    })?,
+                    None => Vec::new(),
+                },
+                None => Vec::new(),
+            },
         })
     }
 }

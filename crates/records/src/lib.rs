@@ -217,6 +217,29 @@ pub struct RunRecord {
     /// records written before it existed (the field is optional, so schema version 1 still holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_correct: Option<EvalCorrect>,
+    /// The outside data and weights the run read, as its suite's manifest pins them and as
+    /// `harness fetch` installed them; empty for suites without a manifest (generated data, the
+    /// demo backbones) and in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<DataArtifact>,
+}
+
+/// One manifest artifact a run read (`manifests/artifacts/<id>.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataArtifact {
+    /// The artifact id.
+    pub id: String,
+    /// SHA-256 of its manifest file when the run started.
+    pub manifest_sha256: String,
+    /// The pinned hub commit of weights, when the manifest has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Whether `harness fetch` left a receipt for it: without one the files were used as found,
+    /// unverified against the manifest.
+    pub receipt: bool,
+    /// The receipt's files: path -> `algorithm:digest` (archives are listed as downloaded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// Per-example correctness, packed 8 examples per byte (example `i` is bit `7 - i % 8` of byte

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use peftbench_records::{
     config_hash, load_records, merge_records, parquet_schema, read_parquet, write_parquet,
-    Environment, EpochLog, EvalCorrect, RecordSource, RecordStore, RunRecord, RunStatus,
-    PARQUET_COLUMNS, SCHEMA_VERSION,
+    DataArtifact, Environment, EpochLog, EvalCorrect, RecordSource, RecordStore, RunRecord,
+    RunStatus, PARQUET_COLUMNS, SCHEMA_VERSION,
 };
 use serde_json::json;
 
@@ -64,6 +64,7 @@ fn record(task: &str, seed: u64, status: RunStatus, accuracy: Option<f64>) -> Ru
         started_at: "2026-11-27T13:00:00.000Z".into(),
         finished_at: format!("2026-11-27T13:00:1{seed}.000Z"),
         adapter_dir: accuracy.map(|_| format!("artifacts/{task}/lora-r8/seed{seed}")),
+        data: Vec::new(),
         eval_correct: accuracy.map(|_| EvalCorrect::from_bools(&[true, false, true])),
     }
 }
@@ -76,8 +77,19 @@ fn same(a: &RunRecord, b: &RunRecord) -> bool {
 #[test]
 fn parquet_round_trips_every_field() {
     let dir = tempfile::tempdir().unwrap();
+    let mut with_data = record("cifar", 0, RunStatus::Completed, Some(0.7125));
+    with_data.data = vec![DataArtifact {
+        id: "vtab-1k".into(),
+        manifest_sha256: "ab".repeat(32),
+        commit: None,
+        receipt: true,
+        files: BTreeMap::from([(
+            "vtab-1k.zip".to_string(),
+            format!("sha256:{}", "cd".repeat(32)),
+        )]),
+    }];
     let records = vec![
-        record("cifar", 0, RunStatus::Completed, Some(0.7125)),
+        with_data,
         record("cifar", 1, RunStatus::Diverged, None),
         record("dtd", 0, RunStatus::Failed, None),
     ];
@@ -93,6 +105,13 @@ fn parquet_round_trips_every_field() {
             b.to_json().unwrap()
         );
     }
+    // Exports written before the `data` column existed still read (the committed baseline).
+    let baseline = read_parquet(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../ci/baselines/demo.parquet"
+    )))
+    .unwrap();
+    assert!(!baseline.is_empty() && baseline.iter().all(|r| r.data.is_empty()));
     // An empty export is a valid file too.
     write_parquet(&[], &path).unwrap();
     assert!(read_parquet(&path).unwrap().is_empty());

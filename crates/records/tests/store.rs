@@ -71,6 +71,7 @@ fn record(run_id: &str, accuracy: f64) -> RunRecord {
         started_at: "2026-11-27T13:00:00.000Z".into(),
         finished_at: "2026-11-27T13:00:16.000Z".into(),
         adapter_dir: None,
+        data: Vec::new(),
         eval_correct: None,
     }
 }

@@ -348,6 +348,10 @@ pub struct Leaderboard {
     /// Ranking suites: per task (layout order), the queries its scores are over.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub query_counts: Vec<(String, QueryCounts)>,
+    /// Manifest artifacts some run read without a `harness fetch` receipt (as found on disk,
+    /// unverified against the pins), by id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unverified_data: Vec<String>,
 }
 
 /// The queries a ranking task's averages are over, as its records count them.
@@ -473,6 +477,12 @@ impl Leaderboard {
             ignored_tasks: ignored.into_iter().collect(),
             runs: used.len(),
             query_counts: query_counts(&used, &layout.tasks),
+            unverified_data: used
+                .iter()
+                .flat_map(|r| r.data.iter().filter(|a| !a.receipt).map(|a| a.id.clone()))
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -546,6 +556,13 @@ impl Leaderboard {
             notes.push(format!(
                 "Cross-validated over {} folds: cells are mean ±std over folds x seeds (runs).",
                 self.folds.len()
+            ));
+        }
+        if !self.unverified_data.is_empty() {
+            notes.push(format!(
+                "Warning: read without a `harness fetch` receipt, so unverified against the \
+                 manifest's pins: {} (`harness verify SUITE` checks a copy of your own)",
+                self.unverified_data.join(", ")
             ));
         }
         if !self.query_counts.is_empty() {

@@ -74,6 +74,7 @@ fn record(label: &str, task: &str, seed: u64, acc: Option<f64>) -> RunRecord {
         finished_at: "2026-11-27T13:00:10.000Z".into(),
         adapter_dir: None,
         eval_correct,
+        data: Vec::new(),
     }
 }
 

@@ -71,6 +71,7 @@ fn rec(r: Run<'_>) -> RunRecord {
         finished_at: "2026-11-27T13:00:13.000Z".into(),
         adapter_dir: None,
         // 100 test examples, the first round(acc * 100) correct: single seeds get bootstrap intervals.
+        data: Vec::new(),
         eval_correct: r.acc.map(|a| {
             let hits = (a * 100.0).round() as usize;
             EvalCorrect::from_bools(&(0..100).map(|i| i < hits).collect::<Vec<_>>())

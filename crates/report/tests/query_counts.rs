@@ -1,4 +1,5 @@
-//! Ranking leaderboards say how many queries their averages are over.
+//! What leaderboards say about the data behind their numbers: how many queries a ranking task's
+//! averages are over, and which pinned data was read without a fetch receipt.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +53,7 @@ fn ranking_record(task: &str, label: &str, ndcg: f64, counts: Option<[f64; 3]>) 
         started_at: "2026-12-01T00:00:00.000Z".into(),
         finished_at: "2026-12-01T00:00:01.000Z".into(),
         adapter_dir: None,
+        data: Vec::new(),
         eval_correct: None,
     }
 }
@@ -106,4 +108,33 @@ fn classification_leaderboards_have_no_query_counts() {
     let board = Leaderboard::build(&records, &layout());
     assert!(board.query_counts.is_empty());
     assert!(!board.markdown().contains("Queries judged"));
+}
+
+#[test]
+fn data_read_without_a_fetch_receipt_is_warned_about() {
+    let artifact = |id: &str, receipt| peftbench_records::DataArtifact {
+        id: id.into(),
+        manifest_sha256: "0".repeat(64),
+        commit: None,
+        receipt,
+        files: BTreeMap::new(),
+    };
+    let mut fetched = ranking_record("en", "lora", 0.5, None);
+    fetched.data = vec![artifact("weights", true), artifact("corpus", true)];
+    let mut found = ranking_record("en-de", "lora", 0.5, None);
+    found.data = vec![artifact("weights", true), artifact("clef", false)];
+    let board = Leaderboard::build(&[fetched.clone()], &layout());
+    assert!(board.unverified_data.is_empty());
+    assert!(!board
+        .markdown()
+        .contains("without a `harness fetch` receipt"));
+    let board = Leaderboard::build(&[fetched, found], &layout());
+    assert_eq!(board.unverified_data, vec!["clef".to_string()]);
+    assert!(
+        board
+            .terminal()
+            .contains("Warning: read without a `harness fetch` receipt, so unverified against the manifest's pins: clef"),
+        "{}",
+        board.terminal()
+    );
 }

@@ -38,6 +38,7 @@ pub mod language_adapters;
 pub mod layout;
 pub mod preflight;
 pub mod pretraining;
+pub mod provenance;
 pub mod rerank;
 pub mod run;
 pub mod sweep;

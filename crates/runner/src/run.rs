@@ -48,6 +48,8 @@ pub struct RunContext<'a> {
     pub data_root: Option<&'a std::path::Path>,
     /// Bytes of frozen-prefix streams the process may hold ([`crate::frozen_prefix::prefix_cache_budget`]).
     pub prefix_cache_budget: u64,
+    /// The manifest artifacts the suite reads ([`crate::provenance::data_artifacts`]).
+    pub data: &'a [peftbench_records::DataArtifact],
 }
 
 /// How a run's model is presented to the trainer: as itself (classification) or wrapped (a
@@ -291,5 +293,6 @@ pub(crate) fn execute<K: Kind>(
         finished_at: now_rfc3339(),
         adapter_dir: finished.adapter_dir,
         eval_correct: finished.eval_correct,
+        data: ctx.data.to_vec(),
     }
 }

@@ -17,6 +17,7 @@ use crate::frozen_prefix::prefix_cache_budget;
 use crate::kinds::{with_kind, Kind, KindVisitor};
 use crate::layout::report_layout;
 use crate::preflight::{backbone_info, check_methods};
+use crate::provenance::data_artifacts;
 use crate::run::{execute, RunContext};
 use crate::{crate_versions, Paths, RegistryCatalog};
 
@@ -205,6 +206,12 @@ impl KindVisitor for RunPlan<'_> {
         } = self;
         let device = opts.device.open()?;
         let environment = Environment::capture(&opts.device.to_string(), crate_versions());
+        let data = data_artifacts(
+            &suite.name,
+            &peftbench_fetch::manifest::default_dir(),
+            suite.data.root.as_deref().or(paths.data_dir.as_deref()),
+            &paths.cache,
+        )?;
         let mut located = BTreeMap::new();
         // The data root, when one is set: where each task's files are, and language adapter
         // corpora (also for generated tasks).
@@ -271,6 +278,7 @@ impl KindVisitor for RunPlan<'_> {
                 text_encoder: K::text_encoder(&encoders),
                 data_root: data_roots[&spec.task.name].as_deref(),
                 prefix_cache_budget,
+                data: &data,
             };
             let fold = spec.fold.map(|f| format!("/fold{f}")).unwrap_or_default();
             let label = format!("{}/{}/seed{}{fold}", spec.task.name, spec.label, spec.seed);

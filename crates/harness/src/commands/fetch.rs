@@ -83,14 +83,7 @@ pub struct ManifestsDir {
 
 impl ManifestsDir {
     fn resolve(&self) -> PathBuf {
-        if let Some(dir) = &self.dir {
-            return dir.clone();
-        }
-        let local = PathBuf::from("manifests");
-        if local.is_dir() {
-            return local;
-        }
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
+        self.dir.clone().unwrap_or_else(manifest::default_dir)
     }
 }
 
