@@ -73,6 +73,12 @@ fn a_reranking_suite_trains_once_per_method_and_reranks_every_task() {
     );
     let out = run_suite(dir.path(), &yaml);
     assert!(out.status.success(), "{}", text(&out));
+    // The table says what its averages are over.
+    assert!(
+        text(&out).contains("Queries judged / with first-stage candidates / averaged over: "),
+        "{}",
+        text(&out)
+    );
     let all = records(dir.path());
     assert_eq!(all.len(), 4, "{}", text(&out));
     for r in &all {
@@ -88,7 +94,10 @@ fn a_reranking_suite_trains_once_per_method_and_reranks_every_task() {
             let v = r["metrics"][metric].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{metric} = {v}");
         }
-        // 16 queries, each with judged documents among the 40 reviews.
+        // 16 queries, each with judged documents among the 40 reviews, all with BM25 candidates;
+        // the averages are over every judged query.
+        assert_eq!(r["metrics"]["queries_judged"], 16.0);
+        assert_eq!(r["metrics"]["queries_retrieved"], 16.0);
         assert_eq!(r["metrics"]["queries_evaluated"], 16.0);
         // The reranked run is a TREC run of at most `rerank_depth` documents per query.
         let run_path = dir
