@@ -12,6 +12,7 @@ AdaptFormer and VPT are written here in a few lines with hooks, as peft has no s
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import time
@@ -147,7 +148,16 @@ def main():
         "median_forward_s": statistics.median(fwd),
         "median_backward_s": statistics.median(bwd),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        # Which kernels ran: the instruction set of PyTorch's CPU kernels and the BLAS it calls.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas_info(),
     }))
+
+
+def blas_info():
+    """The BLAS PyTorch was built with, from its build configuration (`BLAS_INFO=mkl`)."""
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return found.group(1) if found else None
 
 
 if __name__ == "__main__":

@@ -164,6 +164,12 @@ pub const PARQUET_COLUMNS: &[(&str, &str, bool, &str)] = &[
         "per-example correctness, packed bits as hex (see `EvalCorrect`)",
     ),
     (
+        "kernels",
+        "Utf8",
+        true,
+        "instruction sets of the CPU kernels (`gemm avx2+fma; elementwise avx2+fma`)",
+    ),
+    (
         "data",
         "Utf8",
         true,
@@ -244,6 +250,7 @@ fn columns(records: &[RunRecord]) -> Vec<ArrayRef> {
         strings(records, |r| {
             r.eval_correct.as_ref().map(|c| c.bits_hex.clone())
         }),
+        strings(records, |r| r.environment.kernels.clone()),
         strings(records, |r| (!r.data.is_empty()).then(|| json(&r.data))),
     ]
 }
@@ -332,6 +339,14 @@ impl Columns<'_> {
             .as_string_opt::<i32>()
             .ok_or_else(|| self.wrong_type(name, "Utf8"))?;
         Ok((!a.is_null(row)).then(|| a.value(row).to_string()))
+    }
+
+    /// A column added after the first exports: absent in those, read as null.
+    fn opt_str_if_present(&self, name: &str, row: usize) -> Result<Option<String>> {
+        match self.batch.column_by_name(name) {
+            Some(_) => self.opt_str(name, row),
+            None => Ok(None),
+        }
     }
 
     fn str(&self, name: &str, row: usize) -> Result<String> {
@@ -450,22 +465,19 @@ impl Columns<'_> {
                 cpu: self.opt_str("cpu", row)?,
                 threads: self.u64("threads", row)? as usize,
                 hostname: self.opt_str("hostname", row)?,
+                kernels: self.opt_str_if_present("kernels", row)?,
             },
             started_at: self.str("started_at", row)?,
             finished_at: self.str("finished_at", row)?,
             adapter_dir: self.opt_str("adapter_dir", row)?,
             eval_correct,
-            // Exports written before the column existed have none.
-            data: match self.batch.column_by_name("data") {
-                Some(_) => match self.opt_str("data", row)? {
-                    Some(text) => serde_json::from_str(&text).with_context(|| {
-                        format!(
-                            "{}: row {row}: `data` is not valid JSON",
-                            self.path.display()
-                        )
-                    })?,
-                    None => Vec::new(),
-                },
+            data: match self.opt_str_if_present("data", row)? {
+                Some(text) => serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{}: row {row}: `data` is not valid JSON",
+                        self.path.display()
+                    )
+                })?,
                 None => Vec::new(),
             },
         })

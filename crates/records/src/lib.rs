@@ -105,6 +105,10 @@ pub struct Environment {
     /// `std::thread::available_parallelism()`.
     pub threads: usize,
     pub hostname: Option<String>,
+    /// The instruction sets the CPU kernels ran with (`gemm avx2+fma; elementwise avx2+fma;
+    /// unused: avx512f`), as the runner reports them; absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
 }
 
 impl Environment {
@@ -128,6 +132,7 @@ impl Environment {
                 .map(|n| n.get())
                 .unwrap_or(1),
             hostname: hostname(),
+            kernels: None,
         }
     }
 }

@@ -60,6 +60,7 @@ fn record(task: &str, seed: u64, status: RunStatus, accuracy: Option<f64>) -> Ru
             cpu: None,
             threads: 2,
             hostname: Some("node-7".into()),
+            kernels: None,
         },
         started_at: "2026-11-27T13:00:00.000Z".into(),
         finished_at: format!("2026-11-27T13:00:1{seed}.000Z"),

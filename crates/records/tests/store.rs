@@ -19,6 +19,7 @@ fn environment() -> Environment {
         cpu: Some("Test CPU".into()),
         threads: 2,
         hostname: None,
+        kernels: None,
     }
 }
 

@@ -1228,6 +1228,7 @@ fn environment_summary(records: &[&RunRecord]) -> Vec<String> {
     let mut revisions: BTreeSet<String> = BTreeSet::new();
     let mut devices: BTreeSet<String> = BTreeSet::new();
     let mut versions: BTreeSet<String> = BTreeSet::new();
+    let mut kernels: BTreeSet<String> = BTreeSet::new();
     let mut crates: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in records {
         let e = &r.environment;
@@ -1241,6 +1242,7 @@ fn environment_summary(records: &[&RunRecord]) -> Vec<String> {
         });
         devices.insert(e.device.clone());
         versions.insert(e.peftbench_version.clone());
+        kernels.extend(e.kernels.clone());
         for (k, v) in &e.crate_versions {
             crates.entry(k.clone()).or_default().insert(v.clone());
         }
@@ -1252,6 +1254,10 @@ fn environment_summary(records: &[&RunRecord]) -> Vec<String> {
     }
     lines.push(format!("Git revision: {}", join(&revisions)));
     lines.push(format!("Device: {}", join(&devices)));
+    // Records made before the field existed have none; a line only when some run says.
+    if !kernels.is_empty() {
+        lines.push(format!("CPU kernels: {}", join(&kernels)));
+    }
     let mut v = vec![format!("peftbench {}", join(&versions))];
     v.extend(crates.iter().map(|(k, s)| format!("{k} {}", join(s))));
     lines.push(format!("Versions: {}", v.join("; ")));

@@ -69,6 +69,7 @@ fn record(label: &str, task: &str, seed: u64, acc: Option<f64>) -> RunRecord {
             cpu: None,
             threads: 2,
             hostname: None,
+            kernels: None,
         },
         started_at: "2026-11-27T13:00:00.000Z".into(),
         finished_at: "2026-11-27T13:00:10.000Z".into(),

@@ -17,6 +17,7 @@ fn env() -> Environment {
         cpu: Some("Test CPU".into()),
         threads: 2,
         hostname: Some("host".into()),
+        kernels: None,
     }
 }
 

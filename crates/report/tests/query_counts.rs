@@ -49,6 +49,7 @@ fn ranking_record(task: &str, label: &str, ndcg: f64, counts: Option<[f64; 3]>) 
             cpu: None,
             threads: 2,
             hostname: None,
+            kernels: None,
         },
         started_at: "2026-12-01T00:00:00.000Z".into(),
         finished_at: "2026-12-01T00:00:01.000Z".into(),

@@ -205,7 +205,8 @@ impl KindVisitor for RunPlan<'_> {
             summary,
         } = self;
         let device = opts.device.open()?;
-        let environment = Environment::capture(&opts.device.to_string(), crate_versions());
+        let mut environment = Environment::capture(&opts.device.to_string(), crate_versions());
+        environment.kernels = Some(peftbench_core::kernels::instruction_sets());
         let data = data_artifacts(
             &suite.name,
             &peftbench_fetch::manifest::default_dir(),

@@ -29,3 +29,55 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 unsafe fn avx2_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
+
+/// The instruction sets the CPU kernels run with on this machine, and the wider ones the CPU has
+/// that they do not use, in one line (`gemm avx2+fma; elementwise avx2+fma; unused: avx512f`):
+/// what a benchmark ratio or a run record needs beside it, since speed and, through the GEMM's
+/// blocking, rounding depend on the machine.
+pub fn instruction_sets() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |f: &str| match f {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            _ => false,
+        };
+        // gemm 0.19 takes its FMA kernels when the CPU has FMA (its AVX-512 kernels need the
+        // `x86-v4` feature, which is not built); the elementwise loops, AVX2 + FMA as above.
+        let gemm = if has("fma") { "avx2+fma" } else { "sse2" };
+        let elementwise = if has("avx2") && has("fma") {
+            "avx2+fma"
+        } else {
+            "sse2"
+        };
+        let unused: Vec<&str> = ["avx512f"].into_iter().filter(|f| has(f)).collect();
+        let mut line = format!("gemm {gemm}; elementwise {elementwise}");
+        if !unused.is_empty() {
+            line.push_str(&format!("; unused: {}", unused.join(", ")));
+        }
+        line
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        format!(
+            "gemm and elementwise: portable code for {}",
+            std::env::consts::ARCH
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The line names the GEMM's and the elementwise loops' instruction sets.
+    #[test]
+    fn instruction_sets_name_both_kernel_families() {
+        let line = super::instruction_sets();
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert!(line.starts_with("gemm avx2+fma; ") || line.starts_with("gemm sse2; "));
+            assert!(line.contains("elementwise "), "{line}");
+        }
+        assert!(!line.is_empty());
+    }
+}

@@ -104,6 +104,12 @@ struct Reference {
     median_forward_s: f64,
     median_backward_s: f64,
     peak_rss_bytes: u64,
+    /// `torch.backends.cpu.get_cpu_capability()`: the instruction set PyTorch's kernels use.
+    #[serde(default)]
+    cpu_capability: Option<String>,
+    /// The BLAS PyTorch was built with (`BLAS_INFO` of `torch.__config__.show()`).
+    #[serde(default)]
+    blas: Option<String>,
 }
 
 fn reference_script() -> PathBuf {
@@ -185,6 +191,7 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         let value = serde_json::json!({
             "peftbench": ours,
+            "peftbench_kernels": peftbench_core::kernels::instruction_sets(),
             "reference": reference.as_ref().ok(),
             "reference_error": reference.as_ref().err(),
             "threads": threads,
@@ -235,6 +242,16 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
                 r.trainable_params.to_string(),
                 String::new(),
             ]);
+            table.add_row([
+                "CPU kernels".into(),
+                peftbench_core::kernels::instruction_sets(),
+                format!(
+                    "{} (BLAS {})",
+                    r.cpu_capability.as_deref().unwrap_or("unknown"),
+                    r.blas.as_deref().unwrap_or("unknown")
+                ),
+                String::new(),
+            ]);
         }
         Err(why) => {
             table.add_row([
@@ -267,6 +284,12 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
             table.add_row([
                 "trainable params".into(),
                 ours.trainable_params.to_string(),
+                "-".into(),
+                String::new(),
+            ]);
+            table.add_row([
+                "CPU kernels".into(),
+                peftbench_core::kernels::instruction_sets(),
                 "-".into(),
                 String::new(),
             ]);
