@@ -1,5 +1,7 @@
 //! Document collections in BEIR's `corpus.jsonl` layout: one JSON object per line with the id in
-//! `_id` (BEIR) or `docid`/`doc_id` (HC4, ir_datasets), an optional `title` and the `text`.
+//! `_id` (BEIR) or `docid`/`doc_id` (ir_datasets), or in a field the task names (the Hugging Face
+//! HC4 corpus: `id`, with a reranking task's `corpus_id_field: id`), an optional `title` and the
+//! `text`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,13 +33,23 @@ impl Document {
 /// Document id → document, in id order.
 pub type Corpus = BTreeMap<String, Document>;
 
-/// Reads a JSONL corpus. A repeated id, a missing id or text, or a non-string field is an error
-/// naming the line.
+/// The id fields a corpus is read with when none is configured, in the order they are looked for.
+pub const DEFAULT_ID_FIELDS: [&str; 3] = ["_id", "docid", "doc_id"];
+
+/// Reads a JSONL corpus with the ids in [`DEFAULT_ID_FIELDS`]. A repeated id, a missing id or text,
+/// or a non-string field is an error naming the line.
 pub fn read_corpus(path: &Path) -> Result<Corpus, ReadError> {
+    read_corpus_with_ids(path, &DEFAULT_ID_FIELDS)
+}
+
+/// Reads a JSONL corpus whose ids are in the first of `id_fields` present on each line (a
+/// configured field alone: `&["id"]`). Errors as [`read_corpus`]'s; a missing id names the fields
+/// looked for.
+pub fn read_corpus_with_ids(path: &Path, id_fields: &[&str]) -> Result<Corpus, ReadError> {
     let mut corpus = Corpus::new();
     for (line_no, line) in text_lines(path)? {
         let object = json_object(path, line_no, &line)?;
-        let id = string_field(path, line_no, &object, &["_id", "docid", "doc_id"])?;
+        let id = string_field(path, line_no, &object, id_fields)?;
         if id.is_empty() || id.chars().any(char::is_whitespace) {
             // TREC qrels and run files are whitespace-separated: such an id could not round-trip.
             return Err(ReadError::malformed(

@@ -13,7 +13,7 @@ use anyhow::Context;
 use peftbench_metrics::trec::{evaluate, Qrels, Run, TrecEvaluation, TrecOptions};
 
 use crate::bm25::Bm25Index;
-use crate::corpus::{read_corpus, Corpus};
+use crate::corpus::{read_corpus_with_ids, Corpus};
 use crate::queries::{read_queries, Queries};
 use crate::rerank::{rerank, RelevanceScorer};
 use crate::spec::{RerankTaskSpec, RetrievalSpec};
@@ -52,7 +52,7 @@ impl TaskCollection {
         first_stage_depth: usize,
         index_cache: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let corpus = read_corpus(&data_root.join(&task.corpus))?;
+        let corpus = read_corpus_with_ids(&data_root.join(&task.corpus), &task.corpus_id_fields())?;
         let queries = read_queries(&data_root.join(&task.queries))?;
         let qrels = read_qrels(&data_root.join(&task.qrels), Some(&corpus))?;
         let first_stage = match &task.run {

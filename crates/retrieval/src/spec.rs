@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::bm25::Analyzer;
+use crate::corpus::DEFAULT_ID_FIELDS;
 use peftbench_metrics::trec::TrecOptions;
 
 /// Reranking settings shared by the tasks, and the tasks.
@@ -86,6 +87,12 @@ pub struct RerankTaskSpec {
     pub first_stage_queries: Option<PathBuf>,
     /// BEIR JSONL corpus.
     pub corpus: PathBuf,
+    /// The field of `corpus` holding a document's id, for collections that name it otherwise (the
+    /// Hugging Face HC4 corpus: `id`). `None`: the first of `_id` (BEIR), `docid`, `doc_id`
+    /// (ir_datasets) present; a configured name is the only one read. Left out of the serialised
+    /// task when absent, so the configuration hashes of tasks that do not set it are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus_id_field: Option<String>,
     /// TREC qrels.
     pub qrels: PathBuf,
     /// A first-stage TREC run to rerank; `None`: BM25 over the corpus.
@@ -94,6 +101,14 @@ pub struct RerankTaskSpec {
 }
 
 impl RerankTaskSpec {
+    /// The id fields of the task's corpus, in the order they are looked for.
+    pub fn corpus_id_fields(&self) -> Vec<&str> {
+        match &self.corpus_id_field {
+            Some(field) => vec![field.as_str()],
+            None => DEFAULT_ID_FIELDS.to_vec(),
+        }
+    }
+
     /// The BM25 analyzer of the document language.
     pub fn analyzer(&self) -> Analyzer {
         Analyzer::for_language(&self.document_language)

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use peftbench_metrics::trec::Run;
+use peftbench_retrieval::corpus::{read_corpus_with_ids, DEFAULT_ID_FIELDS};
 use peftbench_retrieval::{
     read_corpus, read_id_triples, read_qrels, read_queries, read_run, read_text_triples, write_run,
     ReadError,
@@ -232,5 +233,41 @@ fn triples_as_text_and_as_ids() {
         &p,
         1,
         "unknown query id `8`",
+    );
+}
+
+/// Corpora that name the id field otherwise (the Hugging Face HC4 copy: `id`) are read with that
+/// field alone; the default fields do not include it.
+#[test]
+fn corpus_with_a_configured_id_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let hc4 = b"{\"id\": \"a1\", \"title\": \"T\", \"text\": \"one\", \"url\": \"u\"}\n{\"id\": 7, \"text\": \"two\"}\n";
+    let p = write(dir.path(), "hc4.jsonl", hc4);
+    assert_malformed(
+        read_corpus(&p),
+        &p,
+        1,
+        "missing field (one of _id, docid, doc_id)",
+    );
+    let corpus = read_corpus_with_ids(&p, &["id"]).unwrap();
+    assert_eq!(corpus.keys().collect::<Vec<_>>(), ["7", "a1"]);
+    assert_eq!(corpus["a1"].full_text(), "T one");
+    // A configured field is the only one read: a BEIR line has no `id`.
+    let p = write(
+        dir.path(),
+        "mixed.jsonl",
+        b"{\"id\": \"a1\", \"text\": \"one\"}\n{\"_id\": \"b2\", \"text\": \"two\"}\n",
+    );
+    assert_malformed(
+        read_corpus_with_ids(&p, &["id"]),
+        &p,
+        2,
+        "missing field (one of id)",
+    );
+    // The default fields, given explicitly, read as `read_corpus`.
+    let p = write(dir.path(), "beir.jsonl", CORPUS.as_bytes());
+    assert_eq!(
+        read_corpus_with_ids(&p, &DEFAULT_ID_FIELDS).unwrap(),
+        read_corpus(&p).unwrap()
     );
 }

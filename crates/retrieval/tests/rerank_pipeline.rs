@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use peftbench_metrics::trec::{evaluate, Qrels, TrecEvaluation, TrecOptions};
 use peftbench_retrieval::{
     read_run, rerank, run_rerank_task, write_run, Analyzer, Bm25Index, Corpus, Document, Queries,
-    RetrievalSpec,
+    RetrievalSpec, TaskCollection,
 };
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -432,4 +432,61 @@ fn shipped_xling_rerank_suite_parses() {
         .filter(|t| t.name.starts_with("hc4"))
         .all(|t| t.run.is_some()));
     assert_eq!(spec.tasks[0].analyzer(), Analyzer::for_language("de"));
+}
+
+/// A task's `corpus_id_field` reaches the corpus reader: an HC4-style corpus with `id` loads with
+/// its run and qrels checked against it, and the same task without the option is an error naming
+/// the line. Tasks without it serialise without the key (their configuration hashes unchanged).
+#[test]
+fn task_corpus_id_field_reads_hc4_style_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("corpus.jsonl"),
+        "{\"id\": \"d1\", \"title\": \"Wald\", \"text\": \"der wald\", \"url\": \"u1\"}\n\
+         {\"id\": \"d2\", \"title\": \"\", \"text\": \"die stadt\", \"url\": \"u2\"}\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("q.tsv"), "q1\twald\n").unwrap();
+    std::fs::write(root.join("q.qrels"), "q1 0 d1 1\n").unwrap();
+    std::fs::write(
+        root.join("first.run"),
+        "q1 Q0 d2 1 2.0 bm25\nq1 Q0 d1 2 1.0 bm25\n",
+    )
+    .unwrap();
+    let yaml = "\
+training: { triples: t.tsv, format: text, objective: listwise }
+tasks:
+  - { name: hc4-de, query_language: en, document_language: de, queries: q.tsv, corpus: corpus.jsonl, corpus_id_field: id, qrels: q.qrels, run: first.run }
+";
+    let spec: RetrievalSpec = serde_saphyr::from_str(yaml).unwrap();
+    let task = &spec.tasks[0];
+    assert_eq!(task.corpus_id_field.as_deref(), Some("id"));
+    let loaded = TaskCollection::load(task, root, 10, None).unwrap();
+    assert_eq!(loaded.corpus.keys().collect::<Vec<_>>(), ["d1", "d2"]);
+    let mut scorer = |_: &str, docs: &[&str]| -> anyhow::Result<Vec<f32>> {
+        Ok(docs
+            .iter()
+            .map(|d| d.matches("wald").count() as f32)
+            .collect())
+    };
+    let outcome = loaded
+        .rerank_and_evaluate(2, &spec.measures, &mut scorer, &root.join("out.run"), "rr")
+        .unwrap();
+    assert!(outcome.reranked_eval.mean.map > outcome.first_stage_eval.mean.map);
+    let json = serde_json::to_value(task).unwrap();
+    assert_eq!(json["corpus_id_field"], "id");
+
+    let mut plain = task.clone();
+    plain.corpus_id_field = None;
+    let error = TaskCollection::load(&plain, root, 10, None).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("corpus.jsonl:1:") && message.contains("one of _id, docid, doc_id"),
+        "{message}"
+    );
+    assert!(serde_json::to_value(&plain)
+        .unwrap()
+        .get("corpus_id_field")
+        .is_none());
 }

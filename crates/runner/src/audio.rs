@@ -56,6 +56,47 @@ fn held_out_fold(spec: &RunSpec, dataset: &str, folds: u32) -> anyhow::Result<u3
     })
 }
 
+/// A split of a Hugging Face parquet copy, with the task's column names; a copy with a fold column
+/// is cross-validated like the ESC-50 and UrbanSound8K folders.
+fn parquet_split(spec: &RunSpec, root: &Path, split: &str) -> anyhow::Result<AudioDataset> {
+    let task = &spec.task;
+    let columns = task.audio_columns.clone().unwrap_or_default();
+    let num_classes = Some(task.num_classes);
+    match (&columns.fold, spec.fold, spec.protocol.folds) {
+        (None, None, _) => Ok(hf_parquet::load_split(
+            root,
+            &task.name,
+            split,
+            &columns.audio,
+            &columns.label,
+            num_classes,
+        )?),
+        (None, Some(_), _) => anyhow::bail!(
+            "task `{}` is cross-validated (`protocol.folds`) but names no fold column: \
+             set `columns: {{ fold: <column> }}` on the task",
+            task.name
+        ),
+        (Some(column), Some(held_out), Some(count)) => Ok(hf_parquet::load_fold_split(
+            root,
+            &task.name,
+            split,
+            &columns.audio,
+            &columns.label,
+            hf_parquet::Folds {
+                column,
+                held_out,
+                count,
+            },
+            num_classes,
+        )?),
+        (Some(column), _, _) => anyhow::bail!(
+            "task `{}` holds its folds in column `{column}`, which is cross-validated: set \
+             `protocol.folds` (the number of folds) in the suite",
+            task.name
+        ),
+    }
+}
+
 fn load_split(
     spec: &RunSpec,
     root: Option<&Path>,
@@ -88,14 +129,7 @@ fn load_split(
         )?,
         DataFormat::SpeechCommands => speech_commands::load_split(&dir(), split)?,
         DataFormat::FluentSpeechCommands => fluent::load_split(&dir(), split)?,
-        DataFormat::AudioParquet => hf_parquet::load_split(
-            root.expect("root"),
-            &task.name,
-            split,
-            "audio",
-            "label",
-            Some(task.num_classes),
-        )?,
+        DataFormat::AudioParquet => parquet_split(spec, root.expect("root"), split)?,
         other => anyhow::bail!("data format {other:?} is not an audio format"),
     };
     if let Some(limit) = spec.limit {
@@ -260,6 +294,54 @@ mod tests {
             freq_mask,
             time_mask,
         }
+    }
+
+    /// An `audio-parquet` task's `columns` reach the reader: a fold column reads the copy's `train`
+    /// files for both sides of the held-out fold, and a fold column without folds (or folds
+    /// without one) is an error saying what to set.
+    #[test]
+    fn parquet_tasks_read_with_their_columns_and_folds() {
+        use peftbench_suite::{parse_suite, plan, PlanOptions};
+        let text = "\
+name: esc50-hf
+backbone: { checkpoint: demo }
+data: { format: audio-parquet }
+audio: { target_frames: 100 }
+protocol: { train_split: train, eval_split: test, selection: final, folds: 5 }
+seeds: [0]
+tasks:
+  - { name: esc50, num_classes: 50, columns: { label: target, fold: fold } }
+methods:
+  - method: linear
+";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("esc50")).unwrap();
+        let suite = parse_suite(text, &dir.path().join("x.yaml"), &crate::RegistryCatalog).unwrap();
+        let spec = plan(&suite, &PlanOptions::default(), &crate::RegistryCatalog)
+            .unwrap()
+            .remove(1);
+        assert_eq!(spec.fold, Some(2));
+        // The eval split `test` of a cross-validated copy is looked for among the `train` files.
+        let e = load_split(&spec, Some(dir.path()), "test", None, 0).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("train-*.parquet") && !e.contains("test-*.parquet"),
+            "{e}"
+        );
+
+        let mut no_folds = spec.clone();
+        no_folds.fold = None;
+        no_folds.protocol.folds = None;
+        let e = load_split(&no_folds, Some(dir.path()), "test", None, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("set `protocol.folds`"), "{e:#}");
+        let mut no_column = spec.clone();
+        no_column.task.audio_columns.as_mut().unwrap().fold = None;
+        let e = load_split(&no_column, Some(dir.path()), "test", None, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("names no fold column"), "{e:#}");
+        // Without a fold column the run's own split files are read.
+        no_column.fold = None;
+        let e = load_split(&no_column, Some(dir.path()), "test", None, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("test-*.parquet"), "{e:#}");
     }
 
     #[test]

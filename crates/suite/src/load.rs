@@ -79,9 +79,24 @@ struct RawTask {
     #[serde(default)]
     eval_language: Option<String>,
     #[serde(default)]
-    columns: Option<TextColumns>,
+    columns: Option<Spanned<RawColumns>>,
     #[serde(default)]
     labels: Option<Vec<String>>,
+}
+
+/// A task's `columns`: `text` and `label` of `table` tasks, `audio`, `label` and `fold` of
+/// `audio-parquet` tasks (which keys apply is checked against the format in [`task_columns`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumns {
+    #[serde(default)]
+    text: Option<Spanned<String>>,
+    #[serde(default)]
+    label: Option<Spanned<String>>,
+    #[serde(default)]
+    audio: Option<Spanned<String>>,
+    #[serde(default)]
+    fold: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -694,7 +709,7 @@ pub fn parse_suite(
     let mut task_lines: BTreeMap<String, Option<usize>> = BTreeMap::new();
     if let Some(retrieval) = &raw.retrieval {
         check_retrieval(retrieval).map_err(|m| invalid(section("retrieval"), m))?;
-        for t in &retrieval.tasks {
+        for (i, t) in retrieval.tasks.iter().enumerate() {
             let line = key_line(src, &["retrieval", "tasks"]);
             if !is_safe_name(&t.name) {
                 return Err(invalid(
@@ -708,6 +723,24 @@ pub fn parse_suite(
             if task_lines.insert(t.name.clone(), line).is_some() {
                 return Err(invalid(line, format!("task `{}` is listed twice", t.name)));
             }
+            if let Some(field) = &t.corpus_id_field {
+                if field.trim().is_empty() || field.chars().any(char::is_whitespace) {
+                    // Tasks that set the field, in file order, are the key's occurrences in order.
+                    let nth = retrieval.tasks[..i]
+                        .iter()
+                        .filter(|t| t.corpus_id_field.is_some())
+                        .count();
+                    return Err(invalid(
+                        nth_key_line(src, "corpus_id_field", nth).or(line),
+                        format!(
+                            "task `{}`: `corpus_id_field` {field:?} is not a JSON field name \
+                             (give the field holding each document's id, e.g. `id`, or leave it \
+                             out for `_id`, `docid` or `doc_id`)",
+                            t.name
+                        ),
+                    ));
+                }
+            }
             // One relevance logit per (query, document) pair.
             tasks.push(TaskSpec {
                 name: t.name.clone(),
@@ -717,6 +750,7 @@ pub fn parse_suite(
                 language: None,
                 eval_language: None,
                 columns: None,
+                audio_columns: None,
                 labels: None,
             });
         }
@@ -759,6 +793,8 @@ pub fn parse_suite(
             _ => {}
         }
         check_text_fields(t, modality, raw.data.format, generated).map_err(|m| invalid(line, m))?;
+        let (columns, audio_columns) = task_columns(t, modality, raw.data.format, &protocol)
+            .map_err(|(l, m)| invalid(l.or(line), m))?;
         tasks.push(TaskSpec {
             name: tname.clone(),
             num_classes: t.num_classes,
@@ -766,7 +802,8 @@ pub fn parse_suite(
             group: t.group.clone(),
             language: t.language.clone(),
             eval_language: t.eval_language.clone(),
-            columns: t.columns.clone(),
+            columns,
+            audio_columns,
             labels: t.labels.clone(),
         });
     }
@@ -1121,7 +1158,6 @@ fn check_text_fields(
         for (field, set) in [
             ("language", t.language.is_some()),
             ("eval_language", t.eval_language.is_some()),
-            ("columns", t.columns.is_some()),
             ("labels", t.labels.is_some()),
         ] {
             if set {
@@ -1144,11 +1180,6 @@ fn check_text_fields(
             "task `{name}`: `eval_language` needs a `language` to transfer from"
         ));
     }
-    if t.columns.is_some() && format != DataFormat::Table {
-        return Err(format!(
-            "task `{name}`: `columns` only applies to data format `table`"
-        ));
-    }
     if let Some(labels) = &t.labels {
         if labels.len() != t.num_classes {
             return Err(format!(
@@ -1163,6 +1194,155 @@ fn check_text_fields(
         }
     }
     Ok(())
+}
+
+/// A task's `columns`, checked against its format: a `table` task's text and label columns, or an
+/// `audio-parquet` task's audio, label and fold columns (`None` when they are the defaults). Errors
+/// carry the line of the offending key when there is one.
+fn task_columns(
+    t: &RawTask,
+    modality: Modality,
+    format: DataFormat,
+    protocol: &Protocol,
+) -> Result<(Option<TextColumns>, Option<AudioColumns>), (Option<usize>, String)> {
+    let name = &t.name.value;
+    let fold_column = t.columns.as_ref().and_then(|c| c.value.fold.as_ref());
+    if format == DataFormat::AudioParquet && protocol.folds.is_some() && fold_column.is_none() {
+        return Err((
+            t.columns.as_ref().and_then(line_of),
+            format!(
+                "task `{name}`: `protocol.folds` needs the column holding each clip's fold \
+                 (`columns: {{ fold: fold }}` for the Hugging Face ESC-50 and UrbanSound8K copies)"
+            ),
+        ));
+    }
+    let Some(spanned) = &t.columns else {
+        return Ok((None, None));
+    };
+    let line = line_of(spanned);
+    let c = &spanned.value;
+    let named = [
+        ("text", &c.text),
+        ("label", &c.label),
+        ("audio", &c.audio),
+        ("fold", &c.fold),
+    ];
+    for (key, value) in named {
+        if let Some(v) = value {
+            if v.value.trim().is_empty() {
+                return Err((
+                    line_of(v).or(line),
+                    format!("task `{name}`: `columns.{key}` is empty"),
+                ));
+            }
+        }
+    }
+    let misplaced = |keys: &[&str], valid: &str| {
+        named
+            .iter()
+            .find(|(k, v)| keys.contains(k) && v.is_some())
+            .map(|(k, v)| {
+                (
+                    v.as_ref().and_then(line_of).or(line),
+                    format!(
+                        "task `{name}`: `columns.{k}` does not apply to data format `{}`; its \
+                         columns are {valid}",
+                        format_name(format)
+                    ),
+                )
+            })
+    };
+    let value = |v: &Option<Spanned<String>>, default: &str| {
+        v.as_ref()
+            .map_or_else(|| default.to_string(), |v| v.value.clone())
+    };
+    match format {
+        DataFormat::Table => {
+            if let Some(e) = misplaced(&["audio", "fold"], "`text` and `label`") {
+                return Err(e);
+            }
+            // Kept even when both are the defaults: table runs have always serialised them.
+            Ok((
+                Some(TextColumns {
+                    text: value(&c.text, "text"),
+                    label: value(&c.label, "label"),
+                }),
+                None,
+            ))
+        }
+        DataFormat::AudioParquet => {
+            if let Some(e) = misplaced(&["text"], "`audio`, `label` and `fold`") {
+                return Err(e);
+            }
+            let columns = AudioColumns {
+                audio: value(&c.audio, "audio"),
+                label: value(&c.label, "label"),
+                fold: c.fold.as_ref().map(|f| f.value.clone()),
+            };
+            let given = [
+                ("audio", Some(&columns.audio)),
+                ("label", Some(&columns.label)),
+                ("fold", columns.fold.as_ref()),
+            ];
+            for (i, (a, x)) in given.iter().enumerate() {
+                for (b, y) in &given[i + 1..] {
+                    if x.is_some() && x == y {
+                        return Err((
+                            line,
+                            format!(
+                                "task `{name}`: `columns.{a}` and `columns.{b}` name the same \
+                                 column `{}`",
+                                x.expect("checked")
+                            ),
+                        ));
+                    }
+                }
+            }
+            if let (Some(fold), None) = (&c.fold, protocol.folds) {
+                return Err((
+                    line_of(fold).or(line),
+                    format!(
+                        "task `{name}`: `columns.fold` needs `protocol.folds` (how many folds the \
+                         copy has; each run holds one out)"
+                    ),
+                ));
+            }
+            Ok((
+                None,
+                (columns != AudioColumns::default()).then_some(columns),
+            ))
+        }
+        _ if modality == Modality::Text => Err((
+            line,
+            format!("task `{name}`: `columns` only applies to data format `table`"),
+        )),
+        _ => Err((
+            line,
+            format!(
+                "task `{name}`: `columns` only applies to data formats `table` and `audio-parquet` \
+                 (format `{}` reads fixed columns)",
+                format_name(format)
+            ),
+        )),
+    }
+}
+
+/// The line of the `nth` (0-based) occurrence of `key:` outside comments.
+fn nth_key_line(src: &str, key: &str, nth: usize) -> Option<usize> {
+    let pattern = format!("{key}:");
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with('#') && l.contains(&pattern))
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+}
+
+/// The name a suite file gives `format` (`audio-parquet`).
+fn format_name(format: DataFormat) -> String {
+    serde_json::to_value(format)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{format:?}"))
 }
 
 /// What a `retrieval` section must hold beyond its types.

@@ -45,7 +45,8 @@ pub enum DataFormat {
     /// UrbanSound8K: `metadata/UrbanSound8K.csv` and `audio/fold<k>/` (10 folds).
     Urbansound8k,
     /// Hugging Face parquet copies of audio datasets (an `audio` struct column of encoded bytes and an
-    /// integer `label`).
+    /// integer `label`; other names with the task's `columns`, see [`AudioColumns`]). With a fold
+    /// column, the copy's `train` files hold every fold and `protocol.folds` holds one out per run.
     #[serde(rename = "audio-parquet")]
     AudioParquet,
     /// SIB-200 topic classification: `<root>/<language>/{train,dev,test}.tsv` with the columns
@@ -242,6 +243,41 @@ impl Default for TextColumns {
             label: default_label_column(),
         }
     }
+}
+
+/// The columns of an `audio-parquet` task's files, for copies that name them differently (the Hugging
+/// Face ESC-50 copy: `columns: { label: target, fold: fold }`; UrbanSound8K's: `columns: { label:
+/// classID, fold: fold }`). In the suite file they are the task's `columns` (keys `audio`, `label`,
+/// `fold`); loaded, they are [`TaskSpec::audio_columns`], absent when they are the defaults, so that
+/// spelling the defaults out leaves the configuration hash as it was.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AudioColumns {
+    /// The column holding the encoded clip, a struct `{bytes, path}` or plain bytes (default `audio`).
+    #[serde(default = "default_audio_column")]
+    pub audio: String,
+    /// The integer class column (default `label`).
+    #[serde(default = "default_label_column")]
+    pub label: String,
+    /// Cross-validated copies: the integer fold column (`1..=protocol.folds`). The copy's `train` files
+    /// hold every clip; a run's `train` split is the other folds, its `test` split the held-out fold,
+    /// as the `esc50` and `urbansound8k` folders. Needs `protocol.folds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<String>,
+}
+
+impl Default for AudioColumns {
+    fn default() -> Self {
+        Self {
+            audio: default_audio_column(),
+            label: default_label_column(),
+            fold: None,
+        }
+    }
+}
+
+fn default_audio_column() -> String {
+    "audio".into()
 }
 
 fn default_text_column() -> String {
@@ -583,9 +619,15 @@ pub struct TaskSpec {
     /// `language`. The model trains (and `best-val` selects) on `language` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_language: Option<String>,
-    /// `table` tasks: the columns holding the text and the label.
+    /// `table` tasks: the columns holding the text and the label. (An `audio-parquet` task's
+    /// `columns` in the file are kept in `audio_columns`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<TextColumns>,
+    /// `audio-parquet` tasks: the audio, label and fold columns, written `columns: { audio, label,
+    /// fold }` in the suite file; `None` when they are the defaults (`audio`, `label`, no folds), so
+    /// the runs of tasks that do not name them serialise (and hash) as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_columns: Option<AudioColumns>,
     /// Text tasks: the class names in label-id order. Default: the dataset's own list (SIB-200,
     /// generated), else the training split's labels sorted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1208,3 +1208,264 @@ fn language_adapters_apply_to_composing_methods_of_text_suites() {
         .1
         .unwrap();
 }
+
+/// An `audio-parquet` suite on the Hugging Face ESC-50 copy: labels in `target`, folds in `fold`.
+const AUDIO_PARQUET: &str = "\
+name: esc50-hf
+backbone:
+  checkpoint: demo
+data:
+  format: audio-parquet
+  root: /data
+audio: { target_frames: 100 }
+protocol:
+  train_split: train
+  eval_split: test
+  selection: final
+  folds: 5
+seeds: [0]
+tasks:
+  - name: esc50
+    num_classes: 50
+    columns: { label: target, fold: fold }
+methods:
+  - method: linear
+";
+
+/// Parquet copies with other column names: `columns` of an `audio-parquet` task names the audio,
+/// label and fold columns; a fold column cross-validates with `protocol.folds`.
+#[test]
+fn audio_parquet_tasks_name_their_columns() {
+    let s = load_text(AUDIO_PARQUET).1.unwrap();
+    let task = &s.tasks[0];
+    assert_eq!(task.columns, None);
+    let columns = task.audio_columns.as_ref().unwrap();
+    assert_eq!(
+        (columns.audio.as_str(), columns.label.as_str()),
+        ("audio", "target")
+    );
+    assert_eq!(columns.fold.as_deref(), Some("fold"));
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_eq!(runs.len(), 5);
+    let json = serde_json::to_value(&runs[0]).unwrap();
+    assert_eq!(
+        json["task"]["audio_columns"],
+        json!({ "audio": "audio", "label": "target", "fold": "fold" })
+    );
+    // The columns are part of the configuration, and survive a JSON round trip.
+    let rt: RunSpec = serde_json::from_str(&serde_json::to_string(&runs[0]).unwrap()).unwrap();
+    assert_eq!(rt.config_hash(), runs[0].config_hash());
+    let (_d, other) = load_text(&AUDIO_PARQUET.replace("label: target", "label: classID"));
+    let other = plan(&other.unwrap(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    assert_ne!(other[0].config_hash(), runs[0].config_hash());
+
+    // Spelling out the defaults is the same configuration as leaving `columns` out.
+    let fixed = AUDIO_PARQUET.replace("  folds: 5\n", "");
+    let bare = fixed.replace("    columns: { label: target, fold: fold }\n", "");
+    let spelled = fixed.replace(
+        "columns: { label: target, fold: fold }",
+        "columns: { audio: audio, label: label }",
+    );
+    let hashes = |text: &str| -> Vec<String> {
+        let s = load_text(text).1.unwrap();
+        assert_eq!(s.tasks[0].audio_columns, None);
+        let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+        assert!(serde_json::to_value(&runs[0]).unwrap()["task"]
+            .get("audio_columns")
+            .is_none());
+        runs.iter().map(|r| r.config_hash()).collect()
+    };
+    assert_eq!(hashes(&bare), hashes(&spelled));
+    // Only the label renamed: no folds needed.
+    let s = load_text(&fixed.replace("label: target, fold: fold", "label: target"))
+        .1
+        .unwrap();
+    assert_eq!(
+        s.tasks[0].audio_columns.as_ref().unwrap().fold,
+        None::<String>
+    );
+}
+
+/// A bad column option is an error naming the file and the line of the offending key.
+#[test]
+fn bad_column_options_name_file_and_line() {
+    let columns_line = line_with(AUDIO_PARQUET, "columns:");
+    let at = |e: &str, line: usize| {
+        assert!(e.contains(&format!("x.yaml:{line}:")), "{e}");
+    };
+    // `text` is a table task's column.
+    let e = load_err(&AUDIO_PARQUET.replace("label: target,", "text: caption, label: target,"));
+    assert!(
+        e.contains("`columns.text` does not apply to data format `audio-parquet`")
+            && e.contains("`audio`, `label` and `fold`"),
+        "{e}"
+    );
+    at(&e, columns_line);
+    // A fold column without `protocol.folds`, and folds without a fold column.
+    let e = load_err(&AUDIO_PARQUET.replace("  folds: 5\n", ""));
+    assert!(e.contains("`columns.fold` needs `protocol.folds`"), "{e}");
+    at(&e, columns_line - 1);
+    let e = load_err(&AUDIO_PARQUET.replace(", fold: fold }", " }"));
+    assert!(
+        e.contains("`protocol.folds` needs the column holding each clip's fold"),
+        "{e}"
+    );
+    at(&e, columns_line);
+    let e = load_err(&AUDIO_PARQUET.replace("    columns: { label: target, fold: fold }\n", ""));
+    assert!(e.contains("`protocol.folds` needs the column"), "{e}");
+    at(&e, line_with(AUDIO_PARQUET, "- name: esc50"));
+    // Empty names, one column read twice, unknown keys.
+    let e = load_err(&AUDIO_PARQUET.replace("label: target", "label: ''"));
+    assert!(e.contains("`columns.label` is empty"), "{e}");
+    at(&e, columns_line);
+    let e = load_err(&AUDIO_PARQUET.replace("label: target", "label: fold"));
+    assert!(
+        e.contains("`columns.label` and `columns.fold` name the same column `fold`"),
+        "{e}"
+    );
+    at(&e, columns_line);
+    let e = load_err(&AUDIO_PARQUET.replace("label: target", "lable: target"));
+    assert!(e.contains("lable"), "{e}");
+    at(&e, columns_line);
+    // Folders read their published columns; tables take no audio or fold column.
+    let e = load_err(&AUDIO_PARQUET.replace("format: audio-parquet", "format: esc50"));
+    assert!(
+        e.contains("`columns` only applies to data formats `table` and `audio-parquet`")
+            && e.contains("`esc50`"),
+        "{e}"
+    );
+    at(&e, columns_line);
+    let table = TEXT
+        .replace(
+            "format: generated, train_examples: 100, eval_examples: 50",
+            "format: table, root: /data",
+        )
+        .replace(
+            "  - { name: sentiment-en, num_classes: 2, generator: sentiment, language: en }\n  - { name: sentiment-en-de, num_classes: 2, generator: sentiment, language: en, eval_language: de }\n",
+            "  - name: reviews\n    num_classes: 3\n    columns:\n      text: review\n      fold: split\n",
+        );
+    let e = load_err(&table);
+    assert!(
+        e.contains("`columns.fold` does not apply to data format `table`")
+            && e.contains("`text` and `label`"),
+        "{e}"
+    );
+    at(&e, line_with(&table, "fold: split"));
+}
+
+/// Every shipped suite plans runs that serialise without the column options' keys: absent options
+/// leave every configuration hash as it was.
+#[test]
+fn shipped_suites_serialise_without_the_column_option_keys() {
+    struct AnyMethod(Vec<String>);
+    impl MethodCatalog for AnyMethod {
+        fn method_names(&self) -> Vec<String> {
+            self.0.clone()
+        }
+        fn validate_params(&self, _: &str, _: &Value) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let mut names = Vec::new();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(suites_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let src = std::fs::read_to_string(&path).unwrap();
+            for line in src.lines() {
+                if let Some(rest) = line.split("method: ").nth(1) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| !matches!(c, ' ' | ',' | '}' | '#'))
+                        .collect();
+                    names.push(name);
+                }
+            }
+            files.push(path);
+        }
+    }
+    let catalog = AnyMethod(names);
+    // The task fields and retrieval task fields serialised before the options existed.
+    let task_keys = [
+        "name",
+        "num_classes",
+        "generator",
+        "group",
+        "language",
+        "eval_language",
+        "columns",
+        "labels",
+    ];
+    let rerank_task_keys = [
+        "name",
+        "query_language",
+        "document_language",
+        "queries",
+        "first_stage_queries",
+        "corpus",
+        "qrels",
+        "run",
+    ];
+    assert!(files.len() >= 10, "{files:?}");
+    for path in files {
+        let s = load_suite(path.to_str().unwrap(), &suites_dir(), &catalog)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for run in plan(&s, &PlanOptions::default(), &catalog).unwrap() {
+            let json = serde_json::to_value(&run).unwrap();
+            for key in json["task"].as_object().unwrap().keys() {
+                assert!(task_keys.contains(&key.as_str()), "{}: {key}", s.name);
+            }
+            if let Some(task) = json.get("retrieval").map(|r| &r["task"]) {
+                for key in task.as_object().unwrap().keys() {
+                    assert!(
+                        rerank_task_keys.contains(&key.as_str()),
+                        "{}: {key}",
+                        s.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A reranking task names its corpus's id field (`corpus_id_field: id` for HC4); an empty name is
+/// an error on its line, and tasks without it serialise as before.
+#[test]
+fn reranking_tasks_name_their_corpus_id_field() {
+    let src = std::fs::read_to_string(suites_dir().join("demo-rerank.yaml")).unwrap();
+    let base = plan(
+        &load_text(&src).1.unwrap(),
+        &PlanOptions::default(),
+        &FakeCatalog,
+    )
+    .unwrap();
+    let with = src.replacen(
+        "corpus: corpus/de.jsonl,",
+        "corpus: corpus/de.jsonl, corpus_id_field: id,",
+        1,
+    );
+    let s = load_text(&with).1.unwrap();
+    let r = s.retrieval.as_ref().unwrap();
+    assert_eq!(r.tasks[1].corpus_id_field.as_deref(), Some("id"));
+    assert_eq!(r.tasks[1].corpus_id_fields(), ["id"]);
+    assert_eq!(r.tasks[0].corpus_id_fields(), ["_id", "docid", "doc_id"]);
+    let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
+    for (a, b) in base.iter().zip(&runs) {
+        // Only the task that sets it is a new configuration.
+        assert_eq!(
+            a.config_hash() == b.config_hash(),
+            a.task.name != "de",
+            "{}",
+            a.run_id()
+        );
+    }
+    let e = load_err(&with.replace("corpus_id_field: id", "corpus_id_field: ''"));
+    assert!(
+        e.contains("`corpus_id_field` \"\" is not a JSON field name"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("x.yaml:{}:", line_with(&with, "corpus_id_field"))),
+        "{e}"
+    );
+}
