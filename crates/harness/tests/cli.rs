@@ -223,12 +223,11 @@ fn method_sizes_that_do_not_fit_the_backbone_fail_the_dry_run() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
-#[test]
-fn missing_data_says_where_it_looked_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let suite = write_suite(dir.path(), "real", "  - method: linear\n", "[0]", 1);
-    let text_in = std::fs::read_to_string(&suite).unwrap();
-    let text_in = text_in
+/// Suite `real`: the small suite read from NOAH folders, and an empty data folder for it.
+fn suite_on_empty_noah_folder(dir: &Path) -> (PathBuf, PathBuf) {
+    let suite = write_suite(dir, "real", "  - method: linear\n", "[0]", 1);
+    let text_in = std::fs::read_to_string(&suite)
+        .unwrap()
         .replace(
             "  format: generated\n  image_size: 16\n  train_examples: 48\n  eval_examples: 32\n",
             "  format: noah\n",
@@ -240,8 +239,15 @@ fn missing_data_says_where_it_looked_and_exits_2() {
             "train_split: train800val200, eval_split: test",
         );
     std::fs::write(&suite, text_in).unwrap();
-    let empty = dir.path().join("data");
+    let empty = dir.join("data");
     std::fs::create_dir_all(&empty).unwrap();
+    (suite, empty)
+}
+
+#[test]
+fn missing_data_says_where_it_looked_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, empty) = suite_on_empty_noah_folder(dir.path());
     let out = run(harness(dir.path())
         .arg("suite")
         .arg(&suite)
@@ -262,22 +268,7 @@ fn missing_data_says_where_it_looked_and_exits_2() {
 #[test]
 fn missing_data_names_harness_fetch_in_the_sweep_and_the_dry_run() {
     let dir = tempfile::tempdir().unwrap();
-    let suite = write_suite(dir.path(), "real", "  - method: linear\n", "[0]", 1);
-    let text_in = std::fs::read_to_string(&suite)
-        .unwrap()
-        .replace(
-            "  format: generated\n  image_size: 16\n  train_examples: 48\n  eval_examples: 32\n",
-            "  format: noah\n",
-        )
-        .replace(", generator: position", "")
-        .replace(", generator: count", "")
-        .replace(
-            "train_split: train, eval_split: test",
-            "train_split: train800val200, eval_split: test",
-        );
-    std::fs::write(&suite, text_in).unwrap();
-    let empty = dir.path().join("data");
-    std::fs::create_dir_all(&empty).unwrap();
+    let (suite, empty) = suite_on_empty_noah_folder(dir.path());
     let hint = "`harness fetch real --data-dir DIR` downloads and verifies it";
     let out = run(harness(dir.path())
         .arg("suite")
