@@ -5,6 +5,9 @@
 //! suite file and the unpinned allow-list.
 
 mod common;
+// The real all-MiniLM-L6-v2 files, in this test binary to spare CI a link of the whole stack.
+#[path = "fetch_cases/minilm.rs"]
+mod minilm;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};

@@ -7,12 +7,10 @@
 //! states none), so a fetch into the hub cache layout is incomplete there; the full install is
 //! exercised on a copy of the manifests whose commit is a stand-in.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{harness, run, text};
+use crate::common::{harness, run, text};
 use peftbench_backbones::bert::{find_minilm, MINILM_ENV};
 
 /// A stand-in commit for the copy of the manifests: not the hub's, only a name for the snapshot.
