@@ -1,6 +1,7 @@
 //! Training throughput on texts of mixed lengths, batched to the split's longest text (as before
-//! per-batch padding) and to each batch's own longest (as the runner does now), measured
-//! interleaved in one process: `cargo bench -p peftbench-runner --bench text_padding`.
+//! per-batch padding), to each batch's own longest (as the runner does now), and with seeded
+//! length bucketing (`text.length_buckets`), measured interleaved in one process:
+//! `cargo bench -p peftbench-runner --bench text_padding`.
 //!
 //! The texts are generated reviews repeated one to sixteen times (about 8 to 130 tokens, cut at
 //! 128), on a BERT of hidden 64, 2 layers, 4 heads with LoRA r 4, batch 16, one epoch per
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     let labels = LabelSet::from_labels(examples.iter().map(|e| e.label.as_str()));
     let cut = encode_classification(&encoder, &examples, &labels, &Device::Cpu)?;
     let padded = InMemoryBatches::new(cut.inputs().clone(), cut.labels().clone())?;
+    let bucketed = cut.clone().with_length_buckets()?;
     let mut cfg = BertConfig::new(encoder.vocab_size(), 64, 2, 4, 256);
     cfg.max_position_embeddings = 128;
     let bert = Bert::random(cfg, &SeededInit::new(0, &Device::Cpu))?;
@@ -74,18 +76,26 @@ fn main() -> anyhow::Result<()> {
         examples.len(),
         cut.inputs().dim(1)?
     );
-    let (mut before, mut after) = (Vec::new(), Vec::new());
+    let (mut before, mut after, mut buckets) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         before.push(epoch(&padded)?);
         after.push(epoch(&cut)?);
+        buckets.push(epoch(&bucketed)?);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (b, a) = (median(&mut before), median(&mut after));
+    let (b, a, k) = (
+        median(&mut before),
+        median(&mut after),
+        median(&mut buckets),
+    );
     println!("padded to the split's longest: {b:.1} examples/s (median of 3)");
-    println!("padded to each batch's longest: {a:.1} examples/s (median of 3)");
-    println!("speed-up: {:.2}x", a / b);
+    println!(
+        "padded to each batch's longest: {a:.1} examples/s ({:.2}x)",
+        a / b
+    );
+    println!("with length buckets: {k:.1} examples/s ({:.2}x)", k / b);
     Ok(())
 }

@@ -458,8 +458,12 @@ pub(crate) fn prepare_text_task(
     };
     let protocol = &spec.protocol;
     let (eval, tagging) = encode(&data.eval, &protocol.eval_split)?;
+    let mut train = encode(&data.train, &protocol.train_split)?.0;
+    if spec.text.as_ref().is_some_and(|t| t.length_buckets) {
+        train = train.with_length_buckets()?;
+    }
     Ok(PreparedTask {
-        train: Box::new(encode(&data.train, &protocol.train_split)?.0),
+        train: Box::new(train),
         eval: Box::new(eval),
         val: match (&data.val, &protocol.val_split) {
             (Some(v), Some(split)) => Some(Box::new(encode(v, split)?.0)),

@@ -187,6 +187,13 @@ pub struct TextSpec {
     /// `cls`).
     #[serde(default)]
     pub pooling: TextPooling,
+    /// Seeded length bucketing of the training batches (default off): each epoch's shuffled order
+    /// is cut into pools of 32 batches, each pool sorted by length and cut into batches, and the
+    /// batches shuffled, so that a batch's texts are of similar length and it is padded little.
+    /// It changes which texts share a batch, and so the numbers; off, batches are those of the
+    /// shuffled order, each padded to its own longest text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub length_buckets: bool,
 }
 
 /// Pooling of a text encoder's token states.

@@ -14,7 +14,16 @@ pub struct InMemoryBatches {
     /// Sequences padded to the longest of the split: each example's own length along the inputs'
     /// last axis ([`InMemoryBatches::with_lengths`]).
     lengths: Option<Vec<usize>>,
+    /// Shuffled epochs batch examples of similar length ([`InMemoryBatches::with_length_buckets`]).
+    length_buckets: bool,
 }
+
+/// Batches per pool that length bucketing sorts: wide enough to find texts of similar length,
+/// narrow enough that a pool is still a random draw from the epoch.
+const BUCKET_POOL_BATCHES: usize = 32;
+
+/// Purpose mixed into the shuffle seed for the order of bucketed batches ("BUCK").
+const BUCKET_ORDER: u64 = 0x4255_434b;
 
 impl InMemoryBatches {
     /// `inputs` `[N, ...]`, `labels` `[N]` or per token `[N, T]` (converted to u32).
@@ -30,6 +39,7 @@ impl InMemoryBatches {
             inputs,
             labels,
             lengths: None,
+            length_buckets: false,
         })
     }
 
@@ -58,6 +68,39 @@ impl InMemoryBatches {
         );
         self.lengths = Some(lengths);
         Ok(self)
+    }
+
+    /// Seeded length bucketing of shuffled epochs (lengths must be set): the epoch's order is cut
+    /// into pools of [`BUCKET_POOL_BATCHES`] batches, each pool sorted by length (stably) and cut
+    /// into batches, and the batches put in a seeded random order. Every example is still seen
+    /// once per epoch; unshuffled passes (evaluation) keep file order.
+    pub fn with_length_buckets(mut self) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            self.lengths.is_some(),
+            "length bucketing needs the examples' lengths (with_lengths)"
+        );
+        self.length_buckets = true;
+        Ok(self)
+    }
+
+    /// The example indices of each batch of one epoch.
+    fn batch_indices(&self, batch_size: usize, shuffle_seed: Option<u64>) -> Vec<Vec<u32>> {
+        let order = self.order(shuffle_seed);
+        let (Some(seed), Some(lengths), true) = (shuffle_seed, &self.lengths, self.length_buckets)
+        else {
+            return order.chunks(batch_size).map(<[u32]>::to_vec).collect();
+        };
+        let mut batches: Vec<Vec<u32>> = Vec::new();
+        for pool in order.chunks(batch_size * BUCKET_POOL_BATCHES) {
+            let mut pool = pool.to_vec();
+            pool.sort_by_key(|&i| lengths[i as usize]);
+            batches.extend(pool.chunks(batch_size).map(<[u32]>::to_vec));
+        }
+        let batch_order = permutation(batches.len(), seed ^ BUCKET_ORDER);
+        batch_order
+            .into_iter()
+            .map(|b| batches[b].clone())
+            .collect()
     }
 
     pub fn inputs(&self) -> &Tensor {
@@ -89,9 +132,7 @@ impl BatchSource for InMemoryBatches {
         batch_size: usize,
         shuffle_seed: Option<u64>,
     ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_> {
-        let order = self.order(shuffle_seed);
-        let batch_size = batch_size.max(1);
-        let chunks: Vec<Vec<u32>> = order.chunks(batch_size).map(<[u32]>::to_vec).collect();
+        let chunks = self.batch_indices(batch_size.max(1), shuffle_seed);
         Box::new(chunks.into_iter().map(move |idx| {
             let longest = self
                 .lengths
@@ -158,7 +199,50 @@ mod tests {
                 assert_eq!(t.labels.to_vec2::<u32>().unwrap(), kept);
             }
         }
+        assert!(cut.clone().with_length_buckets().is_ok());
+        assert!(
+            padded.with_length_buckets().is_err(),
+            "buckets need lengths"
+        );
         assert!(cut.clone().with_lengths(vec![7; n]).is_err());
         assert!(cut.with_lengths(vec![1; n - 1]).is_err());
+    }
+
+    /// Bucketed epochs see every example once, in batches of similar length (narrower on average
+    /// than the shuffled order's), the same for the same seed; unshuffled passes keep file order.
+    #[test]
+    fn length_buckets_batch_similar_lengths_once_per_epoch() {
+        let n = 200;
+        let lengths: Vec<usize> = (0..n).map(|i| 1 + (i * 37) % 64).collect();
+        let inputs = Tensor::zeros((n, 64), DType::U32, &Device::Cpu).unwrap();
+        let labels = Tensor::zeros(n, DType::U32, &Device::Cpu).unwrap();
+        let plain = InMemoryBatches::new(inputs, labels)
+            .unwrap()
+            .with_lengths(lengths.clone())
+            .unwrap();
+        let bucketed = plain.clone().with_length_buckets().unwrap();
+        let mean_width = |batches: &[Vec<u32>]| {
+            batches
+                .iter()
+                .map(|b| b.iter().map(|&i| lengths[i as usize]).max().unwrap())
+                .sum::<usize>() as f64
+                / batches.len() as f64
+        };
+        let epoch = bucketed.batch_indices(8, Some(3));
+        let mut seen: Vec<u32> = epoch.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n as u32).collect::<Vec<_>>());
+        assert_eq!(epoch, bucketed.batch_indices(8, Some(3)));
+        assert_ne!(epoch, bucketed.batch_indices(8, Some(4)));
+        let shuffled = mean_width(&plain.batch_indices(8, Some(3)));
+        assert!(
+            mean_width(&epoch) < 0.7 * shuffled,
+            "{} vs {shuffled}",
+            mean_width(&epoch)
+        );
+        assert_eq!(
+            bucketed.batch_indices(8, None),
+            plain.batch_indices(8, None)
+        );
     }
 }

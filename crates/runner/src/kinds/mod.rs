@@ -181,6 +181,29 @@ mod tests {
         );
     }
 
+    /// Length bucketing is part of a text run's configuration when on (it changes the batches),
+    /// and absent from it when off, so suites that do not ask for it keep their hashes.
+    #[test]
+    fn length_buckets_enter_the_configuration_only_when_on() {
+        let path = suites_dir().join("demo-text.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = |text: &str| {
+            let suite = parse_suite(text, &path, &RegistryCatalog).unwrap();
+            plan(&suite, &PlanOptions::default(), &RegistryCatalog).unwrap()[0].clone()
+        };
+        let off = first(&text.replace(
+            "  pooling: mean\n",
+            "  pooling: mean\n  length_buckets: false\n",
+        ));
+        let on = first(&text.replace(
+            "  pooling: mean\n",
+            "  pooling: mean\n  length_buckets: true\n",
+        ));
+        assert_eq!(off.config_hash(), first(&text).config_hash());
+        assert_ne!(on.config_hash(), off.config_hash());
+        assert!(on.text.as_ref().unwrap().length_buckets);
+    }
+
     /// Each kind names the primary metric its records rank by.
     #[test]
     fn every_kind_names_its_primary_metric() {
