@@ -258,6 +258,17 @@ fn write_fixture(dir: &Path, sources: &str, files: &str, splits: &str) {
     std::fs::write(dir.join("manifests/unpinned.txt"), "").unwrap();
 }
 
+/// The usual fixture: one data file `t1/test.txt` pinned to `pinned`'s size and digest, its only
+/// source the server's `/d/` folder.
+fn pin_one_file(dir: &Path, server: &Server, pinned: &[u8]) {
+    write_fixture(
+        dir,
+        &url_source(&format!("{}/d", server.base)),
+        &file_entry("t1/test.txt", pinned),
+        "",
+    );
+}
+
 fn url_source(base: &str) -> String {
     format!("[[sources]]\nkind = \"url\"\nbase = \"{base}\"\n")
 }
@@ -301,12 +312,7 @@ fn a_cut_download_resumes_with_a_range_and_ends_verified() {
     let server = Server::start();
     let body = payload(200_000);
     server.add("/d/t1/test.txt", &body, vec![Fault::CutAfter(50_000)]);
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     let out = run(&mut fetch_cmd(dir.path(), &[]));
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(
@@ -332,12 +338,7 @@ fn a_flipped_byte_in_a_resumed_part_is_caught_and_the_file_refetched() {
     let server = Server::start();
     let body = payload(100_000);
     server.add("/d/t1/test.txt", &body, vec![]);
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     let mut part = body[..40_000].to_vec();
     part[1234] ^= 0x01;
     std::fs::create_dir_all(dir.path().join("data/t1")).unwrap();
@@ -369,12 +370,7 @@ fn a_200_to_a_range_request_restarts_the_file() {
     let server = Server::start();
     let body = payload(60_000);
     server.add("/d/t1/test.txt", &body, vec![Fault::IgnoreRange]);
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     std::fs::create_dir_all(dir.path().join("data/t1")).unwrap();
     std::fs::write(dir.path().join("data/t1/test.txt.part"), &body[..10_000]).unwrap();
     let out = run(&mut fetch_cmd(dir.path(), &[]));
@@ -392,12 +388,7 @@ fn a_changed_etag_restarts_the_file() {
     let server = Server::start();
     let body = payload(30_000);
     server.add("/d/t1/test.txt", &body, vec![]);
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     std::fs::create_dir_all(dir.path().join("data/t1")).unwrap();
     std::fs::write(dir.path().join("data/t1/test.txt.part"), &body[..10_000]).unwrap();
     std::fs::write(
@@ -456,12 +447,7 @@ fn two_5xx_and_a_429_are_retried_then_the_file_arrives() {
             Fault::TooManyRequests,
         ],
     );
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     let out = run(&mut fetch_cmd(dir.path(), &["--json"]));
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(server.requests().len(), 4);
@@ -482,12 +468,7 @@ fn offline_exits_3_without_opening_a_socket() {
     let server = Server::start();
     let body = payload(5_000);
     server.add("/d/t1/test.txt", &body, vec![]);
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     let mut cmd = fetch_cmd(dir.path(), &[]);
     cmd.env("HF_HUB_OFFLINE", "1");
     let out = run(&mut cmd);
@@ -505,12 +486,7 @@ fn a_mismatch_exits_1_and_leaves_the_destination_untouched() {
     let mut served = pinned.clone();
     served[100] ^= 0xff;
     server.add("/d/t1/test.txt", &served, vec![]);
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &pinned),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &pinned);
     let out = run(&mut fetch_cmd(dir.path(), &[]));
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(!dir.path().join("data/t1/test.txt").exists());
@@ -683,12 +659,7 @@ fn two_concurrent_fetches_do_not_corrupt_each_other() {
     let body = payload(50_000);
     server.add("/d/t1/test.txt", &body, vec![]);
     server.slow("/d/t1/test.txt", Duration::from_millis(300));
-    write_fixture(
-        dir.path(),
-        &url_source(&format!("{}/d", server.base)),
-        &file_entry("t1/test.txt", &body),
-        "",
-    );
+    pin_one_file(dir.path(), &server, &body);
     let first = fetch_cmd(dir.path(), &[])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
