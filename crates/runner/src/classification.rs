@@ -24,6 +24,11 @@ use crate::run::{
 /// A run's metrics by name.
 pub(crate) type Metrics = std::collections::BTreeMap<String, f64>;
 
+/// The accuracy on the evaluation split, every classification run's metric (`test_accuracy`).
+pub(crate) fn accuracy_metric(spec: &RunSpec) -> String {
+    format!("{}_accuracy", spec.protocol.eval_split)
+}
+
 /// Trains a classification run on `task` and evaluates it: accuracy on the evaluation split,
 /// plus whatever `score` adds from the evaluation's predictions (a kind's own metrics).
 pub(crate) fn train_and_evaluate(
@@ -173,8 +178,7 @@ pub(crate) fn train_and_evaluate(
         (None, None) => evaluate(&model, task.eval.as_ref(), cfg.eval_batch_size)?,
     };
     let mut metrics = Metrics::new();
-    let eval_split = &spec.protocol.eval_split;
-    metrics.insert(format!("{eval_split}_accuracy"), evaluation.accuracy);
+    metrics.insert(accuracy_metric(spec), evaluation.accuracy);
     score(&evaluation, &mut metrics)?;
     if let Some(val) = report
         .history

@@ -16,7 +16,7 @@ use crate::audio::{
     audio_batch_source, features_for, load_audio_task, spec_augment, AudioTaskData,
 };
 use crate::backbone::{BackboneModel, LoadedBackbone};
-use crate::classification::train_and_evaluate;
+use crate::classification::{accuracy_metric, train_and_evaluate};
 use crate::data::{generated_seed, root_on_disk};
 use crate::run::{Finished, PreparedTask, RunContext};
 use crate::Paths;
@@ -112,6 +112,6 @@ impl Kind for AudioClassification {
     }
 
     fn primary_metric(spec: &RunSpec) -> String {
-        format!("{}_accuracy", spec.protocol.eval_split)
+        accuracy_metric(spec)
     }
 }

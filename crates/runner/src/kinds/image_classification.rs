@@ -8,7 +8,7 @@ use peftbench_suite::{RunSpec, Suite};
 
 use super::Kind;
 use crate::backbone::LoadedBackbone;
-use crate::classification::train_and_evaluate;
+use crate::classification::{accuracy_metric, train_and_evaluate};
 use crate::data::{batch_source, load_task_data, preprocess, TaskData};
 use crate::run::{Finished, PreparedTask, RunContext};
 use crate::Paths;
@@ -67,6 +67,6 @@ impl Kind for ImageClassification {
     }
 
     fn primary_metric(spec: &RunSpec) -> String {
-        format!("{}_accuracy", spec.protocol.eval_split)
+        accuracy_metric(spec)
     }
 }

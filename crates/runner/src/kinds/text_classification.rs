@@ -7,7 +7,7 @@ use peftbench_suite::RunSpec;
 use peftbench_train::Evaluation;
 
 use super::text_input::{TextKind, TextScoring};
-use crate::classification::Metrics;
+use crate::classification::{accuracy_metric, Metrics};
 use crate::run::PreparedTask;
 
 pub(crate) type TextClassification = TextKind<ClassScores>;
@@ -30,6 +30,6 @@ impl TextScoring for ClassScores {
     }
 
     fn primary_metric(spec: &RunSpec) -> String {
-        format!("{}_accuracy", spec.protocol.eval_split)
+        accuracy_metric(spec)
     }
 }
