@@ -426,6 +426,12 @@ fn each_subcommands_help_describes_it_and_lists_only_its_options() {
         (&["list"], &["--results", "--reports", "--data-dir"]),
         (&["compare"], &["--results", "--reports", "--data-dir"]),
         (&["report"], &["--data-dir"]),
+        (&["fetch"], &["--results", "--reports"]),
+        (&["verify"], &["--results", "--reports"]),
+        (
+            &["manifest", "check"],
+            &["--results", "--reports", "--data-dir"],
+        ),
         (
             &["inspect", "audio"],
             &["--results", "--reports", "--suites-dir", "--data-dir"],

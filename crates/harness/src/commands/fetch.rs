@@ -21,7 +21,23 @@ use peftbench_runner::{demo, demo_audio, demo_text, RegistryCatalog};
 use peftbench_suite::{load_suite, DataFormat, Suite};
 
 use super::{emit, suites_dir};
-use crate::Locations;
+use crate::SuitesDir;
+
+/// What fetch and verify read besides manifests: suite files, and the data root the data goes to.
+#[derive(clap::Args, Debug)]
+pub struct DataLocations {
+    #[command(flatten)]
+    pub suites: SuitesDir,
+    /// Root of on-disk datasets (one folder per task), when a suite's `data.root` is not set.
+    #[arg(long, env = "PEFTBENCH_DATA")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl AsRef<SuitesDir> for DataLocations {
+    fn as_ref(&self) -> &SuitesDir {
+        &self.suites
+    }
+}
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -54,7 +70,7 @@ pub struct FetchArgs {
     #[arg(long, default_value_t = 500, hide = true)]
     pub retry_delay_ms: u64,
     #[command(flatten)]
-    pub locations: Locations,
+    pub locations: DataLocations,
 }
 
 #[derive(clap::Args, Debug)]
@@ -71,7 +87,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub manifests: ManifestsDir,
     #[command(flatten)]
-    pub locations: Locations,
+    pub locations: DataLocations,
 }
 
 #[derive(clap::Args, Debug)]
@@ -117,7 +133,7 @@ pub enum ManifestAction {
         #[command(flatten)]
         manifests: ManifestsDir,
         #[command(flatten)]
-        locations: Locations,
+        locations: SuitesDir,
     },
 }
 
@@ -129,7 +145,7 @@ fn exit(code: u8) -> ExitCode {
 fn load_pair(
     suite: &str,
     manifests: &Path,
-    loc: &Locations,
+    loc: &impl AsRef<SuitesDir>,
 ) -> anyhow::Result<(Suite, SuiteManifest)> {
     let suite = load_suite(suite, &suites_dir(loc), &RegistryCatalog)?;
     let manifest = manifest::load_suite_manifest(manifests, &suite.name).map_err(|e| {
@@ -175,7 +191,7 @@ pub fn run_fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         from: args.from.clone(),
         mirrors,
         data_dir: args.locations.data_dir.clone(),
-        cache: super::paths(&args.locations).cache,
+        cache: peftbench_runner::Paths::default_cache(),
         retry: RetryPolicy {
             base_delay: Duration::from_millis(args.retry_delay_ms),
             ..RetryPolicy::default()
@@ -229,7 +245,7 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let (suite, manifest) = load_pair(&args.suite, &manifests, &args.locations)?;
     let opts = VerifyOptions {
         data_dir: args.locations.data_dir.clone(),
-        cache: super::paths(&args.locations).cache,
+        cache: peftbench_runner::Paths::default_cache(),
         hub_caches: vec![peftbench_backbones::checkpoint::hf_cache().path().clone()],
         deep: args.deep,
         num_classes: suite
