@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn instruction_sets_agree_with_the_cpu_flags() {
         let line = super::instruction_sets();
-        assert!(line.starts_with("gemm ") && line.contains("; elementwise "), "{line}");
+        assert!(
+            line.starts_with("gemm ") && line.contains("; elementwise "),
+            "{line}"
+        );
         let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
             eprintln!("SKIPPED: no /proc/cpuinfo to compare with");
             return;
