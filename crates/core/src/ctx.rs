@@ -13,6 +13,9 @@ pub struct ForwardCtx {
     /// Probability of dropping a residual branch per example (stochastic depth) in training.
     pub drop_path: f64,
     rng: RefCell<ChaCha8Rng>,
+    /// Multi-task data: the task of each example of the batch, u32 `[B]`, for methods that condition
+    /// on it (per-task adapters, Hyperformer, Poly/MHR routing). `None` for single-task runs.
+    task_ids: Option<Tensor>,
 }
 
 impl ForwardCtx {
@@ -22,6 +25,7 @@ impl ForwardCtx {
             train: false,
             drop_path: 0.0,
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)),
+            task_ids: None,
         }
     }
 
@@ -31,7 +35,19 @@ impl ForwardCtx {
             train: true,
             drop_path,
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)),
+            task_ids: None,
         }
+    }
+
+    /// This pass with each example's task, u32 `[B]` (multi-task batches).
+    pub fn with_task_ids(mut self, task_ids: Option<Tensor>) -> Self {
+        self.task_ids = task_ids;
+        self
+    }
+
+    /// The task of each example of the batch (u32 `[B]`), when the data is multi-task.
+    pub fn task_ids(&self) -> Option<&Tensor> {
+        self.task_ids.as_ref()
     }
 
     pub fn is_train(&self) -> bool {

@@ -137,6 +137,26 @@ pub struct Phase {
     pub lr: Option<f64>,
 }
 
+/// How a multi-task adaptation is carried to a task held out of its training (Caccia et al., 2023,
+/// "Multi-Head Adapter Routing for Cross-Task Generalization", section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transfer {
+    /// MHR-z: the trained skills stay frozen; only a fresh routing for the new task trains.
+    Routing,
+    /// MHR-μ: the routing is dropped and the average of the skills is fine-tuned as one adapter.
+    AverageSkills,
+}
+
+impl Transfer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transfer::Routing => "routing",
+            Transfer::AverageSkills => "average-skills",
+        }
+    }
+}
+
 pub trait Adaptation: Hooks {
     /// The method's trainable parameters (the classification head is separate).
     fn trainable(&self) -> &NamedVars;
@@ -226,6 +246,17 @@ pub trait Adaptation: Hooks {
         states: candle_core::Tensor,
     ) -> candle_core::Result<candle_core::Tensor> {
         Ok(states)
+    }
+
+    /// Carries a multi-task adaptation to one task it was not trained on (few-shot transfer, see
+    /// [`Transfer`]): afterwards the adaptation serves a single new task (task id 0) and
+    /// [`Adaptation::trainable`] holds what that transfer trains. Methods without such a mode
+    /// say so.
+    fn transfer(&mut self, transfer: Transfer) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "this method has no `{}` transfer to new tasks",
+            transfer.name()
+        )
     }
 
     /// Folds the method into the backbone's own weights, so that the backbone alone (no hooks)

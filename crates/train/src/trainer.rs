@@ -330,7 +330,8 @@ pub fn train(
             let ctx = ForwardCtx::train(
                 derive_seed(&[cfg.seed, FORWARD, epoch as u64, step as u64]),
                 cfg.drop_path,
-            );
+            )
+            .with_task_ids(batch.task_ids.clone());
             let logits = model.batch_logits(&batch, &ctx)?;
             let loss = model.loss(&logits, &batch.labels, cfg.label_smoothing)?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -425,11 +426,11 @@ pub fn evaluate(
 ) -> anyhow::Result<Evaluation> {
     anyhow::ensure!(batch_size > 0, "batch size must be positive");
     let start = Instant::now();
-    let ctx = ForwardCtx::eval();
     let mut predictions = Vec::with_capacity(data.num_examples());
     let mut labels = Vec::with_capacity(data.num_examples());
     for batch in data.batches(batch_size, None) {
         let batch = batch?;
+        let ctx = ForwardCtx::eval().with_task_ids(batch.task_ids.clone());
         let logits = model.batch_logits(&batch, &ctx)?.detach();
         let (logits, batch_labels) = labelled_rows(&logits, &batch.labels)?;
         predictions.extend(
