@@ -161,6 +161,12 @@ pub trait Adaptation: Hooks {
     /// The method's trainable parameters (the classification head is separate).
     fn trainable(&self) -> &NamedVars;
 
+    /// The learning rate of trainable parameter `name` relative to the recipe's: 1 (the default)
+    /// for every parameter of most methods; Poly/MHR train their routing logits at their own rate.
+    fn lr_multiplier(&self, _name: &str) -> f64 {
+        1.0
+    }
+
     /// Scalars this method adds to the model (0 for methods that only unfreeze pretrained ones).
     fn added_params(&self) -> usize {
         self.trainable().count()
