@@ -234,7 +234,7 @@ impl Encoder {
         let q = hooks.linear(layer, LinearSite::Query, x, &block.query, ctx)?;
         let mut k = hooks.linear(layer, LinearSite::Key, x, &block.key, ctx)?;
         let mut v = hooks.linear(layer, LinearSite::Value, x, &block.value, ctx)?;
-        if let Some((pk, pv)) = hooks.prefix(layer, b)? {
+        if let Some((pk, pv)) = hooks.prefix(layer, b, ctx)? {
             k = Tensor::cat(&[&pk, &k], 1)?;
             v = Tensor::cat(&[&pv, &v], 1)?;
         }
@@ -280,7 +280,7 @@ impl Encoder {
     ) -> Result<Tensor> {
         let x = self.blocks(x, first..self.blocks.len(), hooks, ctx)?;
         let x = self.final_norm.forward(&x)?;
-        hooks.norm(None, NormSite::Final, x)
+        hooks.norm(None, NormSite::Final, x, ctx)
     }
 
     /// Runs the stream entering block `layers.start` through the blocks `layers`.
@@ -295,12 +295,12 @@ impl Encoder {
             let block = &self.blocks[l];
             x = hooks.tokens(l, x, ctx)?;
             let h = block.layernorm_before.forward(&x)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeAttention, h)?;
+            let h = hooks.norm(Some(l), NormSite::BeforeAttention, h, ctx)?;
             let a = self.attention(l, &h, hooks, ctx)?;
             let a = hooks.sublayer(l, Sublayer::Attention, &x, a, ctx)?;
             x = (&x + ctx.drop_path(&a)?)?;
             let h = block.layernorm_after.forward(&x)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeMlp, h)?;
+            let h = hooks.norm(Some(l), NormSite::BeforeMlp, h, ctx)?;
             let m = self.mlp(l, &h, hooks, ctx)?;
             let m = hooks.sublayer(l, Sublayer::Mlp, &x, m, ctx)?;
             x = (&x + ctx.drop_path(&m)?)?;

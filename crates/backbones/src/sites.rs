@@ -111,12 +111,25 @@ pub trait Hooks {
     }
 
     /// Extra keys and values `[batch, prefix, hidden]` prepended in block `layer`'s attention.
-    fn prefix(&self, _layer: usize, _batch: usize) -> Result<Option<(Tensor, Tensor)>> {
+    /// `ctx` carries the batch's task ids, so a multi-task method can choose per example.
+    fn prefix(
+        &self,
+        _layer: usize,
+        _batch: usize,
+        _ctx: &ForwardCtx,
+    ) -> Result<Option<(Tensor, Tensor)>> {
         Ok(None)
     }
 
-    /// Output of a normalisation layer (`layer` is `None` for the final norm).
-    fn norm(&self, _layer: Option<usize>, _site: NormSite, output: Tensor) -> Result<Tensor> {
+    /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the
+    /// batch's task ids, so a multi-task method can choose per example.
+    fn norm(
+        &self,
+        _layer: Option<usize>,
+        _site: NormSite,
+        output: Tensor,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
         Ok(output)
     }
 }

@@ -371,7 +371,7 @@ impl Bert {
         };
         let x = words.broadcast_add(&positions)?.broadcast_add(&types)?;
         let x = self.embeddings_norm.forward(&x)?;
-        let x = hooks.norm(Some(0), NormSite::BeforeAttention, x)?;
+        let x = hooks.norm(Some(0), NormSite::BeforeAttention, x, ctx)?;
         ctx.dropout(&x, self.cfg.hidden_dropout_prob)
     }
 
@@ -390,7 +390,7 @@ impl Bert {
         let mut k = hooks.linear(layer, LinearSite::Key, x, &block.key, ctx)?;
         let mut v = hooks.linear(layer, LinearSite::Value, x, &block.value, ctx)?;
         let mut mask_bias = mask_bias.clone();
-        if let Some((pk, pv)) = hooks.prefix(layer, b)? {
+        if let Some((pk, pv)) = hooks.prefix(layer, b, ctx)? {
             // Prefix keys are always attended.
             let p = pk.dim(1)?;
             let attended = Tensor::zeros((b, 1, 1, p), mask_bias.dtype(), mask_bias.device())?;
@@ -459,14 +459,14 @@ impl Bert {
             let a = self.attention(l, &x, &mask_bias, hooks, ctx)?;
             let a = hooks.sublayer(l, Sublayer::Attention, &x, a, ctx)?;
             let h = block.attention_norm.forward(&(&x + a)?)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeMlp, h)?;
+            let h = hooks.norm(Some(l), NormSite::BeforeMlp, h, ctx)?;
             let m = self.mlp(l, &h, hooks, ctx)?;
             let m = hooks.sublayer(l, Sublayer::Mlp, &h, m, ctx)?;
             x = block.output_norm.forward(&(&h + m)?)?;
             x = if l + 1 < layers {
-                hooks.norm(Some(l + 1), NormSite::BeforeAttention, x)?
+                hooks.norm(Some(l + 1), NormSite::BeforeAttention, x, ctx)?
             } else {
-                hooks.norm(None, NormSite::Final, x)?
+                hooks.norm(None, NormSite::Final, x, ctx)?
             };
         }
         Ok((x, mask))

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor, Var};
 use peftbench_backbones::{Backbone, Hooks};
-use peftbench_core::{ops, NamedVars, SeededInit};
+use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
 
 use crate::{parse_config, peft_format, Adaptation, ClassifierHead, Method, MethodInfo, ParamDoc};
 
@@ -128,7 +128,12 @@ impl PrefixAdaptation {
 }
 
 impl Hooks for PrefixAdaptation {
-    fn prefix(&self, layer: usize, batch: usize) -> Result<Option<(Tensor, Tensor)>> {
+    fn prefix(
+        &self,
+        layer: usize,
+        batch: usize,
+        _ctx: &ForwardCtx,
+    ) -> Result<Option<(Tensor, Tensor)>> {
         let d = self.hidden;
         let p = self.config.num_virtual_tokens;
         let expand = |t: Tensor| t.unsqueeze(0)?.broadcast_as((batch, p, d));

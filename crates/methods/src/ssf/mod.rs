@@ -125,7 +125,13 @@ impl Hooks for SsfAdaptation {
         }
     }
 
-    fn norm(&self, layer: Option<usize>, site: NormSite, output: Tensor) -> Result<Tensor> {
+    fn norm(
+        &self,
+        layer: Option<usize>,
+        site: NormSite,
+        output: Tensor,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
         let key = match (layer, site) {
             (Some(l), NormSite::BeforeAttention) => SsfSite::NormBeforeAttention(l),
             (Some(l), NormSite::BeforeMlp) => SsfSite::NormBeforeMlp(l),
