@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Tensor, D};
 use peftbench_backbones::{Backbone, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
@@ -24,9 +24,35 @@ impl PeftModel {
     pub fn new(
         method: &str,
         params: &serde_json::Value,
-        mut backbone: Box<dyn Backbone>,
+        backbone: Box<dyn Backbone>,
         num_classes: usize,
         init: &SeededInit,
+    ) -> anyhow::Result<Self> {
+        Self::with_head(method, params, backbone, init, |hidden| {
+            ClassifierHead::new(hidden, num_classes, &init.fork("head"))
+        })
+    }
+
+    /// [`PeftModel::new`] for multi-task data: one head per task (`task_classes[t]` classes for
+    /// task `t`), selected per example by its task id.
+    pub fn new_per_task(
+        method: &str,
+        params: &serde_json::Value,
+        backbone: Box<dyn Backbone>,
+        task_classes: &[usize],
+        init: &SeededInit,
+    ) -> anyhow::Result<Self> {
+        Self::with_head(method, params, backbone, init, |hidden| {
+            ClassifierHead::per_task(hidden, task_classes, &init.fork("head"))
+        })
+    }
+
+    fn with_head(
+        method: &str,
+        params: &serde_json::Value,
+        mut backbone: Box<dyn Backbone>,
+        init: &SeededInit,
+        head: impl FnOnce(usize) -> Result<ClassifierHead>,
     ) -> anyhow::Result<Self> {
         let found = find_method(method).map_err(anyhow::Error::msg)?;
         let pretrained_params = backbone.num_params();
@@ -34,8 +60,7 @@ impl PeftModel {
             .check_backbone(params, backbone.info())
             .map_err(anyhow::Error::msg)?;
         let adaptation = found.attach(params, backbone.as_mut(), &init.fork(method))?;
-        let head =
-            ClassifierHead::new(backbone.info().hidden_size, num_classes, &init.fork("head"))?;
+        let head = head(backbone.info().hidden_size)?;
         let mut trainable = adaptation.trainable().clone();
         trainable.extend(head.params().clone());
         Ok(Self {
@@ -87,8 +112,10 @@ impl PeftModel {
             .forward_features(input, self.adaptation.as_ref(), ctx)
     }
 
+    /// Class logits `[B, classes]`; a multi-task head reads each example's task from `ctx`.
     pub fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
-        self.head.forward(&self.features(input, ctx)?)
+        self.head
+            .forward_tasks(&self.features(input, ctx)?, ctx.task_ids())
     }
 
     /// Per-token features `[B, T, hidden]` with the method attached (token-level heads, MLM).
@@ -141,6 +168,25 @@ impl PeftModel {
         Ok(())
     }
 
+    /// Carries the trained multi-task adaptation to one held-out task (see
+    /// [`crate::Transfer`]) with a fresh `num_classes` head drawn from `init`: afterwards the
+    /// model is a single-task model and trains what the transfer leaves trainable, plus the head.
+    pub fn transfer(
+        &mut self,
+        transfer: crate::Transfer,
+        num_classes: usize,
+        init: &SeededInit,
+    ) -> anyhow::Result<()> {
+        self.adaptation.transfer(transfer)?;
+        self.head = ClassifierHead::new(
+            self.backbone.info().hidden_size,
+            num_classes,
+            &init.fork("head"),
+        )?;
+        self.refresh_trainable();
+        Ok(())
+    }
+
     fn refresh_trainable(&mut self) {
         let mut trainable = self.adaptation.trainable().clone();
         trainable.extend(self.head.params().clone());
@@ -152,10 +198,23 @@ impl PeftModel {
     /// the number of classes from the saved head, and every saved tensor must be used.
     pub fn from_adapter(dir: &Path, backbone: Box<dyn Backbone>) -> anyhow::Result<Self> {
         let loaded = crate::peft_format::load_adapter(dir)?;
+        let mut loaded = loaded;
         let bias = loaded.tensors.get("classifier.bias").ok_or_else(|| {
             anyhow::anyhow!("{}: no classifier head (`classifier.bias`)", dir.display())
         })?;
-        let num_classes = bias.dim(0)?;
+        let num_classes = bias.dim(D::Minus1)?;
+        // A multi-task head: one head per task, with each task's class count beside it.
+        let task_classes = match loaded.tensors.remove(crate::head::PER_TASK_CLASSES) {
+            Some(counts) => Some(
+                counts
+                    .to_dtype(candle_core::DType::U32)?
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|c| c as usize)
+                    .collect::<Vec<_>>(),
+            ),
+            None => None,
+        };
         // Values are overwritten below; the init only fixes device and dtype.
         let weight = &backbone.linear(0, LinearSite::Query).weight;
         let init = SeededInit::new(0, weight.device()).with_dtype(weight.dtype());
@@ -165,8 +224,11 @@ impl PeftModel {
         if loaded.method == "madx" && dir.join(crate::madx::LANGUAGE_ADAPTER_FILE).is_file() {
             params["language_adapter"] = serde_json::Value::Null;
         }
-        let mut model = Self::new(&loaded.method, &params, backbone, num_classes, &init)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
+        let built = match &task_classes {
+            Some(classes) => Self::new_per_task(&loaded.method, &params, backbone, classes, &init),
+            None => Self::new(&loaded.method, &params, backbone, num_classes, &init),
+        };
+        let mut model = built.map_err(|e| anyhow::anyhow!("{}: {e:#}", dir.display()))?;
         let restored = model
             .adaptation
             .restore(dir, &loaded.tensors)
@@ -229,6 +291,11 @@ impl peftbench_train::TrainModel for PeftModel {
 
     fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
         PeftModel::logits(self, input, ctx)
+    }
+
+    /// The method's own rates (Poly/MHR's routing); the head trains at the recipe's.
+    fn lr_multiplier(&self, name: &str) -> f64 {
+        self.adaptation.lr_multiplier(name)
     }
 
     /// Per-token labels `[B, T]` (token classification) get the head on every token.

@@ -49,11 +49,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod compare;
 mod export;
+mod multi_task;
 pub mod plots;
 mod select;
 
 pub use compare::{compare, Comparison, Verdict};
 pub use export::{csv, json};
+pub use multi_task::per_task_records;
 pub use plots::{write_figures, Figure};
 pub use select::{RecordFilter, FILTER_KEYS};
 
@@ -406,6 +408,8 @@ impl Leaderboard {
         layout: &ReportLayout,
         order: &[String],
     ) -> Self {
+        // A multi-task run's record counts once per member task.
+        let records = per_task_records(records);
         let suite_records: Vec<&RunRecord> =
             records.iter().filter(|r| r.suite == layout.suite).collect();
         let task_set: BTreeSet<&str> = layout.tasks.iter().map(String::as_str).collect();

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 
 use peftbench_records::{Environment, EvalCorrect, RunRecord, RunStatus, SCHEMA_VERSION};
 use peftbench_report::{
-    format_params, runs_table_with_width, Averaging, Leaderboard, PublishedTable, ReportLayout,
+    format_params, per_task_records, runs_table_with_width, Averaging, Leaderboard, PublishedTable,
+    ReportLayout,
 };
 
 fn env() -> Environment {
@@ -485,4 +486,41 @@ fn vtab_conventions_reproduce_published_means() {
     for d in &p.average_deltas {
         assert!(d.unwrap().0.abs() < 1e-9);
     }
+}
+
+/// A multi-task run's record fills one column per member task: each member's accuracy, its own
+/// slice of the per-example correctness for the interval, and the run's cost on every member.
+#[test]
+fn a_multi_task_record_fills_a_column_per_member() {
+    let mut run = completed("poly", "poly", "skills", 0, 0.75, LORA);
+    run.metrics.insert("test_accuracy@a".into(), 0.5);
+    run.metrics.insert("test_accuracy@b".into(), 1.0);
+    run.metrics.insert("eval_examples@a".into(), 2.0);
+    run.metrics.insert("eval_examples@b".into(), 3.0);
+    run.config =
+        serde_json::json!({ "multitask": { "tasks": [{ "name": "a" }, { "name": "b" }] } });
+    run.eval_correct = Some(EvalCorrect::from_bools(&[true, false, true, true, true]));
+    let split = per_task_records(std::slice::from_ref(&run));
+    let tasks: Vec<&str> = split.iter().map(|r| r.task.as_str()).collect();
+    assert_eq!(tasks, ["a", "b"]);
+    assert_eq!(
+        split[0].eval_correct.as_ref().unwrap().to_bools().unwrap(),
+        [true, false]
+    );
+    assert_eq!(
+        split[1].eval_correct.as_ref().unwrap().to_bools().unwrap(),
+        [true, true, true]
+    );
+    let board = Leaderboard::build(&[run], &layout(None));
+    let poly = &board.rows[0];
+    assert_eq!(poly.cells[0].text(), "50.0 (1)");
+    assert_eq!(poly.cells[1].text(), "100.0 (1)");
+    assert_eq!(poly.cells[2].text(), "—");
+    assert!(board.ignored_tasks.is_empty(), "{:?}", board.ignored_tasks);
+    // A single-task record passes through unchanged.
+    let single = completed("lora-r8", "lora", "a", 0, 0.70, LORA);
+    assert_eq!(
+        per_task_records(std::slice::from_ref(&single)),
+        vec![single]
+    );
 }

@@ -17,4 +17,9 @@ impl MethodCatalog for RegistryCatalog {
     fn validate_params(&self, method: &str, params: &serde_json::Value) -> Result<(), String> {
         registry::find_method(method)?.validate(params)
     }
+
+    fn takes_task_count(&self, method: &str) -> bool {
+        registry::find_method(method)
+            .is_ok_and(|m| m.info().params.iter().any(|p| p.name == "n_tasks"))
+    }
 }

@@ -32,4 +32,9 @@ pub trait MethodCatalog {
     /// Checks a method's parameters (a JSON object). The error should name the bad parameter and
     /// list the valid ones; the suite loader prefixes it with file, line and method.
     fn validate_params(&self, method: &str, params: &serde_json::Value) -> Result<(), String>;
+    /// Whether `method` conditions on each example's task and takes the number of tasks as its
+    /// `n_tasks` parameter (which a multi-task plan fills in).
+    fn takes_task_count(&self, _method: &str) -> bool {
+        false
+    }
 }

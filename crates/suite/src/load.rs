@@ -42,6 +42,8 @@ struct RawSuite {
     #[serde(default)]
     language_adapters: Option<LanguageAdapterSpec>,
     #[serde(default)]
+    multitask: Option<MultiTaskSpec>,
+    #[serde(default)]
     protocol: Option<Protocol>,
     #[serde(default)]
     recipe: Recipe,
@@ -82,6 +84,8 @@ struct RawTask {
     columns: Option<Spanned<RawColumns>>,
     #[serde(default)]
     labels: Option<Vec<String>>,
+    #[serde(default)]
+    skills: Option<Vec<String>>,
 }
 
 /// A task's `columns`: `text` and `label` of `table` tasks, `audio`, `label` and `fold` of
@@ -639,7 +643,31 @@ pub fn parse_suite(
     }
     // The kind of task: the input, and for text what is predicted (a class, a tag per word, a
     // ranking). A declared `kind:` must agree, so a suite says what it means.
-    let kind = TaskKind::of_sections(modality, raw.data.format, raw.retrieval.is_some());
+    let kind = TaskKind::of_sections(
+        modality,
+        raw.data.format,
+        raw.retrieval.is_some(),
+        raw.multitask.is_some(),
+    );
+    if raw.multitask.is_some() {
+        let unsupported = if raw.retrieval.is_some() {
+            Some("reranking")
+        } else if modality == Modality::Audio {
+            Some("audio")
+        } else if raw.data.format.is_token_level() {
+            Some("token-tagging")
+        } else {
+            None
+        };
+        if let Some(what) = unsupported {
+            return Err(invalid(
+                section("multitask"),
+                format!(
+                    "`multitask` trains image or text classification tasks together; {what}                      suites run one task per run"
+                ),
+            ));
+        }
+    }
     if let Some(declared) = &raw.kind {
         if declared.value != kind {
             return Err(invalid(
@@ -752,6 +780,7 @@ pub fn parse_suite(
                 columns: None,
                 audio_columns: None,
                 labels: None,
+                skills: None,
             });
         }
     } else if raw_tasks.is_empty() {
@@ -793,6 +822,7 @@ pub fn parse_suite(
             _ => {}
         }
         check_text_fields(t, modality, raw.data.format, generated).map_err(|m| invalid(line, m))?;
+        check_skills(t).map_err(|m| invalid(line, m))?;
         let (columns, audio_columns) = task_columns(t, modality, raw.data.format, &protocol)
             .map_err(|(l, m)| invalid(l.or(line), m))?;
         tasks.push(TaskSpec {
@@ -805,9 +835,13 @@ pub fn parse_suite(
             columns,
             audio_columns,
             labels: t.labels.clone(),
+            skills: t.skills.clone(),
         });
     }
     let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    if let Some(multitask) = &raw.multitask {
+        check_multitask(multitask, &tasks).map_err(|m| invalid(section("multitask"), m))?;
+    }
 
     // Groups: from `groups` and from tasks' `group`.
     let mut member_of: BTreeMap<String, String> = BTreeMap::new();
@@ -1133,6 +1167,7 @@ pub fn parse_suite(
         text: raw.text,
         retrieval: raw.retrieval,
         language_adapters: raw.language_adapters,
+        multitask: raw.multitask,
         protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
@@ -1144,6 +1179,97 @@ pub fn parse_suite(
         tolerance,
         task_tolerances,
     })
+}
+
+/// A generated `skills` task names two distinct skills and has their 4 value pairs as classes;
+/// no other task names skills.
+fn check_skills(t: &RawTask) -> Result<(), String> {
+    let name = &t.name.value;
+    match (t.generator, &t.skills) {
+        (Some(Generator::Skills), None) => Err(format!(
+            "task `{name}` (generator `skills`) needs `skills: [a, b]`, the two latent skills \
+             whose values make its label"
+        )),
+        (Some(Generator::Skills), Some(skills)) => {
+            if skills.len() != 2 || skills[0] == skills[1] {
+                return Err(format!(
+                    "task `{name}`: `skills` must name two different skills, got {skills:?}"
+                ));
+            }
+            if t.num_classes != 4 {
+                return Err(format!(
+                    "task `{name}`: a `skills` task has 4 classes (2 values of each of its two \
+                     skills), not {}",
+                    t.num_classes
+                ));
+            }
+            Ok(())
+        }
+        (_, Some(_)) => Err(format!(
+            "task `{name}`: `skills` only applies to generator `skills`"
+        )),
+        (_, None) => Ok(()),
+    }
+}
+
+/// The `multitask` section names at least two tasks of `tasks`, each once; a shared head needs
+/// one label set; the sampling temperature is a positive number.
+fn check_multitask(multitask: &MultiTaskSpec, tasks: &[TaskSpec]) -> Result<(), String> {
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    if !is_safe_name(&multitask.name) {
+        return Err(format!(
+            "`multitask.name` `{}` may only use letters, digits, `.`, `_`, `-`, `+`",
+            multitask.name
+        ));
+    }
+    if names.contains(&multitask.name.as_str()) {
+        return Err(format!(
+            "`multitask.name` `{}` is also a task's name; the multi-task run needs its own",
+            multitask.name
+        ));
+    }
+    if multitask.tasks.len() < 2 {
+        return Err("`multitask.tasks` must list at least two tasks of `tasks`".into());
+    }
+    let mut seen = BTreeSet::new();
+    for t in &multitask.tasks {
+        if !names.contains(&t.as_str()) {
+            return Err(format!(
+                "`multitask.tasks` lists `{t}`, which is not in `tasks`; valid tasks: {}",
+                list(&names)
+            ));
+        }
+        if !seen.insert(t) {
+            return Err(format!("`multitask.tasks` lists `{t}` twice"));
+        }
+    }
+    if let Some(left_out) = names.iter().find(|n| !seen.contains(&n.to_string())) {
+        return Err(format!(
+            "task `{left_out}` is not in `multitask.tasks`; a multi-task suite trains all its \
+             tasks together"
+        ));
+    }
+    if multitask.heads == Heads::Shared {
+        let classes: BTreeSet<usize> = tasks.iter().map(|t| t.num_classes).collect();
+        if classes.len() > 1 {
+            return Err(format!(
+                "`multitask.heads: shared` needs one label set, but the tasks have {} classes; \
+                 use `heads: per-task`",
+                classes
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if !(multitask.temperature.is_finite() && multitask.temperature > 0.0) {
+        return Err(format!(
+            "`multitask.temperature` must be a positive number, got {}",
+            multitask.temperature
+        ));
+    }
+    Ok(())
 }
 
 /// The text-only task fields: where each is required, allowed, or wrong.

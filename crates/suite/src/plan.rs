@@ -125,6 +125,10 @@ pub struct RunSpec {
     /// Language modules of composing methods ([`COMPOSING_METHODS`]); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language_adapters: Option<LanguageAdapterSpec>,
+    /// Multi-task runs: the member tasks (then `task` names the run and has the widest task's
+    /// classes) and how they mix; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multitask: Option<MultiTaskRun>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -160,6 +164,8 @@ struct SerialisedRunSpec {
     retrieval: Option<peftbench_retrieval::RerankRun>,
     #[serde(default)]
     language_adapters: Option<LanguageAdapterSpec>,
+    #[serde(default)]
+    multitask: Option<MultiTaskRun>,
     protocol: Protocol,
     limit: Option<usize>,
     #[serde(default)]
@@ -176,7 +182,12 @@ impl From<SerialisedRunSpec> for RunSpec {
             Modality::Image
         };
         RunSpec {
-            kind: TaskKind::of_sections(modality, s.data.format, s.retrieval.is_some()),
+            kind: TaskKind::of_sections(
+                modality,
+                s.data.format,
+                s.retrieval.is_some(),
+                s.multitask.is_some(),
+            ),
             suite: s.suite,
             task: s.task,
             group: s.group,
@@ -192,6 +203,7 @@ impl From<SerialisedRunSpec> for RunSpec {
             text: s.text,
             retrieval: s.retrieval,
             language_adapters: s.language_adapters,
+            multitask: s.multitask,
             protocol: s.protocol,
             limit: s.limit,
             fold: s.fold,
@@ -464,8 +476,46 @@ pub fn plan(
         .map_err(|e| plan_err(format!("protocol after overrides: {e}")))?;
     validate_protocol(&protocol).map_err(|m| plan_err(format!("protocol after overrides: {m}")))?;
 
+    // A multi-task suite is one run per method, grid point and seed over all its tasks: `task`
+    // names the run and has the widest member's classes.
+    let run_tasks: Vec<(TaskSpec, Option<MultiTaskRun>)> = match &suite.multitask {
+        Some(mt) => {
+            let members: Vec<TaskSpec> = mt
+                .tasks
+                .iter()
+                .map(|name| {
+                    suite
+                        .tasks
+                        .iter()
+                        .find(|t| &t.name == name)
+                        .expect("validated: multitask tasks are suite tasks")
+                        .clone()
+                })
+                .collect();
+            let task = TaskSpec {
+                name: mt.name.clone(),
+                num_classes: members.iter().map(|t| t.num_classes).max().unwrap_or(0),
+                generator: None,
+                group: None,
+                language: None,
+                eval_language: None,
+                columns: None,
+                audio_columns: None,
+                labels: None,
+                skills: None,
+            };
+            let run = MultiTaskRun {
+                tasks: members,
+                sampling: mt.sampling,
+                temperature: mt.temperature,
+                heads: mt.heads,
+            };
+            vec![(task, Some(run))]
+        }
+        None => suite.tasks.iter().map(|t| (t.clone(), None)).collect(),
+    };
     let mut runs = Vec::new();
-    for task in &suite.tasks {
+    for (task, multitask) in &run_tasks {
         for m in &suite.methods {
             for point in grid_points(&m.grid) {
                 let (params, recipe) = resolve_point(m, &suite.recipe, &point)
@@ -503,6 +553,25 @@ pub fn plan(
                     .validate()
                     .map_err(|e| plan_err(format!("method `{}` after overrides: {e}", m.label)))?;
                 let label = point_label(&m.label, &point);
+                // Methods that condition on the task learn one of each per task of the run.
+                if let Some(mt) = multitask {
+                    if catalog.takes_task_count(&m.method) {
+                        let n = mt.tasks.len();
+                        match params.get("n_tasks").map(|v| v.as_u64()) {
+                            None => {
+                                params.insert("n_tasks".into(), Value::from(n));
+                            }
+                            Some(Some(given)) if given as usize == n => {}
+                            Some(_) => {
+                                return Err(plan_err(format!(
+                                    "method `{}`: `n_tasks` is {}, but the multi-task run has {n} \
+                                     tasks; leave it out to have it set",
+                                    m.label, params["n_tasks"]
+                                )))
+                            }
+                        }
+                    }
+                }
                 let params = Value::Object(sorted(params));
                 let folds: Vec<Option<u32>> = match protocol.folds {
                     Some(k) => (1..=k).map(Some).collect(),
@@ -536,6 +605,7 @@ pub fn plan(
                             .language_adapters
                             .clone()
                             .filter(|_| COMPOSING_METHODS.contains(&m.method.as_str())),
+                        multitask: multitask.clone(),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,
@@ -547,7 +617,10 @@ pub fn plan(
 
     // Filter values must name something in the suite.
     let mut choices: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    choices.insert("task", suite.tasks.iter().map(|t| t.name.clone()).collect());
+    choices.insert(
+        "task",
+        run_tasks.iter().map(|(t, _)| t.name.clone()).collect(),
+    );
     choices.insert(
         "method",
         uniq(suite.methods.iter().map(|m| m.method.clone())),

@@ -589,6 +589,9 @@ pub enum Generator {
     Sentiment,
     /// Which of 8 things does the review talk about? The demo text backbone's upstream task: text.
     Topics,
+    /// Which pair of values do two latent skills (binary attributes of a generated scene) take?
+    /// The task's `skills` names the two; 4 classes: images.
+    Skills,
 }
 
 impl Generator {
@@ -639,6 +642,10 @@ pub struct TaskSpec {
     /// generated), else the training split's labels sorted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// Generated `skills` tasks: the two latent skills whose values make the label (`[colour,
+    /// size]`: label = 2 x colour + size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skills: Option<Vec<String>>,
 }
 
 impl TaskSpec {
@@ -699,6 +706,70 @@ fn default_metric() -> String {
     "accuracy".to_string()
 }
 
+/// How a multi-task run draws its training examples from its tasks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Every example of every task once per epoch, shuffled together: a task's share of the
+    /// steps is its share of the examples.
+    #[default]
+    Proportional,
+    /// Each draw picks a task uniformly, then that task's next example.
+    Uniform,
+    /// Each draw picks task `t` with probability proportional to `n_t^(1/temperature)`
+    /// (temperature 1 = proportional, large = uniform).
+    Temperature,
+}
+
+/// Whether a multi-task run's tasks each get their own classification head.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Heads {
+    /// One head per task, selected by each example's task id.
+    #[default]
+    PerTask,
+    /// One head for all tasks (they must share their label set: equal `num_classes`).
+    Shared,
+}
+
+/// The `multitask` section: tasks trained together in one run, with each example's task id
+/// reaching the model (per-task adapters, Hyperformer, Poly/MHR routing condition on it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MultiTaskSpec {
+    /// The name of the multi-task run (its records' `task`); default `multitask`.
+    #[serde(default = "default_multitask_name")]
+    pub name: String,
+    /// The tasks trained together, by name from `tasks`; task ids are positions in this list.
+    pub tasks: Vec<String>,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// `sampling: temperature`'s temperature (default 2, as T5 and MHR mix tasks).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default)]
+    pub heads: Heads,
+}
+
+fn default_multitask_name() -> String {
+    "multitask".into()
+}
+
+fn default_temperature() -> f64 {
+    2.0
+}
+
+/// What a multi-task run carries in its configuration: the member tasks and how they mix.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MultiTaskRun {
+    /// The member tasks; task id `t` is `tasks[t]`.
+    pub tasks: Vec<TaskSpec>,
+    pub sampling: Sampling,
+    pub temperature: f64,
+    pub heads: Heads,
+}
+
 /// Default regression tolerance of `harness compare` when a suite declares none: a task's mean may
 /// drop by this many percentage points before it counts as a regression.
 pub const DEFAULT_TOLERANCE: f64 = 1.0;
@@ -719,16 +790,22 @@ pub enum TaskKind {
     TokenTagging,
     /// Rescoring a first stage's candidates with a cross-encoder (`retrieval` section).
     Reranking,
+    /// Several image classification tasks trained in one run (`multitask` section).
+    ImageMultiTask,
+    /// Several text classification tasks trained in one run (`multitask` and `text` sections).
+    TextMultiTask,
 }
 
 impl TaskKind {
     /// Every kind, in the order `harness list` and errors show them.
-    pub const ALL: [TaskKind; 5] = [
+    pub const ALL: [TaskKind; 7] = [
         TaskKind::ImageClassification,
         TaskKind::AudioClassification,
         TaskKind::TextClassification,
         TaskKind::TokenTagging,
         TaskKind::Reranking,
+        TaskKind::ImageMultiTask,
+        TaskKind::TextMultiTask,
     ];
 
     /// The name a suite declares it by (`kind: image-classification`).
@@ -739,14 +816,24 @@ impl TaskKind {
             TaskKind::TextClassification => "text-classification",
             TaskKind::TokenTagging => "token-tagging",
             TaskKind::Reranking => "reranking",
+            TaskKind::ImageMultiTask => "image-multi-task",
+            TaskKind::TextMultiTask => "text-multi-task",
         }
     }
 
     /// The kind of a suite (or of a run read back from a record) whose input is `modality`, whose
-    /// data has `format`, and that has a `retrieval` section or not: text is ranked, tagged per
-    /// word (CoNLL, WikiANN) or classified.
-    pub fn of_sections(modality: Modality, format: DataFormat, reranking: bool) -> TaskKind {
+    /// data has `format`, and that has a `retrieval` section or not and a `multitask` section or
+    /// not: text is ranked, tagged per word (CoNLL, WikiANN) or classified, one task per run or
+    /// several.
+    pub fn of_sections(
+        modality: Modality,
+        format: DataFormat,
+        reranking: bool,
+        multitask: bool,
+    ) -> TaskKind {
         match modality {
+            Modality::Image if multitask => TaskKind::ImageMultiTask,
+            Modality::Text if multitask => TaskKind::TextMultiTask,
             Modality::Image => TaskKind::ImageClassification,
             Modality::Audio => TaskKind::AudioClassification,
             Modality::Text if reranking => TaskKind::Reranking,
@@ -758,11 +845,12 @@ impl TaskKind {
     /// What the backbone reads.
     pub fn modality(self) -> Modality {
         match self {
-            TaskKind::ImageClassification => Modality::Image,
+            TaskKind::ImageClassification | TaskKind::ImageMultiTask => Modality::Image,
             TaskKind::AudioClassification => Modality::Audio,
-            TaskKind::TextClassification | TaskKind::TokenTagging | TaskKind::Reranking => {
-                Modality::Text
-            }
+            TaskKind::TextClassification
+            | TaskKind::TokenTagging
+            | TaskKind::Reranking
+            | TaskKind::TextMultiTask => Modality::Text,
         }
     }
 }
@@ -836,6 +924,8 @@ pub struct Suite {
     pub retrieval: Option<peftbench_retrieval::RetrievalSpec>,
     /// Text suites: per-language adapters for composing methods.
     pub language_adapters: Option<LanguageAdapterSpec>,
+    /// Multi-task suites: the tasks trained together in one run.
+    pub multitask: Option<MultiTaskSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).

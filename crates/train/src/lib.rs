@@ -9,6 +9,7 @@
 pub mod clip;
 pub mod data;
 pub mod loss;
+pub mod mixture;
 pub mod optim;
 pub mod ranking_loss;
 pub mod schedule;
@@ -17,6 +18,7 @@ pub mod trainer;
 pub use clip::clip_grad_norm;
 pub use data::InMemoryBatches;
 pub use loss::{cross_entropy, masked_cross_entropy, IGNORE_LABEL};
+pub use mixture::{Mixing, TaskMixture, WithTaskId};
 pub use optim::{AdamW, AdamWConfig};
 pub use ranking_loss::{listwise_softmax, pairwise_margin, pointwise_bce, ranknet};
 pub use schedule::CosineSchedule;

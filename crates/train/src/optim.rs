@@ -50,6 +50,8 @@ struct ParamState {
     name: String,
     var: Var,
     decay: bool,
+    /// This parameter's learning rate relative to the step's (1 for most).
+    lr_multiplier: f64,
     step: u64,
     /// First and second moments, created on the first gradient.
     moments: Option<(Tensor, Tensor)>,
@@ -99,6 +101,7 @@ impl AdamW {
                 name: p.name.clone(),
                 var: p.var.clone(),
                 decay,
+                lr_multiplier: 1.0,
                 step: 0,
                 moments: None,
             });
@@ -107,6 +110,15 @@ impl AdamW {
             cfg,
             params: states,
         })
+    }
+
+    /// Parameter `name` trains at `multiplier(name)` times each step's learning rate (its weight
+    /// decay scales with it, as in a PyTorch parameter group with its own `lr`).
+    pub fn with_lr_multipliers(mut self, multiplier: impl Fn(&str) -> f64) -> Self {
+        for state in &mut self.params {
+            state.lr_multiplier = multiplier(&state.name);
+        }
+        self
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -138,6 +150,8 @@ impl AdamW {
             };
             state.step += 1;
             let step = state.step as i32;
+            // Exact for the usual multiplier 1.
+            let lr = lr * state.lr_multiplier;
 
             let mut p = state.var.as_tensor().detach().to_dtype(dtype)?;
             if state.decay && self.cfg.weight_decay != 0.0 {
@@ -323,6 +337,27 @@ mod tests {
             ..AdamWConfig::default()
         };
         assert!(AdamW::new(&one, bad).is_err());
+        Ok(())
+    }
+
+    /// A parameter with multiplier m moves exactly as it would at m times the learning rate.
+    #[test]
+    fn lr_multiplier_scales_one_parameter_s_rate() -> Result<()> {
+        let dev = Device::Cpu;
+        let step = |multiplier: f64, lr: f64| -> Result<Vec<f32>> {
+            let a = Var::new(&[1.0f32, -2.0], &dev)?;
+            let mut params = NamedVars::default();
+            params.push("router", a.clone());
+            let mut opt = AdamW::new(&params, AdamWConfig::default())?
+                .with_lr_multipliers(|name| if name == "router" { multiplier } else { 1.0 });
+            for _ in 0..3 {
+                let loss = a.as_tensor().sqr()?.sum_all()?;
+                opt.step(&loss.backward()?, lr)?;
+            }
+            a.as_tensor().to_vec1::<f32>()
+        };
+        assert_eq!(step(4.0, 0.01)?, step(1.0, 0.04)?);
+        assert_ne!(step(4.0, 0.01)?, step(1.0, 0.01)?);
         Ok(())
     }
 }

@@ -42,6 +42,11 @@ pub trait TrainModel {
     /// Logits `[B, C]` for a batch of inputs, in training or evaluation mode per `ctx`.
     fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor>;
 
+    /// The learning rate of trainable parameter `name` relative to the schedule's (1 by default).
+    fn lr_multiplier(&self, _name: &str) -> f64 {
+        1.0
+    }
+
     /// Logits for a whole batch: `[B, C]`, or `[B, T, C]` for per-token labels. Models that read
     /// the mask or task ids override this; by default only the inputs matter.
     fn batch_logits(&self, batch: &Batch, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
@@ -69,6 +74,10 @@ impl<T: TrainModel + ?Sized> TrainModel for &T {
 
     fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
         (**self).logits(input, ctx)
+    }
+
+    fn lr_multiplier(&self, name: &str) -> f64 {
+        (**self).lr_multiplier(name)
     }
 
     fn batch_logits(&self, batch: &Batch, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
@@ -309,7 +318,8 @@ pub fn train(
     }
     let params = model.trainable();
     anyhow::ensure!(!params.is_empty(), "the model has no trainable parameters");
-    let mut optimizer = AdamW::new(params, cfg.adamw)?;
+    let mut optimizer =
+        AdamW::new(params, cfg.adamw)?.with_lr_multipliers(|name| model.lr_multiplier(name));
     let schedule = cfg.schedule();
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
 

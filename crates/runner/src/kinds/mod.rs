@@ -14,6 +14,7 @@
 
 mod audio_classification;
 mod image_classification;
+mod multi_task;
 mod reranking;
 mod text_classification;
 mod text_input;
@@ -29,6 +30,7 @@ use crate::Paths;
 
 pub(crate) use audio_classification::AudioClassification;
 pub(crate) use image_classification::ImageClassification;
+pub(crate) use multi_task::MultiTask;
 pub(crate) use reranking::Reranking;
 pub(crate) use text_classification::TextClassification;
 pub(crate) use token_tagging::TokenTagging;
@@ -101,6 +103,8 @@ pub(crate) fn with_kind<V: KindVisitor>(kind: TaskKind, visitor: V) -> V::Output
         TaskKind::TextClassification => visitor.visit::<TextClassification>(),
         TaskKind::TokenTagging => visitor.visit::<TokenTagging>(),
         TaskKind::Reranking => visitor.visit::<Reranking>(),
+        TaskKind::ImageMultiTask => visitor.visit::<MultiTask<ImageClassification>>(),
+        TaskKind::TextMultiTask => visitor.visit::<MultiTask<TextClassification>>(),
     }
 }
 

@@ -1,0 +1,386 @@
+//! Multi-task classification: the tasks of a suite's `multitask` section trained together in one
+//! run, each example carrying its task id through batching to the method and the head.
+//!
+//! A multi-task kind wraps the single-task kind its members are ([`Member`]): each member's data is
+//! found and prepared exactly as a single-task run of it would be (same files, same generated
+//! examples), then the training splits are stacked into one [`TaskMixture`] that mixes tasks within
+//! batches by the section's `sampling`. A run trains one model (one head per task, or one shared
+//! head) and evaluates every member on its own evaluation split; its record holds each task's
+//! accuracy (`test_accuracy@<task>`), their plain mean as the primary metric, and the mean cosine
+//! between the tasks' gradients on the method's parameters (`gradient_cosine`), which MHR offers as
+//! the explanation of routing's gains (Caccia et al., 2023, section 6).
+
+use std::marker::PhantomData;
+
+use candle_core::{DType, Device, Tensor};
+use peftbench_backbones::TextEncoder;
+use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_methods::PeftModel;
+use peftbench_records::{EvalCorrect, RunStatus};
+use peftbench_suite::{Heads, MultiTaskRun, RunSpec, Sampling, Suite, TaskKind};
+use peftbench_train::{
+    derive_seed, evaluate, masked_cross_entropy, Batch, BatchSource, Mixing, TaskMixture,
+    TrainModel, TrainOutcome, WithTaskId,
+};
+
+use super::{ImageClassification, Kind, TextClassification};
+use crate::backbone::{BackboneModel, LoadedBackbone};
+use crate::classification::{accuracy_metric, Metrics};
+use crate::run::{
+    logs, train_config, train_phases, Classification, Finished, PreparedTask, RunContext,
+    MODEL_INIT,
+};
+use crate::Paths;
+
+/// A single-task kind whose tasks a multi-task run trains together.
+pub(crate) trait Member: Kind<Prepared = PreparedTask> {
+    /// The kind of one member task.
+    const KIND: TaskKind;
+}
+
+impl Member for ImageClassification {
+    const KIND: TaskKind = TaskKind::ImageClassification;
+}
+
+impl Member for TextClassification {
+    const KIND: TaskKind = TaskKind::TextClassification;
+}
+
+/// The tasks of `multitask` trained together, each a task of kind `M`.
+pub(crate) struct MultiTask<M>(PhantomData<M>);
+
+/// The members' prepared splits and the training mixture made of them.
+pub(crate) struct PreparedMultiTask {
+    members: Vec<PreparedTask>,
+    train: TaskMixture,
+    /// The members' validation splits stacked (model selection reads their pooled accuracy).
+    val: Option<TaskMixture>,
+}
+
+fn tasks_of(spec: &RunSpec) -> &MultiTaskRun {
+    spec.multitask
+        .as_ref()
+        .expect("runs of a multi-task suite carry their member tasks")
+}
+
+/// Member `t` of a multi-task run as a single-task run of it: same data, same preprocessing.
+fn member_spec<M: Member>(spec: &RunSpec, t: usize) -> RunSpec {
+    let mut member = spec.clone();
+    member.task = tasks_of(spec).tasks[t].clone();
+    member.group = member.task.group.clone();
+    member.multitask = None;
+    member.kind = M::KIND;
+    member
+}
+
+/// A split held in memory as one tensor of inputs and one of labels, in file order.
+fn stacked(source: &dyn BatchSource) -> anyhow::Result<(Tensor, Tensor)> {
+    let mut inputs = Vec::new();
+    let mut labels = Vec::new();
+    for batch in source.batches(256, None) {
+        let batch = batch?;
+        inputs.push(batch.inputs);
+        labels.push(batch.labels);
+    }
+    anyhow::ensure!(!inputs.is_empty(), "a member task's split has no examples");
+    // Token ids are padded per batch: pad every batch to the split's widest first.
+    let widest = inputs
+        .iter()
+        .map(|x| x.dims().last().copied().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    if inputs.iter().any(|x| x.dims().last() != Some(&widest)) {
+        anyhow::bail!("a member task's batches differ in width; stack them with their padding");
+    }
+    Ok((Tensor::cat(&inputs, 0)?, Tensor::cat(&labels, 0)?))
+}
+
+/// Token ids padded per batch are padded to the widest batch with `pad`.
+fn stacked_sequences(source: &dyn BatchSource, pad: u32) -> anyhow::Result<(Tensor, Tensor)> {
+    let mut inputs = Vec::new();
+    let mut labels = Vec::new();
+    for batch in source.batches(256, None) {
+        let batch = batch?;
+        inputs.push(batch.inputs);
+        labels.push(batch.labels);
+    }
+    let widest = inputs
+        .iter()
+        .map(|x| x.dims().last().copied().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let padded = inputs
+        .into_iter()
+        .map(|x| {
+            let width = x.dims().last().copied().unwrap_or(0);
+            if width == widest {
+                return Ok(x);
+            }
+            let filler = (Tensor::ones((x.dim(0)?, widest - width), DType::U32, x.device())?
+                * f64::from(pad))?
+            .to_dtype(x.dtype())?;
+            Ok(Tensor::cat(&[&x, &filler], 1)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((Tensor::cat(&padded, 0)?, Tensor::cat(&labels, 0)?))
+}
+
+/// The mixture of the members' `split` sources (`None` where a member lacks it).
+fn mixture(
+    sources: Vec<&dyn BatchSource>,
+    pad: Option<u32>,
+    mixing: Mixing,
+) -> anyhow::Result<TaskMixture> {
+    let tasks = sources
+        .into_iter()
+        .map(|s| match pad {
+            Some(pad) => stacked_sequences(s, pad),
+            None => stacked(s),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    TaskMixture::new(tasks, pad, mixing)
+}
+
+impl<M: Member> Kind for MultiTask<M> {
+    type Encoders = M::Encoders;
+    type Located = Vec<M::Located>;
+    type Prepared = PreparedMultiTask;
+
+    fn locate(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<Vec<M::Located>> {
+        (0..tasks_of(spec).tasks.len())
+            .map(|t| M::locate(&member_spec::<M>(spec, t), paths, quiet))
+            .collect()
+    }
+
+    fn check_backbone(spec: &RunSpec, backbone: &BackboneModel) -> anyhow::Result<()> {
+        M::check_backbone(&member_spec::<M>(spec, 0), backbone)
+    }
+
+    fn encoders(
+        suite: &Suite,
+        backbone: &mut LoadedBackbone,
+        paths: &Paths,
+    ) -> anyhow::Result<M::Encoders> {
+        M::encoders(suite, backbone, paths)
+    }
+
+    fn text_encoder(encoders: &M::Encoders) -> Option<&TextEncoder> {
+        M::text_encoder(encoders)
+    }
+
+    fn prepare(
+        spec: &RunSpec,
+        located: &Vec<M::Located>,
+        encoders: &M::Encoders,
+        device: &Device,
+        quiet: bool,
+    ) -> anyhow::Result<PreparedMultiTask> {
+        let run = tasks_of(spec);
+        let members = located
+            .iter()
+            .enumerate()
+            .map(|(t, data)| M::prepare(&member_spec::<M>(spec, t), data, encoders, device, quiet))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let pad = M::text_encoder(encoders).map(TextEncoder::pad_id);
+        let counts: Vec<usize> = members.iter().map(|m| m.train.num_examples()).collect();
+        let mixing = match run.sampling {
+            Sampling::Proportional => Mixing::Proportional,
+            Sampling::Uniform => Mixing::uniform(counts.len()),
+            Sampling::Temperature => Mixing::temperature(&counts, run.temperature),
+        };
+        let train = mixture(
+            members.iter().map(|m| m.train.as_ref()).collect(),
+            pad,
+            mixing,
+        )?;
+        let val = match members
+            .iter()
+            .map(|m| m.val.as_deref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(vals) => Some(mixture(vals, pad, Mixing::Proportional)?),
+            None => None,
+        };
+        Ok(PreparedMultiTask {
+            members,
+            train,
+            val,
+        })
+    }
+
+    fn run(
+        spec: &RunSpec,
+        task: &PreparedMultiTask,
+        ctx: &RunContext<'_>,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<Finished> {
+        let run = tasks_of(spec);
+        let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), ctx.device);
+        let backbone = ctx.backbone.model.boxed();
+        let mut model = match run.heads {
+            Heads::PerTask => {
+                let classes: Vec<usize> = run.tasks.iter().map(|t| t.num_classes).collect();
+                PeftModel::new_per_task(&spec.method, &spec.params, backbone, &classes, &init)?
+            }
+            Heads::Shared => PeftModel::new(
+                &spec.method,
+                &spec.params,
+                backbone,
+                spec.task.num_classes,
+                &init,
+            )?,
+        };
+        anyhow::ensure!(
+            model.adaptation().calibration().is_none(),
+            "method `{}` calibrates on a few training batches before training, which multi-task \
+             runs do not do yet",
+            spec.method
+        );
+        let cfg = train_config(spec);
+        let outcome = train_phases(
+            &mut model,
+            &Classification,
+            &task.train,
+            task.val.as_ref().map(|v| v as &dyn BatchSource),
+            &cfg,
+            progress,
+        )?;
+        let trainable = model.trainable_count() as u64;
+        let total = model.total_count() as u64;
+        let report = match outcome {
+            TrainOutcome::Completed(report) => report,
+            TrainOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history,
+            } => {
+                return Ok(Finished::diverged(
+                    &history, trainable, total, epoch, step, loss,
+                ))
+            }
+        };
+        let dir = ctx.store.artifact_dir(&spec.run_id());
+        let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
+        let eval_started = std::time::Instant::now();
+        let mut metrics = Metrics::new();
+        let mut correct = Vec::new();
+        let mut accuracies = Vec::new();
+        for (t, (member, prepared)) in run.tasks.iter().zip(&task.members).enumerate() {
+            let source = WithTaskId {
+                source: prepared.eval.as_ref(),
+                task: t as u32,
+            };
+            let evaluation = evaluate(&model, &source, cfg.eval_batch_size)?;
+            metrics.insert(
+                format!("{}@{}", accuracy_metric(spec), member.name),
+                evaluation.accuracy,
+            );
+            metrics.insert(
+                format!("eval_examples@{}", member.name),
+                evaluation.labels.len() as f64,
+            );
+            accuracies.push(evaluation.accuracy);
+            correct.extend(peftbench_metrics::correct_mask(
+                &evaluation.predictions,
+                &evaluation.labels,
+            ));
+        }
+        metrics.insert(
+            accuracy_metric(spec),
+            accuracies.iter().sum::<f64>() / accuracies.len() as f64,
+        );
+        if let Some(cosine) = gradient_cosine(&model, task, cfg.batch_size)? {
+            metrics.insert("gradient_cosine".into(), cosine);
+        }
+        if let Some(val) = report
+            .history
+            .get(report.selected_epoch)
+            .and_then(|h| h.val_accuracy)
+        {
+            metrics.insert("val_accuracy".into(), val);
+        }
+        Ok(Finished {
+            status: RunStatus::Completed,
+            metrics,
+            selected_epoch: Some(report.selected_epoch),
+            history: logs(&report.history),
+            trainable,
+            total,
+            adapter_bytes: Some(adapter_bytes),
+            adapter_dir: Some(
+                dir.strip_prefix(ctx.store.root())
+                    .unwrap_or(&dir)
+                    .display()
+                    .to_string(),
+            ),
+            train_seconds: report.train_seconds,
+            eval_seconds: eval_started.elapsed().as_secs_f64(),
+            examples_per_second: report.examples_per_second,
+            error: None,
+            // Member by member, in the run's task order (the report splits it by
+            // `eval_examples@<task>`).
+            eval_correct: Some(EvalCorrect::from_bools(&correct)),
+        })
+    }
+
+    /// The plain mean of the members' accuracies.
+    fn primary_metric(spec: &RunSpec) -> String {
+        accuracy_metric(spec)
+    }
+}
+
+/// The mean, over pairs of tasks, of the cosine between their training-loss gradients with
+/// respect to the method's own parameters (heads excluded: they are per task), each taken on the
+/// first training batch of the task in file order with the trained model in evaluation mode.
+/// `None` when the method has no parameters of its own (a linear probe).
+fn gradient_cosine(
+    model: &PeftModel,
+    task: &PreparedMultiTask,
+    batch_size: usize,
+) -> anyhow::Result<Option<f64>> {
+    let shared = model.adaptation().trainable();
+    if shared.is_empty() {
+        return Ok(None);
+    }
+    let mut gradients: Vec<Vec<f32>> = Vec::new();
+    for (t, member) in task.members.iter().enumerate() {
+        let source = WithTaskId {
+            source: member.train.as_ref(),
+            task: t as u32,
+        };
+        let Some(batch) = source.batches(batch_size, None).next() else {
+            continue;
+        };
+        let batch: Batch = batch?;
+        let ctx = ForwardCtx::eval().with_task_ids(batch.task_ids.clone());
+        let logits = model.batch_logits(&batch, &ctx)?;
+        let grads = masked_cross_entropy(&logits, &batch.labels, 0.0)?.backward()?;
+        let mut flat = Vec::new();
+        for p in shared.iter() {
+            match grads.get(p.var.as_tensor()) {
+                Some(g) => flat.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+                None => flat.extend(std::iter::repeat_n(0.0, p.var.elem_count())),
+            }
+        }
+        gradients.push(flat);
+    }
+    let mut sum = 0.0;
+    let mut pairs = 0usize;
+    for i in 0..gradients.len() {
+        for j in i + 1..gradients.len() {
+            let dot: f64 = gradients[i]
+                .iter()
+                .zip(&gradients[j])
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            let norm = |g: &[f32]| g.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+            let denominator = norm(&gradients[i]) * norm(&gradients[j]);
+            if denominator > 0.0 {
+                sum += dot / denominator;
+                pairs += 1;
+            }
+        }
+    }
+    Ok((pairs > 0).then(|| sum / pairs as f64))
+}
