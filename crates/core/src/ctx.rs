@@ -60,6 +60,17 @@ impl ForwardCtx {
         self.rng.borrow_mut().random_range(0..n)
     }
 
+    /// A f32 tensor of `shape` with values uniform in `[0, 1)` from this pass's seeded stream, for
+    /// sampled relaxations (Poly/MHR's relaxed-Bernoulli routing).
+    pub fn uniform(&self, shape: impl Into<candle_core::Shape>, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let mut rng = self.rng.borrow_mut();
+        let values: Vec<f32> = (0..shape.elem_count())
+            .map(|_| rng.random::<f32>())
+            .collect();
+        Tensor::from_vec(values, shape, device)
+    }
+
     /// Inverted dropout with probability `p`: identity in evaluation or when `p == 0`.
     pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         if !self.train || p <= 0.0 {

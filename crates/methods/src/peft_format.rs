@@ -38,7 +38,7 @@ pub fn write_adapter(
             (format!("{KEY_PREFIX}{k}"), t)
         })
         .collect();
-    for (name, t) in head.params().tensors() {
+    for (name, t) in head.saved_tensors()? {
         all.insert(format!("{KEY_PREFIX}{name}"), t);
     }
     let weights_path = dir.join(WEIGHTS_FILE);
@@ -120,7 +120,7 @@ pub fn write_native_tensors(
     });
     std::fs::write(&config_path, serde_json::to_string_pretty(&doc)? + "\n")?;
     let mut all: HashMap<String, Tensor> = tensors.into_iter().collect();
-    all.extend(head.params().tensors());
+    all.extend(head.saved_tensors()?);
     let weights_path = dir.join(NATIVE_WEIGHTS_FILE);
     candle_core::safetensors::save(&all, &weights_path)?;
     Ok(vec![config_path, weights_path])
@@ -257,6 +257,33 @@ pub fn lora_config(
     Value::Object(config)
 }
 
+/// `adapter_config.json` of a Poly / MHR adapter (PEFT's `PolyConfig`; both are `poly_type: "poly"`,
+/// MHR having `n_splits > 1`). The routing's learning rate is peftbench's own field, which PEFT
+/// ignores.
+pub fn poly_config(c: &crate::poly::PolyConfig, base_model: &str, naming: ModuleNaming) -> Value {
+    let mut config = base_config("POLY", base_model);
+    for (k, v) in [
+        ("r", serde_json::json!(c.r)),
+        ("n_tasks", serde_json::json!(c.n_tasks)),
+        ("n_skills", serde_json::json!(c.n_skills)),
+        ("n_splits", serde_json::json!(c.n_splits)),
+        ("poly_type", serde_json::json!(c.poly_type)),
+        ("init_weights", serde_json::json!(c.init_weights)),
+        (
+            "target_modules",
+            target_modules_value(&c.target_modules, naming),
+        ),
+        ("exclude_modules", Value::Null),
+        (
+            "peftbench_router_lr_multiplier",
+            serde_json::json!(c.router_lr_multiplier),
+        ),
+    ] {
+        config.insert(k.into(), v);
+    }
+    Value::Object(config)
+}
+
 /// An adapter read from disk, ready for [`crate::PeftModel::from_adapter`]: the registry method,
 /// its parameters, and the tensors under the names that method's parameters carry.
 pub struct LoadedAdapter {
@@ -369,7 +396,7 @@ fn sites_with(tensors: &BTreeMap<String, Tensor>, param: &str) -> Vec<LinearSite
     sites
 }
 
-/// Reads an adapter folder in HF PEFT's format (LoRA, DoRA, IA3, prefix tuning, SHiRA) or peftbench's
+/// Reads an adapter folder in HF PEFT's format (LoRA, DoRA, IA3, prefix tuning, SHiRA, Poly/MHR) or peftbench's
 /// own, and says which registry method with which parameters reproduces it.
 pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
     let native = dir.join(NATIVE_CONFIG_FILE);
@@ -482,8 +509,32 @@ pub fn load_adapter(dir: &Path) -> anyhow::Result<LoadedAdapter> {
             }
             ("shira", params, tensors)
         }
+        "POLY" => {
+            if config["poly_type"].as_str().is_some_and(|t| t != crate::poly::config::POLY_TYPE) {
+                anyhow::bail!("{origin}: `poly_type` {} is not supported; supported: \"poly\"", config["poly_type"]);
+            }
+            // One split is Polytropon, more is multi-head routing: the same method, two names.
+            let n_splits = config["n_splits"].as_u64().unwrap_or(1);
+            let method = if n_splits > 1 {
+                crate::poly::MHR_NAME
+            } else {
+                crate::poly::POLY_NAME
+            };
+            let mut params = serde_json::json!({
+                "r": config["r"],
+                "n_tasks": config["n_tasks"],
+                "n_skills": config["n_skills"],
+                "n_splits": n_splits,
+                "target_modules": names(&sites_with(&tensors, ".poly_lora_A")),
+                "init_weights": config["init_weights"].as_bool().unwrap_or(true),
+            });
+            if let Some(m) = config["peftbench_router_lr_multiplier"].as_f64() {
+                params["router_lr_multiplier"] = m.into();
+            }
+            (method, params, tensors)
+        }
         other => anyhow::bail!(
-            "{origin}: peft_type `{other}` is not supported; supported: LORA (with or without use_dora), IA3, PREFIX_TUNING, SHIRA"
+            "{origin}: peft_type `{other}` is not supported; supported: LORA (with or without use_dora), IA3, PREFIX_TUNING, SHIRA, POLY"
         ),
     };
     Ok(LoadedAdapter {

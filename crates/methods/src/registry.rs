@@ -28,6 +28,10 @@ static METHODS: &[&dyn Method] = &[
     &hydra::Hydra,
     &conv_adapter::ConvAdapter,
     &dora::Dora,
+    &crate::per_task::PerTask,
+    &crate::hyperformer::Hyperformer,
+    &crate::poly::POLY,
+    &crate::poly::MHR,
 ];
 
 /// Every registered method, in the order `harness list methods` prints them.
@@ -65,7 +69,7 @@ mod tests {
         let mut dedup = names.clone();
         dedup.dedup();
         assert_eq!(names, dedup, "duplicate method names");
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 27);
         for m in registry() {
             let info = m.info();
             assert!(

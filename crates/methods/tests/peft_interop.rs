@@ -189,4 +189,31 @@ fn export_adapters_for_python() {
             PeftModel::from_adapter(&fixtures().join(folder), Box::new(backbone())).unwrap();
         model.save(&out.join(folder), "fixture").unwrap();
     }
+    // Poly and MHR (tests/fixtures/peft_poly, made on the same ViT; see tests/poly.rs).
+    let poly = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft_poly");
+    for folder in ["poly", "mhr"] {
+        let model = PeftModel::from_adapter(&poly.join(folder), Box::new(backbone())).unwrap();
+        model.save(&out.join(folder), "fixture").unwrap();
+    }
+    // The MHR fixture carried to a new task (MHR-z and MHR-μ, fresh head): saved as one-task Poly
+    // adapters, with the logits peftbench computes for them beside (`peftbench_logits.json`).
+    for (folder, transfer) in [
+        ("mhr_routing", peftbench_methods::Transfer::Routing),
+        ("mhr_average", peftbench_methods::Transfer::AverageSkills),
+    ] {
+        let mut model = PeftModel::from_adapter(&poly.join("mhr"), Box::new(backbone())).unwrap();
+        let init = peftbench_core::SeededInit::new(1, &Device::Cpu);
+        model.transfer(transfer, 3, &init).unwrap();
+        model.save(&out.join(folder), "fixture").unwrap();
+        let logits: Vec<Vec<f32>> = model
+            .logits(&pixels(), &ForwardCtx::eval())
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        std::fs::write(
+            out.join(folder).join("peftbench_logits.json"),
+            serde_json::to_string(&logits).unwrap(),
+        )
+        .unwrap();
+    }
 }
