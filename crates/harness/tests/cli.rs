@@ -534,3 +534,101 @@ fn slurm_takes_account_qos_and_extra_sbatch_lines() {
         text(&out)
     );
 }
+
+/// A multi-task suite end to end: one run per method over all trained tasks (batches mixing
+/// tasks), per-task accuracies and their mean in its record, routing diagnostics for Poly, the
+/// few-shot runs on the held-out task starting from the trained runs (MHR-z, MHR-μ) or afresh,
+/// a column per task in the report, and a resumed sweep that redoes nothing.
+#[test]
+fn a_multi_task_suite_trains_tasks_together_and_transfers_to_held_out_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = tiny_backbone(dir.path());
+    let suite = dir.path().join("tiny-mt.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "name: tiny-mt
+backbone: {{ checkpoint: {backbone} }}
+data: {{ format: generated, image_size: 16, train_examples: 24, eval_examples: 16 }}
+preprocess: {{ image_size: 16, interpolation: bilinear, normalization: none }}
+protocol: {{ train_split: train, eval_split: test, selection: final }}
+recipe: {{ epochs: 1, batch_size: 16, lr: 1.0e-3, warmup_epochs: 0, drop_path: 0.0, eval_batch_size: 32 }}
+seeds: [0]
+multitask:
+  name: skills
+  tasks: [shape+colour, colour+size, size+shape]
+  sampling: temperature
+  held_out: {{ tasks: [shape+vertical], shots: 2, epochs: 1 }}
+tasks:
+  - {{ name: shape+colour, num_classes: 4, generator: skills, skills: [shape, colour] }}
+  - {{ name: colour+size, num_classes: 4, generator: skills, skills: [colour, size] }}
+  - {{ name: size+shape, num_classes: 4, generator: skills, skills: [size, shape] }}
+  - {{ name: shape+vertical, num_classes: 4, generator: skills, skills: [shape, vertical] }}
+methods:
+  - method: lora
+    params: {{ r: 2 }}
+  - method: poly
+    params: {{ r: 2, n_skills: 5 }}
+",
+            backbone = backbone.display()
+        ),
+    )
+    .unwrap();
+    let out = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(out.status.success(), "{}", text(&out));
+    let all = records(dir.path());
+    // Two multi-task runs; on the held-out task a fresh LoRA and Poly's two transfers.
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert!(all.iter().all(|r| r["status"] == "completed"), "{all:?}");
+    let poly = all
+        .iter()
+        .find(|r| r["task"] == "skills" && r["method"] == "poly")
+        .unwrap();
+    let metrics = &poly["metrics"];
+    let per_task: Vec<f64> = ["shape+colour", "colour+size", "size+shape"]
+        .iter()
+        .map(|t| metrics[format!("test_accuracy@{t}")].as_f64().unwrap())
+        .collect();
+    let mean = per_task.iter().sum::<f64>() / 3.0;
+    assert!((metrics["test_accuracy"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(metrics["allocation_recovery"].is_f64(), "{metrics}");
+    assert!(metrics["allocation_recovery_chance"].is_f64(), "{metrics}");
+    assert!(metrics["gradient_cosine"].is_f64(), "{metrics}");
+    assert_eq!(
+        poly["config"]["params"]["n_tasks"], 3,
+        "filled in by the planner"
+    );
+    let labels: std::collections::BTreeSet<&str> = all
+        .iter()
+        .filter(|r| r["task"] == "shape+vertical")
+        .map(|r| r["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["lora-fresh", "poly-average-skills", "poly-routing"]
+            .into_iter()
+            .collect()
+    );
+    let routing = all.iter().find(|r| r["label"] == "poly-routing").unwrap();
+    // 2 shots x 4 classes; MHR-z trains only the new routing rows (and the head).
+    assert_eq!(routing["metrics"]["train_examples"], 8.0);
+    let fresh = all.iter().find(|r| r["label"] == "lora-fresh").unwrap();
+    assert!(
+        routing["trainable_params"].as_u64() < fresh["trainable_params"].as_u64(),
+        "{routing} vs {fresh}"
+    );
+    let report = std::fs::read_to_string(dir.path().join("reports/tiny-mt.md")).unwrap();
+    for column in [
+        "shape+colour",
+        "colour+size",
+        "size+shape",
+        "shape+vertical",
+    ] {
+        assert!(report.contains(column), "{report}");
+    }
+    assert!(report.contains("## Multi-task diagnostics"), "{report}");
+
+    let again = run(harness(dir.path()).arg("suite").arg(&suite));
+    assert!(again.status.success());
+    assert!(text(&again).contains("5 reused"), "{}", text(&again));
+}

@@ -101,6 +101,12 @@ pub trait Method: Sync {
         Ok(())
     }
 
+    /// The ways a trained multi-task adapter of this method carries to a held-out task
+    /// ([`Adaptation::transfer`]); none for most methods.
+    fn transfers(&self) -> &'static [Transfer] {
+        &[]
+    }
+
     /// Creates the method's parameters on `backbone`, drawing initial values from `init`.
     fn attach(
         &self,
@@ -255,6 +261,13 @@ pub trait Adaptation: Hooks {
         states: candle_core::Tensor,
     ) -> candle_core::Result<candle_core::Tensor> {
         Ok(states)
+    }
+
+    /// Routing methods: each task's mean routing weight on each skill, `[tasks][skills]`
+    /// (averaged over adapted projections and heads, in evaluation mode), for comparing the
+    /// learned allocation with a known one. `None` for methods without skills.
+    fn task_allocation(&self) -> anyhow::Result<Option<Vec<Vec<f64>>>> {
+        Ok(None)
     }
 
     /// Carries a multi-task adaptation to one task it was not trained on (few-shot transfer, see

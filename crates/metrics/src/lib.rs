@@ -7,13 +7,16 @@
 //! * [`bootstrap_ci95`] is a seeded percentile bootstrap of accuracy over test examples.
 //! * [`macro_f1`] follows `sklearn.metrics.f1_score(average="macro")` ([`classification`]).
 //! * [`span_f1`] is entity-level F1 with seqeval's semantics ([`seqeval`]).
+//! * [`allocation_recovery`] scores a learned task-to-skill routing against a known one.
 //! * [`trec`] holds the ranking measures (MAP, nDCG@k, MRR@k, Recall@k) with `trec_eval` semantics.
 //!
 //! The crate has no heavy dependencies (no tensors): it only sees plain numbers.
 
+pub mod allocation;
 pub mod classification;
 pub mod seqeval;
 
+pub use allocation::allocation_recovery;
 pub use classification::macro_f1;
 pub use seqeval::{span_f1, SpanScores};
 

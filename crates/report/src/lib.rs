@@ -354,7 +354,18 @@ pub struct Leaderboard {
     /// unverified against the pins), by id.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unverified_data: Vec<String>,
+    /// Multi-task runs: per row label, the mean over its runs of each [`DIAGNOSTICS`] metric
+    /// its records have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<(String, BTreeMap<String, f64>)>,
 }
+
+/// Run-level metrics of multi-task runs that a report lists beside the table: name, column title.
+pub const DIAGNOSTICS: &[(&str, &str)] = &[
+    ("allocation_recovery", "Allocation recovery"),
+    ("allocation_recovery_chance", "Chance"),
+    ("gradient_cosine", "Gradient cosine"),
+];
 
 /// The queries a ranking task's averages are over, as its records count them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -378,6 +389,48 @@ impl QueryCounts {
             evaluated: count("queries_evaluated")?,
         })
     }
+}
+
+/// Per label (in `order`, then first seen), the mean of each [`DIAGNOSTICS`] metric over the
+/// suite's completed records that have it.
+fn diagnostics(
+    records: &[RunRecord],
+    suite: &str,
+    order: &[String],
+) -> Vec<(String, BTreeMap<String, f64>)> {
+    let mut sums: BTreeMap<String, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
+    let mut seen: Vec<String> = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r.suite == suite && r.status == RunStatus::Completed)
+    {
+        for (name, _) in DIAGNOSTICS {
+            if let Some(&v) = r.metrics.get(*name) {
+                let entry = sums
+                    .entry(r.label.clone())
+                    .or_default()
+                    .entry(name.to_string())
+                    .or_default();
+                entry.0 += v;
+                entry.1 += 1;
+                if !seen.contains(&r.label) {
+                    seen.push(r.label.clone());
+                }
+            }
+        }
+    }
+    let mut labels: Vec<&String> = order.iter().filter(|l| seen.contains(l)).collect();
+    labels.extend(seen.iter().filter(|l| !order.contains(l)));
+    labels
+        .into_iter()
+        .map(|label| {
+            let means = sums[label]
+                .iter()
+                .map(|(name, (sum, n))| (name.clone(), sum / *n as f64))
+                .collect();
+            (label.clone(), means)
+        })
+        .collect()
 }
 
 /// Each task's query counts, from the first of its records that has them (every run of a task
@@ -408,6 +461,7 @@ impl Leaderboard {
         layout: &ReportLayout,
         order: &[String],
     ) -> Self {
+        let diagnostics = diagnostics(records, &layout.suite, order);
         // A multi-task run's record counts once per member task.
         let records = per_task_records(records);
         let suite_records: Vec<&RunRecord> =
@@ -479,7 +533,12 @@ impl Leaderboard {
             folds: folds.into_iter().collect(),
             environment: environment_summary(&used),
             ignored_tasks: ignored.into_iter().collect(),
-            runs: used.len(),
+            // A multi-task run is one run, whatever the number of its member columns.
+            runs: used
+                .iter()
+                .map(|r| r.run_id.as_str())
+                .collect::<BTreeSet<_>>()
+                .len(),
             query_counts: query_counts(&used, &layout.tasks),
             unverified_data: used
                 .iter()
@@ -487,6 +546,7 @@ impl Leaderboard {
                 .collect::<BTreeSet<String>>()
                 .into_iter()
                 .collect(),
+            diagnostics,
         }
     }
 
@@ -669,6 +729,7 @@ impl Leaderboard {
         out.push('\n');
         out.push_str(&self.markdown_intervals());
         out.push_str(&self.markdown_cost());
+        out.push_str(&self.markdown_diagnostics());
         if !figures.is_empty() {
             out.push_str("## Figures\n\n");
             for f in figures {
@@ -754,6 +815,38 @@ impl Leaderboard {
             let mut cells = vec![row.label.clone()];
             cells.extend(row.cells.iter().map(Cell::interval_text));
             out.push_str(&md_row(&cells));
+        }
+        out.push('\n');
+        out
+    }
+
+    fn markdown_diagnostics(&self) -> String {
+        if self.diagnostics.is_empty() {
+            return String::new();
+        }
+        let shown: Vec<&(&str, &str)> = DIAGNOSTICS
+            .iter()
+            .filter(|(name, _)| self.diagnostics.iter().any(|(_, m)| m.contains_key(*name)))
+            .collect();
+        let mut out = String::from(
+            "## Multi-task diagnostics\n\nAllocation recovery: the fraction of tasks whose two \
+             most-weighted learned skills are their two true skills, under the best naming of \
+             learned skills by true ones (chance: the same score of random allocations). Gradient \
+             cosine: the mean over task pairs of the cosine between their loss gradients on the \
+             method's parameters, after training. Means over runs.\n\n",
+        );
+        let mut header = vec!["method".to_string()];
+        header.extend(shown.iter().map(|(_, title)| title.to_string()));
+        out.push_str(&md_row(&header));
+        out.push_str(&md_align(header.len()));
+        for (label, metrics) in &self.diagnostics {
+            let mut row = vec![label.clone()];
+            row.extend(
+                shown.iter().map(|(name, _)| {
+                    metrics.get(*name).map_or("—".into(), |v| format!("{v:.3}"))
+                }),
+            );
+            out.push_str(&md_row(&row));
         }
         out.push('\n');
         out

@@ -1,7 +1,7 @@
 //! The method registry seen through the suite crate's catalog interface.
 
-use peftbench_methods::registry;
-use peftbench_suite::MethodCatalog;
+use peftbench_methods::{registry, Transfer};
+use peftbench_suite::{MethodCatalog, TransferMode};
 
 /// Validates suite method entries against [`peftbench_methods::registry`].
 pub struct RegistryCatalog;
@@ -16,6 +16,20 @@ impl MethodCatalog for RegistryCatalog {
 
     fn validate_params(&self, method: &str, params: &serde_json::Value) -> Result<(), String> {
         registry::find_method(method)?.validate(params)
+    }
+
+    fn transfer_modes(&self, method: &str) -> Vec<TransferMode> {
+        let Ok(found) = registry::find_method(method) else {
+            return Vec::new();
+        };
+        found
+            .transfers()
+            .iter()
+            .map(|t| match t {
+                Transfer::Routing => TransferMode::Routing,
+                Transfer::AverageSkills => TransferMode::AverageSkills,
+            })
+            .collect()
     }
 
     fn takes_task_count(&self, method: &str) -> bool {

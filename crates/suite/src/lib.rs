@@ -37,4 +37,9 @@ pub trait MethodCatalog {
     fn takes_task_count(&self, _method: &str) -> bool {
         false
     }
+    /// How a trained multi-task adapter of `method` carries to a held-out task; empty for
+    /// methods that start afresh there.
+    fn transfer_modes(&self, _method: &str) -> Vec<TransferMode> {
+        Vec::new()
+    }
 }

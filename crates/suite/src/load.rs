@@ -88,13 +88,17 @@ struct RawTask {
     skills: Option<Vec<String>>,
 }
 
-/// A task's `columns`: `text` and `label` of `table` tasks, `audio`, `label` and `fold` of
-/// `audio-parquet` tasks (which keys apply is checked against the format in [`task_columns`]).
+/// A task's `columns`: `text`, `text_pair`, `prefix` and `label` of `table` tasks, `audio`, `label`
+/// and `fold` of `audio-parquet` tasks (which keys apply is checked against the format in [`task_columns`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawColumns {
     #[serde(default)]
     text: Option<Spanned<String>>,
+    #[serde(default)]
+    text_pair: Option<Spanned<String>>,
+    #[serde(default)]
+    prefix: Option<Spanned<String>>,
     #[serde(default)]
     label: Option<Spanned<String>>,
     #[serde(default)]
@@ -1243,10 +1247,32 @@ fn check_multitask(multitask: &MultiTaskSpec, tasks: &[TaskSpec]) -> Result<(), 
             return Err(format!("`multitask.tasks` lists `{t}` twice"));
         }
     }
+    let held_out: Vec<&String> = multitask
+        .held_out
+        .iter()
+        .flat_map(|h| h.tasks.iter())
+        .collect();
+    for t in &held_out {
+        if !names.contains(&t.as_str()) {
+            return Err(format!(
+                "`multitask.held_out.tasks` lists `{t}`, which is not in `tasks`; valid tasks: {}",
+                list(&names)
+            ));
+        }
+        if !seen.insert(t) {
+            return Err(format!(
+                "`{t}` is listed twice in `multitask` (a task is trained together or held out)"
+            ));
+        }
+    }
+    if let Some(h) = &multitask.held_out {
+        if h.shots == 0 || h.epochs == Some(0) {
+            return Err("`multitask.held_out`: `shots` and `epochs` must be at least 1".into());
+        }
+    }
     if let Some(left_out) = names.iter().find(|n| !seen.contains(&n.to_string())) {
         return Err(format!(
-            "task `{left_out}` is not in `multitask.tasks`; a multi-task suite trains all its \
-             tasks together"
+            "task `{left_out}` is neither in `multitask.tasks` nor in `multitask.held_out.tasks`"
         ));
     }
     if multitask.heads == Heads::Shared {
@@ -1322,9 +1348,22 @@ fn check_text_fields(
     Ok(())
 }
 
-/// A task's `columns`, checked against its format: a `table` task's text and label columns, or an
-/// `audio-parquet` task's audio, label and fold columns (`None` when they are the defaults). Errors
-/// carry the line of the offending key when there is one.
+/// The first two keys of `given` that name the same column, and that column.
+fn same_column<'a>(
+    given: &[(&'a str, Option<&'a String>)],
+) -> Option<(&'a str, &'a str, &'a String)> {
+    given.iter().enumerate().find_map(|(i, (a, x))| {
+        let x = (*x)?;
+        given[i + 1..]
+            .iter()
+            .find(|(_, y)| *y == Some(x))
+            .map(|(b, _)| (*a, *b, x))
+    })
+}
+
+/// A task's `columns`, checked against its format: a `table` task's text (pair, prefix) and label
+/// columns, or an `audio-parquet` task's audio, label and fold columns (`None` when they are the
+/// defaults). Errors carry the line of the offending key when there is one.
 fn task_columns(
     t: &RawTask,
     modality: Modality,
@@ -1349,6 +1388,8 @@ fn task_columns(
     let c = &spanned.value;
     let named = [
         ("text", &c.text),
+        ("text_pair", &c.text_pair),
+        ("prefix", &c.prefix),
         ("label", &c.label),
         ("audio", &c.audio),
         ("fold", &c.fold),
@@ -1384,20 +1425,50 @@ fn task_columns(
     };
     match format {
         DataFormat::Table => {
-            if let Some(e) = misplaced(&["audio", "fold"], "`text` and `label`") {
+            if let Some(e) = misplaced(
+                &["audio", "fold"],
+                "`text`, `text_pair`, `prefix` and `label`",
+            ) {
                 return Err(e);
             }
+            if let (Some(prefix), None) = (&c.prefix, &c.text_pair) {
+                return Err((
+                    line_of(prefix).or(line),
+                    format!(
+                        "task `{name}`: `columns.prefix` applies to sentence pairs only; name \
+                         the second text in `columns.text_pair`"
+                    ),
+                ));
+            }
             // Kept even when both are the defaults: table runs have always serialised them.
-            Ok((
-                Some(TextColumns {
-                    text: value(&c.text, "text"),
-                    label: value(&c.label, "label"),
-                }),
-                None,
-            ))
+            let columns = TextColumns {
+                text: value(&c.text, "text"),
+                text_pair: c.text_pair.as_ref().map(|v| v.value.clone()),
+                prefix: c.prefix.as_ref().map(|v| v.value.clone()),
+                label: value(&c.label, "label"),
+            };
+            let given = [
+                ("text", Some(&columns.text)),
+                ("text_pair", columns.text_pair.as_ref()),
+                ("prefix", columns.prefix.as_ref()),
+                ("label", Some(&columns.label)),
+            ];
+            if let Some((a, b, column)) = same_column(&given) {
+                return Err((
+                    line,
+                    format!(
+                        "task `{name}`: `columns.{a}` and `columns.{b}` name the same column \
+                         `{column}`"
+                    ),
+                ));
+            }
+            Ok((Some(columns), None))
         }
         DataFormat::AudioParquet => {
-            if let Some(e) = misplaced(&["text"], "`audio`, `label` and `fold`") {
+            if let Some(e) = misplaced(
+                &["text", "text_pair", "prefix"],
+                "`audio`, `label` and `fold`",
+            ) {
                 return Err(e);
             }
             let columns = AudioColumns {
@@ -1410,19 +1481,14 @@ fn task_columns(
                 ("label", Some(&columns.label)),
                 ("fold", columns.fold.as_ref()),
             ];
-            for (i, (a, x)) in given.iter().enumerate() {
-                for (b, y) in &given[i + 1..] {
-                    if x.is_some() && x == y {
-                        return Err((
-                            line,
-                            format!(
-                                "task `{name}`: `columns.{a}` and `columns.{b}` name the same \
-                                 column `{}`",
-                                x.expect("checked")
-                            ),
-                        ));
-                    }
-                }
+            if let Some((a, b, column)) = same_column(&given) {
+                return Err((
+                    line,
+                    format!(
+                        "task `{name}`: `columns.{a}` and `columns.{b}` name the same column \
+                         `{column}`"
+                    ),
+                ));
             }
             if let (Some(fold), None) = (&c.fold, protocol.folds) {
                 return Err((

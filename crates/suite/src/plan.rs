@@ -129,6 +129,10 @@ pub struct RunSpec {
     /// classes) and how they mix; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multitask: Option<MultiTaskRun>,
+    /// Few-shot runs on a task held out of multi-task training: how the run starts; absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferRun>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -166,6 +170,8 @@ struct SerialisedRunSpec {
     language_adapters: Option<LanguageAdapterSpec>,
     #[serde(default)]
     multitask: Option<MultiTaskRun>,
+    #[serde(default)]
+    transfer: Option<TransferRun>,
     protocol: Protocol,
     limit: Option<usize>,
     #[serde(default)]
@@ -186,7 +192,7 @@ impl From<SerialisedRunSpec> for RunSpec {
                 modality,
                 s.data.format,
                 s.retrieval.is_some(),
-                s.multitask.is_some(),
+                s.multitask.is_some() || s.transfer.is_some(),
             ),
             suite: s.suite,
             task: s.task,
@@ -204,6 +210,7 @@ impl From<SerialisedRunSpec> for RunSpec {
             retrieval: s.retrieval,
             language_adapters: s.language_adapters,
             multitask: s.multitask,
+            transfer: s.transfer,
             protocol: s.protocol,
             limit: s.limit,
             fold: s.fold,
@@ -606,6 +613,7 @@ pub fn plan(
                             .clone()
                             .filter(|_| COMPOSING_METHODS.contains(&m.method.as_str())),
                         multitask: multitask.clone(),
+                        transfer: None,
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,
@@ -615,11 +623,66 @@ pub fn plan(
         }
     }
 
+    // Few-shot runs on the held-out tasks, after every multi-task run they may start from (task
+    // by task, so each task's data is prepared once).
+    if let Some(held_out) = suite.multitask.as_ref().and_then(|m| m.held_out.as_ref()) {
+        let mut transfers = Vec::new();
+        for name in &held_out.tasks {
+            let task = suite
+                .tasks
+                .iter()
+                .find(|t| &t.name == name)
+                .expect("validated: held-out tasks are suite tasks");
+            for source in runs.iter().filter(|r| r.multitask.is_some()) {
+                let modes: Vec<TransferMode> = match catalog.transfer_modes(&source.method) {
+                    modes if modes.is_empty() => vec![TransferMode::Fresh],
+                    modes => modes,
+                };
+                for mode in modes {
+                    let mut params = source.params.clone();
+                    // A fresh adapter learns one task.
+                    if mode == TransferMode::Fresh && catalog.takes_task_count(&source.method) {
+                        params["n_tasks"] = Value::from(1);
+                    }
+                    let mut recipe = source.recipe.clone();
+                    if let Some(epochs) = held_out.epochs.filter(|_| opts.epochs.is_none()) {
+                        recipe.epochs = epochs;
+                        recipe.warmup_epochs = recipe.warmup_epochs.min(epochs);
+                    }
+                    transfers.push(RunSpec {
+                        task: task.clone(),
+                        group: task.group.clone(),
+                        label: format!("{}-{}", source.label, mode.name()),
+                        params,
+                        recipe,
+                        multitask: None,
+                        transfer: Some(TransferRun {
+                            mode,
+                            source: (mode != TransferMode::Fresh).then(|| source.run_id()),
+                            shots: held_out.shots,
+                        }),
+                        ..source.clone()
+                    });
+                }
+            }
+        }
+        runs.extend(transfers);
+    }
+
     // Filter values must name something in the suite.
     let mut choices: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     choices.insert(
         "task",
-        run_tasks.iter().map(|(t, _)| t.name.clone()).collect(),
+        run_tasks
+            .iter()
+            .map(|(t, _)| t.name.clone())
+            .chain(
+                suite
+                    .multitask
+                    .iter()
+                    .flat_map(|m| m.held_out.iter().flat_map(|h| h.tasks.clone())),
+            )
+            .collect(),
     );
     choices.insert(
         "method",

@@ -232,13 +232,29 @@ pub struct LanguageAdapterSpec {
 }
 
 /// The columns of a `table` task's files.
+///
+/// Sentence-pair tasks name their second text in `text_pair`: each example is tokenised as one
+/// sequence, `[CLS] text [SEP] text_pair [SEP]` with segment ids 0 then 1 for BERT-family
+/// tokenizers. SuperGLUE's JSONL files (`<root>/<task>/{train,val,test}.jsonl`): RTE and CB
+/// `{ text: premise, text_pair: hypothesis }`, BoolQ `{ text: passage, text_pair: question }`, WiC
+/// `{ text: sentence1, text_pair: sentence2, prefix: word }` (read as `word: sentence1` paired with
+/// `sentence2`). `text_pair` and `prefix` are serialised only when set, so single-text tasks keep
+/// their configuration hashes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TextColumns {
-    /// The column holding the text (default `text`).
+    /// The column holding the text (default `text`); the first text of a pair.
     #[serde(default = "default_text_column")]
     pub text: String,
-    /// The column holding the class (default `label`); in JSONL a string or an integer.
+    /// The column holding the second text of a sentence pair (none: single texts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pair: Option<String>,
+    /// Pairs only: a column whose value is written before the first text as `<prefix>: <text>`
+    /// (WiC's target word).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The column holding the class (default `label`); in JSONL a string, an integer or a boolean
+    /// (read as the class `true` / `false`).
     #[serde(default = "default_label_column")]
     pub label: String,
 }
@@ -247,6 +263,8 @@ impl Default for TextColumns {
     fn default() -> Self {
         Self {
             text: default_text_column(),
+            text_pair: None,
+            prefix: None,
             label: default_label_column(),
         }
     }
@@ -749,6 +767,66 @@ pub struct MultiTaskSpec {
     pub temperature: f64,
     #[serde(default)]
     pub heads: Heads,
+    /// Tasks held out of multi-task training and adapted afterwards from a few examples.
+    #[serde(default)]
+    pub held_out: Option<HeldOutSpec>,
+}
+
+/// The few-shot transfer protocol (MHR, section 4): each held-out task is learned from `shots`
+/// examples per class, by every method: routing methods carry their trained multi-task adapter
+/// over in each of their transfer modes (MHR-z, MHR-μ), every other method trains a fresh
+/// adapter, so they compare at the parameters each mode trains.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOutSpec {
+    /// Task names from `tasks`, not in `multitask.tasks`.
+    pub tasks: Vec<String>,
+    /// Training examples per class (the first ones of the training split, which generators and
+    /// real splits hold in no particular class order).
+    #[serde(default = "default_shots")]
+    pub shots: usize,
+    /// Epochs of the few-shot training (default: the recipe's).
+    #[serde(default)]
+    pub epochs: Option<usize>,
+}
+
+fn default_shots() -> usize {
+    8
+}
+
+/// How a few-shot run on a held-out task starts ([`HeldOutSpec`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferMode {
+    /// A fresh adapter of the method, trained on the task alone.
+    Fresh,
+    /// MHR-z: the multi-task run's skills, frozen, with a new routing row that trains.
+    Routing,
+    /// MHR-μ: the multi-task run's skills averaged into one adapter, which trains.
+    AverageSkills,
+}
+
+impl TransferMode {
+    /// The name suite labels and methods use (`routing`, `average-skills`, `fresh`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferMode::Fresh => "fresh",
+            TransferMode::Routing => "routing",
+            TransferMode::AverageSkills => "average-skills",
+        }
+    }
+}
+
+/// A few-shot run on a held-out task: how it starts and from what.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRun {
+    pub mode: TransferMode,
+    /// The multi-task run whose adapter it carries over (its run id); absent for `fresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Training examples per class.
+    pub shots: usize,
 }
 
 fn default_multitask_name() -> String {

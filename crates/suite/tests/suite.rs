@@ -1469,3 +1469,81 @@ fn reranking_tasks_name_their_corpus_id_field() {
         "{e}"
     );
 }
+
+/// BASE with a `multitask` section over its two tasks (`extra` lines added inside it).
+fn multitask_suite(extra: &str) -> String {
+    BASE.replace(
+        "averaging: [mean, group-mean]\n",
+        &format!("averaging: [mean, group-mean]\nmultitask:\n  name: both\n  tasks: [position, count]\n{extra}"),
+    )
+}
+
+/// A multi-task suite plans one run per method, grid point and seed over all its tasks, whose
+/// `task` is the run's name with the widest member's classes; its kind says so.
+#[test]
+fn a_multitask_suite_plans_one_run_over_its_tasks() {
+    let (_dir, suite) = load_text(&multitask_suite("  sampling: temperature\n"));
+    let suite = suite.unwrap();
+    assert_eq!(suite.kind, TaskKind::ImageMultiTask);
+    let runs = plan(&suite, &PlanOptions::default(), &FakeCatalog).unwrap();
+    // full (1) + lora grid (4) + vpt-deep (1), 2 seeds each.
+    assert_eq!(runs.len(), 12);
+    for r in &runs {
+        assert_eq!(r.task.name, "both");
+        assert_eq!(r.task.num_classes, 9);
+        let mt = r.multitask.as_ref().unwrap();
+        assert_eq!(mt.sampling, Sampling::Temperature);
+        assert_eq!(mt.temperature, 2.0);
+        let names: Vec<&str> = mt.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["position", "count"]);
+        // Read back from its record, the run is a multi-task run again.
+        let back: RunSpec = serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap();
+        assert_eq!(&back, r);
+    }
+    let filtered = PlanOptions {
+        filter: vec!["task=both".into()],
+        ..Default::default()
+    };
+    assert_eq!(plan(&suite, &filtered, &FakeCatalog).unwrap().len(), 12);
+}
+
+/// Mistakes in a `multitask` section are errors naming the section's line and the problem.
+#[test]
+fn multitask_mistakes_name_the_section() {
+    let line = line_with(&multitask_suite(""), "multitask:");
+    for (text, expected) in [
+        (
+            multitask_suite("").replace("tasks: [position, count]", "tasks: [position, colour]"),
+            "lists `colour`, which is not in `tasks`",
+        ),
+        (
+            multitask_suite("").replace("tasks: [position, count]", "tasks: [position]"),
+            "at least two tasks",
+        ),
+        (
+            multitask_suite("  heads: shared\n"),
+            "`multitask.heads: shared` needs one label set",
+        ),
+        (
+            multitask_suite("  temperature: 0\n"),
+            "`multitask.temperature` must be a positive number",
+        ),
+        (
+            multitask_suite("  held_out: { tasks: [count] }\n"),
+            "`count` is listed twice",
+        ),
+        (
+            multitask_suite("").replace("name: both", "name: count"),
+            "is also a task's name",
+        ),
+    ] {
+        let e = load_err(&text);
+        assert!(e.contains(&format!("x.yaml:{line}")), "{e}");
+        assert!(e.contains(expected), "{e}");
+    }
+    // A task that is neither trained together nor held out.
+    let e = load_err(
+        &multitask_suite("").replace("tasks: [position, count]", "tasks: [position, position]"),
+    );
+    assert!(e.contains("twice"), "{e}");
+}

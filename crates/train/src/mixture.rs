@@ -145,6 +145,44 @@ impl TaskMixture {
         })
     }
 
+    /// The first `shots` examples of each class of each task, in order (a few-shot training
+    /// set); same mixing.
+    pub fn first_per_class(&self, shots: usize) -> anyhow::Result<Self> {
+        let labels = self.labels.to_vec1::<u32>()?;
+        let mut taken: std::collections::BTreeMap<(u32, u32), usize> = Default::default();
+        let mut tasks = Vec::with_capacity(self.counts.len());
+        for (t, (&offset, &count)) in self.offsets.iter().zip(&self.counts).enumerate() {
+            let rows: Vec<u32> = (offset..offset + count)
+                .filter(|&row| {
+                    let seen = taken.entry((t as u32, labels[row])).or_default();
+                    *seen += 1;
+                    *seen <= shots
+                })
+                .map(|row| row as u32)
+                .collect();
+            let n = rows.len();
+            let index = Tensor::from_vec(rows, n, self.device())?;
+            tasks.push((
+                self.inputs.index_select(&index, 0)?,
+                self.labels.index_select(&index, 0)?,
+            ));
+        }
+        let mut subset = TaskMixture::new(tasks, None, self.mixing.clone())?;
+        if let Some(lengths) = &self.lengths {
+            let mut kept = Vec::new();
+            let mut seen: std::collections::BTreeMap<(u32, u32), usize> = Default::default();
+            for (row, &length) in lengths.iter().enumerate() {
+                let entry = seen.entry((self.task_of[row], labels[row])).or_default();
+                *entry += 1;
+                if *entry <= shots {
+                    kept.push(length);
+                }
+            }
+            subset.lengths = Some(kept);
+        }
+        Ok(subset)
+    }
+
     /// Examples per task.
     pub fn counts(&self) -> &[usize] {
         &self.counts
@@ -383,6 +421,29 @@ mod tests {
                 .to_vec1::<u32>()
                 .unwrap(),
             vec![1]
+        );
+    }
+
+    /// A few-shot subset keeps the first `shots` examples of each class of each task, in order.
+    #[test]
+    fn first_per_class_keeps_the_first_shots_of_every_class() {
+        let inputs = Tensor::arange(0f32, 8.0, &Device::Cpu)
+            .unwrap()
+            .reshape((8, 1))
+            .unwrap();
+        let labels = Tensor::new(&[0u32, 1, 0, 0, 1, 1, 2, 0], &Device::Cpu).unwrap();
+        let mixture = TaskMixture::new(vec![(inputs, labels)], None, Mixing::Proportional).unwrap();
+        let few = mixture.first_per_class(2).unwrap();
+        assert_eq!(few.counts(), &[5]);
+        let batch = few.batches(16, None).next().unwrap().unwrap();
+        assert_eq!(
+            batch
+                .inputs
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![0.0, 1.0, 2.0, 4.0, 6.0]
         );
     }
 }

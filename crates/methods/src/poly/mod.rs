@@ -123,6 +123,11 @@ impl Method for PolyMethod {
         PolyConfig::parse(self.name, params)?.check(self.name)
     }
 
+    /// MHR-z (a new routing row over frozen skills) and MHR-μ (the skills' average, fine-tuned).
+    fn transfers(&self) -> &'static [crate::Transfer] {
+        &[crate::Transfer::Routing, crate::Transfer::AverageSkills]
+    }
+
     fn check_backbone(
         &self,
         params: &serde_json::Value,

@@ -131,6 +131,32 @@ impl Adaptation for PolyAdaptation {
         }
     }
 
+    /// Each task's evaluation-mode routing weights (sigmoid, normalised per head as the forward
+    /// pass does), averaged over heads and adapted projections.
+    fn task_allocation(&self) -> anyhow::Result<Option<Vec<Vec<f64>>>> {
+        let mut sum: Option<Tensor> = None;
+        let mut layers = 0usize;
+        for (_, layer) in self.layers.values() {
+            let Some(logits) = layer.logits() else {
+                return Ok(None);
+            };
+            let (tasks, splits, skills) = (logits.dim(0)?, layer.n_splits(), layer.n_skills());
+            let z =
+                candle_nn::ops::sigmoid(logits.as_tensor())?.reshape((tasks, splits, skills))?;
+            let w = z.broadcast_div(&(z.sum_keepdim(2)? + 1e-12)?)?.mean(1)?;
+            sum = Some(match sum {
+                Some(s) => (s + w)?,
+                None => w,
+            });
+            layers += 1;
+        }
+        let Some(sum) = sum else {
+            return Ok(None);
+        };
+        let mean = (sum / layers as f64)?.to_dtype(candle_core::DType::F64)?;
+        Ok(Some(mean.to_vec2::<f64>()?))
+    }
+
     /// Skills and routers, also those a transfer froze.
     fn added_params(&self) -> usize {
         self.all_vars().count()

@@ -12,12 +12,18 @@
 
 use std::marker::PhantomData;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use candle_core::{DType, Device, Tensor};
 use peftbench_backbones::TextEncoder;
 use peftbench_core::{ForwardCtx, SeededInit};
 use peftbench_methods::PeftModel;
+use peftbench_methods::Transfer;
 use peftbench_records::{EvalCorrect, RunStatus};
-use peftbench_suite::{Heads, MultiTaskRun, RunSpec, Sampling, Suite, TaskKind};
+use peftbench_suite::{
+    Heads, MultiTaskRun, RunSpec, Sampling, Suite, TaskKind, TaskSpec, TransferMode, TransferRun,
+};
 use peftbench_train::{
     derive_seed, evaluate, masked_cross_entropy, Batch, BatchSource, Mixing, TaskMixture,
     TrainModel, TrainOutcome, WithTaskId,
@@ -60,15 +66,24 @@ pub(crate) struct PreparedMultiTask {
 fn tasks_of(spec: &RunSpec) -> &MultiTaskRun {
     spec.multitask
         .as_ref()
-        .expect("runs of a multi-task suite carry their member tasks")
+        .expect("multi-task runs carry their member tasks")
 }
 
-/// Member `t` of a multi-task run as a single-task run of it: same data, same preprocessing.
+/// The tasks a run reads: a multi-task run's members, or a few-shot run's held-out task.
+fn members(spec: &RunSpec) -> Vec<TaskSpec> {
+    match &spec.multitask {
+        Some(run) => run.tasks.clone(),
+        None => vec![spec.task.clone()],
+    }
+}
+
+/// Member `t` of a run as a single-task run of it: same data, same preprocessing.
 fn member_spec<M: Member>(spec: &RunSpec, t: usize) -> RunSpec {
     let mut member = spec.clone();
-    member.task = tasks_of(spec).tasks[t].clone();
+    member.task = members(spec)[t].clone();
     member.group = member.task.group.clone();
     member.multitask = None;
+    member.transfer = None;
     member.kind = M::KIND;
     member
 }
@@ -147,7 +162,7 @@ impl<M: Member> Kind for MultiTask<M> {
     type Prepared = PreparedMultiTask;
 
     fn locate(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow::Result<Vec<M::Located>> {
-        (0..tasks_of(spec).tasks.len())
+        (0..members(spec).len())
             .map(|t| M::locate(&member_spec::<M>(spec, t), paths, quiet))
             .collect()
     }
@@ -175,7 +190,6 @@ impl<M: Member> Kind for MultiTask<M> {
         device: &Device,
         quiet: bool,
     ) -> anyhow::Result<PreparedMultiTask> {
-        let run = tasks_of(spec);
         let members = located
             .iter()
             .enumerate()
@@ -183,16 +197,24 @@ impl<M: Member> Kind for MultiTask<M> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let pad = M::text_encoder(encoders).map(TextEncoder::pad_id);
         let counts: Vec<usize> = members.iter().map(|m| m.train.num_examples()).collect();
-        let mixing = match run.sampling {
-            Sampling::Proportional => Mixing::Proportional,
-            Sampling::Uniform => Mixing::uniform(counts.len()),
-            Sampling::Temperature => Mixing::temperature(&counts, run.temperature),
+        let mixing = match spec
+            .multitask
+            .as_ref()
+            .map(|run| (run.sampling, run.temperature))
+        {
+            None | Some((Sampling::Proportional, _)) => Mixing::Proportional,
+            Some((Sampling::Uniform, _)) => Mixing::uniform(counts.len()),
+            Some((Sampling::Temperature, t)) => Mixing::temperature(&counts, t),
         };
-        let train = mixture(
+        let mut train = mixture(
             members.iter().map(|m| m.train.as_ref()).collect(),
             pad,
             mixing,
         )?;
+        // A few-shot run trains on the first `shots` examples of each class.
+        if let Some(transfer) = &spec.transfer {
+            train = train.first_per_class(transfer.shots)?;
+        }
         let val = match members
             .iter()
             .map(|m| m.val.as_deref())
@@ -214,6 +236,9 @@ impl<M: Member> Kind for MultiTask<M> {
         ctx: &RunContext<'_>,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<Finished> {
+        if let Some(transfer) = &spec.transfer {
+            return few_shot(spec, transfer, task, ctx, progress);
+        }
         let run = tasks_of(spec);
         let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), ctx.device);
         let backbone = ctx.backbone.model.boxed();
@@ -290,6 +315,10 @@ impl<M: Member> Kind for MultiTask<M> {
             accuracy_metric(spec),
             accuracies.iter().sum::<f64>() / accuracies.len() as f64,
         );
+        if let Some((score, chance)) = allocation_recovery(&model, run)? {
+            metrics.insert("allocation_recovery".into(), score);
+            metrics.insert("allocation_recovery_chance".into(), chance);
+        }
         if let Some(cosine) = gradient_cosine(&model, task, cfg.batch_size)? {
             metrics.insert("gradient_cosine".into(), cosine);
         }
@@ -329,6 +358,150 @@ impl<M: Member> Kind for MultiTask<M> {
         accuracy_metric(spec)
     }
 }
+
+/// A few-shot run on a held-out task: a fresh adapter of the method, or the multi-task run's
+/// adapter carried over ([`Adaptation::transfer`](peftbench_methods::Adaptation::transfer)), with
+/// a fresh head, trained on the task's few examples and evaluated on its evaluation split.
+fn few_shot(
+    spec: &RunSpec,
+    transfer: &TransferRun,
+    task: &PreparedMultiTask,
+    ctx: &RunContext<'_>,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<Finished> {
+    let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), ctx.device);
+    let backbone = ctx.backbone.model.boxed();
+    let num_classes = spec.task.num_classes;
+    let mut model = match (transfer.mode, &transfer.source) {
+        (TransferMode::Fresh, _) => {
+            PeftModel::new(&spec.method, &spec.params, backbone, num_classes, &init)?
+        }
+        (mode, Some(source)) => {
+            let dir = ctx.store.artifact_dir(source);
+            anyhow::ensure!(
+                ctx.store
+                    .get(source)?
+                    .is_some_and(|r| r.status == RunStatus::Completed),
+                "the multi-task run `{source}` this run starts from has not completed (its \
+                 record is missing, failed or diverged)"
+            );
+            let mut model = PeftModel::from_adapter(&dir, backbone)?;
+            let transfer = match mode {
+                TransferMode::Routing => Transfer::Routing,
+                _ => Transfer::AverageSkills,
+            };
+            model.transfer(transfer, num_classes, &init)?;
+            model
+        }
+        (mode, None) => anyhow::bail!("a `{}` run needs the run it starts from", mode.name()),
+    };
+    let cfg = train_config(spec);
+    let outcome = train_phases(
+        &mut model,
+        &Classification,
+        &task.train,
+        None,
+        &cfg,
+        progress,
+    )?;
+    let trainable = model.trainable_count() as u64;
+    let total = model.total_count() as u64;
+    let report = match outcome {
+        TrainOutcome::Completed(report) => report,
+        TrainOutcome::Diverged {
+            epoch,
+            step,
+            loss,
+            history,
+        } => {
+            return Ok(Finished::diverged(
+                &history, trainable, total, epoch, step, loss,
+            ))
+        }
+    };
+    let dir = ctx.store.artifact_dir(&spec.run_id());
+    let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
+    let eval_started = std::time::Instant::now();
+    let evaluation = evaluate(&model, task.members[0].eval.as_ref(), cfg.eval_batch_size)?;
+    let mut metrics = Metrics::new();
+    metrics.insert(accuracy_metric(spec), evaluation.accuracy);
+    metrics.insert("train_examples".into(), task.train.num_examples() as f64);
+    Ok(Finished {
+        status: RunStatus::Completed,
+        metrics,
+        selected_epoch: Some(report.selected_epoch),
+        history: logs(&report.history),
+        trainable,
+        total,
+        adapter_bytes: Some(adapter_bytes),
+        adapter_dir: Some(
+            dir.strip_prefix(ctx.store.root())
+                .unwrap_or(&dir)
+                .display()
+                .to_string(),
+        ),
+        train_seconds: report.train_seconds,
+        eval_seconds: eval_started.elapsed().as_secs_f64(),
+        examples_per_second: report.examples_per_second,
+        error: None,
+        eval_correct: Some(EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
+            &evaluation.predictions,
+            &evaluation.labels,
+        ))),
+    })
+}
+
+/// For routing methods on generated `skills` tasks, whose true task-to-skill matrix is known:
+/// the fraction of tasks whose two most-weighted learned skills are their two true skills, under
+/// the best naming of learned skills by true ones ([`peftbench_metrics::allocation_recovery`]);
+/// beside it, the mean score of [`CHANCE_DRAWS`] allocations drawn uniformly at random (seeded),
+/// which the best naming lifts well above zero.
+fn allocation_recovery(
+    model: &PeftModel,
+    run: &MultiTaskRun,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    use peftbench_data_vision::scenes::Skill;
+    let Some(allocation) = model.adaptation().task_allocation()? else {
+        return Ok(None);
+    };
+    let truth: Option<Vec<Vec<usize>>> = run
+        .tasks
+        .iter()
+        .map(|t| {
+            t.skills
+                .as_ref()?
+                .iter()
+                .map(|name| {
+                    Skill::ALL
+                        .iter()
+                        .position(|s| Some(*s) == Skill::from_name(name))
+                })
+                .collect()
+        })
+        .collect();
+    let Some(truth) = truth else {
+        return Ok(None);
+    };
+    let k = Skill::ALL.len();
+    let Some(score) = peftbench_metrics::allocation_recovery(&allocation, &truth, k) else {
+        return Ok(None);
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(CHANCE_DRAWS as u64);
+    let skills = allocation[0].len();
+    let chance = (0..CHANCE_DRAWS)
+        .map(|_| {
+            let random: Vec<Vec<f64>> = (0..allocation.len())
+                .map(|_| (0..skills).map(|_| rng.random::<f64>()).collect())
+                .collect();
+            peftbench_metrics::allocation_recovery(&random, &truth, k).unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        / CHANCE_DRAWS as f64;
+    Ok(Some((score, chance)))
+}
+
+/// Random allocations whose mean recovery score is the chance level.
+const CHANCE_DRAWS: usize = 200;
 
 /// The mean, over pairs of tasks, of the cosine between their training-loss gradients with
 /// respect to the method's own parameters (heads excluded: they are per task), each taken on the
