@@ -106,6 +106,9 @@ pub struct ReportLayout {
     pub averaging: Vec<Averaging>,
     /// Published numbers to print beside ours.
     pub published: Option<PublishedTable>,
+    /// Each task's chance level in percent (layout order; `None` where it has none, as ranking);
+    /// empty when unknown. Tables show it in a `chance` row under the methods.
+    pub chance: Vec<Option<f64>>,
 }
 
 /// Published results, in percent.
@@ -354,6 +357,9 @@ pub struct Leaderboard {
     /// unverified against the pins), by id.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unverified_data: Vec<String>,
+    /// Each task's chance level in percent, where known (layout order; empty when unknown).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chance: Vec<Option<f64>>,
     /// Multi-task runs: per row label, the mean over its runs of each [`DIAGNOSTICS`] metric
     /// its records have.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -547,6 +553,7 @@ impl Leaderboard {
                 .into_iter()
                 .collect(),
             diagnostics,
+            chance: layout.chance.clone(),
         }
     }
 
@@ -590,6 +597,17 @@ impl Leaderboard {
                 cells.push(String::new());
                 out.push(cells);
             }
+        }
+        if self.chance.iter().any(Option::is_some) && !self.rows.is_empty() {
+            let mut cells = vec!["chance".to_string()];
+            cells.extend(
+                self.chance
+                    .iter()
+                    .map(|c| c.map_or(String::new(), |v| format!("{v:.1}"))),
+            );
+            let width = out.first().map_or(cells.len(), Vec::len);
+            cells.resize(width, String::new());
+            out.push(cells);
         }
         out
     }

@@ -75,6 +75,8 @@ impl ReportLayout {
         let mut tasks: Vec<String> = Vec::new();
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         let mut ungrouped = false;
+        // A multi-task record stands for its member tasks.
+        let records = crate::per_task_records(records);
         for r in records.iter().filter(|r| r.suite == suite) {
             if tasks.contains(&r.task) {
                 continue;
@@ -100,6 +102,7 @@ impl ReportLayout {
             groups,
             averaging,
             published: None,
+            chance: Vec::new(),
         }
     }
 }

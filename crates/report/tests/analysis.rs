@@ -107,6 +107,7 @@ fn layout() -> ReportLayout {
         ],
         averaging: vec![Averaging::Mean, Averaging::GroupMean],
         published: None,
+        chance: Vec::new(),
     }
 }
 

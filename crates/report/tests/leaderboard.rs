@@ -176,6 +176,7 @@ fn layout(published: Option<PublishedTable>) -> ReportLayout {
         ],
         averaging: vec![Averaging::Mean, Averaging::GroupMean],
         published,
+        chance: Vec::new(),
     }
 }
 
@@ -466,6 +467,7 @@ fn vtab_conventions_reproduce_published_means() {
             means: BTreeMap::new(),
             means_averaging: Averaging::GroupMean,
         }),
+        chance: Vec::new(),
     };
     let recs: Vec<RunRecord> = tasks
         .iter()
@@ -523,4 +525,30 @@ fn a_multi_task_record_fills_a_column_per_member() {
         per_task_records(std::slice::from_ref(&single)),
         vec![single]
     );
+}
+
+/// A layout that knows its tasks' chance levels puts them in a `chance` row under the methods.
+#[test]
+fn chance_levels_get_their_own_row() {
+    let mut with_chance = layout(None);
+    with_chance.chance = vec![Some(100.0 / 9.0), Some(12.5), None, Some(50.0)];
+    let board = Leaderboard::build(&records(), &with_chance);
+    let terminal = board.terminal();
+    let row = terminal
+        .lines()
+        .find(|l| l.contains("chance"))
+        .expect("a chance row");
+    for level in ["11.1", "12.5", "50.0"] {
+        assert!(row.contains(level), "{row}");
+    }
+    assert!(
+        board
+            .markdown()
+            .contains("| chance | 11.1 | 12.5 |  | 50.0 |"),
+        "{}",
+        board.markdown()
+    );
+    assert!(!Leaderboard::build(&records(), &layout(None))
+        .terminal()
+        .contains("chance"));
 }

@@ -66,6 +66,7 @@ fn layout() -> ReportLayout {
         groups: vec![],
         averaging: vec![Averaging::Mean],
         published: None,
+        chance: Vec::new(),
     }
 }
 

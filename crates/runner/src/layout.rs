@@ -1,7 +1,7 @@
 //! A suite's shape as the report crate needs it (task order, groups, averages, published numbers).
 
 use peftbench_report::{Averaging, PublishedTable, ReportLayout};
-use peftbench_suite::Suite;
+use peftbench_suite::{Suite, TaskKind};
 
 pub fn report_layout(suite: &Suite) -> ReportLayout {
     let tasks: Vec<String> = suite.tasks.iter().map(|t| t.name.clone()).collect();
@@ -40,11 +40,27 @@ pub fn report_layout(suite: &Suite) -> ReportLayout {
             means_averaging,
         }
     });
+    // Classification tasks' labels are balanced in the generated data and near enough in the
+    // real suites for 1/classes to be the level a constant guess reaches; ranking and tagging
+    // have no such level.
+    let chance = suite
+        .tasks
+        .iter()
+        .map(|t| match suite.kind {
+            TaskKind::TokenTagging | TaskKind::Reranking => None,
+            TaskKind::ImageClassification
+            | TaskKind::AudioClassification
+            | TaskKind::TextClassification
+            | TaskKind::ImageMultiTask
+            | TaskKind::TextMultiTask => Some(100.0 / t.num_classes as f64),
+        })
+        .collect();
     ReportLayout {
         suite: suite.name.clone(),
         tasks,
         groups,
         averaging,
         published,
+        chance,
     }
 }
