@@ -17,7 +17,10 @@ pub mod mlm;
 pub mod sib200;
 pub mod synthetic;
 
-pub use classification::{read_classification, Columns, TableFormat, TextExample};
+pub use classification::{
+    read_classification, read_pair_classification, Columns, PairColumns, PairExample, TableFormat,
+    TextExample,
+};
 pub use conll::{read_conll, TaggedSentence};
 pub use corpus::read_corpus;
 pub use error::TextDataError;

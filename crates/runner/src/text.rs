@@ -3,6 +3,8 @@
 //! language; then tokenised with the backbone's [`TextEncoder`] into one padded `[N, T]` id matrix
 //! (padding = the tokenizer's pad id, which the encoder masks) with class ids from a [`LabelSet`]:
 //! one per text, or, for NER, one per word on its first subword ([`IGNORE_LABEL`] elsewhere).
+//! Sentence pairs (a `table` task whose columns name a `text_pair`) are tokenised as one sequence
+//! with the tokenizer's pair template and stacked with their segment ids as `[N, 2, T]`.
 //! Batches are cut to their own longest text, so a step never computes at the split's longest.
 
 use std::path::{Path, PathBuf};
@@ -12,8 +14,8 @@ use peftbench_backbones::{TextEncoder, TokenizedBatch};
 use peftbench_data_text::alignment::{first_subword_labels, NO_LABEL};
 use peftbench_data_text::synthetic::{negation_sentiment, topic_labels, SENTIMENT_LABELS};
 use peftbench_data_text::{
-    read_classification, read_conll, read_sib200, Columns, LabelSet, TaggedSentence, TextExample,
-    SIB200_LABELS,
+    read_classification, read_conll, read_pair_classification, read_sib200, Columns, LabelSet,
+    PairColumns, PairExample, TaggedSentence, TextExample, SIB200_LABELS,
 };
 use peftbench_metrics::seqeval::{span_f1, SpanScores};
 use peftbench_suite::{DataFormat, Generator, RunSpec, Suite, TextColumns};
@@ -24,10 +26,11 @@ use crate::data::{generated_seed, root_on_disk};
 use crate::run::PreparedTask;
 use crate::Paths;
 
-/// One split of a text task: labelled texts, or tagged sentences (NER).
+/// One split of a text task: labelled texts, labelled text pairs, or tagged sentences (NER).
 #[derive(Debug, Clone)]
 pub enum TextSplit {
     Texts(Vec<TextExample>),
+    Pairs(Vec<PairExample>),
     Sentences(Vec<TaggedSentence>),
 }
 
@@ -35,6 +38,7 @@ impl TextSplit {
     fn is_empty(&self) -> bool {
         match self {
             TextSplit::Texts(v) => v.is_empty(),
+            TextSplit::Pairs(v) => v.is_empty(),
             TextSplit::Sentences(v) => v.is_empty(),
         }
     }
@@ -42,6 +46,7 @@ impl TextSplit {
     fn truncate(&mut self, n: usize) {
         match self {
             TextSplit::Texts(v) => v.truncate(n),
+            TextSplit::Pairs(v) => v.truncate(n),
             TextSplit::Sentences(v) => v.truncate(n),
         }
     }
@@ -50,6 +55,7 @@ impl TextSplit {
     fn labels(&self) -> Vec<&str> {
         match self {
             TextSplit::Texts(v) => v.iter().map(|e| e.label.as_str()).collect(),
+            TextSplit::Pairs(v) => v.iter().map(|e| e.label.as_str()).collect(),
             TextSplit::Sentences(v) => v
                 .iter()
                 .flat_map(|s| s.tags.iter().map(String::as_str))
@@ -221,8 +227,27 @@ fn read_split(
                 language,
             )?;
             let columns = task.columns.clone().unwrap_or_default();
-            let TextColumns { text, label } = &columns;
-            TextSplit::Texts(read_classification(&path, None, &Columns { text, label })?)
+            let TextColumns {
+                text,
+                text_pair,
+                prefix,
+                label,
+            } = &columns;
+            match text_pair {
+                Some(text_pair) => TextSplit::Pairs(read_pair_classification(
+                    &path,
+                    None,
+                    &PairColumns {
+                        text,
+                        text_pair,
+                        prefix: prefix.as_deref(),
+                        label,
+                    },
+                )?),
+                None => {
+                    TextSplit::Texts(read_classification(&path, None, &Columns { text, label })?)
+                }
+            }
         }
         other => anyhow::bail!(
             "task `{}`: data format {other:?} does not hold texts",
@@ -274,8 +299,9 @@ fn bullet_list(paths: &[PathBuf]) -> String {
         .join("\n")
 }
 
-/// `<root>/<task>/[<language>/]<split>.{tsv,csv,jsonl}`: the first that exists, else an error
-/// listing every path looked at.
+/// `<root>/<task>/[<language>/]<split>.{tsv,csv,jsonl}` (SuperGLUE's copies:
+/// `<root>/rte/{train,val,test}.jsonl`): the first that exists, else an error listing every path
+/// looked at.
 fn table_path(
     root: &Path,
     spec: &RunSpec,
@@ -301,7 +327,8 @@ fn table_path(
     })
 }
 
-/// Tokenises a split: [`encode_classification`] for texts, [`encode_tagging`] for sentences.
+/// Tokenises a split: [`encode_classification`] for texts, [`encode_pair_classification`] for
+/// pairs, [`encode_tagging`] for sentences.
 pub fn encode_split(
     encoder: &TextEncoder,
     split: &TextSplit,
@@ -311,6 +338,10 @@ pub fn encode_split(
     match split {
         TextSplit::Texts(examples) => Ok((
             encode_classification(encoder, examples, labels, device)?,
+            None,
+        )),
+        TextSplit::Pairs(examples) => Ok((
+            encode_pair_classification(encoder, examples, labels, device)?,
             None,
         )),
         TextSplit::Sentences(sentences) => {
@@ -379,21 +410,49 @@ pub fn encode_classification(
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let batch = encoder.encode(&texts)?;
     let (ids, _, _) = batch.to_tensors(device)?;
-    let ids_u32: Vec<u32> = examples
+    let classes = class_ids(examples.iter().map(|e| e.label.as_str()), labels, device)?;
+    InMemoryBatches::new(ids, classes)?.with_lengths(token_lengths(&batch))
+}
+
+/// Tokenises sentence pairs as one sequence each (the tokenizer's pair template: `[CLS] text [SEP]
+/// text_pair [SEP]` with segment ids 0 then 1 for BERT-family tokenizers; truncation shortens the
+/// longer text first), stacked with their segment ids as `[N, 2, T]` (the text backbones' pair
+/// input), and maps their labels through `labels`.
+pub fn encode_pair_classification(
+    encoder: &TextEncoder,
+    examples: &[PairExample],
+    labels: &LabelSet,
+    device: &Device,
+) -> anyhow::Result<InMemoryBatches> {
+    anyhow::ensure!(!examples.is_empty(), "no examples to encode");
+    let pairs: Vec<(&str, &str)> = examples
         .iter()
-        .map(|e| {
-            labels.id(&e.label).ok_or_else(|| {
+        .map(|e| (e.text.as_str(), e.text_pair.as_str()))
+        .collect();
+    let batch = encoder.encode_pairs(&pairs)?;
+    let classes = class_ids(examples.iter().map(|e| e.label.as_str()), labels, device)?;
+    InMemoryBatches::new(batch.pair_tensor(device)?, classes)?.with_lengths(token_lengths(&batch))
+}
+
+/// The class id of each label, as a `[N]` tensor; an unknown label is an error naming it and the
+/// known ones.
+fn class_ids<'a>(
+    names: impl Iterator<Item = &'a str>,
+    labels: &LabelSet,
+    device: &Device,
+) -> anyhow::Result<Tensor> {
+    let ids: Vec<u32> = names
+        .map(|name| {
+            labels.id(name).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "label `{}` is not one of the task's classes {:?}",
-                    e.label,
+                    "label `{name}` is not one of the task's classes {:?}",
                     labels.names()
                 )
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    let n = ids_u32.len();
-    InMemoryBatches::new(ids, Tensor::from_vec(ids_u32, n, device)?)?
-        .with_lengths(token_lengths(&batch))
+    let n = ids.len();
+    Ok(Tensor::from_vec(ids, n, device)?)
 }
 
 /// Each row's own tokens (special tokens included): batches are padded only to their longest
@@ -540,6 +599,79 @@ mod tests {
         assert!(
             narrower > 0,
             "some batch is shorter than the split's longest text"
+        );
+    }
+
+    /// A known pair tokenises as `[CLS] a [SEP] b [SEP]` with segment ids 0 then 1, padded with
+    /// the pad id and segment 0, stacked as `[N, 2, T]`; batches are cut to their longest pair.
+    #[test]
+    fn pairs_encode_as_one_sequence_with_segment_ids() {
+        use peftbench_train::BatchSource;
+
+        let pairs = vec![
+            PairExample {
+                text: "the cat sleeps".into(),
+                text_pair: "an animal rests".into(),
+                label: "entailment".into(),
+            },
+            PairExample {
+                text: "bank: it rains".into(),
+                text_pair: "dry".into(),
+                label: "not_entailment".into(),
+            },
+        ];
+        let corpus: Vec<TextExample> = pairs
+            .iter()
+            .flat_map(|p| [p.text.clone(), p.text_pair.clone()])
+            .map(|text| TextExample {
+                text,
+                label: String::new(),
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        crate::demo_text::word_level_tokenizer(&corpus)
+            .unwrap()
+            .save(&path, false)
+            .unwrap();
+        let encoder = TextEncoder::from_file(&path, 16).unwrap();
+        let id = |t: &str| encoder.token_to_id(t).unwrap();
+        let labels = LabelSet::new(vec!["entailment".into(), "not_entailment".into()]);
+        let data = encode_pair_classification(&encoder, &pairs, &labels, &Device::Cpu).unwrap();
+        // `[CLS] the cat sleeps [SEP] an animal rests [SEP]` (9 tokens), then `[CLS] bank : it
+        // rains [SEP] dry [SEP]` (8: the colon is its own token), padded with the pad id in
+        // segment 0.
+        assert_eq!(data.inputs().dims(), &[2, 2, 9]);
+        let rows = data.inputs().to_vec3::<u32>().unwrap();
+        let (cls, sep, pad) = (id("[CLS]"), id("[SEP]"), encoder.pad_id());
+        let words = |text: &str| text.split(' ').map(id).collect::<Vec<u32>>();
+        let first = [
+            vec![cls],
+            words("the cat sleeps"),
+            vec![sep],
+            words("an animal rests"),
+            vec![sep],
+        ]
+        .concat();
+        assert_eq!(rows[0][0], first);
+        assert_eq!(rows[0][1], [0, 0, 0, 0, 0, 1, 1, 1, 1]);
+        let second = [
+            vec![cls],
+            words("bank : it rains"),
+            vec![sep],
+            words("dry"),
+            vec![sep, pad],
+        ]
+        .concat();
+        assert_eq!(rows[1][0], second);
+        assert_eq!(rows[1][1], [0, 0, 0, 0, 0, 0, 1, 1, 0]);
+        assert_eq!(data.labels().to_vec1::<u32>().unwrap(), [0, 1]);
+        // A batch is cut to its own longest pair, segment ids with the ids.
+        let batch = data.batches(1, None).nth(1).unwrap().unwrap().inputs;
+        assert_eq!(batch.dims(), &[1, 2, 8]);
+        assert_eq!(
+            batch.to_vec3::<u32>().unwrap()[0][1],
+            [0, 0, 0, 0, 0, 0, 1, 1]
         );
     }
 

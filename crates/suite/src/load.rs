@@ -1427,7 +1427,7 @@ fn task_columns(
         DataFormat::Table => {
             if let Some(e) = misplaced(
                 &["audio", "fold"],
-                "`text`, `text_pair`, `prefix` and `label`",
+                "`text` and `label` (sentence pairs: also `text_pair` and `prefix`)",
             ) {
                 return Err(e);
             }

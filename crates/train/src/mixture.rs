@@ -47,6 +47,36 @@ impl Mixing {
     }
 }
 
+/// Token ids `[N, T]`, or sentence pairs `[N, 2, T]` (ids, then segment ids), right-padded to
+/// `width` tokens: ids with `pad`, segment ids with 0.
+pub fn pad_tokens(x: &Tensor, width: usize, pad: u32) -> candle_core::Result<Tensor> {
+    let axis = x.rank() - 1;
+    let missing = width.saturating_sub(x.dim(axis)?);
+    if missing == 0 {
+        return Ok(x.clone());
+    }
+    let n = x.dim(0)?;
+    let ids = (Tensor::ones((n, missing), DType::U32, x.device())? * f64::from(pad))?
+        .to_dtype(x.dtype())?;
+    let filler = match x.rank() {
+        2 => ids,
+        3 => {
+            let segments = Tensor::zeros((n, x.dim(1)? - 1, missing), x.dtype(), x.device())?;
+            Tensor::cat(&[&ids.unsqueeze(1)?, &segments], 1)?
+        }
+        rank => candle_core::bail!("token inputs have rank 2 or 3, not {rank}"),
+    };
+    Tensor::cat(&[x, &filler], axis)
+}
+
+/// The token ids of token inputs `[N, T]` or of sentence pairs `[N, 2, T]` (their first row).
+fn token_ids(x: &Tensor) -> candle_core::Result<Tensor> {
+    match x.rank() {
+        3 => x.narrow(1, 0, 1)?.squeeze(1),
+        _ => x.flatten_from(1),
+    }
+}
+
 /// Purpose mixed into the shuffle seed for weighted draws ("MIXT").
 const MIXTURE_DRAWS: u64 = 0x4d49_5854;
 
@@ -98,16 +128,8 @@ impl TaskMixture {
         let mut labels = Vec::with_capacity(tasks.len());
         for (x, y) in tasks {
             let x = match pad {
-                Some(pad) if x.dims().last() != Some(&widest) => {
-                    let axis = x.rank() - 1;
-                    let missing = widest - x.dim(axis)?;
-                    let mut shape = x.dims().to_vec();
-                    shape[axis] = missing;
-                    let filler = (Tensor::ones(shape, DType::U32, x.device())? * pad as f64)?
-                        .to_dtype(x.dtype())?;
-                    Tensor::cat(&[&x, &filler], axis)?
-                }
-                _ => x,
+                Some(pad) => pad_tokens(&x, widest, pad)?,
+                None => x,
             };
             inputs.push(x);
             labels.push(y.to_dtype(DType::U32)?);
@@ -116,9 +138,8 @@ impl TaskMixture {
         let labels = Tensor::cat(&labels, 0)?;
         let lengths = match pad {
             Some(pad) => Some(
-                inputs
+                token_ids(&inputs)?
                     .to_dtype(DType::U32)?
-                    .flatten_from(1)?
                     .to_vec2::<u32>()?
                     .iter()
                     .map(|row| row.iter().rposition(|&v| v != pad).map_or(1, |p| p + 1))
@@ -444,6 +465,34 @@ mod tests {
                 .to_vec1::<f32>()
                 .unwrap(),
             vec![0.0, 1.0, 2.0, 4.0, 6.0]
+        );
+    }
+
+    /// Sentence pairs `[N, 2, T]` pad their ids with the pad id and their segment ids with 0,
+    /// and a batch is cut to its longest ids row.
+    #[test]
+    fn sentence_pairs_pad_ids_and_segments_apart() {
+        let a = Tensor::new(&[[[5u32, 6], [0, 1]]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[[[8u32, 9, 10, 1], [0, 0, 1, 0]]], &Device::Cpu).unwrap();
+        let labels = || Tensor::zeros(1, DType::U32, &Device::Cpu).unwrap();
+        let mixture = TaskMixture::new(
+            vec![(a, labels()), (b, labels())],
+            Some(1),
+            Mixing::Proportional,
+        )
+        .unwrap();
+        let first = mixture.batches(1, None).next().unwrap().unwrap();
+        assert_eq!(
+            first.inputs.to_vec3::<u32>().unwrap(),
+            vec![vec![vec![5, 6], vec![0, 1]]]
+        );
+        let both = mixture.batches(2, None).next().unwrap().unwrap();
+        assert_eq!(
+            both.inputs.to_vec3::<u32>().unwrap(),
+            vec![
+                vec![vec![5, 6, 1], vec![0, 1, 0]],
+                vec![vec![8, 9, 10], vec![0, 0, 1]]
+            ]
         );
     }
 }

@@ -25,8 +25,8 @@ use peftbench_suite::{
     Heads, MultiTaskRun, RunSpec, Sampling, Suite, TaskKind, TaskSpec, TransferMode, TransferRun,
 };
 use peftbench_train::{
-    derive_seed, evaluate, masked_cross_entropy, Batch, BatchSource, Mixing, TaskMixture,
-    TrainModel, TrainOutcome, WithTaskId,
+    derive_seed, evaluate, masked_cross_entropy, mixture::pad_tokens, Batch, BatchSource, Mixing,
+    TaskMixture, TrainModel, TrainOutcome, WithTaskId,
 };
 
 use super::{ImageClassification, Kind, TextClassification};
@@ -110,7 +110,8 @@ fn stacked(source: &dyn BatchSource) -> anyhow::Result<(Tensor, Tensor)> {
     Ok((Tensor::cat(&inputs, 0)?, Tensor::cat(&labels, 0)?))
 }
 
-/// Token ids padded per batch are padded to the widest batch with `pad`.
+/// Token ids padded per batch (`[B, T]`, or sentence pairs `[B, 2, T]`) are padded to the
+/// widest batch with `pad` (segment ids with 0).
 fn stacked_sequences(source: &dyn BatchSource, pad: u32) -> anyhow::Result<(Tensor, Tensor)> {
     let mut inputs = Vec::new();
     let mut labels = Vec::new();
@@ -125,18 +126,9 @@ fn stacked_sequences(source: &dyn BatchSource, pad: u32) -> anyhow::Result<(Tens
         .max()
         .unwrap_or(0);
     let padded = inputs
-        .into_iter()
-        .map(|x| {
-            let width = x.dims().last().copied().unwrap_or(0);
-            if width == widest {
-                return Ok(x);
-            }
-            let filler = (Tensor::ones((x.dim(0)?, widest - width), DType::U32, x.device())?
-                * f64::from(pad))?
-            .to_dtype(x.dtype())?;
-            Ok(Tensor::cat(&[&x, &filler], 1)?)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .iter()
+        .map(|x| pad_tokens(x, widest, pad))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     Ok((Tensor::cat(&padded, 0)?, Tensor::cat(&labels, 0)?))
 }
 
