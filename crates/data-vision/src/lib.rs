@@ -4,6 +4,7 @@
 //! * [`fgvc`]: the FGVC datasets with VPT's json splits;
 //! * [`parquet`]: Hugging Face parquet datasets (`Image` feature + integer label);
 //! * [`synthetic`]: generated shape tasks for fast demos;
+//! * [`scenes`]: generated multi-attribute scenes (a pretraining corpus) and compositional two-skill tasks;
 //! * [`splits`]: deterministic batch orders.
 //!
 //! Every reader returns an [`ImageDataset`] (sources + labels; nothing decoded yet).
@@ -17,6 +18,7 @@ pub mod noah;
 pub mod parquet;
 pub mod prefetch;
 pub mod preprocess;
+pub mod scenes;
 pub mod splits;
 pub mod synthetic;
 
@@ -25,5 +27,8 @@ pub use error::DataError;
 pub use parquet::ParquetColumns;
 pub use prefetch::Prefetcher;
 pub use preprocess::{decode_rgb, Interpolation, Normalization, Preprocess};
+pub use scenes::{
+    generate_composition, generate_scenes, Attribute, SceneCorpus, SceneLabels, Skill,
+};
 pub use splits::{sequential_batches, shuffled_batches};
 pub use synthetic::{generate, ShapeTask};

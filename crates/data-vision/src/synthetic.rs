@@ -151,13 +151,13 @@ impl Shape {
 
 /// A shape to draw: `Some(shape)` or the elongated triangle used by the orientation task (`None`).
 #[derive(Clone, Copy, Debug)]
-struct Placed {
-    shape: Option<Shape>,
-    cx: f32,
-    cy: f32,
-    r: f32,
-    angle: f32,
-    colour: [u8; 3],
+pub(crate) struct Placed {
+    pub(crate) shape: Option<Shape>,
+    pub(crate) cx: f32,
+    pub(crate) cy: f32,
+    pub(crate) r: f32,
+    pub(crate) angle: f32,
+    pub(crate) colour: [u8; 3],
 }
 
 fn thin_triangle(x: f32, y: f32, r: f32) -> bool {
@@ -165,7 +165,7 @@ fn thin_triangle(x: f32, y: f32, r: f32) -> bool {
     x >= -r && x <= r && y.abs() <= 0.4 * r * (r - x) / (2.0 * r)
 }
 
-fn draw(img: &mut RgbImage, p: &Placed) {
+pub(crate) fn draw(img: &mut RgbImage, p: &Placed) {
     let s = img.width() as i64;
     let (sin, cos) = p.angle.sin_cos();
     let reach = p.r + 1.0;
@@ -199,7 +199,7 @@ fn shape_colour(rng: &mut ChaCha8Rng) -> [u8; 3] {
     ]
 }
 
-fn background(rng: &mut ChaCha8Rng, s: u32) -> (RgbImage, [i16; 3], [f32; 3], [f32; 3]) {
+pub(crate) fn background(rng: &mut ChaCha8Rng, s: u32) -> (RgbImage, [i16; 3], [f32; 3], [f32; 3]) {
     let base = [
         rng.random_range(10..=80i16),
         rng.random_range(10..=80i16),
@@ -228,7 +228,7 @@ fn background(rng: &mut ChaCha8Rng, s: u32) -> (RgbImage, [i16; 3], [f32; 3], [f
     (img, base, gx, gy)
 }
 
-fn add_noise(img: &mut RgbImage, rng: &mut ChaCha8Rng) {
+pub(crate) fn add_noise(img: &mut RgbImage, rng: &mut ChaCha8Rng) {
     for v in img.iter_mut() {
         let n: i16 = rng.random_range(-6..=6);
         *v = (*v as i16 + n).clamp(0, 255) as u8;
@@ -330,7 +330,7 @@ pub fn render(task: ShapeTask, label: u32, seed: u64, index: usize, image_size: 
 }
 
 /// Balanced labels: each block of `k` consecutive examples is a random permutation of `0..k`.
-fn balanced_labels(n: usize, k: usize, seed: u64) -> Vec<u32> {
+pub(crate) fn balanced_labels(n: usize, k: usize, seed: u64) -> Vec<u32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(0);
     let mut labels = Vec::with_capacity(n);
@@ -390,7 +390,7 @@ pub fn encode_jpeg(ds: ImageDataset) -> ImageDataset {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -412,7 +412,7 @@ mod tests {
         }
     }
 
-    fn rgb(ds: &ImageDataset, i: usize) -> &RgbImage {
+    pub(crate) fn rgb(ds: &ImageDataset, i: usize) -> &RgbImage {
         match &ds.items[i] {
             ImageSource::Rgb(img) => img,
             _ => unreachable!(),
@@ -427,18 +427,24 @@ mod tests {
     }
 
     fn components(img: &RgbImage) -> usize {
+        blobs(img).len()
+    }
+
+    /// The 8-connected foreground blobs, each as its pixel indices (`y * width + x`).
+    pub(crate) fn blobs(img: &RgbImage) -> Vec<Vec<usize>> {
         let s = img.width() as i64;
         let m = mask(img);
         let mut seen = vec![false; m.len()];
-        let mut count = 0;
+        let mut found = Vec::new();
         for start in 0..m.len() {
             if !m[start] || seen[start] {
                 continue;
             }
-            count += 1;
+            let mut blob = Vec::new();
             let mut stack = vec![start];
             seen[start] = true;
             while let Some(i) = stack.pop() {
+                blob.push(i);
                 let (x, y) = (i as i64 % s, i as i64 / s);
                 for dy in -1..=1 {
                     for dx in -1..=1 {
@@ -453,8 +459,9 @@ mod tests {
                     }
                 }
             }
+            found.push(blob);
         }
-        count
+        found
     }
 
     #[test]

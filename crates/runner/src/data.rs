@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use peftbench_data_vision::{
-    fgvc, noah, parquet, sequential_batches, shuffled_batches, synthetic, ImageDataset,
+    fgvc, noah, parquet, scenes, sequential_batches, shuffled_batches, synthetic, ImageDataset,
     Interpolation, Normalization, ParquetColumns, Prefetcher, Preprocess, ShapeTask,
 };
 use peftbench_suite::{DataFormat, OnDataError, RunSpec};
@@ -83,6 +83,18 @@ fn load_split(
 ) -> anyhow::Result<ImageDataset> {
     let task = &spec.task;
     let mut ds = match spec.data.format {
+        DataFormat::Generated if task.generator == Some(peftbench_suite::Generator::Skills) => {
+            let names = task.skills.as_deref().unwrap_or_default();
+            let [a, b] = names else {
+                anyhow::bail!("task `{}` needs `skills: [a, b]`", task.name);
+            };
+            let (a, b) = scenes::parse_composition(&format!("{a}+{b}"))
+                .map_err(|e| anyhow::anyhow!("task `{}`: {e}", task.name))?;
+            let n = examples.unwrap_or(0);
+            let n = spec.limit.map_or(n, |l| n.min(l));
+            let size = spec.data.image_size.unwrap_or(preprocess(spec).image_size);
+            scenes::generate_composition(a, b, n, generated_seed(&task.name, split), size)
+        }
         DataFormat::Generated => {
             let generator = task
                 .generator
