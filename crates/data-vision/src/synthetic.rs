@@ -14,8 +14,7 @@
 //! | `count` | 6 | number of non-overlapping shapes, 1..=6 (label = count - 1) | shape types (circle/square/triangle), sizes, colours, positions |
 //! | `shapes` | 6 | shape type: circle, square, triangle, bar, ring, cross | size, colour, position, rotation |
 //!
-//! `shapes` is the "upstream" pre-training task; the other three play the role of VTAB's structured
-//! downstream tasks (dSprites location/orientation, CLEVR count). Labels are balanced: each consecutive
+//! The first three play the role of VTAB's structured downstream tasks (dSprites location/orientation, CLEVR count). Labels are balanced: each consecutive
 //! block of `num_classes` examples holds every class once, in a random order.
 
 use std::f32::consts::PI;

@@ -598,7 +598,7 @@ pub enum Generator {
     Orientation,
     /// How many shapes are there?
     Count,
-    /// Which shape is it? (the demo backbone's upstream pre-training task)
+    /// Which shape is it?
     Shapes,
     /// Which keyword is spoken? One-second clips (espeak-ng when installed, else tone glides): audio.
     Keywords,

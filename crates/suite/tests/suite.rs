@@ -863,14 +863,14 @@ fn shipped_fgvc_and_demo() {
             Some(Generator::Count)
         ]
     );
-    assert_eq!(s.seeds, vec![0]);
+    assert_eq!(s.seeds, vec![0, 1, 2]);
     assert_eq!(s.methods.len(), 8);
     let runs = plan(&s, &PlanOptions::default(), &FakeCatalog).unwrap();
-    assert_eq!(runs.len(), 3 * 8);
-    // full, linear and the PEFT methods have their own learning rates.
+    assert_eq!(runs.len(), 3 * 8 * 3);
+    // full, linear and the PEFT methods have their own learning rates (three seeds each).
     assert_eq!(runs[0].recipe.lr, 1.0e-3);
-    assert_eq!(runs[1].recipe.lr, 1.0e-2);
-    assert_eq!(runs[2].recipe.lr, 1.0e-2);
+    assert_eq!(runs[3].recipe.lr, 1.0e-2);
+    assert_eq!(runs[6].recipe.lr, 1.0e-2);
     assert_eq!(runs[0].recipe.drop_path, 0.0);
 }
 
