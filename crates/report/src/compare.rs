@@ -8,7 +8,11 @@
 //!
 //! Verdicts, per (suite, task, label), on the mean of the primary metric over completed seeds, in
 //! percentage points: `regression` when current < baseline − tolerance, `improved` when current >
-//! baseline + tolerance, else `ok`; `missing` when the current side has no run of a baseline
+//! baseline + tolerance, else `ok`. The tolerance is the task's (the suite file's), widened to what
+//! the seeds support when both sides have at least two: the half-width of a 95% Welch interval of
+//! the difference of the two means, so that rounding which the seeds already spread over (another
+//! CPU, CUDA) is not reported as a regression, while one-seed comparisons keep the fixed value.
+//! A multi-task run's record is compared task by task. `missing` when the current side has no run of a baseline
 //! pair, `failed` when it has runs but none completed (both count as regressions); `new` for pairs
 //! only the current side has.
 
@@ -73,6 +77,8 @@ pub struct ComparisonRow {
     pub delta: Option<f64>,
     /// Allowed drop, percentage points.
     pub tolerance: f64,
+    /// Whether the seeds' spread set the tolerance (wider than the task's own).
+    pub tolerance_from_seeds: bool,
     pub verdict: Verdict,
 }
 
@@ -99,7 +105,8 @@ impl Comparison {
         let mut out = String::from("# Regression check\n\n");
         out.push_str(&format!(
             "{} regression(s), {} improvement(s), {} within tolerance, {} new; metric: {} (percent); \
-             Δ = current − baseline, percentage points; a drop larger than the task's tolerance is a regression.\n\n",
+             Δ = current − baseline, percentage points; a drop larger than the tolerance is a regression \
+             (the task's, or ˢ: the 95% Welch half-width of the difference of the means over seeds, when wider).\n\n",
             self.count(Verdict::is_regression),
             self.count(|v| v == Verdict::Improved),
             self.count(|v| v == Verdict::Ok),
@@ -116,7 +123,7 @@ impl Comparison {
         rows.sort_by_key(|r| !r.verdict.is_regression());
         for r in rows {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | ±{:.1} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | ±{:.1}{} | {} |\n",
                 r.suite,
                 r.task,
                 r.label,
@@ -124,6 +131,7 @@ impl Comparison {
                 side_text(r.current.as_ref()),
                 r.delta.map_or("—".into(), |d| format!("{d:+.2}")),
                 r.tolerance,
+                if r.tolerance_from_seeds { "ˢ" } else { "" },
                 r.verdict.text()
             ));
         }
@@ -210,6 +218,21 @@ fn side(records: &[&RunRecord]) -> Side {
     }
 }
 
+/// The half-width of a 95% Welch interval of the difference of the two sides' means (percentage
+/// points), when both have at least two completed seeds.
+fn seed_tolerance(base: &Side, current: &Side) -> Option<f64> {
+    let (sb, sc) = (base.std?, current.std?);
+    let (nb, nc) = (base.seeds.len() as f64, current.seeds.len() as f64);
+    let (vb, vc) = (sb * sb / nb, sc * sc / nc);
+    let variance = vb + vc;
+    if variance == 0.0 {
+        return Some(0.0);
+    }
+    // Welch–Satterthwaite degrees of freedom, rounded down (the more cautious quantile).
+    let df = variance * variance / (vb * vb / (nb - 1.0) + vc * vc / (nc - 1.0));
+    Some(peftbench_metrics::t_quantile_975(df.floor().max(1.0) as usize) * variance.sqrt())
+}
+
 fn by_key(rs: &[RunRecord]) -> BTreeMap<Key, Vec<&RunRecord>> {
     let mut m: BTreeMap<Key, Vec<&RunRecord>> = BTreeMap::new();
     for r in rs {
@@ -242,7 +265,11 @@ pub fn compare(
         ));
     }
 
-    let (b, c) = (by_key(baseline), by_key(current));
+    let (baseline, current) = (
+        crate::per_task_records(baseline),
+        crate::per_task_records(current),
+    );
+    let (b, c) = (by_key(&baseline), by_key(&current));
 
     // Like with like: same configuration (but seed), metric and selection rule.
     let mut problems = Vec::new();
@@ -302,7 +329,12 @@ pub fn compare(
     for k in keys {
         let base = b.get(k).map(|rs| side(rs));
         let cur = c.get(k).map(|rs| side(rs));
-        let tol = tolerance(&k.0, &k.1);
+        let fixed = tolerance(&k.0, &k.1);
+        let from_seeds = match (&base, &cur) {
+            (Some(x), Some(y)) => seed_tolerance(x, y),
+            _ => None,
+        };
+        let tol = from_seeds.map_or(fixed, |s| s.max(fixed));
         let delta = match (&base, &cur) {
             (Some(x), Some(y)) => y.mean.zip(x.mean).map(|(y, x)| y - x),
             _ => None,
@@ -333,12 +365,13 @@ pub fn compare(
             current: cur,
             delta,
             tolerance: tol,
+            tolerance_from_seeds: from_seeds.is_some_and(|s| s > fixed),
             verdict,
         });
     }
     let metrics: BTreeSet<String> = baseline
         .iter()
-        .chain(current)
+        .chain(&current)
         .map(|r| r.primary_metric.clone())
         .collect();
     Ok(Comparison {

@@ -431,3 +431,47 @@ fn compare_refuses_different_suites_configs_and_metrics() {
     }
     assert!(compare(&base, &moved, &|_, _| 1.0).is_ok());
 }
+
+/// With at least two seeds on both sides, the tolerance widens to the 95% Welch half-width of the
+/// difference of the means, so a drop the seeds already spread over is not a regression; a drop
+/// beyond it still is, and one-seed comparisons keep the task's tolerance.
+#[test]
+fn compare_widens_the_tolerance_to_the_seeds_spread() {
+    let side = |values: [f64; 3]| -> Vec<RunRecord> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(seed, &v)| record("lora", "a", seed as u64, Some(v)))
+            .collect()
+    };
+    // Baseline 60, 62, 64 (mean 62, std 2); current 58, 60, 62 (mean 60, std 2): se = sqrt(8/3) =
+    // 1.633, Welch df = 4, t = 2.776: half-width 4.53 points.
+    let base = side([0.60, 0.62, 0.64]);
+    let close_call = compare(&base, &side([0.58, 0.60, 0.62]), &|_, _| 1.0).unwrap();
+    let row = &close_call.rows[0];
+    assert_eq!(row.verdict, Verdict::Ok);
+    assert!(row.tolerance_from_seeds);
+    assert!(
+        (row.tolerance - 2.776_445 * (8.0f64 / 3.0).sqrt()).abs() < 1e-3,
+        "{}",
+        row.tolerance
+    );
+    assert!(
+        close_call.markdown().contains("±4.5ˢ"),
+        "{}",
+        close_call.markdown()
+    );
+    // Ten points down is beyond what three seeds of spread 2 explain.
+    let real_drop = compare(&base, &side([0.50, 0.52, 0.54]), &|_, _| 1.0).unwrap();
+    assert_eq!(real_drop.rows[0].verdict, Verdict::Regression);
+    // One seed: the task's own tolerance.
+    let one = compare(
+        &base[..1],
+        &[record("lora", "a", 0, Some(0.58))],
+        &|_, _| 1.0,
+    )
+    .unwrap();
+    assert!(!one.rows[0].tolerance_from_seeds);
+    assert_eq!(one.rows[0].tolerance, 1.0);
+    assert_eq!(one.rows[0].verdict, Verdict::Regression);
+}
