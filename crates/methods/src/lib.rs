@@ -101,6 +101,13 @@ pub trait Method: Sync {
         Ok(())
     }
 
+    /// Whether [`PeftModel::new`] hands `attach` the run's random stream forked by the method's
+    /// name (the default) or the run's stream itself: a wrapper whose copies should start where a
+    /// single-task run of the wrapped method starts (`per-task`) forks by that method's name.
+    fn forks_own_init(&self) -> bool {
+        true
+    }
+
     /// The ways a trained multi-task adapter of this method carries to a held-out task
     /// ([`Adaptation::transfer`]); none for most methods.
     fn transfers(&self) -> &'static [Transfer] {

@@ -59,7 +59,14 @@ impl PeftModel {
         found
             .check_backbone(params, backbone.info())
             .map_err(anyhow::Error::msg)?;
-        let adaptation = found.attach(params, backbone.as_mut(), &init.fork(method))?;
+        let forked;
+        let stream = if found.forks_own_init() {
+            forked = init.fork(method);
+            &forked
+        } else {
+            init
+        };
+        let adaptation = found.attach(params, backbone.as_mut(), stream)?;
         let head = head(backbone.info().hidden_size)?;
         let mut trainable = adaptation.trainable().clone();
         trainable.extend(head.params().clone());

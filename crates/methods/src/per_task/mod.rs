@@ -304,6 +304,12 @@ const PARAMS: &[ParamDoc] = &[
 ];
 
 impl Method for PerTask {
+    /// The copies fork the run's stream by the wrapped method's name themselves ([`copy_init`]),
+    /// so with `init: same` each starts where a single-task run of that method starts.
+    fn forks_own_init(&self) -> bool {
+        false
+    }
+
     fn info(&self) -> MethodInfo {
         MethodInfo {
             name: "per-task",

@@ -531,3 +531,31 @@ fn save_and_from_adapter_round_trip() {
         assert_eq!(diff, 0.0, "{method}: reloaded logits differ by {diff}");
     }
 }
+
+/// Through `PeftModel` (as a run builds it), every copy of `per-task` with `init: same` starts
+/// from exactly the values a single-task run of the wrapped method draws from the same seed.
+#[test]
+fn copies_start_where_a_single_task_run_starts() {
+    let params = json!({"r": 2, "target_modules": ["query", "value"]});
+    let run = |method: &str, params: &serde_json::Value| {
+        PeftModel::new(method, params, Box::new(tiny_backbone()), 3, &f64_init(11)).unwrap()
+    };
+    let single = run("lora", &params);
+    let wrapped = run(
+        "per-task",
+        &json!({"method": "lora", "params": params, "n_tasks": 2}),
+    );
+    for p in single.adaptation().trainable().iter() {
+        for task in 0..2 {
+            let copy = wrapped
+                .adaptation()
+                .trainable()
+                .iter()
+                .find(|q| q.name == format!("task_{task}.{}", p.name))
+                .unwrap_or_else(|| panic!("no copy of {} for task {task}", p.name));
+            let a: Vec<f64> = p.var.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f64> = copy.var.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a, b, "{} of task {task}", p.name);
+        }
+    }
+}
