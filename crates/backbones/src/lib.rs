@@ -12,12 +12,14 @@ pub mod bert;
 pub mod checkpoint;
 mod encoder;
 pub mod sites;
+pub mod t5;
 pub mod vit;
 
 pub use ast::{Ast, AstConfig};
 pub use bert::{Bert, BertConfig, MlmHead, Pooling, TextEncoder, TokenizedBatch};
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
+pub use t5::{DecoderCache, T5Config, T5};
 pub use vit::{Vit, VitConfig};
 
 use candle_core::{Result, Tensor};
