@@ -109,6 +109,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Classify images with a backbone and a saved adapter (ours or Python PEFT's); JSON out.
     Predict(commands::predict::Args),
+    /// Score predictions on VQAv2, GQA, NLVR2, captioning or retrieval (`score vqa --help`).
+    Score(commands::score::Args),
     /// Download a suite's pinned data and weights, verified (`fetch vtab1k --data-dir DIR`).
     Fetch(commands::fetch::FetchArgs),
     /// Check a suite's data and weights against its manifest: files, sizes, hashes, split sizes.
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
         Command::Slurm(args) => commands::slurm::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Predict(args) => commands::predict::run(args),
+        Command::Score(args) => commands::score::run(args),
         Command::Fetch(args) => commands::fetch::run_fetch(args),
         Command::Verify(args) => commands::fetch::run_verify(args),
         Command::Manifest(args) => commands::fetch::run_manifest(args),

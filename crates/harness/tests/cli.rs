@@ -632,3 +632,310 @@ methods:
     assert!(again.status.success());
     assert!(text(&again).contains("5 reused"), "{}", text(&again));
 }
+
+/// `harness score TASK ... --json` on files written in `dir`; the parsed JSON.
+fn score_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run(harness(dir).arg("score").args(args).arg("--json"));
+    assert!(out.status.success(), "score {args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+fn close(value: &serde_json::Value, expected: f64) -> bool {
+    (value.as_f64().unwrap() - expected).abs() < 1e-9
+}
+
+#[test]
+fn score_vqa_gqa_and_nlvr2_from_the_benchmarks_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let answers = |spec: &[(&str, usize)]| {
+        spec.iter()
+            .flat_map(|&(a, n)| std::iter::repeat_n(serde_json::json!({ "answer": a }), n))
+            .collect::<Vec<_>>()
+    };
+    let annotation = |id: u64, at: &str, spec: &[(&str, usize)]| {
+        serde_json::json!({"question_id": id, "question_type": "what", "answer_type": at,
+                           "answers": answers(spec)})
+    };
+    std::fs::write(
+        d.join("annotations.json"),
+        serde_json::json!({"annotations": [
+            annotation(1, "number", &[("2", 10)]),
+            annotation(2, "yes/no", &[("yes", 2), ("no", 8)]),
+            annotation(3, "other", &[("dog", 10)]),
+            annotation(4, "other", &[("cat", 10)]),
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("vqa.json"),
+        r#"[{"question_id": 1, "answer": "two"}, {"question_id": 2, "answer": "yes"},
+            {"question_id": 3, "answer": "Dog."}]"#,
+    )
+    .unwrap();
+    let vqa = [
+        "vqa",
+        "--predictions",
+        "vqa.json",
+        "--annotations",
+        "annotations.json",
+    ];
+    let pre = score_json(d, &vqa);
+    assert!(close(&pre["overall"], 100.0 * 2.6 / 3.0), "{pre}");
+    assert!(close(&pre["per_answer_type"]["yes/no"], 60.0), "{pre}");
+    let new = score_json(d, &[&vqa[..], &["--variant", "official2021"]].concat());
+    assert!(close(&new["overall"], 20.0), "{new}");
+    let out = run(harness(d).arg("score").args(vqa).arg("--require-all"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("1 of the 4 questions"),
+        "{}",
+        text(&out)
+    );
+    let table = text(&run(harness(d).arg("score").args(vqa)));
+    assert!(
+        table.contains("3 questions scored (1 without a prediction)"),
+        "{table}"
+    );
+    assert!(table.contains("86.67"), "{table}");
+
+    std::fs::write(
+        d.join("gqa_questions.json"),
+        r#"{"q1": {"answer": "yes", "types": {"structural": "verify"}},
+            "q2": {"answer": "left", "types": {"structural": "query"}},
+            "q3": {"answer": "red", "types": {"structural": "query"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("gqa.json"),
+        r#"[{"questionId": "q1", "prediction": "yes"}, {"questionId": "q2", "prediction": "Left"},
+            {"questionId": "q3", "prediction": "red"}]"#,
+    )
+    .unwrap();
+    let gqa = score_json(
+        d,
+        &[
+            "gqa",
+            "--predictions",
+            "gqa.json",
+            "--questions",
+            "gqa_questions.json",
+        ],
+    );
+    assert!(close(&gqa["accuracy"], 200.0 / 3.0), "{gqa}");
+    assert!(close(&gqa["per_structural_type"]["query"], 50.0), "{gqa}");
+
+    std::fs::write(
+        d.join("dev.json"),
+        [
+            r#"{"identifier": "dev-1-0-0", "label": "True", "sentence": "x"}"#,
+            r#"{"identifier": "dev-1-1-0", "label": "False", "sentence": "x"}"#,
+            r#"{"identifier": "dev-1-0-1", "label": "True", "sentence": "y"}"#,
+            r#"{"identifier": "dev-2-0-0", "label": "False", "sentence": "z"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("preds.csv"),
+        "dev-1-0-0,True\ndev-1-1-0,false\ndev-1-0-1,False\ndev-2-0-0,FALSE\n",
+    )
+    .unwrap();
+    let nlvr2 = score_json(
+        d,
+        &["nlvr2", "--predictions", "preds.csv", "--data", "dev.json"],
+    );
+    assert!(close(&nlvr2["accuracy"], 75.0), "{nlvr2}");
+    assert!(close(&nlvr2["consistency"], 200.0 / 3.0), "{nlvr2}");
+
+    // Errors name the file and the line or field.
+    std::fs::write(d.join("bad.csv"), "dev-1-0-0,True\ndev-1-1-0,maybe\n").unwrap();
+    let out = run(harness(d).args([
+        "score",
+        "nlvr2",
+        "--predictions",
+        "bad.csv",
+        "--data",
+        "dev.json",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("bad.csv line 2"), "{}", text(&out));
+    std::fs::write(
+        d.join("bad_dev.json"),
+        "{\"identifier\": \"dev-1-0-0\", \"label\": \"True\"}\n{\"identifier\": \"dev-1-1-0\"}\n",
+    )
+    .unwrap();
+    let out = run(harness(d).args([
+        "score",
+        "nlvr2",
+        "--predictions",
+        "preds.csv",
+        "--data",
+        "bad_dev.json",
+    ]));
+    let msg = text(&out);
+    assert!(
+        msg.contains("bad_dev.json line 2") && msg.contains("label"),
+        "{msg}"
+    );
+    std::fs::write(
+        d.join("bad.json"),
+        "[{\"question_id\": 1,\n \"answr\": \"x\"}]",
+    )
+    .unwrap();
+    let out = run(harness(d).args([
+        "score",
+        "vqa",
+        "--predictions",
+        "bad.json",
+        "--annotations",
+        "annotations.json",
+    ]));
+    let msg = text(&out);
+    assert!(
+        msg.contains("bad.json") && msg.contains("answer") && msg.contains("line 2"),
+        "{msg}"
+    );
+    std::fs::write(
+        d.join("unknown.json"),
+        r#"[{"question_id": 9, "answer": "x"}]"#,
+    )
+    .unwrap();
+    let out = run(harness(d).args([
+        "score",
+        "vqa",
+        "--predictions",
+        "unknown.json",
+        "--annotations",
+        "annotations.json",
+    ]));
+    assert!(
+        text(&out).contains("question 9 is not in annotations.json"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn score_captions_and_retrieval() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let image = |cocoid: u64, split: &str, raws: &[&str]| {
+        serde_json::json!({"cocoid": cocoid, "imgid": cocoid + 100, "split": split,
+            "filename": format!("{cocoid}.jpg"),
+            "sentences": raws.iter().map(|r| serde_json::json!({"raw": r})).collect::<Vec<_>>()})
+    };
+    std::fs::write(
+        d.join("dataset_coco.json"),
+        serde_json::json!({"dataset": "coco", "images": [
+            image(1, "test", &["A dog runs on the grass.", "A brown dog running."]),
+            image(2, "test", &["Two cats sleep on a sofa.", "Cats sleeping."]),
+            image(3, "train", &["A red bus."]),
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("captions.json"),
+        r#"[{"image_id": 1, "caption": "A dog runs on the grass!"},
+            {"image_id": 2, "caption": "two cats sleep on a sofa"}]"#,
+    )
+    .unwrap();
+    let karpathy = score_json(
+        d,
+        &[
+            "captions",
+            "--predictions",
+            "captions.json",
+            "--references",
+            "dataset_coco.json",
+        ],
+    );
+    // Each hypothesis equals one reference after tokenisation: BLEU-4 is 100 up to pycocoevalcap's
+    // smoothing constants.
+    assert!(
+        (karpathy["BLEU-4"].as_f64().unwrap() - 100.0).abs() < 1e-4,
+        "{karpathy}"
+    );
+    assert!(close(&karpathy["ROUGE-L"], 100.0), "{karpathy}");
+    assert_eq!(karpathy["images"], 2);
+    // The same references as COCO-style annotations give the same scores.
+    std::fs::write(
+        d.join("captions_val.json"),
+        serde_json::json!({"annotations": [
+            {"image_id": 1, "caption": "A dog runs on the grass."},
+            {"image_id": 1, "caption": "A brown dog running."},
+            {"image_id": 2, "caption": "Two cats sleep on a sofa."},
+            {"image_id": 2, "caption": "Cats sleeping."},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let coco = score_json(
+        d,
+        &[
+            "captions",
+            "--predictions",
+            "captions.json",
+            "--references",
+            "captions_val.json",
+        ],
+    );
+    assert_eq!(coco["CIDEr-D"], karpathy["CIDEr-D"]);
+    let out = run(harness(d).args([
+        "score",
+        "captions",
+        "--predictions",
+        "captions.json",
+        "--references",
+        "dataset_coco.json",
+        "--split",
+        "train",
+    ]));
+    assert!(
+        text(&out).contains("image 1 is not in dataset_coco.json"),
+        "{}",
+        text(&out)
+    );
+
+    // Retrieval: two images, two captions each, one text->image miss at R@1.
+    std::fs::write(
+        d.join("scores.json"),
+        r#"{"scores": [[0.9, 0.1], [0.2, 0.5], [0.3, 0.7], [0.1, 0.6]]}"#,
+    )
+    .unwrap();
+    let r = score_json(
+        d,
+        &[
+            "retrieval",
+            "--scores",
+            "scores.json",
+            "--captions-per-image",
+            "2",
+        ],
+    );
+    assert!(close(&r["text->image R@1"], 75.0), "{r}");
+    assert!(close(&r["image->text R@1"], 100.0), "{r}");
+    assert!(close(&r["RSUM"], 575.0), "{r}");
+    // The same matrix as float32 .npy.
+    let values = [0.9f32, 0.1, 0.2, 0.5, 0.3, 0.7, 0.1, 0.6];
+    peftbench_data_audio::npy::write_npy(&d.join("scores.npy"), &[4, 2], &values).unwrap();
+    let npy = score_json(
+        d,
+        &[
+            "retrieval",
+            "--scores",
+            "scores.npy",
+            "--captions-per-image",
+            "2",
+        ],
+    );
+    assert_eq!(npy["RSUM"], r["RSUM"]);
+    let out = run(harness(d).args(["score", "retrieval", "--scores", "scores.json"]));
+    assert!(
+        text(&out).contains("4 captions for 2 images, not 5 per image"),
+        "{}",
+        text(&out)
+    );
+}

@@ -9,12 +9,21 @@
 //! * [`span_f1`] is entity-level F1 with seqeval's semantics ([`seqeval`]).
 //! * [`allocation_recovery`] scores a learned task-to-skill routing against a known one.
 //! * [`trec`] holds the ranking measures (MAP, nDCG@k, MRR@k, Recall@k) with `trec_eval` semantics.
+//! * [`vqa`] is VQA accuracy with the official answer normalisation (pre-2021 and 2021 variants).
+//! * [`gqa`] is GQA exact-match accuracy; [`nlvr2`] NLVR2 accuracy and consistency.
+//! * [`captions`] holds pycocoevalcap's PTB tokenisation, BLEU-1..4, ROUGE-L and CIDEr-D.
+//! * [`retrieval`] is image↔text Recall@1/5/10 and RSUM from a score matrix.
 //!
 //! The crate has no heavy dependencies (no tensors): it only sees plain numbers.
 
 pub mod allocation;
+pub mod captions;
 pub mod classification;
+pub mod gqa;
+pub mod nlvr2;
+pub mod retrieval;
 pub mod seqeval;
+pub mod vqa;
 
 pub use allocation::allocation_recovery;
 pub use classification::macro_f1;

@@ -8,6 +8,7 @@ pub mod list;
 pub mod merge;
 pub mod predict;
 pub mod report;
+pub mod score;
 pub mod slurm;
 pub mod suite;
 pub mod workers;
