@@ -10,6 +10,7 @@
 pub mod ast;
 pub mod bert;
 pub mod checkpoint;
+pub mod clip;
 mod encoder;
 pub mod sites;
 pub mod t5;
@@ -18,6 +19,7 @@ pub mod vit;
 pub use ast::{Ast, AstConfig};
 pub use bert::{Bert, BertConfig, MlmHead, Pooling, TextEncoder, TokenizedBatch};
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
+pub use clip::{Clip, ClipConfig, ClipTextOutput, ClipVisionOutput};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 pub use t5::{DecoderCache, T5Config, T5};
 pub use vit::{Vit, VitConfig};
