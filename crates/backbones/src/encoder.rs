@@ -70,6 +70,7 @@ pub(crate) fn site_suffix(site: LinearSite) -> &'static str {
         LinearSite::AttentionOutput => "attention.output.dense",
         LinearSite::Fc1 => "intermediate.dense",
         LinearSite::Fc2 => "output.dense",
+        cross => crate::sites::no_cross_attention("ViT-style encoder", cross),
     }
 }
 
@@ -109,6 +110,7 @@ impl Block {
             LinearSite::AttentionOutput => &self.attention_output,
             LinearSite::Fc1 => &self.fc1,
             LinearSite::Fc2 => &self.fc2,
+            cross => crate::sites::no_cross_attention("ViT-style encoder", cross),
         }
     }
 }

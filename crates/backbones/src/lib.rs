@@ -53,9 +53,39 @@ impl BackboneInfo {
             | LinearSite::Key
             | LinearSite::Value
             | LinearSite::AttentionOutput => (d, d),
+            // Only encoder-decoder families have these ([`BackboneInfo::check_sites`]); their
+            // widths are those of the self-attention.
+            LinearSite::CrossQuery
+            | LinearSite::CrossKey
+            | LinearSite::CrossValue
+            | LinearSite::CrossAttentionOutput => (d, d),
+        }
+    }
+
+    /// Whether the family has a decoder with cross-attention over an encoder output.
+    pub fn has_cross_attention(&self) -> bool {
+        ENCODER_DECODER_FAMILIES.contains(&self.family.as_str())
+    }
+
+    /// Checks that every site of `sites` exists in this backbone: the cross-attention sites
+    /// ([`LinearSite::CROSS_ATTENTION`]) only exist in encoder-decoder families. Methods call
+    /// this at `check_backbone` (dry run, preflight) and before attaching, so a configuration
+    /// naming them on an encoder-only backbone fails with this message instead of at run time.
+    pub fn check_sites(&self, sites: &[LinearSite]) -> std::result::Result<(), String> {
+        match sites.iter().find(|s| s.is_cross_attention()) {
+            Some(site) if !self.has_cross_attention() => Err(format!(
+                "`{}` targets decoder cross-attention, but the {} backbone is encoder-only and has no cross-attention (cross-attention sites exist in encoder-decoder models: {})",
+                site.name(),
+                self.family,
+                ENCODER_DECODER_FAMILIES.join(", ")
+            )),
+            _ => Ok(()),
         }
     }
 }
+
+/// Families whose blocks include a decoder cross-attention ([`LinearSite::CROSS_ATTENTION`]).
+pub const ENCODER_DECODER_FAMILIES: &[&str] = &["t5"];
 
 /// The sizes of the checkpoint whose Hugging Face `config.json` is at `path`, without loading its
 /// weights (the architecture is read off `model_type`): enough to check methods' configurations.

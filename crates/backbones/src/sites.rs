@@ -19,6 +19,15 @@ pub enum LinearSite {
     Fc1,
     /// The MLP's second (contracting) projection.
     Fc2,
+    /// The decoder cross-attention's query projection (encoder-decoder models only, e.g. T5's
+    /// `EncDecAttention.q`); not in [`LinearSite::ALL`].
+    CrossQuery,
+    /// The decoder cross-attention's key projection, applied to the encoder output.
+    CrossKey,
+    /// The decoder cross-attention's value projection, applied to the encoder output.
+    CrossValue,
+    /// The decoder cross-attention's output projection.
+    CrossAttentionOutput,
 }
 
 impl LinearSite {
@@ -31,6 +40,21 @@ impl LinearSite {
         Self::Fc2,
     ];
 
+    /// The decoder cross-attention projections of encoder-decoder models. Kept apart from
+    /// [`LinearSite::ALL`] (the sites every backbone has), so presets such as `all-linear` and
+    /// the configurations written before them are unchanged; encoder-only backbones have none.
+    pub const CROSS_ATTENTION: [LinearSite; 4] = [
+        Self::CrossQuery,
+        Self::CrossKey,
+        Self::CrossValue,
+        Self::CrossAttentionOutput,
+    ];
+
+    /// Whether the site is a decoder cross-attention projection ([`LinearSite::CROSS_ATTENTION`]).
+    pub fn is_cross_attention(self) -> bool {
+        Self::CROSS_ATTENTION.contains(&self)
+    }
+
     /// The name used in suite files (`target_modules: [query, value]`).
     pub fn name(self) -> &'static str {
         match self {
@@ -40,12 +64,29 @@ impl LinearSite {
             Self::AttentionOutput => "attention_output",
             Self::Fc1 => "fc1",
             Self::Fc2 => "fc2",
+            Self::CrossQuery => "cross_query",
+            Self::CrossKey => "cross_key",
+            Self::CrossValue => "cross_value",
+            Self::CrossAttentionOutput => "cross_attention_output",
         }
     }
 
+    /// The site named `name` ([`LinearSite::ALL`] and [`LinearSite::CROSS_ATTENTION`]).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+        Self::ALL
+            .into_iter()
+            .chain(Self::CROSS_ATTENTION)
+            .find(|s| s.name() == name)
     }
+}
+
+/// For encoder-only backbones' site lookups: cross-attention sites are refused before a method
+/// attaches ([`crate::BackboneInfo::check_sites`]), so reaching one is a bug in the caller.
+pub(crate) fn no_cross_attention(family: &str, site: LinearSite) -> ! {
+    panic!(
+        "a {family} backbone has no cross-attention: `{}` is a site of encoder-decoder models only",
+        site.name()
+    )
 }
 
 /// The two residual branches of a block.

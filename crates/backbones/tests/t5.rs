@@ -106,7 +106,7 @@ fn cached_steps_equal_the_full_sequence() -> anyhow::Result<()> {
         let decoder_ids = tensor(&exp.decoder_input_ids)?;
         let full = model.forward(&ids, Some(&mask), &decoder_ids, None, &NoHooks, &ctx)?;
         let states = model.encode(&ids, Some(&mask), &NoHooks, &ctx)?;
-        let mut cache = model.start_decoding(&states, Some(&mask))?;
+        let mut cache = model.start_decoding(&states, Some(&mask), &NoHooks, &ctx)?;
         let steps = (0..decoder_ids.dim(1)?)
             .map(|t| {
                 let step = decoder_ids.narrow(1, t, 1)?;
@@ -161,8 +161,10 @@ fn hooks_reach_both_stacks() -> anyhow::Result<()> {
     };
     let plain = run(&recorder)?;
     assert_eq!(model.num_blocks(), 5);
+    // Decoder blocks (3 and 4) also have the cross-attention sites.
     let all: BTreeSet<_> = (0..model.num_blocks())
         .flat_map(|l| LinearSite::ALL.map(|s| (l, s)))
+        .chain((3..5).flat_map(|l| LinearSite::CROSS_ATTENTION.map(|s| (l, s))))
         .collect();
     assert_eq!(*recorder.seen.borrow(), all);
     assert_eq!(
@@ -241,5 +243,112 @@ fn loss_gradients_reach_every_tensor() -> anyhow::Result<()> {
             assert!(norm > 0.0, "{name}: zero gradient for {key}");
         }
     }
+    Ok(())
+}
+
+/// The decoder's cross-attention projections are sites of every decoder block, under their HF
+/// module names; a hook at each one changes the logits, and hooks that change nothing (the
+/// recorder) still give transformers' logits and generations, through the cache as well.
+#[test]
+fn cross_attention_sites_are_hooked() -> anyhow::Result<()> {
+    for name in CONFIGS {
+        let (model, exp) = fixture(name)?;
+        let ctx = ForwardCtx::eval();
+        let ids = tensor(&exp.input_ids)?;
+        let mask = tensor(&exp.attention_mask)?;
+        let labels = tensor(&exp.labels)?;
+        let decoder_ids = model.shift_right(&labels)?;
+        let decoder_mask = tensor(&exp.decoder_attention_mask)?;
+        let run = |hooks: &dyn Hooks| {
+            model.forward(
+                &ids,
+                Some(&mask),
+                &decoder_ids,
+                Some(&decoder_mask),
+                hooks,
+                &ctx,
+            )
+        };
+        let encoder_blocks = model.config().num_layers;
+        let decoder_blocks: Vec<usize> = (encoder_blocks..model.num_blocks()).collect();
+
+        // No-op hooks at every site still match transformers.
+        let recorder = Recorder {
+            seen: RefCell::default(),
+            scale: None,
+        };
+        let plain = run(&recorder)?;
+        let reference = Tensor::new(exp.logits.clone(), &Device::Cpu)?;
+        let err = max_abs_diff(&plain, &reference)?;
+        assert!(
+            err < 1e-4,
+            "{name}: logits differ by {err} with no-op hooks"
+        );
+        let seen = recorder.seen.borrow();
+        for site in LinearSite::CROSS_ATTENTION {
+            let blocks: Vec<usize> = seen
+                .iter()
+                .filter(|(_, s)| *s == site)
+                .map(|(l, _)| *l)
+                .collect();
+            assert_eq!(blocks, decoder_blocks, "{name}: blocks calling {site:?}");
+        }
+        drop(seen);
+        let greedy = model.greedy(&ids, Some(&mask), exp.max_length, &recorder)?;
+        assert_eq!(greedy, exp.greedy, "{name}: greedy with no-op hooks");
+        let beam = model.beam_search(&ids, Some(&mask), 3, exp.max_length, 1.0, &recorder)?;
+        assert_eq!(beam, exp.beam3, "{name}: beam search with no-op hooks");
+
+        // A hook at each cross-attention site of each decoder block changes the logits, in the
+        // teacher-forced pass and through the cache (keys and values computed once per cache).
+        for &l in &decoder_blocks {
+            for site in LinearSite::CROSS_ATTENTION {
+                let scaled = Recorder {
+                    seen: RefCell::default(),
+                    scale: Some((l, site)),
+                };
+                let changed = max_abs_diff(&run(&scaled)?, &plain)?;
+                assert!(
+                    changed > 1e-4,
+                    "{name}: a hook at block {l} {site:?} had no effect ({changed})"
+                );
+                let states = model.encode(&ids, Some(&mask), &scaled, &ctx)?;
+                let mut cache = model.start_decoding(&states, Some(&mask), &scaled, &ctx)?;
+                let steps = (0..decoder_ids.dim(1)?)
+                    .map(|t| {
+                        let step = decoder_ids.narrow(1, t, 1)?;
+                        model.decode(&step, None, &mut cache, &scaled, &ctx)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let full = model.forward(&ids, Some(&mask), &decoder_ids, None, &scaled, &ctx)?;
+                let err = max_abs_diff(&Tensor::cat(&steps, 1)?, &full)?;
+                assert!(
+                    err < 1e-5,
+                    "{name}: cached decoding with a hook at block {l} {site:?} differs by {err}"
+                );
+            }
+        }
+    }
+
+    let (model, _) = fixture("relu")?;
+    assert_eq!(
+        model.module_path(3, LinearSite::CrossQuery),
+        "decoder.block.0.layer.1.EncDecAttention.q"
+    );
+    assert_eq!(
+        model.module_path(4, LinearSite::CrossAttentionOutput),
+        "decoder.block.1.layer.1.EncDecAttention.o"
+    );
+    assert_eq!(
+        model.module_path(4, LinearSite::Query),
+        "decoder.block.1.layer.0.SelfAttention.q"
+    );
+    assert!(model.has_linear(3, LinearSite::CrossKey));
+    assert!(!model.has_linear(2, LinearSite::CrossKey));
+    assert!(model.has_linear(2, LinearSite::Key));
+    // The cross-attention's own weights, not the self-attention's.
+    let cross = &model.linear(3, LinearSite::CrossValue).weight;
+    let own = &model.linear(3, LinearSite::Value).weight;
+    assert!(max_abs_diff(cross, own)? > 0.0);
     Ok(())
 }

@@ -318,6 +318,7 @@ pub(crate) fn check_rank_widths(
     sites: &[LinearSite],
     info: &BackboneInfo,
 ) -> Result<(), String> {
+    check_sites(method, sites, info)?;
     for &site in sites {
         let (inp, out) = info.linear_dims(site);
         if r > inp.min(out) {
@@ -329,6 +330,19 @@ pub(crate) fn check_rank_widths(
         }
     }
     Ok(())
+}
+
+/// Every projection a method targets must exist in the backbone: the decoder cross-attention sites
+/// ([`LinearSite::CROSS_ATTENTION`]) exist in encoder-decoder models only
+/// ([`BackboneInfo::check_sites`]). Encoder-only backbones cannot hand out such a projection, so
+/// this runs at `check_backbone` (dry run, preflight) and again before adapters are built.
+pub(crate) fn check_sites(
+    method: &str,
+    sites: &[LinearSite],
+    info: &BackboneInfo,
+) -> Result<(), String> {
+    info.check_sites(sites)
+        .map_err(|e| format!("method `{method}`: {e}"))
 }
 
 /// Every block index a method's `field` (`layers_to_transform`, `layers`) names must exist in a

@@ -170,9 +170,15 @@ const VIT_RENAMES: [(&str, &str); 6] = [
     ("mlp.fc2", "output.dense"),
 ];
 
-/// The module-name suffix PEFT matches `target_modules` against, per site.
+/// The module-name suffix PEFT matches `target_modules` against, per site. The cross-attention
+/// sites exist in T5 only, whose module names are the same under both namings
+/// (`decoder.block.N.layer.1.EncDecAttention.q`).
 pub fn module_suffix(site: LinearSite, naming: ModuleNaming) -> &'static str {
     match (naming, site) {
+        (_, LinearSite::CrossQuery) => "EncDecAttention.q",
+        (_, LinearSite::CrossKey) => "EncDecAttention.k",
+        (_, LinearSite::CrossValue) => "EncDecAttention.v",
+        (_, LinearSite::CrossAttentionOutput) => "EncDecAttention.o",
         (ModuleNaming::Checkpoint, LinearSite::Query) => "query",
         (ModuleNaming::Checkpoint, LinearSite::Key) => "key",
         (ModuleNaming::Checkpoint, LinearSite::Value) => "value",
@@ -348,6 +354,16 @@ pub fn transformers5_module_key(key: &str) -> String {
 /// for ViT and AST (`attention.attention.query`) and the BERT family (`attention.self.query`,
 /// under any model prefix: `bert`, `roberta`, ...).
 fn site_of_key(key: &str) -> Option<LinearSite> {
+    // T5's decoder cross-attention: `decoder.block.N.layer.1.EncDecAttention.<q|k|v|o>.<param>`.
+    if let Some((_, tail)) = key.split_once(".EncDecAttention.") {
+        return match tail.split_once('.')?.0 {
+            "q" => Some(LinearSite::CrossQuery),
+            "k" => Some(LinearSite::CrossKey),
+            "v" => Some(LinearSite::CrossValue),
+            "o" => Some(LinearSite::CrossAttentionOutput),
+            _ => None,
+        };
+    }
     let (_, rest) = key.split_once("encoder.layer.")?;
     let (layer, tail) = rest.split_once('.')?;
     layer.parse::<usize>().ok()?;
@@ -587,6 +603,32 @@ mod tests {
         assert_eq!(
             normalize_module_key("classifier.weight"),
             "classifier.weight"
+        );
+    }
+
+    /// T5's cross-attention modules keep their checkpoint names and map back to their sites.
+    #[test]
+    fn t5_cross_attention_keys_name_their_sites() {
+        for (site, suffix) in [
+            (LinearSite::CrossQuery, "q"),
+            (LinearSite::CrossKey, "k"),
+            (LinearSite::CrossValue, "v"),
+            (LinearSite::CrossAttentionOutput, "o"),
+        ] {
+            for naming in [ModuleNaming::Checkpoint, ModuleNaming::Transformers5] {
+                assert_eq!(
+                    module_suffix(site, naming),
+                    format!("EncDecAttention.{suffix}")
+                );
+            }
+            let key = format!("decoder.block.1.layer.1.EncDecAttention.{suffix}.lora_A.weight");
+            assert_eq!(site_of_key(&key), Some(site));
+            assert_eq!(normalize_module_key(&key), key);
+            assert_eq!(transformers5_module_key(&key), key);
+        }
+        assert_eq!(
+            site_of_key("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias"),
+            None
         );
     }
 }

@@ -38,6 +38,10 @@ impl<T> ProjectionAdapters<T> {
         params: &mut NamedVars,
         mut make: impl FnMut(LinearSite, &Linear, &SeededInit) -> Result<(T, Vec<(&'static str, Var)>)>,
     ) -> Result<Self> {
+        backbone
+            .info()
+            .check_sites(sites)
+            .map_err(candle_core::Error::Msg)?;
         let num_layers = backbone.info().num_layers;
         if let Some(&layer) = layers.and_then(|l| l.iter().find(|&&l| l >= num_layers)) {
             candle_core::bail!("block {layer} does not exist: the backbone has {num_layers}");

@@ -270,3 +270,180 @@ fn chosen_blocks_are_saved_so_that_peft_adapts_the_same_ones() {
     let pattern = value["target_modules"].as_str().unwrap();
     assert!(pattern.starts_with(r".*\.layer\.(2|5)\."), "{pattern}");
 }
+
+/// LoRA on T5's decoder cross-attention (`EncDecAttention`), as VL-Adapter / LoRA on T5 use it.
+/// `T5` is an encoder-decoder and not a [`Backbone`] (no pooled features), so the adapters are
+/// attached through the [`Hooks`] interface directly: one [`LoraLayer`] per decoder block and
+/// targeted cross-attention site, forked by its module path as [`LoraAdaptation`] forks them.
+mod cross_attention {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
+
+    use candle_core::{Device, Result, Tensor};
+    use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite, NoHooks, T5};
+    use peftbench_core::{ForwardCtx, SeededInit};
+    use peftbench_methods::lora::{LoraAdaptation, LoraConfig, LoraLayer};
+    use peftbench_methods::peft_format::{self, ModuleNaming};
+    use serde_json::json;
+
+    fn t5() -> T5 {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../backbones/tests/fixtures/t5_tiny/relu");
+        T5::load(
+            &dir.join("config.json"),
+            &dir.join("model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    /// The sizes a T5 run would check against (T5 has no `BackboneInfo` of its own yet).
+    fn t5_info(model: &T5) -> BackboneInfo {
+        let cfg = model.config();
+        BackboneInfo {
+            family: "t5".into(),
+            hidden_size: cfg.d_model,
+            num_layers: model.num_blocks(),
+            num_heads: cfg.num_heads,
+            intermediate_size: cfg.d_ff,
+            num_tokens: 0,
+        }
+    }
+
+    struct CrossLora {
+        layers: BTreeMap<(usize, LinearSite), LoraLayer>,
+        called: RefCell<BTreeSet<(usize, LinearSite)>>,
+    }
+
+    impl Hooks for CrossLora {
+        fn linear(
+            &self,
+            layer: usize,
+            site: LinearSite,
+            x: &Tensor,
+            base: &Linear,
+            ctx: &ForwardCtx,
+        ) -> Result<Tensor> {
+            match self.layers.get(&(layer, site)) {
+                Some(lora) => {
+                    self.called.borrow_mut().insert((layer, site));
+                    lora.forward(x, base, ctx)
+                }
+                None => base.forward(x),
+            }
+        }
+    }
+
+    fn config() -> LoraConfig {
+        serde_json::from_value(
+            json!({"r": 2, "alpha": 4, "target_modules": ["cross_query", "cross_value"]}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lora_attaches_to_t5_cross_attention() {
+        let model = t5();
+        let config = config();
+        assert_eq!(
+            config.target_modules,
+            [LinearSite::CrossQuery, LinearSite::CrossValue]
+        );
+        let method = peftbench_methods::find_method("lora").unwrap();
+        let params = json!({"r": 2, "alpha": 4, "target_modules": ["cross_query", "cross_value"]});
+        method.validate(&params).unwrap();
+        method.check_backbone(&params, &t5_info(&model)).unwrap();
+
+        let init = SeededInit::new(3, &Device::Cpu);
+        let decoder_blocks: Vec<usize> = (model.config().num_layers..model.num_blocks()).collect();
+        let mut layers = BTreeMap::new();
+        for &l in &decoder_blocks {
+            for &site in &config.target_modules {
+                assert!(model.has_linear(l, site));
+                let (out, inp) = model.linear(l, site).weight.dims2().unwrap();
+                let path = model.module_path(l, site);
+                assert!(path.contains(".layer.1.EncDecAttention."), "{path}");
+                let lora =
+                    LoraLayer::new(inp, out, config.r, config.scaling(), 0.0, &init.fork(&path))
+                        .unwrap();
+                layers.insert((l, site), lora);
+            }
+        }
+        let hooks = CrossLora {
+            layers,
+            called: RefCell::default(),
+        };
+
+        let ctx = ForwardCtx::eval();
+        let ids = Tensor::new(&[[5u32, 9, 3, 1]], &Device::Cpu).unwrap();
+        let decoder_ids = Tensor::new(&[[0u32, 7, 2]], &Device::Cpu).unwrap();
+        let run = |h: &dyn Hooks| {
+            model
+                .forward(&ids, None, &decoder_ids, None, h, &ctx)
+                .unwrap()
+        };
+        let diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let plain = run(&NoHooks);
+        // `B` starts at zero: the adapted model is the pretrained one.
+        assert!(diff(&run(&hooks), &plain) < 1e-6);
+        let expected: BTreeSet<_> = decoder_blocks
+            .iter()
+            .flat_map(|&l| config.target_modules.iter().map(move |&s| (l, s)))
+            .collect();
+        assert_eq!(*hooks.called.borrow(), expected);
+        // Trained (non-zero) updates change the logits, and greedy decoding runs through them.
+        for (i, lora) in hooks.layers.values().enumerate() {
+            let b = init
+                .fork(&format!("b{i}"))
+                .normal(lora.b.shape(), 0.5)
+                .unwrap();
+            lora.b.set(b.as_tensor()).unwrap();
+        }
+        assert!(diff(&run(&hooks), &plain) > 1e-4);
+        model.greedy(&ids, None, 4, &hooks).unwrap();
+
+        // PEFT's names for the targets.
+        assert_eq!(
+            peft_format::target_modules_value(&config.target_modules, ModuleNaming::Checkpoint),
+            json!(["EncDecAttention.q", "EncDecAttention.v"])
+        );
+    }
+
+    #[test]
+    fn encoder_only_backbones_refuse_cross_attention_targets() {
+        let vit = super::tiny();
+        let method = peftbench_methods::find_method("lora").unwrap();
+        let params = json!({"r": 2, "target_modules": ["cross_query", "cross_value"]});
+        method.validate(&params).unwrap();
+        let err = method.check_backbone(&params, vit.info()).unwrap_err();
+        assert!(err.contains("no cross-attention"), "{err}");
+        assert!(err.contains("`cross_query`"), "{err}");
+        assert!(err.contains("vit"), "{err}");
+        // Attaching anyway is an error, not a panic.
+        let init = SeededInit::new(3, &Device::Cpu);
+        let err = LoraAdaptation::new(config(), &vit, &init)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no cross-attention"), "{err}");
+        // Presets stay what they were: no cross-attention in `all-linear`.
+        let all: LoraConfig =
+            serde_json::from_value(json!({"target_modules": "all-linear"})).unwrap();
+        assert_eq!(all.target_modules, LinearSite::ALL);
+        assert!(method
+            .check_backbone(&json!({"target_modules": "all-linear"}), vit.info())
+            .is_ok());
+    }
+}

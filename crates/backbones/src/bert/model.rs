@@ -58,6 +58,7 @@ impl Block {
             LinearSite::AttentionOutput => &self.attention_output,
             LinearSite::Fc1 => &self.fc1,
             LinearSite::Fc2 => &self.fc2,
+            cross => crate::sites::no_cross_attention("BERT-family", cross),
         }
     }
 }
@@ -84,6 +85,7 @@ fn site_suffix(site: LinearSite) -> &'static str {
         LinearSite::AttentionOutput => "attention.output.dense",
         LinearSite::Fc1 => "intermediate.dense",
         LinearSite::Fc2 => "output.dense",
+        cross => crate::sites::no_cross_attention("BERT-family", cross),
     }
 }
 

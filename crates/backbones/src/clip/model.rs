@@ -21,6 +21,7 @@ fn site_suffix(site: LinearSite) -> &'static str {
         LinearSite::AttentionOutput => "self_attn.out_proj",
         LinearSite::Fc1 => "mlp.fc1",
         LinearSite::Fc2 => "mlp.fc2",
+        cross => crate::sites::no_cross_attention("CLIP", cross),
     }
 }
 
@@ -89,6 +90,7 @@ impl Block {
             LinearSite::AttentionOutput => &self.out_proj,
             LinearSite::Fc1 => &self.fc1,
             LinearSite::Fc2 => &self.fc2,
+            cross => crate::sites::no_cross_attention("CLIP", cross),
         }
     }
 
@@ -106,6 +108,7 @@ impl Block {
                 LinearSite::AttentionOutput => &mut self.out_proj,
                 LinearSite::Fc1 => &mut self.fc1,
                 LinearSite::Fc2 => &mut self.fc2,
+                cross => crate::sites::no_cross_attention("CLIP", cross),
             };
             f(&format!("{name}.weight"), &mut lin.weight)?;
             if let Some(bias) = lin.bias.as_mut() {

@@ -77,12 +77,14 @@ impl Attention {
         })
     }
 
+    /// The projection of an attention site: the self-attention sites, or the cross-attention
+    /// ones on an `EncDecAttention` layer.
     fn linear(&self, site: LinearSite) -> Option<&Linear> {
         match site {
-            LinearSite::Query => Some(&self.q),
-            LinearSite::Key => Some(&self.k),
-            LinearSite::Value => Some(&self.v),
-            LinearSite::AttentionOutput => Some(&self.o),
+            LinearSite::Query | LinearSite::CrossQuery => Some(&self.q),
+            LinearSite::Key | LinearSite::CrossKey => Some(&self.k),
+            LinearSite::Value | LinearSite::CrossValue => Some(&self.v),
+            LinearSite::AttentionOutput | LinearSite::CrossAttentionOutput => Some(&self.o),
             LinearSite::Fc1 | LinearSite::Fc2 => None,
         }
     }
@@ -263,10 +265,13 @@ impl DecoderCache {
 /// num_decoder_layers`), so a method that adapts "every block" adapts both stacks. In each block
 /// the self-attention's `q`/`k`/`v`/`o` are the [`LinearSite::Query`]…[`LinearSite::AttentionOutput`]
 /// sites and the feed-forward's `wi` (`wi_0`) and `wo` the [`LinearSite::Fc1`] / [`LinearSite::Fc2`]
-/// sites; [`Hooks::sublayer`] sees the self-attention and feed-forward branches and [`Hooks::norm`]
-/// the norms before them, and the encoder's final norm as [`NormSite::Final`]. The decoder's
-/// cross-attention, the gated feed-forward's `wi_1`, the decoder's final norm, and the `tokens` and
-/// `prefix` hooks are not sites yet.
+/// sites; in decoder blocks the cross-attention's (`EncDecAttention`) `q`/`k`/`v`/`o` are the
+/// [`LinearSite::CROSS_ATTENTION`] sites ([`LinearSite::CrossQuery`]…
+/// [`LinearSite::CrossAttentionOutput`]), `k` and `v` applied to the encoder output once per
+/// [`DecoderCache`]. [`Hooks::sublayer`] sees the self-attention and feed-forward branches and
+/// [`Hooks::norm`] the norms before them, and the encoder's final norm as [`NormSite::Final`]. The
+/// cross-attention's branch and norm, the gated feed-forward's `wi_1`, the decoder's final norm,
+/// and the `tokens` and `prefix` hooks are not sites yet.
 #[derive(Debug, Clone)]
 pub struct T5 {
     cfg: T5Config,
@@ -351,10 +356,30 @@ impl T5 {
         self.encoder.len() + self.decoder.len()
     }
 
+    /// Whether block `layer` has the projection `site`: every block has the self-attention and
+    /// feed-forward sites ([`LinearSite::ALL`]), decoder blocks also the cross-attention ones
+    /// ([`LinearSite::CROSS_ATTENTION`]).
+    pub fn has_linear(&self, layer: usize, site: LinearSite) -> bool {
+        layer < self.num_blocks() && (!site.is_cross_attention() || layer >= self.encoder.len())
+    }
+
     /// The frozen projection at `site` of block `layer` (encoder blocks first, see [`T5`]).
+    ///
+    /// # Panics
+    /// When block `layer` has no such projection ([`T5::has_linear`]): a cross-attention site of
+    /// an encoder block, or a block past the last.
     pub fn linear(&self, layer: usize, site: LinearSite) -> &Linear {
         let (attention, ff) = match layer.checked_sub(self.encoder.len()) {
+            None if site.is_cross_attention() => panic!(
+                "T5 encoder block {layer} has no cross-attention (`{}`): decoder blocks are {}..{}",
+                site.name(),
+                self.encoder.len(),
+                self.num_blocks()
+            ),
             None => (&self.encoder[layer].attention, &self.encoder[layer].ff),
+            Some(j) if site.is_cross_attention() => {
+                (&self.decoder[j].cross_attention, &self.decoder[j].ff)
+            }
             Some(j) => (&self.decoder[j].self_attention, &self.decoder[j].ff),
         };
         match site {
@@ -366,7 +391,11 @@ impl T5 {
         }
     }
 
-    /// The projection's module path in HF checkpoints, e.g. `decoder.block.1.layer.0.SelfAttention.q`.
+    /// The projection's module path in HF checkpoints, e.g. `decoder.block.1.layer.0.SelfAttention.q`
+    /// or, for the cross-attention sites, `decoder.block.1.layer.1.EncDecAttention.q`.
+    ///
+    /// # Panics
+    /// For a cross-attention site of an encoder block (see [`T5::has_linear`]).
     pub fn module_path(&self, layer: usize, site: LinearSite) -> String {
         let (stack, block, ff_layer) = match layer.checked_sub(self.encoder.len()) {
             None => ("encoder", layer, 1),
@@ -381,6 +410,14 @@ impl T5 {
             LinearSite::AttentionOutput => format!("{base}.0.SelfAttention.o"),
             LinearSite::Fc1 => format!("{base}.{ff_layer}.DenseReluDense.{wi}"),
             LinearSite::Fc2 => format!("{base}.{ff_layer}.DenseReluDense.wo"),
+            cross if stack == "encoder" => panic!(
+                "T5 encoder block {layer} has no cross-attention (`{}`)",
+                cross.name()
+            ),
+            LinearSite::CrossQuery => format!("{base}.1.EncDecAttention.q"),
+            LinearSite::CrossKey => format!("{base}.1.EncDecAttention.k"),
+            LinearSite::CrossValue => format!("{base}.1.EncDecAttention.v"),
+            LinearSite::CrossAttentionOutput => format!("{base}.1.EncDecAttention.o"),
         }
     }
 
@@ -562,22 +599,27 @@ impl T5 {
     }
 
     /// A cache for decoding over `encoder_states` `[batch, source, d_model]`: every block's
-    /// cross-attention keys and values, computed once; `attention_mask` is the encoder's.
+    /// cross-attention keys and values, computed once through `hooks` at the
+    /// [`LinearSite::CrossKey`] / [`LinearSite::CrossValue`] sites (so the decoding steps that
+    /// follow must use the same `hooks`); `attention_mask` is the encoder's.
     pub fn start_decoding(
         &self,
         encoder_states: &Tensor,
         attention_mask: Option<&Tensor>,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
     ) -> Result<DecoderCache> {
         let (b, s, _) = encoder_states.dims3()?;
+        let offset = self.encoder.len();
         let cross_kv = self
             .decoder
             .iter()
-            .map(|block| {
-                let att = &block.cross_attention;
-                Ok((
-                    self.split_heads(&att.k.forward(encoder_states)?)?,
-                    self.split_heads(&att.v.forward(encoder_states)?)?,
-                ))
+            .enumerate()
+            .map(|(j, block)| {
+                let (l, att) = (offset + j, &block.cross_attention);
+                let k = hooks.linear(l, LinearSite::CrossKey, encoder_states, &att.k, ctx)?;
+                let v = hooks.linear(l, LinearSite::CrossValue, encoder_states, &att.v, ctx)?;
+                Ok((self.split_heads(&k)?, self.split_heads(&v)?))
             })
             .collect::<Result<_>>()?;
         let cross_mask = match attention_mask {
@@ -646,8 +688,10 @@ impl T5 {
             let h = block.cross_norm.forward(&x)?;
             let cross = &block.cross_attention;
             let (ck, cv) = &cache.cross_kv[j];
-            let context = self.attend(&cross.q.forward(&h)?, ck, cv, &cache.cross_mask, ctx)?;
-            x = (&x + ctx.dropout(&cross.o.forward(&context)?, p)?)?;
+            let q = hooks.linear(l, LinearSite::CrossQuery, &h, &cross.q, ctx)?;
+            let context = self.attend(&q, ck, cv, &cache.cross_mask, ctx)?;
+            let a = hooks.linear(l, LinearSite::CrossAttentionOutput, &context, &cross.o, ctx)?;
+            x = (&x + ctx.dropout(&a, p)?)?;
 
             let h = block.ff_norm.forward(&x)?;
             let h = hooks.norm(Some(l), NormSite::BeforeMlp, h, ctx)?;
@@ -678,7 +722,7 @@ impl T5 {
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         let states = self.encode(input_ids, attention_mask, hooks, ctx)?;
-        let mut cache = self.start_decoding(&states, attention_mask)?;
+        let mut cache = self.start_decoding(&states, attention_mask, hooks, ctx)?;
         self.decode(
             decoder_input_ids,
             decoder_attention_mask,
@@ -738,7 +782,7 @@ impl T5 {
     ) -> Result<Vec<Vec<u32>>> {
         let ctx = ForwardCtx::eval();
         let states = self.encode(input_ids, attention_mask, hooks, &ctx)?;
-        let mut cache = self.start_decoding(&states, attention_mask)?;
+        let mut cache = self.start_decoding(&states, attention_mask, hooks, &ctx)?;
         let b = states.dim(0)?;
         let mut sequences = vec![vec![self.cfg.decoder_start_token_id]; b];
         let mut finished = vec![false; b];
@@ -792,7 +836,12 @@ impl T5 {
         let mask = attention_mask
             .map(|m| m.index_select(&expand, 0))
             .transpose()?;
-        let mut cache = self.start_decoding(&states.index_select(&expand, 0)?, mask.as_ref())?;
+        let mut cache = self.start_decoding(
+            &states.index_select(&expand, 0)?,
+            mask.as_ref(),
+            hooks,
+            &ctx,
+        )?;
         let mut rows: Vec<BeamRow> = (0..b)
             .map(|_| BeamRow::new(num_beams, self.cfg.decoder_start_token_id))
             .collect();

@@ -56,6 +56,7 @@ impl HydraConfig {
 
     /// Ranks above the widths they factor add parameters without adding rank.
     pub fn check_widths(&self, info: &BackboneInfo) -> Result<(), String> {
+        crate::check_sites("hydra", &self.target_modules, info)?;
         for &site in &self.target_modules {
             let (inp, out) = info.linear_dims(site);
             for (field, r, limit) in [

@@ -164,6 +164,15 @@ impl Method for Ia3 {
         parse_config::<Ia3Config>("ia3", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        let config = parse_config::<Ia3Config>("ia3", params)?;
+        crate::check_sites("ia3", &config.target_modules, info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,

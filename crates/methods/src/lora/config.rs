@@ -137,8 +137,14 @@ pub const PRESETS: &[(&str, &[LinearSite])] = &[
     ("all-linear", &LinearSite::ALL),
 ];
 
+/// The site names a configuration may use: every backbone's, then the decoder cross-attention
+/// ones of encoder-decoder models (which no preset includes).
 fn site_names() -> String {
-    LinearSite::ALL.map(|s| s.name()).join(", ")
+    let cross = LinearSite::CROSS_ATTENTION.map(|s| s.name()).join(", ");
+    format!(
+        "{} (encoder-decoder models also: {cross})",
+        LinearSite::ALL.map(|s| s.name()).join(", ")
+    )
 }
 
 /// Accepts `target_modules` as a list of site names or as one preset name.

@@ -41,7 +41,7 @@ pub const PARAMS: &[ParamDoc] = &[
         ParamDoc {
             name: "target_modules",
             default: "[query, value]",
-            doc: "projections to adapt: query, key, value, attention_output, fc1, fc2; or a preset qv, qkv, all-linear",
+            doc: "projections to adapt: query, key, value, attention_output, fc1, fc2 (encoder-decoder models also cross_query, cross_key, cross_value, cross_attention_output); or a preset qv, qkv, all-linear",
         },
         ParamDoc {
             name: "use_rslora",

@@ -288,6 +288,15 @@ impl Method for LtSft {
         parse_config::<LtSftConfig>("lt-sft", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        let config = parse_config::<LtSftConfig>("lt-sft", params)?;
+        crate::check_sites("lt-sft", &config.target_modules, info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,

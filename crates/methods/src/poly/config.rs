@@ -123,6 +123,7 @@ impl PolyConfig {
     /// widths, as LoRA's (the splits of a skill share its `r` columns, so the whole update has rank
     /// up to `r` even where `r` exceeds a split's width).
     pub fn check_widths(&self, method: &str, info: &BackboneInfo) -> Result<(), String> {
+        crate::check_sites(method, &self.target_modules, info)?;
         for &site in &self.target_modules {
             let (inp, out) = info.linear_dims(site);
             for (side, width) in [("input", inp), ("output", out)] {

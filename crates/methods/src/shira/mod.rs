@@ -337,6 +337,15 @@ impl Method for Shira {
         parse_config::<ShiraConfig>("shira", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        let config = parse_config::<ShiraConfig>("shira", params)?;
+        crate::check_sites("shira", &config.target_modules, info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,

@@ -194,6 +194,15 @@ impl Method for Ssf {
         parse_config::<SsfConfig>("ssf", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        let config = parse_config::<SsfConfig>("ssf", params)?;
+        crate::check_sites("ssf", &config.target_modules, info)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
