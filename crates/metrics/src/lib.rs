@@ -13,12 +13,16 @@
 //! * [`gqa`] is GQA exact-match accuracy; [`nlvr2`] NLVR2 accuracy and consistency.
 //! * [`captions`] holds pycocoevalcap's PTB tokenisation, BLEU-1..4, ROUGE-L and CIDEr-D.
 //! * [`retrieval`] is image↔text Recall@1/5/10 and RSUM from a score matrix.
+//! * [`continual`] holds class-incremental learning: PILOT's class order (NumPy's legacy
+//!   `permutation`), the stage split and the scores of an accuracy matrix (curve, average
+//!   incremental accuracy, last accuracy, forgetting, old/new accuracy).
 //!
 //! The crate has no heavy dependencies (no tensors): it only sees plain numbers.
 
 pub mod allocation;
 pub mod captions;
 pub mod classification;
+pub mod continual;
 pub mod gqa;
 pub mod nlvr2;
 pub mod retrieval;
