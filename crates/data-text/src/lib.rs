@@ -6,6 +6,9 @@
 //! Malformed input is an error naming the file and line ([`TextDataError`]): a record without the
 //! configured column, a CoNLL token without a tag, text that does not decode as UTF-8. Nothing is
 //! guessed or skipped silently.
+//!
+//! - [`vl`]: vision-language annotations: VQAv2, GQA balanced, NLVR2, Karpathy COCO / Flickr30k
+//!   captions.
 
 pub mod alignment;
 pub mod classification;
@@ -16,6 +19,7 @@ pub mod labels;
 pub mod mlm;
 pub mod sib200;
 pub mod synthetic;
+pub mod vl;
 
 pub use classification::{
     read_classification, read_pair_classification, Columns, PairColumns, PairExample, TableFormat,
