@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use peftbench_core::SeededInit;
-use peftbench_records::{EvalCorrect, RunStatus};
+use peftbench_records::EvalCorrect;
 use peftbench_suite::RunSpec;
 use peftbench_train::{
     cross_entropy, derive_seed, evaluate, train, BatchSource, Evaluation, TrainOutcome,
@@ -17,7 +17,7 @@ use crate::features::HeadOnFeatures;
 use crate::frozen_prefix::ResumeFromPrefix;
 use crate::language_adapters;
 use crate::run::{
-    logs, train_config, train_phases, Classification, Finished, PreparedTask, RunContext,
+    train_config, train_phases, Classification, Finished, PreparedTask, RunContext, Trained,
     CALIBRATION, MODEL_INIT,
 };
 
@@ -128,28 +128,19 @@ pub(crate) fn train_and_evaluate(
             progress,
         )?,
     };
-    // Counted after the last phase: what the final adapter trains (LT-SFT's sparse entries).
-    let trainable = model.trainable_count() as u64;
-    let total = model.total_count() as u64;
-    let report = match outcome {
+    // Training time includes computing the caches it trained from.
+    let outcome = match outcome {
         TrainOutcome::Completed(mut report) => {
             report.train_seconds += cache_seconds;
-            report
+            TrainOutcome::Completed(report)
         }
-        TrainOutcome::Diverged {
-            epoch,
-            step,
-            loss,
-            history,
-        } => {
-            return Ok(Finished::diverged(
-                &history, trainable, total, epoch, step, loss,
-            ));
-        }
+        diverged => diverged,
     };
     // Saved as trained (a composing method with the training language's module under it).
-    let dir = ctx.store.artifact_dir(&spec.run_id());
-    let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
+    let trained = match Trained::save(spec, &model, outcome, ctx)? {
+        Ok(trained) => trained,
+        Err(diverged) => return Ok(diverged),
+    };
     let eval_started = Instant::now();
     // ... and are evaluated with the adapter of the language they are evaluated on.
     language_adapters::swap_for_evaluation(
@@ -180,43 +171,23 @@ pub(crate) fn train_and_evaluate(
     let mut metrics = Metrics::new();
     metrics.insert(accuracy_metric(spec), evaluation.accuracy);
     score(&evaluation, &mut metrics)?;
-    if let Some(val) = report
-        .history
-        .get(report.selected_epoch)
-        .and_then(|h| h.val_accuracy)
-    {
-        metrics.insert("val_accuracy".into(), val);
-    }
     if task.skipped_examples > 0 {
         metrics.insert("skipped_examples".into(), task.skipped_examples as f64);
     }
+    // For bootstrap intervals over test examples in reports; not for NER, whose span F1 is not a
+    // mean over the predicted tokens.
+    let eval_correct = task.tagging.is_none().then(|| {
+        EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
+            &evaluation.predictions,
+            &evaluation.labels,
+        ))
+    });
     let eval_seconds = eval_started.elapsed().as_secs_f64();
-    Ok(Finished {
-        status: RunStatus::Completed,
+    Ok(Finished::completed(
+        &trained,
+        ctx,
         metrics,
-        selected_epoch: Some(report.selected_epoch),
-        history: logs(&report.history),
-        trainable,
-        total,
-        adapter_bytes: Some(adapter_bytes),
-        // Relative to the results directory, so a results folder can be moved or shared.
-        adapter_dir: Some(
-            dir.strip_prefix(ctx.store.root())
-                .unwrap_or(&dir)
-                .display()
-                .to_string(),
-        ),
-        train_seconds: report.train_seconds,
         eval_seconds,
-        examples_per_second: report.examples_per_second,
-        error: None,
-        // For bootstrap intervals over test examples in reports; not for NER, whose span F1 is
-        // not a mean over the predicted tokens.
-        eval_correct: task.tagging.is_none().then(|| {
-            EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
-                &evaluation.predictions,
-                &evaluation.labels,
-            ))
-        }),
-    })
+        eval_correct,
+    ))
 }

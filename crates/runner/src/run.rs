@@ -194,7 +194,96 @@ pub(crate) struct Finished {
     pub eval_correct: Option<EvalCorrect>,
 }
 
+/// A run's model trained to the end with its adapter saved: what its record takes from training.
+pub(crate) struct Trained {
+    pub report: TrainReport,
+    /// Trainable and total scalars, counted after the last phase (what the final adapter trains,
+    /// e.g. LT-SFT's sparse entries).
+    pub trainable: u64,
+    pub total: u64,
+    /// The adapter's folder and its bytes on disk.
+    pub adapter_dir: std::path::PathBuf,
+    pub adapter_bytes: u64,
+}
+
+impl Trained {
+    /// Saves the adapter of `model` after training ended in `outcome`, under the run's artifact
+    /// folder; a run that diverged is returned as its record instead (`Err`), with nothing saved.
+    pub fn save(
+        spec: &RunSpec,
+        model: &PeftModel,
+        outcome: TrainOutcome,
+        ctx: &RunContext<'_>,
+    ) -> anyhow::Result<Result<Self, Finished>> {
+        let trainable = model.trainable_count() as u64;
+        let total = model.total_count() as u64;
+        let report = match outcome {
+            TrainOutcome::Completed(report) => report,
+            TrainOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history,
+            } => {
+                return Ok(Err(Finished::diverged(
+                    &history, trainable, total, epoch, step, loss,
+                )))
+            }
+        };
+        let adapter_dir = ctx.store.artifact_dir(&spec.run_id());
+        let adapter_bytes = model.save(&adapter_dir, &ctx.backbone.name)?;
+        Ok(Ok(Self {
+            report,
+            trainable,
+            total,
+            adapter_dir,
+            adapter_bytes,
+        }))
+    }
+}
+
 impl Finished {
+    /// A completed run: what `trained` recorded, the evaluation's `metrics` (the selected
+    /// epoch's validation accuracy added when there is one) and per-example correctness.
+    pub fn completed(
+        trained: &Trained,
+        ctx: &RunContext<'_>,
+        mut metrics: std::collections::BTreeMap<String, f64>,
+        eval_seconds: f64,
+        eval_correct: Option<EvalCorrect>,
+    ) -> Self {
+        let report = &trained.report;
+        if let Some(val) = report
+            .history
+            .get(report.selected_epoch)
+            .and_then(|h| h.val_accuracy)
+        {
+            metrics.insert("val_accuracy".into(), val);
+        }
+        let dir = &trained.adapter_dir;
+        Finished {
+            status: RunStatus::Completed,
+            metrics,
+            selected_epoch: Some(report.selected_epoch),
+            history: logs(&report.history),
+            trainable: trained.trainable,
+            total: trained.total,
+            adapter_bytes: Some(trained.adapter_bytes),
+            // Relative to the results directory, so a results folder can be moved or shared.
+            adapter_dir: Some(
+                dir.strip_prefix(ctx.store.root())
+                    .unwrap_or(dir)
+                    .display()
+                    .to_string(),
+            ),
+            train_seconds: report.train_seconds,
+            eval_seconds,
+            examples_per_second: report.examples_per_second,
+            error: None,
+            eval_correct,
+        }
+    }
+
     /// A run whose loss became `loss` (NaN or infinite) at `epoch`, `step`.
     pub fn diverged(
         history: &[peftbench_train::EpochLog],

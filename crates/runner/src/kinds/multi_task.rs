@@ -26,14 +26,14 @@ use peftbench_suite::{
 };
 use peftbench_train::{
     derive_seed, evaluate, masked_cross_entropy, mixture::pad_tokens, Batch, BatchSource, Mixing,
-    TaskMixture, TrainModel, TrainOutcome, WithTaskId,
+    TaskMixture, TrainModel, WithTaskId,
 };
 
 use super::{ImageClassification, Kind, TextClassification};
 use crate::backbone::{BackboneModel, LoadedBackbone};
 use crate::classification::{accuracy_metric, Metrics};
 use crate::run::{
-    logs, train_config, train_phases, Classification, Finished, PreparedTask, RunContext,
+    train_config, train_phases, Classification, Finished, PreparedTask, RunContext, Trained,
     MODEL_INIT,
 };
 use crate::Paths;
@@ -262,23 +262,10 @@ impl<M: Member> Kind for MultiTask<M> {
             &cfg,
             progress,
         )?;
-        let trainable = model.trainable_count() as u64;
-        let total = model.total_count() as u64;
-        let report = match outcome {
-            TrainOutcome::Completed(report) => report,
-            TrainOutcome::Diverged {
-                epoch,
-                step,
-                loss,
-                history,
-            } => {
-                return Ok(Finished::diverged(
-                    &history, trainable, total, epoch, step, loss,
-                ))
-            }
+        let trained = match Trained::save(spec, &model, outcome, ctx)? {
+            Ok(trained) => trained,
+            Err(diverged) => return Ok(diverged),
         };
-        let dir = ctx.store.artifact_dir(&spec.run_id());
-        let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
         let eval_started = std::time::Instant::now();
         let mut metrics = Metrics::new();
         let mut correct = Vec::new();
@@ -314,35 +301,17 @@ impl<M: Member> Kind for MultiTask<M> {
         if let Some(cosine) = gradient_cosine(&model, task, cfg.batch_size)? {
             metrics.insert("gradient_cosine".into(), cosine);
         }
-        if let Some(val) = report
-            .history
-            .get(report.selected_epoch)
-            .and_then(|h| h.val_accuracy)
-        {
-            metrics.insert("val_accuracy".into(), val);
-        }
-        Ok(Finished {
-            status: RunStatus::Completed,
+        let eval_seconds = eval_started.elapsed().as_secs_f64();
+        // Member by member, in the run's task order (the report splits it by
+        // `eval_examples@<task>`).
+        let eval_correct = Some(EvalCorrect::from_bools(&correct));
+        Ok(Finished::completed(
+            &trained,
+            ctx,
             metrics,
-            selected_epoch: Some(report.selected_epoch),
-            history: logs(&report.history),
-            trainable,
-            total,
-            adapter_bytes: Some(adapter_bytes),
-            adapter_dir: Some(
-                dir.strip_prefix(ctx.store.root())
-                    .unwrap_or(&dir)
-                    .display()
-                    .to_string(),
-            ),
-            train_seconds: report.train_seconds,
-            eval_seconds: eval_started.elapsed().as_secs_f64(),
-            examples_per_second: report.examples_per_second,
-            error: None,
-            // Member by member, in the run's task order (the report splits it by
-            // `eval_examples@<task>`).
-            eval_correct: Some(EvalCorrect::from_bools(&correct)),
-        })
+            eval_seconds,
+            eval_correct,
+        ))
     }
 
     /// The plain mean of the members' accuracies.
@@ -396,51 +365,27 @@ fn few_shot(
         &cfg,
         progress,
     )?;
-    let trainable = model.trainable_count() as u64;
-    let total = model.total_count() as u64;
-    let report = match outcome {
-        TrainOutcome::Completed(report) => report,
-        TrainOutcome::Diverged {
-            epoch,
-            step,
-            loss,
-            history,
-        } => {
-            return Ok(Finished::diverged(
-                &history, trainable, total, epoch, step, loss,
-            ))
-        }
+    let trained = match Trained::save(spec, &model, outcome, ctx)? {
+        Ok(trained) => trained,
+        Err(diverged) => return Ok(diverged),
     };
-    let dir = ctx.store.artifact_dir(&spec.run_id());
-    let adapter_bytes = model.save(&dir, &ctx.backbone.name)?;
     let eval_started = std::time::Instant::now();
     let evaluation = evaluate(&model, task.members[0].eval.as_ref(), cfg.eval_batch_size)?;
     let mut metrics = Metrics::new();
     metrics.insert(accuracy_metric(spec), evaluation.accuracy);
     metrics.insert("train_examples".into(), task.train.num_examples() as f64);
-    Ok(Finished {
-        status: RunStatus::Completed,
+    let eval_correct = Some(EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
+        &evaluation.predictions,
+        &evaluation.labels,
+    )));
+    let eval_seconds = eval_started.elapsed().as_secs_f64();
+    Ok(Finished::completed(
+        &trained,
+        ctx,
         metrics,
-        selected_epoch: Some(report.selected_epoch),
-        history: logs(&report.history),
-        trainable,
-        total,
-        adapter_bytes: Some(adapter_bytes),
-        adapter_dir: Some(
-            dir.strip_prefix(ctx.store.root())
-                .unwrap_or(&dir)
-                .display()
-                .to_string(),
-        ),
-        train_seconds: report.train_seconds,
-        eval_seconds: eval_started.elapsed().as_secs_f64(),
-        examples_per_second: report.examples_per_second,
-        error: None,
-        eval_correct: Some(EvalCorrect::from_bools(&peftbench_metrics::correct_mask(
-            &evaluation.predictions,
-            &evaluation.labels,
-        ))),
-    })
+        eval_seconds,
+        eval_correct,
+    ))
 }
 
 /// For routing methods on generated `skills` tasks, whose true task-to-skill matrix is known:
