@@ -88,8 +88,10 @@ fn member_spec<M: Member>(spec: &RunSpec, t: usize) -> RunSpec {
     member
 }
 
-/// A split held in memory as one tensor of inputs and one of labels, in file order.
-fn stacked(source: &dyn BatchSource) -> anyhow::Result<(Tensor, Tensor)> {
+/// A split held in memory as one tensor of inputs and one of labels, in file order. Token ids
+/// (`[B, T]`, or sentence pairs `[B, 2, T]`) are padded per batch, so with `pad` every batch is
+/// first padded to the split's widest (segment ids with 0).
+fn stacked(source: &dyn BatchSource, pad: Option<u32>) -> anyhow::Result<(Tensor, Tensor)> {
     let mut inputs = Vec::new();
     let mut labels = Vec::new();
     for batch in source.batches(256, None) {
@@ -98,41 +100,21 @@ fn stacked(source: &dyn BatchSource) -> anyhow::Result<(Tensor, Tensor)> {
         labels.push(batch.labels);
     }
     anyhow::ensure!(!inputs.is_empty(), "a member task's split has no examples");
-    // Token ids are padded per batch: pad every batch to the split's widest first.
-    let widest = inputs
-        .iter()
-        .map(|x| x.dims().last().copied().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    if inputs.iter().any(|x| x.dims().last() != Some(&widest)) {
-        anyhow::bail!("a member task's batches differ in width; stack them with their padding");
+    if let Some(pad) = pad {
+        let widest = inputs
+            .iter()
+            .map(|x| x.dims().last().copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        inputs = inputs
+            .iter()
+            .map(|x| pad_tokens(x, widest, pad))
+            .collect::<candle_core::Result<Vec<_>>>()?;
     }
     Ok((Tensor::cat(&inputs, 0)?, Tensor::cat(&labels, 0)?))
 }
 
-/// Token ids padded per batch (`[B, T]`, or sentence pairs `[B, 2, T]`) are padded to the
-/// widest batch with `pad` (segment ids with 0).
-fn stacked_sequences(source: &dyn BatchSource, pad: u32) -> anyhow::Result<(Tensor, Tensor)> {
-    let mut inputs = Vec::new();
-    let mut labels = Vec::new();
-    for batch in source.batches(256, None) {
-        let batch = batch?;
-        inputs.push(batch.inputs);
-        labels.push(batch.labels);
-    }
-    let widest = inputs
-        .iter()
-        .map(|x| x.dims().last().copied().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let padded = inputs
-        .iter()
-        .map(|x| pad_tokens(x, widest, pad))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok((Tensor::cat(&padded, 0)?, Tensor::cat(&labels, 0)?))
-}
-
-/// The mixture of the members' `split` sources (`None` where a member lacks it).
+/// The mixture of the members' sources of one split.
 fn mixture(
     sources: Vec<&dyn BatchSource>,
     pad: Option<u32>,
@@ -140,10 +122,7 @@ fn mixture(
 ) -> anyhow::Result<TaskMixture> {
     let tasks = sources
         .into_iter()
-        .map(|s| match pad {
-            Some(pad) => stacked_sequences(s, pad),
-            None => stacked(s),
-        })
+        .map(|s| stacked(s, pad))
         .collect::<anyhow::Result<Vec<_>>>()?;
     TaskMixture::new(tasks, pad, mixing)
 }
