@@ -373,3 +373,57 @@ fn trains_on_single_task_data() {
         );
     }
 }
+
+/// The allocation reported for allocation recovery is each task's evaluation-mode routing weight
+/// per skill: sigmoid of its logits, normalised per head, averaged over heads and projections,
+/// computed here by hand from known logits.
+#[test]
+fn task_allocation_is_the_normalised_sigmoid_averaged_over_heads_and_layers() {
+    let m = model("mhr", poly_params(2));
+    // Two heads x three skills per task; layer k's logits are the base ones shifted by k (the
+    // shift changes the weights, so the average over layers is tested too).
+    let base = [
+        [0.5, -1.0, 2.0, 0.0, 1.0, -0.5],
+        [-2.0, 0.3, 0.7, 1.5, -1.5, 0.2],
+        [0.0, 0.0, 0.0, 3.0, -3.0, 1.0],
+    ];
+    let layers: Vec<_> = m
+        .adaptation()
+        .trainable()
+        .iter()
+        .filter(|p| p.name.ends_with("poly_router.module_logits"))
+        .map(|p| p.var.clone())
+        .collect();
+    assert!(layers.len() > 1);
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let mut expected = vec![vec![0.0; 3]; 3];
+    for (k, var) in layers.iter().enumerate() {
+        let shifted: Vec<f64> = base.iter().flatten().map(|v| v + k as f64 * 0.25).collect();
+        var.set(&Tensor::from_vec(shifted.clone(), (3, 6), &Device::Cpu).unwrap())
+            .unwrap();
+        for task in 0..3 {
+            for head in 0..2 {
+                let z: Vec<f64> = (0..3)
+                    .map(|s| sigmoid(shifted[task * 6 + head * 3 + s]))
+                    .collect();
+                let total: f64 = z.iter().sum::<f64>() + 1e-12;
+                for s in 0..3 {
+                    expected[task][s] += z[s] / total / 2.0 / layers.len() as f64;
+                }
+            }
+        }
+    }
+    let allocation = m.adaptation().task_allocation().unwrap().unwrap();
+    for (row, want) in allocation.iter().zip(&expected) {
+        for (a, b) in row.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{allocation:?} vs {expected:?}");
+        }
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+    // Methods without skills report none.
+    assert!(model("lora", json!({"r": 2}))
+        .adaptation()
+        .task_allocation()
+        .unwrap()
+        .is_none());
+}
