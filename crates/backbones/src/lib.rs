@@ -12,6 +12,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod clip;
 mod encoder;
+pub mod siglip;
 pub mod sites;
 pub mod t5;
 pub mod vit;
@@ -19,7 +20,10 @@ pub mod vit;
 pub use ast::{Ast, AstConfig};
 pub use bert::{Bert, BertConfig, MlmHead, Pooling, TextEncoder, TokenizedBatch};
 pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
-pub use clip::{Clip, ClipConfig, ClipTextOutput, ClipVisionOutput};
+pub use clip::{
+    Clip, ClipConfig, ClipTextBackbone, ClipTextOutput, ClipVisionBackbone, ClipVisionOutput,
+};
+pub use siglip::{SiglipVision, SiglipVisionConfig, SiglipVisionOutput};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 pub use t5::{DecoderCache, T5Config, T5};
 pub use vit::{Vit, VitConfig};
@@ -84,6 +88,26 @@ impl BackboneInfo {
     }
 }
 
+impl BackboneInfo {
+    /// Checks that the backbone calls the [`Hooks::tokens`] and [`Hooks::prefix`] sites that
+    /// prompt and prefix methods train through. The encoders do; T5's and CLIP's towers
+    /// ([`PROMPT_FREE_FAMILIES`]) do not call them yet, so a prompt method there would train
+    /// parameters that never reach the output.
+    pub fn check_prompt_sites(&self, method: &str) -> std::result::Result<(), String> {
+        if PROMPT_FREE_FAMILIES.contains(&self.family.as_str()) {
+            Err(format!(
+                "method `{method}` inserts prompt tokens or attention prefixes, which the {} backbone does not take (its blocks call the linear, sublayer and norm sites only)",
+                self.family
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Families whose blocks call neither [`Hooks::tokens`] nor [`Hooks::prefix`].
+pub const PROMPT_FREE_FAMILIES: &[&str] = &["t5", clip::CLIP_VISION_FAMILY, clip::CLIP_TEXT_FAMILY];
+
 /// Families whose blocks include a decoder cross-attention ([`LinearSite::CROSS_ATTENTION`]).
 pub const ENCODER_DECODER_FAMILIES: &[&str] = &["t5"];
 
@@ -109,8 +133,18 @@ pub fn info_from_config(path: &std::path::Path) -> std::result::Result<BackboneI
         "bert" | "roberta" | "xlm-roberta" | "camembert" => Ok(Bert::info_for(
             &serde_json::from_value(value).map_err(parse_error)?,
         )),
+        "t5" => Ok(T5::info_for(
+            &serde_json::from_value(value).map_err(parse_error)?,
+        )),
+        // A dual encoder's methods are checked against its image tower (both towers are).
+        "clip" => Ok(clip::vision_info(
+            &serde_json::from_value(value).map_err(parse_error)?,
+        )),
+        "siglip" | "siglip_vision_model" => SiglipVisionConfig::from_hf_json(&value)
+            .map(|c| SiglipVision::info_for(&c))
+            .map_err(|e| format!("{}: {e}", path.display())),
         other => Err(format!(
-            "{}: model_type `{other}` is not a supported backbone (vit, audio-spectrogram-transformer, bert, roberta, xlm-roberta)",
+            "{}: model_type `{other}` is not a supported backbone (vit, audio-spectrogram-transformer, bert, roberta, xlm-roberta, t5, clip, siglip)",
             path.display()
         )),
     }
@@ -123,7 +157,14 @@ pub trait Backbone {
     /// `(in_features, out_features)` of the projection at `site` (same in every layer).
     fn linear_dims(&self, site: LinearSite) -> (usize, usize);
 
-    /// The frozen projection at `site` of block `layer`.
+    /// Whether block `layer` has the projection `site`. Every block of an encoder has every
+    /// site of [`LinearSite::ALL`]; an encoder-decoder's cross-attention sites exist in its
+    /// decoder blocks only, so methods adapting chosen sites skip the blocks without them.
+    fn has_linear(&self, layer: usize, site: LinearSite) -> bool {
+        layer < self.info().num_layers && !site.is_cross_attention()
+    }
+
+    /// The frozen projection at `site` of block `layer` (one that [`Backbone::has_linear`]).
     fn linear(&self, layer: usize, site: LinearSite) -> &Linear;
 
     /// Block `layer`'s module path in Hugging Face checkpoints (`vit.encoder.layer.3`,

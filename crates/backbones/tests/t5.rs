@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use candle_core::{Device, Result, Tensor, Var};
-use peftbench_backbones::{Hooks, Linear, LinearSite, NoHooks, T5};
+use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite, NoHooks, T5};
 use peftbench_core::ForwardCtx;
 use serde::Deserialize;
 

@@ -77,6 +77,16 @@ impl ClassifierHead {
         })
     }
 
+    /// No classifier: the modules a model trains besides its method (VL-T5's visual embedding),
+    /// which HF PEFT saves under `modules_to_save` as it saves a head. Such a "head" is never
+    /// applied; it only travels with the adapter into the saved file.
+    pub fn modules_to_save(params: NamedVars) -> Self {
+        Self {
+            params,
+            per_task: None,
+        }
+    }
+
     pub fn params(&self) -> &NamedVars {
         &self.params
     }

@@ -32,6 +32,7 @@ pub mod compacter;
 pub mod conv_adapter;
 pub mod corda;
 pub mod dora;
+pub mod dual_encoder;
 pub mod full;
 mod head;
 pub mod hydra;
@@ -52,11 +53,14 @@ mod projections;
 pub mod registry;
 pub mod shira;
 pub mod ssf;
+pub mod vision_language;
 pub mod vpt;
 
+pub use dual_encoder::{DualEncoderModel, LogitScale};
 pub use head::ClassifierHead;
 pub use model::PeftModel;
 pub use registry::{find_method, registry};
+pub use vision_language::{ParameterCounts, VisionLanguageModel};
 
 use std::path::Path;
 

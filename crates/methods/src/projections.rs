@@ -48,7 +48,7 @@ impl<T> ProjectionAdapters<T> {
         }
         let mut adapters = BTreeMap::new();
         for layer in (0..num_layers).filter(|l| layers.is_none_or(|set| set.contains(l))) {
-            for &site in sites {
+            for &site in sites.iter().filter(|&&s| backbone.has_linear(layer, s)) {
                 let path = backbone.module_path(layer, site);
                 let (adapter, vars) = make(site, backbone.linear(layer, site), &init.fork(&path))?;
                 for (name, var) in vars {

@@ -271,19 +271,16 @@ fn chosen_blocks_are_saved_so_that_peft_adapts_the_same_ones() {
     assert!(pattern.starts_with(r".*\.layer\.(2|5)\."), "{pattern}");
 }
 
-/// LoRA on T5's decoder cross-attention (`EncDecAttention`), as VL-Adapter / LoRA on T5 use it.
-/// `T5` is an encoder-decoder and not a [`Backbone`] (no pooled features), so the adapters are
-/// attached through the [`Hooks`] interface directly: one [`LoraLayer`] per decoder block and
-/// targeted cross-attention site, forked by its module path as [`LoraAdaptation`] forks them.
+/// LoRA on T5's decoder cross-attention (`EncDecAttention`), as VL-Adapter / LoRA on T5 use it,
+/// attached through the registry like any method on any backbone: T5 numbers its blocks encoder
+/// first, and the cross-attention sites exist in its decoder blocks only.
 mod cross_attention {
-    use std::cell::RefCell;
-    use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
 
-    use candle_core::{Device, Result, Tensor};
-    use peftbench_backbones::{Backbone, BackboneInfo, Hooks, Linear, LinearSite, NoHooks, T5};
+    use candle_core::{Device, Tensor};
+    use peftbench_backbones::{Backbone, Hooks, LinearSite, NoHooks, T5};
     use peftbench_core::{ForwardCtx, SeededInit};
-    use peftbench_methods::lora::{LoraAdaptation, LoraConfig, LoraLayer};
+    use peftbench_methods::lora::{LoraAdaptation, LoraConfig};
     use peftbench_methods::peft_format::{self, ModuleNaming};
     use serde_json::json;
 
@@ -298,43 +295,6 @@ mod cross_attention {
         .unwrap()
     }
 
-    /// The sizes a T5 run would check against (T5 has no `BackboneInfo` of its own yet).
-    fn t5_info(model: &T5) -> BackboneInfo {
-        let cfg = model.config();
-        BackboneInfo {
-            family: "t5".into(),
-            hidden_size: cfg.d_model,
-            num_layers: model.num_blocks(),
-            num_heads: cfg.num_heads,
-            intermediate_size: cfg.d_ff,
-            num_tokens: 0,
-        }
-    }
-
-    struct CrossLora {
-        layers: BTreeMap<(usize, LinearSite), LoraLayer>,
-        called: RefCell<BTreeSet<(usize, LinearSite)>>,
-    }
-
-    impl Hooks for CrossLora {
-        fn linear(
-            &self,
-            layer: usize,
-            site: LinearSite,
-            x: &Tensor,
-            base: &Linear,
-            ctx: &ForwardCtx,
-        ) -> Result<Tensor> {
-            match self.layers.get(&(layer, site)) {
-                Some(lora) => {
-                    self.called.borrow_mut().insert((layer, site));
-                    lora.forward(x, base, ctx)
-                }
-                None => base.forward(x),
-            }
-        }
-    }
-
     fn config() -> LoraConfig {
         serde_json::from_value(
             json!({"r": 2, "alpha": 4, "target_modules": ["cross_query", "cross_value"]}),
@@ -344,7 +304,7 @@ mod cross_attention {
 
     #[test]
     fn lora_attaches_to_t5_cross_attention() {
-        let model = t5();
+        let mut model = t5();
         let config = config();
         assert_eq!(
             config.target_modules,
@@ -353,27 +313,25 @@ mod cross_attention {
         let method = peftbench_methods::find_method("lora").unwrap();
         let params = json!({"r": 2, "alpha": 4, "target_modules": ["cross_query", "cross_value"]});
         method.validate(&params).unwrap();
-        method.check_backbone(&params, &t5_info(&model)).unwrap();
+        method.check_backbone(&params, model.info()).unwrap();
 
         let init = SeededInit::new(3, &Device::Cpu);
-        let decoder_blocks: Vec<usize> = (model.config().num_layers..model.num_blocks()).collect();
-        let mut layers = BTreeMap::new();
-        for &l in &decoder_blocks {
-            for &site in &config.target_modules {
-                assert!(model.has_linear(l, site));
-                let (out, inp) = model.linear(l, site).weight.dims2().unwrap();
-                let path = model.module_path(l, site);
-                assert!(path.contains(".layer.1.EncDecAttention."), "{path}");
-                let lora =
-                    LoraLayer::new(inp, out, config.r, config.scaling(), 0.0, &init.fork(&path))
-                        .unwrap();
-                layers.insert((l, site), lora);
-            }
-        }
-        let hooks = CrossLora {
-            layers,
-            called: RefCell::default(),
-        };
+        let adaptation = method.attach(&params, &mut model, &init).unwrap();
+        // One (A, B) pair per decoder block and targeted site, named by the module's HF path.
+        let encoder_blocks = model.config().num_layers;
+        let names: Vec<String> = adaptation
+            .trainable()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let decoder_blocks = model.info().num_layers - encoder_blocks;
+        assert_eq!(names.len(), decoder_blocks * 2 * 2, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("decoder.block.") && n.contains(".layer.1.EncDecAttention.")),
+            "{names:?}"
+        );
 
         let ctx = ForwardCtx::eval();
         let ids = Tensor::new(&[[5u32, 9, 3, 1]], &Device::Cpu).unwrap();
@@ -397,22 +355,20 @@ mod cross_attention {
         };
         let plain = run(&NoHooks);
         // `B` starts at zero: the adapted model is the pretrained one.
-        assert!(diff(&run(&hooks), &plain) < 1e-6);
-        let expected: BTreeSet<_> = decoder_blocks
-            .iter()
-            .flat_map(|&l| config.target_modules.iter().map(move |&s| (l, s)))
-            .collect();
-        assert_eq!(*hooks.called.borrow(), expected);
+        let hooks: &dyn Hooks = adaptation.as_ref();
+        assert!(diff(&run(hooks), &plain) < 1e-6);
         // Trained (non-zero) updates change the logits, and greedy decoding runs through them.
-        for (i, lora) in hooks.layers.values().enumerate() {
-            let b = init
-                .fork(&format!("b{i}"))
-                .normal(lora.b.shape(), 0.5)
-                .unwrap();
-            lora.b.set(b.as_tensor()).unwrap();
+        for (i, p) in adaptation.trainable().iter().enumerate() {
+            if p.name.ends_with("lora_B.weight") {
+                let b = init
+                    .fork(&format!("b{i}"))
+                    .normal(p.var.shape(), 0.5)
+                    .unwrap();
+                p.var.set(b.as_tensor()).unwrap();
+            }
         }
-        assert!(diff(&run(&hooks), &plain) > 1e-4);
-        model.greedy(&ids, None, 4, &hooks).unwrap();
+        assert!(diff(&run(hooks), &plain) > 1e-4);
+        model.greedy(&ids, None, 4, hooks).unwrap();
 
         // PEFT's names for the targets.
         assert_eq!(

@@ -7,6 +7,7 @@
 //! Runs are deterministic: the same [`TrainConfig::seed`] gives bit-identical losses on one device.
 
 pub mod clip;
+pub mod contrastive;
 pub mod data;
 pub mod loss;
 pub mod mixture;
@@ -16,6 +17,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use clip::clip_grad_norm;
+pub use contrastive::{clip_contrastive_loss, clip_logits, symmetric_contrastive_loss};
 pub use data::InMemoryBatches;
 pub use loss::{cross_entropy, masked_cross_entropy, IGNORE_LABEL};
 pub use mixture::{Mixing, TaskMixture, WithTaskId};

@@ -211,50 +211,65 @@ impl TaskMixture {
 
     /// The stacked rows of one epoch, in order.
     fn epoch_order(&self, shuffle_seed: Option<u64>) -> Vec<u32> {
-        let total: usize = self.counts.iter().sum();
-        let Some(seed) = shuffle_seed else {
-            return (0..total as u32).collect();
-        };
-        match &self.mixing {
-            Mixing::Proportional => permutation(total, seed)
-                .into_iter()
-                .map(|i| i as u32)
-                .collect(),
-            Mixing::Weighted(p) => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ MIXTURE_DRAWS);
-                let mut cycles: Vec<(Vec<usize>, usize)> = vec![(Vec::new(), 0); self.counts.len()];
-                let mut refills = vec![0u64; self.counts.len()];
-                let mass: f64 = p.iter().sum();
-                (0..total)
-                    .map(|_| {
-                        let mut u = rng.random::<f64>() * mass;
-                        let mut task = p.len() - 1;
-                        for (t, &w) in p.iter().enumerate() {
-                            if u < w {
-                                task = t;
-                                break;
-                            }
-                            u -= w;
-                        }
-                        let (order, next) = &mut cycles[task];
-                        if *next == order.len() {
-                            let cycle_seed =
-                                crate::derive_seed(&[seed, task as u64, refills[task]]);
-                            *order = permutation(self.counts[task], cycle_seed);
-                            *next = 0;
-                            refills[task] += 1;
-                        }
-                        let row = self.offsets[task] + order[*next];
-                        *next += 1;
-                        row as u32
-                    })
-                    .collect()
-            }
-        }
+        epoch_order(&self.counts, &self.mixing, shuffle_seed)
     }
 
     fn device(&self) -> &Device {
         self.inputs.device()
+    }
+}
+
+/// The rows of one epoch over tasks of `counts` examples stacked in task order (task `t`'s rows
+/// follow those of the tasks before it), drawn by `mixing` with `shuffle_seed` (see the module
+/// docs); in stacked order when `None`. What [`TaskMixture`] batches, for sources that hold their
+/// examples otherwise.
+pub fn epoch_order(counts: &[usize], mixing: &Mixing, shuffle_seed: Option<u64>) -> Vec<u32> {
+    let total: usize = counts.iter().sum();
+    let Some(seed) = shuffle_seed else {
+        return (0..total as u32).collect();
+    };
+    let offsets: Vec<usize> = counts
+        .iter()
+        .scan(0, |start, &n| {
+            let offset = *start;
+            *start += n;
+            Some(offset)
+        })
+        .collect();
+    match mixing {
+        Mixing::Proportional => permutation(total, seed)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect(),
+        Mixing::Weighted(p) => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ MIXTURE_DRAWS);
+            let mut cycles: Vec<(Vec<usize>, usize)> = vec![(Vec::new(), 0); counts.len()];
+            let mut refills = vec![0u64; counts.len()];
+            let mass: f64 = p.iter().sum();
+            (0..total)
+                .map(|_| {
+                    let mut u = rng.random::<f64>() * mass;
+                    let mut task = p.len() - 1;
+                    for (t, &w) in p.iter().enumerate() {
+                        if u < w {
+                            task = t;
+                            break;
+                        }
+                        u -= w;
+                    }
+                    let (order, next) = &mut cycles[task];
+                    if *next == order.len() {
+                        let cycle_seed = crate::derive_seed(&[seed, task as u64, refills[task]]);
+                        *order = permutation(counts[task], cycle_seed);
+                        *next = 0;
+                        refills[task] += 1;
+                    }
+                    let row = offsets[task] + order[*next];
+                    *next += 1;
+                    row as u32
+                })
+                .collect()
+        }
     }
 }
 

@@ -105,6 +105,9 @@ pub struct Batch {
     pub mask: Option<Tensor>,
     /// For multi-task data: the task of each example, u32 `[B]`.
     pub task_ids: Option<Tensor>,
+    /// For vision-language data, the visual side paired with the text in `inputs`: pixels
+    /// `[B, C, H, W]` or frozen visual features `[B, N, D]`.
+    pub images: Option<Tensor>,
 }
 
 impl Batch {
@@ -115,6 +118,7 @@ impl Batch {
             labels,
             mask: None,
             task_ids: None,
+            images: None,
         }
     }
 

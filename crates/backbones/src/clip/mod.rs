@@ -7,8 +7,14 @@
 //! image embedding; [`Clip::text`] the text tower's token states and its projected text
 //! embedding; [`Clip::logits_per_image`] their scaled cosine similarities.
 
+mod backbone;
 mod config;
+mod init;
 mod model;
 
+pub use backbone::{
+    clip_towers, text_info, vision_info, ClipTextBackbone, ClipTowerOutput, ClipVisionBackbone,
+    CLIP_TEXT_FAMILY, CLIP_VISION_FAMILY,
+};
 pub use config::{ClipActivation, ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use model::{Clip, ClipTextOutput, ClipVisionOutput};

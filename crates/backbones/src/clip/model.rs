@@ -605,7 +605,7 @@ impl Clip {
 
     /// The position whose state is the sentence's (the rule of [`Clip::text`]); the legacy rule
     /// works because OpenAI's tokenizer gives its end token the highest id.
-    fn pooled_position(&self, ids: &[u32]) -> usize {
+    pub(crate) fn pooled_position(&self, ids: &[u32]) -> usize {
         let eos = self.cfg.text_config.eos_token_id;
         if eos == LEGACY_EOS_TOKEN_ID {
             let mut best = 0;
@@ -666,6 +666,21 @@ impl Clip {
             text_embeds: ops::linear(&pooled, &self.text_projection, None)?,
             last_hidden_state,
         })
+    }
+
+    /// The vision tower's `post_layernorm` (the norm of the pooled class token).
+    pub(crate) fn vision_post_layernorm(&self) -> &Norm {
+        &self.vision.post_layernorm
+    }
+
+    /// `visual_projection.weight` `[projection_dim, vision hidden]`.
+    pub fn visual_projection(&self) -> &Tensor {
+        &self.visual_projection
+    }
+
+    /// `text_projection.weight` `[projection_dim, text hidden]`.
+    pub fn text_projection(&self) -> &Tensor {
+        &self.text_projection
     }
 
     /// The checkpoint's `logit_scale` (a scalar; its `exp` multiplies the cosine similarities).

@@ -8,6 +8,7 @@
 //! through a [`DecoderCache`] and follow transformers' `generate(do_sample=False)`.
 
 mod config;
+mod init;
 mod model;
 
 pub use config::{FeedForwardProj, T5Config};

@@ -6,6 +6,7 @@ use peftbench_core::{ops, ForwardCtx};
 
 use super::{FeedForwardProj, T5Config};
 use crate::sites::{Hooks, Linear, LinearSite, NormSite, Sublayer};
+use crate::{Backbone, BackboneInfo};
 
 /// Labels with this value are ignored by [`T5::loss`] (PyTorch's `ignore_index`).
 const IGNORE_INDEX: i64 = -100;
@@ -283,11 +284,17 @@ pub struct T5 {
     decoder_norm: RmsNorm,
     /// `lm_head.weight` `[vocab, d_model]`; `None` when the head is `shared`.
     lm_head: Option<Tensor>,
+    info: BackboneInfo,
 }
 
 impl T5 {
     pub fn config(&self) -> &T5Config {
         &self.cfg
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> &Device {
+        self.shared.device()
     }
 
     /// Builds the model from tensors under HF's `T5ForConditionalGeneration` names, checking every
@@ -336,6 +343,7 @@ impl T5 {
                 .collect::<Result<_>>()?,
             decoder_norm: norm("decoder.final_layer_norm")?,
             lm_head,
+            info: Self::info_for(&cfg),
             cfg,
         })
     }
@@ -351,135 +359,35 @@ impl T5 {
         Self::from_tensors(cfg, &tensors, &weights_path.display().to_string())
     }
 
+    /// The sizes methods build from: both stacks' blocks count as layers (encoder first), and
+    /// `num_tokens` is 0 because the input length varies per batch.
+    pub fn info_for(cfg: &T5Config) -> BackboneInfo {
+        BackboneInfo {
+            family: "t5".into(),
+            hidden_size: cfg.d_model,
+            num_layers: cfg.num_layers + cfg.decoder_layers(),
+            num_heads: cfg.num_heads,
+            intermediate_size: cfg.d_ff,
+            num_tokens: 0,
+        }
+    }
+
+    /// 1 where `ids` `[batch, tokens]` is not `pad_token_id`, 0 where it is (u32).
+    pub fn padding_mask(&self, ids: &Tensor) -> Result<Tensor> {
+        ids.to_dtype(DType::U32)?
+            .ne(self.cfg.pad_token_id)?
+            .to_dtype(DType::U32)
+    }
+
     /// Blocks of both stacks, the index space of the [`Hooks`] calls (see [`T5`]).
     pub fn num_blocks(&self) -> usize {
         self.encoder.len() + self.decoder.len()
     }
 
-    /// Whether block `layer` has the projection `site`: every block has the self-attention and
-    /// feed-forward sites ([`LinearSite::ALL`]), decoder blocks also the cross-attention ones
-    /// ([`LinearSite::CROSS_ATTENTION`]).
-    pub fn has_linear(&self, layer: usize, site: LinearSite) -> bool {
-        layer < self.num_blocks() && (!site.is_cross_attention() || layer >= self.encoder.len())
-    }
-
-    /// The frozen projection at `site` of block `layer` (encoder blocks first, see [`T5`]).
-    ///
-    /// # Panics
-    /// When block `layer` has no such projection ([`T5::has_linear`]): a cross-attention site of
-    /// an encoder block, or a block past the last.
-    pub fn linear(&self, layer: usize, site: LinearSite) -> &Linear {
-        let (attention, ff) = match layer.checked_sub(self.encoder.len()) {
-            None if site.is_cross_attention() => panic!(
-                "T5 encoder block {layer} has no cross-attention (`{}`): decoder blocks are {}..{}",
-                site.name(),
-                self.encoder.len(),
-                self.num_blocks()
-            ),
-            None => (&self.encoder[layer].attention, &self.encoder[layer].ff),
-            Some(j) if site.is_cross_attention() => {
-                (&self.decoder[j].cross_attention, &self.decoder[j].ff)
-            }
-            Some(j) => (&self.decoder[j].self_attention, &self.decoder[j].ff),
-        };
-        match site {
-            LinearSite::Fc1 => &ff.wi,
-            LinearSite::Fc2 => &ff.wo,
-            _ => attention
-                .linear(site)
-                .expect("attention sites are the non-MLP ones"),
-        }
-    }
-
-    /// The projection's module path in HF checkpoints, e.g. `decoder.block.1.layer.0.SelfAttention.q`
-    /// or, for the cross-attention sites, `decoder.block.1.layer.1.EncDecAttention.q`.
-    ///
-    /// # Panics
-    /// For a cross-attention site of an encoder block (see [`T5::has_linear`]).
-    pub fn module_path(&self, layer: usize, site: LinearSite) -> String {
-        let (stack, block, ff_layer) = match layer.checked_sub(self.encoder.len()) {
-            None => ("encoder", layer, 1),
-            Some(j) => ("decoder", j, 2),
-        };
-        let base = format!("{stack}.block.{block}.layer");
-        let wi = self.cfg.feed_forward_proj.wi_name();
-        match site {
-            LinearSite::Query => format!("{base}.0.SelfAttention.q"),
-            LinearSite::Key => format!("{base}.0.SelfAttention.k"),
-            LinearSite::Value => format!("{base}.0.SelfAttention.v"),
-            LinearSite::AttentionOutput => format!("{base}.0.SelfAttention.o"),
-            LinearSite::Fc1 => format!("{base}.{ff_layer}.DenseReluDense.{wi}"),
-            LinearSite::Fc2 => format!("{base}.{ff_layer}.DenseReluDense.wo"),
-            cross if stack == "encoder" => panic!(
-                "T5 encoder block {layer} has no cross-attention (`{}`)",
-                cross.name()
-            ),
-            LinearSite::CrossQuery => format!("{base}.1.EncDecAttention.q"),
-            LinearSite::CrossKey => format!("{base}.1.EncDecAttention.k"),
-            LinearSite::CrossValue => format!("{base}.1.EncDecAttention.v"),
-            LinearSite::CrossAttentionOutput => format!("{base}.1.EncDecAttention.o"),
-        }
-    }
-
-    /// Visits every tensor under its HF name, in a fixed order (`lm_head.weight` only when the
-    /// head is separate).
-    pub fn visit_params(
-        &mut self,
-        f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
-    ) -> Result<()> {
-        f("shared.weight", &mut self.shared)?;
-        for (l, block) in self.encoder.iter_mut().enumerate() {
-            let base = format!("encoder.block.{l}.layer");
-            f(
-                &format!("{base}.0.layer_norm.weight"),
-                &mut block.attention_norm.weight,
-            )?;
-            block
-                .attention
-                .visit(&format!("{base}.0.SelfAttention"), f)?;
-            f(
-                &format!("{base}.1.layer_norm.weight"),
-                &mut block.ff_norm.weight,
-            )?;
-            block.ff.visit(&format!("{base}.1.DenseReluDense"), f)?;
-        }
-        f(
-            "encoder.final_layer_norm.weight",
-            &mut self.encoder_norm.weight,
-        )?;
-        for (l, block) in self.decoder.iter_mut().enumerate() {
-            let base = format!("decoder.block.{l}.layer");
-            f(
-                &format!("{base}.0.layer_norm.weight"),
-                &mut block.self_norm.weight,
-            )?;
-            block
-                .self_attention
-                .visit(&format!("{base}.0.SelfAttention"), f)?;
-            f(
-                &format!("{base}.1.layer_norm.weight"),
-                &mut block.cross_norm.weight,
-            )?;
-            block
-                .cross_attention
-                .visit(&format!("{base}.1.EncDecAttention"), f)?;
-            f(
-                &format!("{base}.2.layer_norm.weight"),
-                &mut block.ff_norm.weight,
-            )?;
-            block.ff.visit(&format!("{base}.2.DenseReluDense"), f)?;
-        }
-        f(
-            "decoder.final_layer_norm.weight",
-            &mut self.decoder_norm.weight,
-        )?;
-        if let Some(head) = self.lm_head.as_mut() {
-            f("lm_head.weight", head)?;
-        }
-        Ok(())
-    }
-
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+    /// The token embeddings `[batch, tokens, d_model]` of `ids` (the encoder's and decoder's input
+    /// before dropout): what [`T5::encode_embeddings`] takes, with other embeddings (visual
+    /// features) placed beside them.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         self.shared
             .index_select(&ids.to_dtype(DType::U32)?.flatten_all()?, 0)?
@@ -563,9 +471,22 @@ impl T5 {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let (_, s) = input_ids.dims2()?;
+        self.encode_embeddings(&self.embed(input_ids)?, attention_mask, hooks, ctx)
+    }
+
+    /// [`T5::encode`] from input embeddings `[batch, source, d_model]` (transformers'
+    /// `inputs_embeds`): VL-T5 feeds the text's token embeddings followed by projected visual
+    /// features.
+    pub fn encode_embeddings(
+        &self,
+        embeddings: &Tensor,
+        attention_mask: Option<&Tensor>,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let (_, s, _) = embeddings.dims3()?;
         let p = self.cfg.dropout_rate;
-        let mut x = ctx.dropout(&self.embed(input_ids)?, p)?;
+        let mut x = ctx.dropout(embeddings, p)?;
         let table = self.encoder[0]
             .attention
             .relative_attention_bias
@@ -780,9 +701,21 @@ impl T5 {
         max_length: usize,
         hooks: &dyn Hooks,
     ) -> Result<Vec<Vec<u32>>> {
+        let states = self.encode(input_ids, attention_mask, hooks, &ForwardCtx::eval())?;
+        self.greedy_from(&states, attention_mask, max_length, hooks)
+    }
+
+    /// [`T5::greedy`] from the encoder output `states` `[batch, source, d_model]` and its mask
+    /// (an encoder fed other embeddings, see [`T5::encode_embeddings`]).
+    pub fn greedy_from(
+        &self,
+        states: &Tensor,
+        attention_mask: Option<&Tensor>,
+        max_length: usize,
+        hooks: &dyn Hooks,
+    ) -> Result<Vec<Vec<u32>>> {
         let ctx = ForwardCtx::eval();
-        let states = self.encode(input_ids, attention_mask, hooks, &ctx)?;
-        let mut cache = self.start_decoding(&states, attention_mask, hooks, &ctx)?;
+        let mut cache = self.start_decoding(states, attention_mask, hooks, &ctx)?;
         let b = states.dim(0)?;
         let mut sequences = vec![vec![self.cfg.decoder_start_token_id]; b];
         let mut finished = vec![false; b];
@@ -821,11 +754,32 @@ impl T5 {
         length_penalty: f64,
         hooks: &dyn Hooks,
     ) -> Result<Vec<Vec<u32>>> {
+        let states = self.encode(input_ids, attention_mask, hooks, &ForwardCtx::eval())?;
+        self.beam_search_from(
+            &states,
+            attention_mask,
+            num_beams,
+            max_length,
+            length_penalty,
+            hooks,
+        )
+    }
+
+    /// [`T5::beam_search`] from the encoder output `states` `[batch, source, d_model]` and its
+    /// mask (an encoder fed other embeddings, see [`T5::encode_embeddings`]).
+    pub fn beam_search_from(
+        &self,
+        states: &Tensor,
+        attention_mask: Option<&Tensor>,
+        num_beams: usize,
+        max_length: usize,
+        length_penalty: f64,
+        hooks: &dyn Hooks,
+    ) -> Result<Vec<Vec<u32>>> {
         if num_beams == 0 {
             candle_core::bail!("beam search needs at least one beam");
         }
         let ctx = ForwardCtx::eval();
-        let states = self.encode(input_ids, attention_mask, hooks, &ctx)?;
         let b = states.dim(0)?;
         let device = states.device();
         // Beam k of row r is batch entry r * num_beams + k.
@@ -893,6 +847,192 @@ impl T5 {
                 best
             })
             .collect())
+    }
+}
+
+/// T5 as a PEFT backbone: blocks are numbered encoder first, then decoder (see [`T5`]); the
+/// pooled features of [`Backbone::forward_features`] are the encoder output averaged over the
+/// tokens that are not padding (what a classification head on an encoder-decoder reads), and
+/// [`Backbone::forward_sequence`] the encoder output itself. Generation and teacher-forced
+/// training go through [`T5::forward`], [`T5::greedy`] and [`T5::beam_search`] with the same hooks.
+impl Backbone for T5 {
+    fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    fn linear_dims(&self, site: LinearSite) -> (usize, usize) {
+        let (d, inner, ff) = (self.cfg.d_model, self.cfg.inner_dim(), self.cfg.d_ff);
+        match site {
+            LinearSite::Fc1 => (d, ff),
+            LinearSite::Fc2 => (ff, d),
+            LinearSite::AttentionOutput | LinearSite::CrossAttentionOutput => (inner, d),
+            LinearSite::Query
+            | LinearSite::Key
+            | LinearSite::Value
+            | LinearSite::CrossQuery
+            | LinearSite::CrossKey
+            | LinearSite::CrossValue => (d, inner),
+        }
+    }
+
+    /// Whether block `layer` has the projection `site`: every block has the self-attention and
+    /// feed-forward sites ([`LinearSite::ALL`]), decoder blocks also the cross-attention ones
+    /// ([`LinearSite::CROSS_ATTENTION`]).
+    fn has_linear(&self, layer: usize, site: LinearSite) -> bool {
+        layer < self.num_blocks() && (!site.is_cross_attention() || layer >= self.encoder.len())
+    }
+
+    /// The frozen projection at `site` of block `layer` (encoder blocks first, see [`T5`]).
+    ///
+    /// # Panics
+    /// When block `layer` has no such projection ([`Backbone::has_linear`]): a cross-attention site of
+    /// an encoder block, or a block past the last.
+    fn linear(&self, layer: usize, site: LinearSite) -> &Linear {
+        let (attention, ff) = match layer.checked_sub(self.encoder.len()) {
+            None if site.is_cross_attention() => panic!(
+                "T5 encoder block {layer} has no cross-attention (`{}`): decoder blocks are {}..{}",
+                site.name(),
+                self.encoder.len(),
+                self.num_blocks()
+            ),
+            None => (&self.encoder[layer].attention, &self.encoder[layer].ff),
+            Some(j) if site.is_cross_attention() => {
+                (&self.decoder[j].cross_attention, &self.decoder[j].ff)
+            }
+            Some(j) => (&self.decoder[j].self_attention, &self.decoder[j].ff),
+        };
+        match site {
+            LinearSite::Fc1 => &ff.wi,
+            LinearSite::Fc2 => &ff.wo,
+            _ => attention
+                .linear(site)
+                .expect("attention sites are the non-MLP ones"),
+        }
+    }
+
+    /// The projection's module path in HF checkpoints, e.g. `decoder.block.1.layer.0.SelfAttention.q`
+    /// or, for the cross-attention sites, `decoder.block.1.layer.1.EncDecAttention.q`.
+    ///
+    /// # Panics
+    /// For a cross-attention site of an encoder block (see [`Backbone::has_linear`]).
+    fn module_path(&self, layer: usize, site: LinearSite) -> String {
+        let (stack, block, ff_layer) = match layer.checked_sub(self.encoder.len()) {
+            None => ("encoder", layer, 1),
+            Some(j) => ("decoder", j, 2),
+        };
+        let base = format!("{stack}.block.{block}.layer");
+        let wi = self.cfg.feed_forward_proj.wi_name();
+        match site {
+            LinearSite::Query => format!("{base}.0.SelfAttention.q"),
+            LinearSite::Key => format!("{base}.0.SelfAttention.k"),
+            LinearSite::Value => format!("{base}.0.SelfAttention.v"),
+            LinearSite::AttentionOutput => format!("{base}.0.SelfAttention.o"),
+            LinearSite::Fc1 => format!("{base}.{ff_layer}.DenseReluDense.{wi}"),
+            LinearSite::Fc2 => format!("{base}.{ff_layer}.DenseReluDense.wo"),
+            cross if stack == "encoder" => panic!(
+                "T5 encoder block {layer} has no cross-attention (`{}`)",
+                cross.name()
+            ),
+            LinearSite::CrossQuery => format!("{base}.1.EncDecAttention.q"),
+            LinearSite::CrossKey => format!("{base}.1.EncDecAttention.k"),
+            LinearSite::CrossValue => format!("{base}.1.EncDecAttention.v"),
+            LinearSite::CrossAttentionOutput => format!("{base}.1.EncDecAttention.o"),
+        }
+    }
+
+    /// Visits every tensor under its HF name, in a fixed order (`lm_head.weight` only when the
+    /// head is separate).
+    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        f("shared.weight", &mut self.shared)?;
+        for (l, block) in self.encoder.iter_mut().enumerate() {
+            let base = format!("encoder.block.{l}.layer");
+            f(
+                &format!("{base}.0.layer_norm.weight"),
+                &mut block.attention_norm.weight,
+            )?;
+            block
+                .attention
+                .visit(&format!("{base}.0.SelfAttention"), f)?;
+            f(
+                &format!("{base}.1.layer_norm.weight"),
+                &mut block.ff_norm.weight,
+            )?;
+            block.ff.visit(&format!("{base}.1.DenseReluDense"), f)?;
+        }
+        f(
+            "encoder.final_layer_norm.weight",
+            &mut self.encoder_norm.weight,
+        )?;
+        for (l, block) in self.decoder.iter_mut().enumerate() {
+            let base = format!("decoder.block.{l}.layer");
+            f(
+                &format!("{base}.0.layer_norm.weight"),
+                &mut block.self_norm.weight,
+            )?;
+            block
+                .self_attention
+                .visit(&format!("{base}.0.SelfAttention"), f)?;
+            f(
+                &format!("{base}.1.layer_norm.weight"),
+                &mut block.cross_norm.weight,
+            )?;
+            block
+                .cross_attention
+                .visit(&format!("{base}.1.EncDecAttention"), f)?;
+            f(
+                &format!("{base}.2.layer_norm.weight"),
+                &mut block.ff_norm.weight,
+            )?;
+            block.ff.visit(&format!("{base}.2.DenseReluDense"), f)?;
+        }
+        f(
+            "decoder.final_layer_norm.weight",
+            &mut self.decoder_norm.weight,
+        )?;
+        if let Some(head) = self.lm_head.as_mut() {
+            f("lm_head.weight", head)?;
+        }
+        Ok(())
+    }
+
+    fn block_path(&self, layer: usize) -> String {
+        match layer.checked_sub(self.encoder.len()) {
+            None => format!("encoder.block.{layer}"),
+            Some(j) => format!("decoder.block.{j}"),
+        }
+    }
+
+    /// The encoder's final norm, the one [`NormSite::Final`] hooks see.
+    fn final_norm_path(&self) -> Option<String> {
+        Some("encoder.final_layer_norm".into())
+    }
+
+    /// Token ids `[batch, tokens]` (padding = `pad_token_id`) to the encoder output averaged over
+    /// the tokens that are not padding.
+    fn forward_features(
+        &self,
+        input: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let mask = self.padding_mask(input)?;
+        let states = self.encode(input, Some(&mask), hooks, ctx)?;
+        let weights = mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?;
+        let counts = weights.sum(1)?.clamp(1.0, f64::MAX)?;
+        states
+            .broadcast_mul(&weights)?
+            .sum(1)?
+            .broadcast_div(&counts)
+    }
+
+    fn forward_sequence(
+        &self,
+        input: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let mask = self.padding_mask(input)?;
+        self.encode(input, Some(&mask), hooks, ctx)
     }
 }
 

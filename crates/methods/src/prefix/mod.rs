@@ -212,6 +212,14 @@ impl Method for PrefixTuning {
         parse_config::<PrefixConfig>("prefix-tuning", params)?.check()
     }
 
+    fn check_backbone(
+        &self,
+        _params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> std::result::Result<(), String> {
+        info.check_prompt_sites("prefix-tuning")
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,

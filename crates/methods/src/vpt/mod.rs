@@ -205,6 +205,14 @@ impl Method for Vpt {
         validate(self.info().name, params).map(|_| ())
     }
 
+    fn check_backbone(
+        &self,
+        _params: &serde_json::Value,
+        info: &peftbench_backbones::BackboneInfo,
+    ) -> Result<(), String> {
+        info.check_prompt_sites(self.info().name)
+    }
+
     fn attach(
         &self,
         params: &serde_json::Value,
