@@ -27,6 +27,7 @@ pub mod preprocess;
 pub mod scenes;
 pub mod splits;
 pub mod synthetic;
+pub mod vl_scenes;
 
 pub use cifar::{load_cifar10, load_cifar100, CifarSplit, CifarVariant};
 pub use dataset::{validate_images, Batch, ImageDataset, ImageSource};

@@ -33,6 +33,9 @@ pub enum Normalization {
     Inception,
     /// No normalisation: inputs in `[0, 1]` (VPT, SSF, binary adapters).
     None,
+    /// CLIP's and SigLIP's image processors' OpenAI mean `[0.48145466, 0.4578275, 0.40821073]`,
+    /// std `[0.26862954, 0.26130258, 0.27577711]`.
+    Clip,
 }
 
 impl Normalization {
@@ -42,6 +45,10 @@ impl Normalization {
             Normalization::ImageNet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
             Normalization::Inception => ([0.5; 3], [0.5; 3]),
             Normalization::None => ([0.0; 3], [1.0; 3]),
+            Normalization::Clip => (
+                [0.481_454_66, 0.457_827_5, 0.408_210_73],
+                [0.268_629_5, 0.261_302_6, 0.275_777_1],
+            ),
         }
     }
 }

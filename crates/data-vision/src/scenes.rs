@@ -81,7 +81,7 @@ impl Hue {
 
     /// A jittered RGB value: the hue's strong channels in 220..=255, the others in 150..=175, so the
     /// hue is plain at a glance while every channel stays as bright as `synthetic` requires.
-    fn rgb(&self, rng: &mut ChaCha8Rng) -> [u8; 3] {
+    pub(crate) fn rgb(&self, rng: &mut ChaCha8Rng) -> [u8; 3] {
         let strong = match self {
             Hue::Red => [true, false, false],
             Hue::Green => [false, true, false],
