@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use peftbench_backbones::bert::{find_minilm, MINILM_ENV};
 use peftbench_backbones::{
-    resolve_checkpoint, Ast, Backbone, BackboneInfo, Bert, Pooling, ResolvedCheckpoint, Vit,
+    resolve_checkpoint, Ast, Backbone, BackboneInfo, Bert, Clip, ClipVisionBackbone, Pooling,
+    ResolvedCheckpoint, SiglipVision, Vit, T5,
 };
 use peftbench_suite::{BackboneSpec, Modality, RunSpec, TextPooling};
 
-use crate::{demo, demo_audio, demo_text, Paths};
+use crate::{demo, demo_audio, demo_clip, demo_t5, demo_text, Paths};
 
 /// The hub caches searched, in order: the project's own, then Hugging Face's.
 pub fn hub_caches(paths: &Paths) -> Vec<hf_hub::Cache> {
@@ -27,6 +28,12 @@ pub enum BackboneModel {
     Ast(Ast),
     /// The BERT family (BERT, multilingual BERT, MiniLM, RoBERTa, XLM-R).
     Bert(Bert),
+    /// SigLIP's vision tower (patch tokens; its pooling head when the checkpoint has one).
+    Siglip(SiglipVision),
+    /// T5 encoder-decoders (vision-language generation).
+    T5(T5),
+    /// CLIP, both towers (image-text retrieval); as an image backbone, its vision tower.
+    Clip(Clip),
 }
 
 impl BackboneModel {
@@ -50,9 +57,14 @@ impl BackboneModel {
             Some("bert" | "roberta" | "xlm-roberta" | "camembert") => {
                 Ok(Self::Bert(Bert::load(config, weights, device)?))
             }
+            Some("siglip" | "siglip_vision_model") => {
+                Ok(Self::Siglip(SiglipVision::load(config, weights, device)?))
+            }
+            Some("t5") => Ok(Self::T5(T5::load(config, weights, device)?)),
+            Some("clip") => Ok(Self::Clip(Clip::load(config, weights, device)?)),
             Some(other) => anyhow::bail!(
                 "{}: model_type `{other}` is not a backbone the runner loads (vit, \
-                 audio-spectrogram-transformer, bert, roberta, xlm-roberta, camembert)",
+                 audio-spectrogram-transformer, bert, roberta, xlm-roberta, camembert, siglip, t5, clip)",
                 config.display()
             ),
         }
@@ -74,6 +86,9 @@ impl BackboneModel {
             Self::Vit(m) => Box::new(m.clone()),
             Self::Ast(m) => Box::new(m.clone()),
             Self::Bert(m) => Box::new(m.clone()),
+            Self::Siglip(m) => Box::new(m.clone()),
+            Self::T5(m) => Box::new(m.clone()),
+            Self::Clip(m) => Box::new(ClipVisionBackbone::new(m.clone()).without_projection()),
         }
     }
 
@@ -93,21 +108,19 @@ impl BackboneModel {
                 m.config().hidden_dropout_prob,
                 m.config().attention_probs_dropout_prob,
             ),
+            Self::Siglip(m) => (0.0, m.config().attention_dropout),
+            Self::T5(m) => (m.config().dropout_rate, m.config().dropout_rate),
+            Self::Clip(m) => (
+                m.config().vision_config.attention_dropout,
+                m.config().text_config.attention_dropout,
+            ),
         };
         hidden == 0.0 && attention == 0.0
     }
 
     /// The sizes methods are checked against.
     pub fn info(&self) -> BackboneInfo {
-        self.boxed_ref().info().clone()
-    }
-
-    fn boxed_ref(&self) -> &dyn Backbone {
-        match self {
-            Self::Vit(m) => m,
-            Self::Ast(m) => m,
-            Self::Bert(m) => m,
-        }
+        self.boxed().info().clone()
     }
 
     /// The family name, for errors.
@@ -116,6 +129,9 @@ impl BackboneModel {
             Self::Vit(_) => "vit",
             Self::Ast(_) => "ast",
             Self::Bert(_) => "bert",
+            Self::Siglip(_) => "siglip",
+            Self::T5(_) => "t5",
+            Self::Clip(_) => "clip",
         }
     }
 
@@ -125,6 +141,10 @@ impl BackboneModel {
             Self::Vit(_) => Modality::Image,
             Self::Ast(_) => Modality::Audio,
             Self::Bert(_) => Modality::Text,
+            Self::Siglip(_) => Modality::Image,
+            // T5 reads text; vision-language suites give it visual features beside it.
+            Self::T5(_) => Modality::VisionLanguage,
+            Self::Clip(_) => Modality::ImageText,
         }
     }
 
@@ -137,6 +157,8 @@ impl BackboneModel {
             Modality::Image => "an image backbone (ViT)",
             Modality::Audio => "an AST checkpoint",
             Modality::Text => "a BERT-family checkpoint",
+            Modality::VisionLanguage => "a T5 checkpoint",
+            Modality::ImageText => "a CLIP checkpoint",
         };
         anyhow::ensure!(
             given == wanted,
@@ -205,7 +227,18 @@ pub fn load_backbone(
     quiet: bool,
     audio_frames: Option<usize>,
 ) -> anyhow::Result<LoadedBackbone> {
-    let (files, name) = if spec.checkpoint == demo_text::DEMO_TEXT_CHECKPOINT {
+    let (files, name) = if spec.checkpoint == demo_t5::DEMO_T5_CHECKPOINT {
+        let corpus = peftbench_data_vision::vl_scenes::text_corpus;
+        (
+            demo_t5::demo_t5(paths, &corpus, quiet)?.checkpoint,
+            demo_t5::DEMO_T5_REPO_ID.to_string(),
+        )
+    } else if spec.checkpoint == demo_clip::DEMO_CLIP_CHECKPOINT {
+        (
+            demo_clip::ensure_demo_clip(paths, quiet)?,
+            demo_clip::DEMO_CLIP_REPO_ID.to_string(),
+        )
+    } else if spec.checkpoint == demo_text::DEMO_TEXT_CHECKPOINT {
         let files = demo_text::ensure_demo_text_backbone(paths, quiet)?;
         (files.checkpoint, demo_text::DEMO_TEXT_REPO_ID.to_string())
     } else if spec.checkpoint == demo::DEMO_CHECKPOINT {
@@ -224,7 +257,7 @@ pub fn load_backbone(
     let model = BackboneModel::from_config(&files.config, &files.weights, device, audio_frames)?;
     // Text encoders come with the tokenizer they were trained with, beside their config.
     let tokenizer = match model {
-        BackboneModel::Bert(_) => {
+        BackboneModel::Bert(_) | BackboneModel::T5(_) | BackboneModel::Clip(_) => {
             let path = files.config.with_file_name("tokenizer.json");
             anyhow::ensure!(
                 path.is_file(),

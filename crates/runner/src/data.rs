@@ -24,11 +24,16 @@ pub struct TaskData {
 
 /// The model's input preprocessing from the suite.
 pub fn preprocess(spec: &RunSpec) -> Preprocess {
+    pixel_pipeline(
+        spec.preprocess
+            .as_ref()
+            .expect("suite validation gives image suites a `preprocess` section"),
+    )
+}
+
+/// A suite's `preprocess` settings as the image readers take them.
+pub(crate) fn pixel_pipeline(p: &peftbench_suite::PreprocessSpec) -> Preprocess {
     use peftbench_suite::{Interpolation as I, Normalization as N};
-    let p = spec
-        .preprocess
-        .as_ref()
-        .expect("suite validation gives image suites a `preprocess` section");
     Preprocess {
         image_size: p.image_size,
         interpolation: match p.interpolation {
@@ -39,6 +44,7 @@ pub fn preprocess(spec: &RunSpec) -> Preprocess {
             N::Imagenet => Normalization::ImageNet,
             N::Inception => Normalization::Inception,
             N::None => Normalization::None,
+            N::Clip => Normalization::Clip,
         },
     }
 }

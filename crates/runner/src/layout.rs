@@ -47,7 +47,10 @@ pub fn report_layout(suite: &Suite) -> ReportLayout {
         .tasks
         .iter()
         .map(|t| match suite.kind {
-            TaskKind::TokenTagging | TaskKind::Reranking => None,
+            TaskKind::TokenTagging
+            | TaskKind::Reranking
+            | TaskKind::VisionLanguage
+            | TaskKind::ImageTextRetrieval => None,
             TaskKind::ImageClassification
             | TaskKind::AudioClassification
             | TaskKind::TextClassification

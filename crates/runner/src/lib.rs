@@ -30,7 +30,10 @@ mod classification;
 pub mod data;
 pub mod demo;
 pub mod demo_audio;
+pub mod demo_clip;
+pub mod demo_t5;
 pub mod demo_text;
+pub mod demo_vl;
 pub mod features;
 pub mod frozen_prefix;
 mod kinds;
@@ -45,6 +48,7 @@ pub mod sweep;
 #[cfg(test)]
 mod test_support;
 pub mod text;
+pub mod vl_data;
 
 pub use catalog::RegistryCatalog;
 pub use sweep::{sweep, SweepOptions, SweepSummary};

@@ -2,12 +2,12 @@
 //! into a sweep: every run's method configuration against the backbone's sizes (a rank above a
 //! layer's width, a Compacter width that does not divide the hidden size, ...).
 
-use peftbench_backbones::{info_from_config, Ast, BackboneInfo, Bert, Vit};
+use peftbench_backbones::{info_from_config, Ast, BackboneInfo, Bert, Vit, T5};
 use peftbench_methods::find_method;
 use peftbench_suite::{BackboneSpec, RunSpec};
 
 use crate::backbone::resolve_files;
-use crate::{demo, demo_audio, demo_text, Paths};
+use crate::{demo, demo_audio, demo_clip, demo_t5, demo_text, Paths};
 
 /// The backbone's sizes from its configuration alone (no weights loaded, the demo backbone not
 /// pretrained): what `--dry-run` checks methods against.
@@ -17,6 +17,16 @@ pub fn backbone_info(spec: &BackboneSpec, paths: &Paths) -> anyhow::Result<Backb
     }
     if spec.checkpoint == demo_audio::DEMO_AUDIO_CHECKPOINT {
         return Ok(Ast::info_for(&demo_audio::DemoAstRecipe::default().config));
+    }
+    if spec.checkpoint == demo_t5::DEMO_T5_CHECKPOINT {
+        // Nor do they on the demo T5's vocabulary.
+        return Ok(T5::info_for(
+            &demo_t5::DemoT5Recipe::default().config(0, 0.0),
+        ));
+    }
+    if spec.checkpoint == demo_clip::DEMO_CLIP_CHECKPOINT {
+        // Its image tower's sizes, as the loaded CLIP reports them; no vocabulary needed.
+        return Ok(demo_clip::DemoClipRecipe::default().info());
     }
     if spec.checkpoint == demo_text::DEMO_TEXT_CHECKPOINT {
         // The sizes methods are checked against do not depend on the vocabulary.

@@ -106,18 +106,23 @@ pub fn sweep(suite: &Suite, opts: &SweepOptions, paths: &Paths) -> anyhow::Resul
         return Ok(summary);
     }
 
-    with_kind(
-        suite.kind,
-        RunPlan {
-            suite,
-            specs: &specs,
-            opts,
-            paths,
-            store: &store,
-            prefix_cache_budget,
-            summary: &mut summary,
-        },
-    )?;
+    let run_plan = RunPlan {
+        suite,
+        specs: &specs,
+        opts,
+        paths,
+        store: &store,
+        prefix_cache_budget,
+        summary: &mut summary,
+    };
+    match suite.threads {
+        // The suite's own pool: every parallel kernel and rayon loop of the sweep runs on it.
+        Some(threads) => rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?
+            .install(|| with_kind(suite.kind, run_plan))?,
+        None => with_kind(suite.kind, run_plan)?,
+    }
     summary.seconds = started.elapsed().as_secs_f64();
 
     if opts.plan.shards.is_empty() {

@@ -44,6 +44,10 @@ struct RawSuite {
     #[serde(default)]
     multitask: Option<MultiTaskSpec>,
     #[serde(default)]
+    vision_language: Option<VisionLanguageSpec>,
+    #[serde(default)]
+    image_text_retrieval: Option<ImageTextRetrievalSpec>,
+    #[serde(default)]
     protocol: Option<Protocol>,
     #[serde(default)]
     recipe: Recipe,
@@ -59,6 +63,8 @@ struct RawSuite {
     published: Option<RawPublished>,
     #[serde(default)]
     tolerance: Option<Spanned<f64>>,
+    #[serde(default)]
+    threads: Option<Spanned<usize>>,
 }
 
 fn default_averaging() -> Vec<Averaging> {
@@ -69,7 +75,9 @@ fn default_averaging() -> Vec<Averaging> {
 #[serde(deny_unknown_fields)]
 struct RawTask {
     name: Spanned<String>,
-    num_classes: usize,
+    /// Classification tasks only (vision-language tasks generate text).
+    #[serde(default)]
+    num_classes: Option<usize>,
     #[serde(default)]
     generator: Option<Generator>,
     #[serde(default)]
@@ -86,6 +94,8 @@ struct RawTask {
     labels: Option<Vec<String>>,
     #[serde(default)]
     skills: Option<Vec<String>>,
+    #[serde(default)]
+    vl_task: Option<VlTask>,
 }
 
 /// A task's `columns`: `text`, `text_pair`, `prefix` and `label` of `table` tasks, `audio`, `label`
@@ -531,7 +541,9 @@ pub fn parse_suite(
     // `keywords`) in `audio`, text suites (text formats, generated `sentiment` / `topics`) in
     // `text`; a suite is one kind.
     let kind_of = |g: Generator| {
-        if g.is_audio() {
+        if g.is_vision_language() {
+            Modality::VisionLanguage
+        } else if g.is_audio() {
             Modality::Audio
         } else if g.is_text() {
             Modality::Text
@@ -555,6 +567,21 @@ pub fn parse_suite(
             "data format `trec` needs a `retrieval` section (queries, corpus, qrels per task)"
                 .into(),
         ));
+    } else if raw.image_text_retrieval.is_some() {
+        if !matches!(
+            raw.data.format,
+            DataFormat::VisionLanguage | DataFormat::Generated
+        ) {
+            return Err(invalid(
+                key_line(src, &["data", "format"]).or(section("data")),
+                "a suite with an `image_text_retrieval` section reads captioned images \
+                 (`data.format: vision-language`) or generates them (`generated`)"
+                    .into(),
+            ));
+        }
+        Modality::ImageText
+    } else if raw.data.format == DataFormat::VisionLanguage {
+        Modality::VisionLanguage
     } else if raw.data.format.is_audio() {
         Modality::Audio
     } else if raw.data.format.is_text() {
@@ -580,6 +607,16 @@ pub fn parse_suite(
         ("preprocess", raw.preprocess.is_some(), Modality::Image),
         ("audio", raw.audio.is_some(), Modality::Audio),
         ("text", raw.text.is_some(), Modality::Text),
+        (
+            "vision_language",
+            raw.vision_language.is_some(),
+            Modality::VisionLanguage,
+        ),
+        (
+            "image_text_retrieval",
+            raw.image_text_retrieval.is_some(),
+            Modality::ImageText,
+        ),
     ];
     for (name, present, owner) in sections {
         if present && owner != modality {
@@ -629,6 +666,31 @@ pub fn parse_suite(
             }
             Some(_) => {}
         },
+        Modality::VisionLanguage => match &raw.vision_language {
+            None => {
+                return Err(invalid(
+                    None,
+                    "a vision-language suite needs a `vision_language` section (at least \
+                     `visual_backbone` and `preprocess`)"
+                        .into(),
+                ))
+            }
+            Some(vl) => check_vision_language(vl).map_err(|m| invalid(section("vision_language"), m))?,
+        },
+        Modality::ImageText => {
+            let r = raw
+                .image_text_retrieval
+                .as_ref()
+                .expect("the section makes the modality");
+            if r.preprocess.image_size == 0 || r.max_text_tokens < 3 {
+                return Err(invalid(
+                    section("image_text_retrieval"),
+                    "`image_text_retrieval.preprocess.image_size` must be at least 1 and \
+                     `max_text_tokens` at least 3 (start, a word, end)"
+                        .into(),
+                ));
+            }
+        }
         Modality::Image => match &raw.preprocess {
             None => {
                 return Err(invalid(
@@ -660,6 +722,10 @@ pub fn parse_suite(
             Some("audio")
         } else if raw.data.format.is_token_level() {
             Some("token-tagging")
+        } else if modality == Modality::VisionLanguage {
+            None
+        } else if modality == Modality::ImageText {
+            Some("image-text retrieval")
         } else {
             None
         };
@@ -785,6 +851,7 @@ pub fn parse_suite(
                 audio_columns: None,
                 labels: None,
                 skills: None,
+                vl_task: None,
             });
         }
     } else if raw_tasks.is_empty() {
@@ -802,11 +869,56 @@ pub fn parse_suite(
         if task_lines.insert(tname.clone(), line).is_some() {
             return Err(invalid(line, format!("task `{tname}` is listed twice")));
         }
-        if t.num_classes < 2 {
-            return Err(invalid(
-                line,
-                format!("task `{tname}`: num_classes must be at least 2"),
-            ));
+        let generative = matches!(modality, Modality::VisionLanguage | Modality::ImageText);
+        let num_classes = match (generative, t.num_classes) {
+            (true, None) => 0,
+            (true, Some(_)) => {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "task `{tname}`: `num_classes` does not apply to vision-language tasks, \
+                         which generate or match text"
+                    ),
+                ))
+            }
+            (false, None) => {
+                return Err(invalid(line, format!("task `{tname}` needs `num_classes`")))
+            }
+            (false, Some(n)) if n < 2 => {
+                return Err(invalid(
+                    line,
+                    format!("task `{tname}`: num_classes must be at least 2"),
+                ))
+            }
+            (false, Some(n)) => n,
+        };
+        match (modality, t.vl_task) {
+            (Modality::ImageText, Some(VlTask::Captions)) => {}
+            (Modality::ImageText, _) => {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "task `{tname}`: image-text retrieval reads captioned images; give it \
+                         `vl_task: captions`"
+                    ),
+                ))
+            }
+            (Modality::VisionLanguage, None) => {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "task `{tname}` needs a `vl_task` (what it asks and how it is scored); \
+                         valid: vqa, gqa, nlvr2, captions"
+                    ),
+                ))
+            }
+            (Modality::VisionLanguage, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(invalid(
+                    line,
+                    format!("task `{tname}`: `vl_task` only applies to vision-language suites"),
+                ))
+            }
         }
         match (generated, t.generator) {
             (true, None) => {
@@ -831,7 +943,7 @@ pub fn parse_suite(
             .map_err(|(l, m)| invalid(l.or(line), m))?;
         tasks.push(TaskSpec {
             name: tname.clone(),
-            num_classes: t.num_classes,
+            num_classes,
             generator: t.generator,
             group: t.group.clone(),
             language: t.language.clone(),
@@ -840,6 +952,7 @@ pub fn parse_suite(
             audio_columns,
             labels: t.labels.clone(),
             skills: t.skills.clone(),
+            vl_task: t.vl_task,
         });
     }
     let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
@@ -1065,8 +1178,15 @@ pub fn parse_suite(
     let published = match raw.published {
         None => None,
         Some(p) => {
+            // Scores are percentages, except CIDEr (a vision-language task score), which
+            // papers print x100 and which exceeds 100 on COCO.
+            let ceiling = if kind == TaskKind::VisionLanguage {
+                f64::INFINITY
+            } else {
+                100.0
+            };
             let check = |v: &Spanned<f64>, what: String| -> Result<f64, SuiteError> {
-                if !(0.0..=100.0).contains(&v.value) {
+                if !(v.value >= 0.0 && v.value <= ceiling) {
                     return Err(invalid(
                         line_of(v),
                         format!(
@@ -1172,6 +1292,8 @@ pub fn parse_suite(
         retrieval: raw.retrieval,
         language_adapters: raw.language_adapters,
         multitask: raw.multitask,
+        vision_language: raw.vision_language,
+        image_text_retrieval: raw.image_text_retrieval,
         protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
@@ -1182,7 +1304,39 @@ pub fn parse_suite(
         published,
         tolerance,
         task_tolerances,
+        threads: match raw.threads {
+            Some(t) if t.value == 0 => {
+                return Err(invalid(line_of(&t), "`threads` must be at least 1".into()))
+            }
+            t => t.map(|t| t.value),
+        },
     })
+}
+
+/// A `vision_language` section's lengths and decoding are usable.
+fn check_vision_language(vl: &VisionLanguageSpec) -> Result<(), String> {
+    if vl.visual_backbone.checkpoint.trim().is_empty() {
+        return Err("`vision_language.visual_backbone.checkpoint` is empty".into());
+    }
+    if vl.preprocess.image_size == 0 {
+        return Err("`vision_language.preprocess.image_size` must be at least 1".into());
+    }
+    if vl.max_text_tokens < 2 || vl.max_target_tokens < 2 {
+        return Err(
+            "`vision_language.max_text_tokens` and `max_target_tokens` must be at least 2 (a \
+             word and the end token)"
+                .into(),
+        );
+    }
+    if vl.num_beams == 0 {
+        return Err("`vision_language.num_beams` must be at least 1 (1 is greedy)".into());
+    }
+    if vl.max_length < 2 {
+        return Err(
+            "`vision_language.max_length` must be at least 2 (the start token and one more)".into(),
+        );
+    }
+    Ok(())
 }
 
 /// A generated `skills` task names two distinct skills and has their 4 value pairs as classes;
@@ -1200,11 +1354,11 @@ fn check_skills(t: &RawTask) -> Result<(), String> {
                     "task `{name}`: `skills` must name two different skills, got {skills:?}"
                 ));
             }
-            if t.num_classes != 4 {
+            if t.num_classes != Some(4) {
                 return Err(format!(
                     "task `{name}`: a `skills` task has 4 classes (2 values of each of its two \
                      skills), not {}",
-                    t.num_classes
+                    t.num_classes.unwrap_or(0)
                 ));
             }
             Ok(())
@@ -1333,11 +1487,11 @@ fn check_text_fields(
         ));
     }
     if let Some(labels) = &t.labels {
-        if labels.len() != t.num_classes {
+        if Some(labels.len()) != t.num_classes {
             return Err(format!(
                 "task `{name}`: `labels` lists {} classes but num_classes is {}",
                 labels.len(),
-                t.num_classes
+                t.num_classes.unwrap_or(0)
             ));
         }
         let unique: BTreeSet<&String> = labels.iter().collect();

@@ -133,6 +133,12 @@ pub struct RunSpec {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferRun>,
+    /// Vision-language runs: the image encoder, text lengths and decoding; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision_language: Option<VisionLanguageSpec>,
+    /// Image-text retrieval runs: how the dual encoder reads images and captions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_text_retrieval: Option<ImageTextRetrievalSpec>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -172,6 +178,10 @@ struct SerialisedRunSpec {
     multitask: Option<MultiTaskRun>,
     #[serde(default)]
     transfer: Option<TransferRun>,
+    #[serde(default)]
+    vision_language: Option<VisionLanguageSpec>,
+    #[serde(default)]
+    image_text_retrieval: Option<ImageTextRetrievalSpec>,
     protocol: Protocol,
     limit: Option<usize>,
     #[serde(default)]
@@ -180,7 +190,11 @@ struct SerialisedRunSpec {
 
 impl From<SerialisedRunSpec> for RunSpec {
     fn from(s: SerialisedRunSpec) -> Self {
-        let modality = if s.audio.is_some() {
+        let modality = if s.image_text_retrieval.is_some() {
+            Modality::ImageText
+        } else if s.vision_language.is_some() {
+            Modality::VisionLanguage
+        } else if s.audio.is_some() {
             Modality::Audio
         } else if s.text.is_some() {
             Modality::Text
@@ -211,6 +225,8 @@ impl From<SerialisedRunSpec> for RunSpec {
             language_adapters: s.language_adapters,
             multitask: s.multitask,
             transfer: s.transfer,
+            vision_language: s.vision_language,
+            image_text_retrieval: s.image_text_retrieval,
             protocol: s.protocol,
             limit: s.limit,
             fold: s.fold,
@@ -510,6 +526,7 @@ pub fn plan(
                 audio_columns: None,
                 labels: None,
                 skills: None,
+                vl_task: None,
             };
             let run = MultiTaskRun {
                 tasks: members,
@@ -614,6 +631,8 @@ pub fn plan(
                             .filter(|_| COMPOSING_METHODS.contains(&m.method.as_str())),
                         multitask: multitask.clone(),
                         transfer: None,
+                        vision_language: suite.vision_language.clone(),
+                        image_text_retrieval: suite.image_text_retrieval.clone(),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,

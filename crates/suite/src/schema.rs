@@ -66,6 +66,11 @@ pub enum DataFormat {
     /// WikiANN (Rahimi et al.'s splits): CoNLL files whose tokens carry a language prefix
     /// (`sw:Nairobi<TAB>B-LOC`), which is removed: `<root>/<language>/<split>`.
     Wikiann,
+    /// Vision-language tasks in their published files, one folder per task, `<root>/<task>/`,
+    /// read by the task's `vl_task` ([`VlTask`]): VQAv2 questions and annotations, GQA balanced
+    /// questions, NLVR2 JSON lines, Karpathy caption files; images under `<root>/<task>/images/`.
+    #[serde(rename = "vision-language")]
+    VisionLanguage,
 }
 
 impl DataFormat {
@@ -135,6 +140,8 @@ pub enum Normalization {
     Inception,
     /// No normalisation: pixels stay in [0, 1] (VPT, SSF, binary adapters).
     None,
+    /// CLIP's OpenAI mean/std (CLIP and SigLIP image towers).
+    Clip,
 }
 
 /// Input pipeline (YAML section `preprocess`). All fields are required: the choice differs between
@@ -610,6 +617,10 @@ pub enum Generator {
     /// Which pair of values do two latent skills (binary attributes of a generated scene) take?
     /// The task's `skills` names the two; 4 classes: images.
     Skills,
+    /// Generated scenes of several shapes with questions, statements and captions about them,
+    /// written in the published files of the task's `vl_task`: vision-language.
+    #[serde(rename = "vl-scenes")]
+    VlScenes,
 }
 
 impl Generator {
@@ -621,6 +632,47 @@ impl Generator {
     /// Generators of texts rather than images.
     pub fn is_text(self) -> bool {
         matches!(self, Generator::Sentiment | Generator::Topics)
+    }
+
+    /// Generators of vision-language examples (an image, a prompt and the text to generate).
+    pub fn is_vision_language(self) -> bool {
+        matches!(self, Generator::VlScenes)
+    }
+}
+
+/// What a vision-language task asks and how it is scored (the task's `vl_task`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum VlTask {
+    /// VQAv2: a question about an image, scored by VQA accuracy against 10 annotators' answers.
+    Vqa,
+    /// GQA: a compositional question, scored by exact match.
+    Gqa,
+    /// NLVR2: is a statement about a pair of images true? Accuracy and consistency.
+    Nlvr2,
+    /// Captioning in Karpathy's splits, scored by BLEU-4, ROUGE-L and CIDEr-D.
+    Captions,
+}
+
+impl VlTask {
+    pub fn name(self) -> &'static str {
+        match self {
+            VlTask::Vqa => "vqa",
+            VlTask::Gqa => "gqa",
+            VlTask::Nlvr2 => "nlvr2",
+            VlTask::Captions => "captions",
+        }
+    }
+
+    /// The metric a task's runs are ranked by (as its record names it, `<metric>@<task>` in a
+    /// multi-task record).
+    pub fn primary_metric(self) -> &'static str {
+        match self {
+            VlTask::Vqa => "vqa_accuracy",
+            VlTask::Gqa => "gqa_accuracy",
+            VlTask::Nlvr2 => "nlvr2_accuracy",
+            VlTask::Captions => "cider",
+        }
     }
 }
 
@@ -664,6 +716,9 @@ pub struct TaskSpec {
     /// size]`: label = 2 x colour + size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skills: Option<Vec<String>>,
+    /// Vision-language tasks: which task it is (its files, its prompt and its metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vl_task: Option<VlTask>,
 }
 
 impl TaskSpec {
@@ -852,6 +907,79 @@ pub struct MultiTaskRun {
 /// drop by this many percentage points before it counts as a regression.
 pub const DEFAULT_TOLERANCE: f64 = 1.0;
 
+/// How a vision-language suite reads its images and writes its answers (YAML section
+/// `vision_language`), after VL-Adapter (Sung et al., CVPR 2022): a frozen image encoder's patch
+/// features, computed once per image, pass through a trained projection and layer norm and follow
+/// the prompt's token embeddings into a text-only pretrained encoder-decoder (VL-T5's joint input,
+/// with an image-order embedding telling NLVR2's two images apart); answers and captions are
+/// decoded by beam search.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VisionLanguageSpec {
+    /// The frozen image encoder (`demo`, a ViT, CLIP or SigLIP checkpoint): its patch tokens after
+    /// the final norm are the visual features.
+    pub visual_backbone: BackboneSpec,
+    /// How images are prepared for that encoder.
+    pub preprocess: PreprocessSpec,
+    /// Tokens of the prompt and question, end token included (longer texts are cut).
+    #[serde(default = "default_vl_text_tokens")]
+    pub max_text_tokens: usize,
+    /// Tokens of a training target (answer or caption), end token included.
+    #[serde(default = "default_vl_target_tokens")]
+    pub max_target_tokens: usize,
+    /// Beams of the decoding (VL-Adapter: 5; 1 is greedy).
+    #[serde(default = "default_num_beams")]
+    pub num_beams: usize,
+    /// Longest decoded sequence, start token included (VL-Adapter: 20).
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Also train the text model's layer norms with every method, as VL-Adapter's code does
+    /// (its reported parameter counts include them and the visual projection).
+    #[serde(default)]
+    pub train_layer_norms: bool,
+}
+
+/// How an image-text retrieval suite feeds its dual encoder (YAML section
+/// `image_text_retrieval`): both towers of a CLIP checkpoint (the suite's backbone) adapted by the
+/// method and trained with CLIP's symmetric contrastive loss on the training split's (image,
+/// caption) pairs; evaluation ranks every test caption against every test image, both ways.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTextRetrievalSpec {
+    /// How images are prepared for the image tower.
+    pub preprocess: PreprocessSpec,
+    /// Tokens of a caption, start and end tokens included (CLIP: 77).
+    #[serde(default = "default_caption_tokens")]
+    pub max_text_tokens: usize,
+    /// Also train CLIP's temperature (`logit_scale`), as CLIP's own training does.
+    #[serde(default = "default_true")]
+    pub train_logit_scale: bool,
+}
+
+fn default_caption_tokens() -> usize {
+    77
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_vl_text_tokens() -> usize {
+    32
+}
+
+fn default_vl_target_tokens() -> usize {
+    20
+}
+
+fn default_num_beams() -> usize {
+    5
+}
+
+fn default_max_length() -> usize {
+    20
+}
+
 /// What a suite's runs do, decided once when the suite loads (from its sections, or declared as
 /// `kind:`) and matched exhaustively wherever a kind matters: adding a kind is a compile error in
 /// every place that must handle it.
@@ -872,11 +1000,18 @@ pub enum TaskKind {
     ImageMultiTask,
     /// Several text classification tasks trained in one run (`multitask` and `text` sections).
     TextMultiTask,
+    /// Text generated from an image and a prompt by an encoder-decoder reading frozen visual
+    /// features: VQA, GQA, NLVR2 and captioning, one task per run or several together
+    /// (`vision_language` section, and `multitask` for several).
+    VisionLanguage,
+    /// Image-text retrieval with a dual encoder (CLIP) trained contrastively on captioned images,
+    /// scored by Recall@K in both directions (`image_text_retrieval` section).
+    ImageTextRetrieval,
 }
 
 impl TaskKind {
     /// Every kind, in the order `harness list` and errors show them.
-    pub const ALL: [TaskKind; 7] = [
+    pub const ALL: [TaskKind; 9] = [
         TaskKind::ImageClassification,
         TaskKind::AudioClassification,
         TaskKind::TextClassification,
@@ -884,6 +1019,8 @@ impl TaskKind {
         TaskKind::Reranking,
         TaskKind::ImageMultiTask,
         TaskKind::TextMultiTask,
+        TaskKind::VisionLanguage,
+        TaskKind::ImageTextRetrieval,
     ];
 
     /// The name a suite declares it by (`kind: image-classification`).
@@ -896,6 +1033,8 @@ impl TaskKind {
             TaskKind::Reranking => "reranking",
             TaskKind::ImageMultiTask => "image-multi-task",
             TaskKind::TextMultiTask => "text-multi-task",
+            TaskKind::VisionLanguage => "vision-language",
+            TaskKind::ImageTextRetrieval => "image-text-retrieval",
         }
     }
 
@@ -910,6 +1049,8 @@ impl TaskKind {
         multitask: bool,
     ) -> TaskKind {
         match modality {
+            Modality::VisionLanguage => TaskKind::VisionLanguage,
+            Modality::ImageText => TaskKind::ImageTextRetrieval,
             Modality::Image if multitask => TaskKind::ImageMultiTask,
             Modality::Text if multitask => TaskKind::TextMultiTask,
             Modality::Image => TaskKind::ImageClassification,
@@ -929,6 +1070,8 @@ impl TaskKind {
             | TaskKind::TokenTagging
             | TaskKind::Reranking
             | TaskKind::TextMultiTask => Modality::Text,
+            TaskKind::VisionLanguage => Modality::VisionLanguage,
+            TaskKind::ImageTextRetrieval => Modality::ImageText,
         }
     }
 }
@@ -945,6 +1088,10 @@ pub enum Modality {
     Image,
     Audio,
     Text,
+    /// Images and text together (an image and a prompt in, text out).
+    VisionLanguage,
+    /// Images and texts encoded apart, by a dual encoder's two towers.
+    ImageText,
 }
 
 impl Modality {
@@ -954,6 +1101,8 @@ impl Modality {
             Modality::Image => "image",
             Modality::Audio => "audio",
             Modality::Text => "text",
+            Modality::VisionLanguage => "vision-language",
+            Modality::ImageText => "image-text",
         }
     }
 
@@ -963,6 +1112,8 @@ impl Modality {
             Modality::Image => "an image",
             Modality::Audio => "an audio",
             Modality::Text => "a text",
+            Modality::VisionLanguage => "a vision-language",
+            Modality::ImageText => "an image-text",
         }
     }
 
@@ -972,6 +1123,8 @@ impl Modality {
             Modality::Image => "preprocess",
             Modality::Audio => "audio",
             Modality::Text => "text",
+            Modality::VisionLanguage => "vision_language",
+            Modality::ImageText => "image_text_retrieval",
         }
     }
 }
@@ -1004,6 +1157,10 @@ pub struct Suite {
     pub language_adapters: Option<LanguageAdapterSpec>,
     /// Multi-task suites: the tasks trained together in one run.
     pub multitask: Option<MultiTaskSpec>,
+    /// Vision-language suites: the frozen image encoder, the text lengths and the decoding.
+    pub vision_language: Option<VisionLanguageSpec>,
+    /// Image-text retrieval suites: how the dual encoder reads images and captions.
+    pub image_text_retrieval: Option<ImageTextRetrievalSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).
@@ -1026,6 +1183,10 @@ pub struct Suite {
     /// Per-task tolerances (a task's `tolerance:`), wider for noisy tasks. Not part of any run's
     /// configuration: changing a tolerance never invalidates results.
     pub task_tolerances: BTreeMap<String, f64>,
+    /// Worker threads for the sweep's compute (`threads:`; default: rayon's, one per core). Tiny
+    /// models run faster on one: with more, candle's and rayon's workers spin between the many
+    /// small operations. Not part of any run's configuration.
+    pub threads: Option<usize>,
 }
 
 impl Suite {

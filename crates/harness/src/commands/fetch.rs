@@ -17,7 +17,7 @@ use peftbench_fetch::install::receipt_path;
 use peftbench_fetch::manifest::{self, ArtifactKind};
 use peftbench_fetch::progress::Mode;
 use peftbench_fetch::{FetchOptions, FileState, Mirrors, Report, SuiteManifest, VerifyOptions};
-use peftbench_runner::{demo, demo_audio, demo_text, RegistryCatalog};
+use peftbench_runner::{demo, demo_audio, demo_clip, demo_t5, demo_text, RegistryCatalog};
 use peftbench_suite::{load_suite, DataFormat, Suite};
 
 use super::{emit, suites_dir};
@@ -342,6 +342,8 @@ fn hub_backbone(suite: &Suite) -> Option<&str> {
         demo::DEMO_CHECKPOINT,
         demo_audio::DEMO_AUDIO_CHECKPOINT,
         demo_text::DEMO_TEXT_CHECKPOINT,
+        demo_t5::DEMO_T5_CHECKPOINT,
+        demo_clip::DEMO_CLIP_CHECKPOINT,
     ];
     // Old hub ids have no `org/` (`bert-base-multilingual-cased`): they are hub ids too.
     (!embedded.contains(&checkpoint) && !Path::new(checkpoint).is_dir()).then_some(checkpoint)

@@ -333,6 +333,7 @@ pub fn resolve_image_input(
             peftbench_suite::Normalization::Imagenet => Normalization::ImageNet,
             peftbench_suite::Normalization::Inception => Normalization::Inception,
             peftbench_suite::Normalization::None => Normalization::None,
+            peftbench_suite::Normalization::Clip => Normalization::Clip,
         });
         ImageInput {
             image_size: spec.image_size,

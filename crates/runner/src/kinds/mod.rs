@@ -14,11 +14,13 @@
 
 mod audio_classification;
 mod image_classification;
+mod image_text_retrieval;
 mod multi_task;
 mod reranking;
 mod text_classification;
 mod text_input;
 mod token_tagging;
+mod vision_language;
 
 use candle_core::Device;
 use peftbench_backbones::TextEncoder;
@@ -30,10 +32,12 @@ use crate::Paths;
 
 pub(crate) use audio_classification::AudioClassification;
 pub(crate) use image_classification::ImageClassification;
+pub(crate) use image_text_retrieval::ImageTextRetrieval;
 pub(crate) use multi_task::MultiTask;
 pub(crate) use reranking::Reranking;
 pub(crate) use text_classification::TextClassification;
 pub(crate) use token_tagging::TokenTagging;
+pub(crate) use vision_language::VisionLanguage;
 
 /// One kind of task as the runner drives it: from the data a task needs, through inputs prepared
 /// once for all of its runs, to one run's training, evaluation and metrics.
@@ -105,6 +109,8 @@ pub(crate) fn with_kind<V: KindVisitor>(kind: TaskKind, visitor: V) -> V::Output
         TaskKind::Reranking => visitor.visit::<Reranking>(),
         TaskKind::ImageMultiTask => visitor.visit::<MultiTask<ImageClassification>>(),
         TaskKind::TextMultiTask => visitor.visit::<MultiTask<TextClassification>>(),
+        TaskKind::VisionLanguage => visitor.visit::<VisionLanguage>(),
+        TaskKind::ImageTextRetrieval => visitor.visit::<ImageTextRetrieval>(),
     }
 }
 
