@@ -1397,6 +1397,8 @@ fn shipped_suites_serialise_without_the_column_option_keys() {
         "labels",
         // Only `skills`-generator tasks have it; none existed before it.
         "skills",
+        // Only vision-language tasks have it; none existed before it.
+        "vl_task",
     ];
     let rerank_task_keys = [
         "name",

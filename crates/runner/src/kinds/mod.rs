@@ -141,6 +141,10 @@ mod tests {
             ("lowres-ner", TaskKind::TokenTagging),
             ("demo-rerank", TaskKind::Reranking),
             ("xling-rerank", TaskKind::Reranking),
+            ("demo-vl", TaskKind::VisionLanguage),
+            ("vl-adapter", TaskKind::VisionLanguage),
+            ("demo-clip-retrieval", TaskKind::ImageTextRetrieval),
+            ("clip-retrieval", TaskKind::ImageTextRetrieval),
         ];
         for (name, kind) in expected {
             let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
@@ -153,6 +157,39 @@ mod tests {
             let read_back: RunSpec = serde_json::from_value(json).unwrap();
             assert_eq!(read_back, specs[0], "{name}");
         }
+    }
+
+    /// A vision-language task names what it asks (`vl_task`) and has no classes; the errors say
+    /// so with the task's line.
+    #[test]
+    fn vision_language_tasks_are_checked() {
+        let path = suites_dir().join("demo-vl.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let with_classes = text.replace(
+            "{ name: gqa, vl_task: gqa,",
+            "{ name: gqa, vl_task: gqa, num_classes: 3,",
+        );
+        let e = parse_suite(&with_classes, &path, &RegistryCatalog)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`num_classes` does not apply to vision-language tasks"),
+            "{e}"
+        );
+        let without_task = text.replace("{ name: gqa, vl_task: gqa,", "{ name: gqa,");
+        let e = parse_suite(&without_task, &path, &RegistryCatalog)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("task `gqa` needs a `vl_task`"), "{e}");
+        let line = text.lines().position(|l| l.contains("name: gqa")).unwrap() + 1;
+        assert!(e.contains(&format!("demo-vl.yaml:{line}")), "{e}");
+        let retrieval = std::fs::read_to_string(suites_dir().join("demo-clip-retrieval.yaml"))
+            .unwrap()
+            .replace("vl_task: captions", "vl_task: vqa");
+        let e = parse_suite(&retrieval, &path, &RegistryCatalog)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("give it `vl_task: captions`"), "{e}");
     }
 
     /// A declared `kind:` that agrees changes nothing, not even a configuration hash; one that
@@ -230,6 +267,8 @@ mod tests {
             ("demo-text", "test_accuracy"),
             ("lowres-ner", "test_span_f1"),
             ("demo-rerank", "ndcg_cut_10"),
+            ("demo-vl", "task_score"),
+            ("demo-clip-retrieval", "rsum"),
         ] {
             let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
             let specs = plan(&suite, &PlanOptions::default(), &RegistryCatalog).unwrap();
