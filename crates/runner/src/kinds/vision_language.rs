@@ -155,7 +155,9 @@ impl Kind for VisionLanguage {
         };
         let pad = t5.config().pad_token_id;
         let device = t5.device().clone();
-        let visual = load_backbone(&settings.visual_backbone, paths, &device, true, None)?;
+        // Not quiet: pretraining the demo ViT on first use takes most of a minute, and its
+        // progress should show (an already cached or downloaded encoder prints nothing).
+        let visual = load_backbone(&settings.visual_backbone, paths, &device, false, None)?;
         let preprocess = crate::data::pixel_pipeline(&settings.preprocess);
         Ok(VlEncoders {
             tokenizer,
