@@ -762,15 +762,6 @@ mod tests {
         }
     }
 
-    fn paths(dir: &std::path::Path) -> Paths {
-        Paths {
-            results: dir.join("results"),
-            reports: dir.join("reports"),
-            data_dir: None,
-            cache: dir.join("cache"),
-        }
-    }
-
     #[test]
     fn the_tokenizer_has_t5_ids_and_round_trips_sentences() -> anyhow::Result<()> {
         let corpus = scene_sentences(4, 0, 100);
@@ -841,7 +832,7 @@ mod tests {
     #[test]
     fn the_cached_snapshot_loads_back_as_the_trained_model() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let paths = paths(dir.path());
+        let paths = Paths::under(dir.path());
         let recipe = DemoT5Recipe {
             epochs: 1,
             ..tiny_recipe()

@@ -70,6 +70,18 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Results, reports and cache all under `root` (tests, scratch runs), no data root.
+    pub fn under(root: &std::path::Path) -> Self {
+        Self {
+            results: root.join("results"),
+            reports: root.join("reports"),
+            data_dir: None,
+            cache: root.join("cache"),
+        }
+    }
+}
+
+impl Paths {
     /// The project cache: `$PEFTBENCH_CACHE`, else e.g. `~/.cache/peftbench`.
     pub fn default_cache() -> PathBuf {
         std::env::var_os("PEFTBENCH_CACHE")

@@ -215,8 +215,26 @@ impl Trained {
         outcome: TrainOutcome,
         ctx: &RunContext<'_>,
     ) -> anyhow::Result<Result<Self, Finished>> {
-        let trainable = model.trainable_count() as u64;
-        let total = model.total_count() as u64;
+        Self::save_with(
+            spec,
+            outcome,
+            model.trainable_count() as u64,
+            model.total_count() as u64,
+            ctx,
+            |dir| model.save(dir, &ctx.backbone.name),
+        )
+    }
+
+    /// [`Trained::save`] for any model: `trainable` and `total` are its scalar counts and
+    /// `save(dir)` writes its adapter into `dir`, returning the bytes written.
+    pub fn save_with(
+        spec: &RunSpec,
+        outcome: TrainOutcome,
+        trainable: u64,
+        total: u64,
+        ctx: &RunContext<'_>,
+        save: impl FnOnce(&std::path::Path) -> anyhow::Result<u64>,
+    ) -> anyhow::Result<Result<Self, Finished>> {
         let report = match outcome {
             TrainOutcome::Completed(report) => report,
             TrainOutcome::Diverged {
@@ -231,7 +249,7 @@ impl Trained {
             }
         };
         let adapter_dir = ctx.store.artifact_dir(&spec.run_id());
-        let adapter_bytes = model.save(&adapter_dir, &ctx.backbone.name)?;
+        let adapter_bytes = save(&adapter_dir)?;
         Ok(Ok(Self {
             report,
             trainable,

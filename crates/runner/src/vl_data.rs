@@ -69,6 +69,25 @@ pub struct VlSplit {
     pub examples: Vec<VlExample>,
 }
 
+/// `text` tokenised with the tokenizer's special tokens, cut to `limit` tokens with its last one
+/// (the end token) kept last.
+pub fn tokenise(
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<u32>> {
+    let encoding = tokenizer
+        .encode(text, true)
+        .map_err(|e| anyhow::anyhow!("tokenising {text:?}: {e}"))?;
+    let mut ids = encoding.get_ids().to_vec();
+    if ids.len() > limit {
+        let end = *ids.last().expect("longer than the limit");
+        ids.truncate(limit - 1);
+        ids.push(end);
+    }
+    Ok(ids)
+}
+
 /// The dataset's own split name for a protocol split (see the module docs).
 pub fn file_split(task: VlTask, split: &str) -> anyhow::Result<&'static str> {
     let names: [(&str, &'static str); 3] = match task {

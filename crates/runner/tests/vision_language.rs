@@ -15,15 +15,6 @@ use peftbench_runner::demo_t5::{word_level_tokenizer, DemoT5Recipe};
 use peftbench_runner::{sweep, Paths, RegistryCatalog, SweepOptions};
 use peftbench_suite::{parse_suite, PlanOptions};
 
-fn paths(dir: &Path) -> Paths {
-    Paths {
-        results: dir.join("results"),
-        reports: dir.join("reports"),
-        data_dir: None,
-        cache: dir.join("cache"),
-    }
-}
-
 /// The demo language's words, as the tokenizers are built from.
 fn corpus() -> Vec<String> {
     let mut lines = peftbench_data_vision::vl_scenes::text_corpus(0, 200);
@@ -76,9 +67,9 @@ fn run(suite_text: &str, dir: &Path) -> Vec<peftbench_records::RunRecord> {
         retry_failed: false,
         quiet: true,
     };
-    let summary = sweep(&suite, &opts, &paths(dir)).unwrap();
+    let summary = sweep(&suite, &opts, &Paths::under(dir)).unwrap();
     assert_eq!(summary.failed, 0, "{}", summary.runs);
-    let store = peftbench_records::RecordStore::open(&paths(dir).results).unwrap();
+    let store = peftbench_records::RecordStore::open(&Paths::under(dir).results).unwrap();
     let mut records = store.load_all().unwrap();
     records.sort_by(|a, b| a.run_id.cmp(&b.run_id));
     records
@@ -196,7 +187,7 @@ fn image_text_retrieval_runs_train_both_towers_and_report_recalls() {
         batch_size: 8,
         ..DemoClipRecipe::default()
     };
-    let files = ensure_demo_clip_with(&paths(dir.path()), &recipe, true).unwrap();
+    let files = ensure_demo_clip_with(&Paths::under(dir.path()), &recipe, true).unwrap();
     let folder = files.config.parent().unwrap().to_path_buf();
     let suite = format!(
         r#"

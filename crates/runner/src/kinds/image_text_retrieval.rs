@@ -16,12 +16,12 @@ use peftbench_data_vision::{ImageDataset, ImageSource, Preprocess};
 use peftbench_methods::{dual_encoder::retrieval_scores, DualEncoderModel, LogitScale};
 use peftbench_metrics::retrieval::retrieval_recalls;
 use peftbench_suite::{DataFormat, ImageTextRetrievalSpec, RunSpec, Suite, VlTask};
-use peftbench_train::{derive_seed, train, Batch, BatchSource, TrainOutcome};
+use peftbench_train::{derive_seed, train, Batch, BatchSource};
 
 use super::Kind;
 use crate::backbone::{BackboneModel, LoadedBackbone};
 use crate::run::{train_config, Finished, RunContext, Trained, MODEL_INIT};
-use crate::vl_data::{read_split, VlSplit};
+use crate::vl_data::{read_split, tokenise, VlSplit};
 use crate::Paths;
 
 pub(crate) struct ImageTextRetrieval;
@@ -166,27 +166,12 @@ impl Kind for ImageTextRetrieval {
         let trainable = model.trainable_count() as u64;
         let total = model.total_count() as u64;
         let cfg = train_config(spec);
-        let report = match train(&model, &task.train, None, &cfg, progress)? {
-            TrainOutcome::Completed(report) => report,
-            TrainOutcome::Diverged {
-                epoch,
-                step,
-                loss,
-                history,
-            } => {
-                return Ok(Finished::diverged(
-                    &history, trainable, total, epoch, step, loss,
-                ))
-            }
-        };
-        let adapter_dir = ctx.store.artifact_dir(&spec.run_id());
-        let adapter_bytes = model.save(&adapter_dir, &ctx.backbone.name)?;
-        let trained = Trained {
-            report,
-            trainable,
-            total,
-            adapter_dir,
-            adapter_bytes,
+        let outcome = train(&model, &task.train, None, &cfg, progress)?;
+        let trained = match Trained::save_with(spec, outcome, trainable, total, ctx, |dir| {
+            model.save(dir, &ctx.backbone.name)
+        })? {
+            Ok(trained) => trained,
+            Err(diverged) => return Ok(diverged),
         };
 
         let started = Instant::now();
@@ -243,17 +228,7 @@ impl RetrievalEncoders {
     fn captioned(&self, split: &VlSplit, device: &Device) -> anyhow::Result<CaptionedImages> {
         let mut captions = vec![Vec::new(); split.images.len()];
         for e in &split.examples {
-            let encoding = self
-                .tokenizer
-                .encode(e.target.as_str(), true)
-                .map_err(|err| anyhow::anyhow!("tokenising {:?}: {err}", e.target))?;
-            let mut ids = encoding.get_ids().to_vec();
-            let limit = self.settings.max_text_tokens;
-            if ids.len() > limit {
-                let end = *ids.last().expect("longer than the limit");
-                ids.truncate(limit - 1);
-                ids.push(end);
-            }
+            let ids = tokenise(&self.tokenizer, &e.target, self.settings.max_text_tokens)?;
             captions[e.images[0]].push(ids);
         }
         // Images none of whose captions survived a `--limit` are dropped with their index.

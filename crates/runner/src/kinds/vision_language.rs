@@ -23,12 +23,12 @@ use peftbench_data_vision::{ImageDataset, ImageSource};
 use peftbench_methods::VisionLanguageModel;
 use peftbench_suite::{DataFormat, RunSpec, Sampling, Suite, TaskSpec, VisionLanguageSpec, VlTask};
 use peftbench_train::mixture::epoch_order;
-use peftbench_train::{derive_seed, train, Batch, BatchSource, Mixing, TrainOutcome, IGNORE_LABEL};
+use peftbench_train::{derive_seed, train, Batch, BatchSource, Mixing, IGNORE_LABEL};
 
 use super::Kind;
 use crate::backbone::{load_backbone, BackboneModel, LoadedBackbone};
 use crate::run::{train_config, Finished, RunContext, Trained, MODEL_INIT};
-use crate::vl_data::{read_split, score, VlExample, VlSplit};
+use crate::vl_data::{read_split, score, tokenise, VlExample, VlSplit};
 use crate::Paths;
 
 pub(crate) struct VisionLanguage;
@@ -283,27 +283,12 @@ impl Kind for VisionLanguage {
         let trainable = counts.trained() as u64;
         let total = model.total_count() as u64;
         let cfg = train_config(spec);
-        let report = match train(&model, &task.train, None, &cfg, progress)? {
-            TrainOutcome::Completed(report) => report,
-            TrainOutcome::Diverged {
-                epoch,
-                step,
-                loss,
-                history,
-            } => {
-                return Ok(Finished::diverged(
-                    &history, trainable, total, epoch, step, loss,
-                ))
-            }
-        };
-        let adapter_dir = ctx.store.artifact_dir(&spec.run_id());
-        let adapter_bytes = model.save(&adapter_dir, &ctx.backbone.name)?;
-        let trained = Trained {
-            report,
-            trainable,
-            total,
-            adapter_dir,
-            adapter_bytes,
+        let outcome = train(&model, &task.train, None, &cfg, progress)?;
+        let trained = match Trained::save_with(spec, outcome, trainable, total, ctx, |dir| {
+            model.save(dir, &ctx.backbone.name)
+        })? {
+            Ok(trained) => trained,
+            Err(diverged) => return Ok(diverged),
         };
 
         let started = Instant::now();
@@ -396,19 +381,7 @@ impl VlEncoders {
         image_ids: &[usize],
         task: u32,
     ) -> anyhow::Result<Vec<TokenisedExample>> {
-        let encode = |text: &str, limit: usize| -> anyhow::Result<Vec<u32>> {
-            let encoding = self
-                .tokenizer
-                .encode(text, true)
-                .map_err(|e| anyhow::anyhow!("tokenising {text:?}: {e}"))?;
-            let mut ids = encoding.get_ids().to_vec();
-            if ids.len() > limit {
-                let end = *ids.last().expect("longer than the limit");
-                ids.truncate(limit - 1);
-                ids.push(end);
-            }
-            Ok(ids)
-        };
+        let encode = |text: &str, limit: usize| tokenise(&self.tokenizer, text, limit);
         split
             .examples
             .iter()
