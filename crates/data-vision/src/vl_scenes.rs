@@ -1193,6 +1193,13 @@ fn joined(phrases: Vec<String>) -> String {
 
 /// Five captions, one per template: every object with its size, every object with its place, the
 /// count, one object and how many others, one object with its size and place.
+/// The five reference captions of `scene` in data generated with `seed` (what the caption file
+/// holds for it): every object with its size; every object with its place; the count; one object
+/// and how many others; one object with its size and place; synonyms drawn per scene.
+pub fn scene_captions(scene: &VlScene, seed: u64) -> [String; 5] {
+    captions(scene, &mut rng_for(seed, Purpose::Captions, scene.image_id))
+}
+
 fn captions(scene: &VlScene, rng: &mut ChaCha8Rng) -> [String; 5] {
     let n = scene.objects.len();
     let with_size = joined(
@@ -1265,9 +1272,8 @@ fn captions_file(seed: u64, train: &[VlScene], eval: &[VlScene]) -> Value {
     let images: Vec<Value> = splits
         .enumerate()
         .map(|(imgid, (scene, split))| {
-            let mut rng = rng_for(seed, Purpose::Captions, scene.image_id);
             let sentids: Vec<usize> = (0..5).map(|k| imgid * 5 + k).collect();
-            let sentences: Vec<Value> = captions(scene, &mut rng)
+            let sentences: Vec<Value> = scene_captions(scene, seed)
                 .into_iter()
                 .zip(&sentids)
                 .map(|(raw, sentid)| {

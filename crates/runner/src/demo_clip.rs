@@ -41,15 +41,15 @@ use peftbench_backbones::clip::{
 use peftbench_backbones::{BackboneInfo, Clip, NoHooks, ResolvedCheckpoint};
 use peftbench_core::shuffle::permutation;
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
-use peftbench_data_vision::vl_scenes::{describe_scene, render_scene, vocabulary, VlScene};
+use peftbench_data_vision::vl_scenes::{
+    describe_scene, render_scene, scene_captions, vocabulary, VlScene,
+};
 use peftbench_data_vision::{Normalization, Preprocess};
 use peftbench_metrics::retrieval::{retrieval_recalls, RetrievalRecalls};
 use peftbench_train::contrastive::{
     clip_logits, l2_normalize, pair_labels, symmetric_contrastive_loss,
 };
 use peftbench_train::{derive_seed, Batch, BatchSource, TrainModel};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
@@ -228,111 +228,6 @@ pub fn ensure_demo_clip_with(
 // ---------------------------------------------------------------------------------------------
 // Data
 
-/// The name of `shape` in the demo language (`circle`, `square`, `triangle`).
-fn shape_name(shape: peftbench_data_vision::synthetic::Shape) -> String {
-    format!("{shape:?}").to_lowercase()
-}
-
-/// Caption synonyms as in the demo language: a size, a shape name.
-fn size_word(rng: &mut ChaCha8Rng, large: bool) -> &'static str {
-    let (canonical, synonym) = if large {
-        ("large", "big")
-    } else {
-        ("small", "little")
-    };
-    if rng.random_bool(0.5) {
-        canonical
-    } else {
-        synonym
-    }
-}
-
-fn shape_word(rng: &mut ChaCha8Rng, shape: peftbench_data_vision::synthetic::Shape) -> String {
-    let name = shape_name(shape);
-    let synonym = match name.as_str() {
-        "circle" => Some("disc"),
-        "square" => Some("box"),
-        _ => None,
-    };
-    match synonym {
-        Some(s) if rng.random_bool(0.5) => s.to_string(),
-        _ => name,
-    }
-}
-
-fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
-    &items[rng.random_range(0..items.len() as u32) as usize]
-}
-
-const NUMBER_WORDS: [&str; 5] = ["zero", "one", "two", "three", "four"];
-
-/// Five captions of `scene` in the demo language's caption templates (the demo data's are
-/// private to `vl_scenes`): every object with its size; every object with its place; the count;
-/// one object and how many others; one object with its size and place. Synonyms drawn from `rng`.
-fn scene_captions(scene: &VlScene, rng: &mut ChaCha8Rng) -> Vec<String> {
-    let n = scene.objects.len();
-    let with_size: Vec<String> = scene
-        .objects
-        .iter()
-        .map(|o| {
-            format!(
-                "a {} {} {}",
-                size_word(rng, o.large),
-                o.hue.name(),
-                shape_word(rng, o.shape)
-            )
-        })
-        .collect();
-    let with_place: Vec<String> = scene
-        .objects
-        .iter()
-        .map(|o| {
-            format!(
-                "a {} {} at the {} {}",
-                o.hue.name(),
-                shape_word(rng, o.shape),
-                o.level().name(),
-                o.side().name()
-            )
-        })
-        .collect();
-    let count = format!(
-        "{} {} on a dark background",
-        NUMBER_WORDS[n],
-        pick(rng, &["shapes", "objects"])
-    );
-    let named = *pick(rng, &scene.objects);
-    let others: &[&str] = if n == 2 {
-        &["shape", "object"]
-    } else {
-        &["shapes", "objects"]
-    };
-    let picture = format!(
-        "{} of a {} {} and {} other {}",
-        pick(rng, &["a picture", "an image"]),
-        named.hue.name(),
-        shape_word(rng, named.shape),
-        NUMBER_WORDS[n - 1],
-        pick(rng, others)
-    );
-    let named = *pick(rng, &scene.objects);
-    let there_is = format!(
-        "there is a {} {} {} at the {} {}",
-        size_word(rng, named.large),
-        named.hue.name(),
-        shape_word(rng, named.shape),
-        named.level().name(),
-        named.side().name()
-    );
-    vec![
-        with_size.join(" and "),
-        with_place.join(" and "),
-        count,
-        picture,
-        there_is,
-    ]
-}
-
 /// One split's generated scenes and their captions.
 struct Split {
     /// The seed of [`describe_scene`] and [`render_scene`].
@@ -346,10 +241,7 @@ impl Split {
         let scenes: Vec<VlScene> = (0..n).map(|i| describe_scene(seed, i)).collect();
         let captions = scenes
             .iter()
-            .map(|s| {
-                let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(&[seed, CAPTIONS, s.image_id]));
-                scene_captions(s, &mut rng)
-            })
+            .map(|s| scene_captions(s, derive_seed(&[seed, CAPTIONS])).to_vec())
             .collect();
         Self {
             seed,
@@ -771,22 +663,13 @@ mod tests {
         }
     }
 
-    fn paths(dir: &std::path::Path) -> Paths {
-        Paths {
-            results: dir.join("results"),
-            reports: dir.join("reports"),
-            data_dir: None,
-            cache: dir.join("cache"),
-        }
-    }
-
     /// The snapshot written to the cache loads back through `Clip::load` with the embeddings of
     /// the model that was trained, its configuration pools at `</s>`, and a second call takes
     /// it from the cache.
     #[test]
     fn the_cached_snapshot_loads_back_as_the_trained_model() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let paths = paths(dir.path());
+        let paths = Paths::under(dir.path());
         let recipe = tiny_recipe();
         let data = SceneCaptions::draw(&recipe);
         let mut trained = None;
