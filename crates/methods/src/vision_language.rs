@@ -239,7 +239,7 @@ impl VisionLanguageModel {
                 Tensor::cat(&[&self.t5.padding_mask(&batch.inputs)?, &visual], 1)?
             }
         };
-        let embeddings = self.joint_input(&batch.inputs, features)?;
+        let (embeddings, mask) = packed(&self.joint_input(&batch.inputs, features)?, &mask)?;
         let hooks: &dyn Hooks = self.adaptation.as_ref();
         let states = self
             .t5
@@ -297,6 +297,28 @@ impl VisionLanguageModel {
         }
         Ok(bytes)
     }
+}
+
+/// Each row's attended positions moved to its front, in order, padding after them: `embeddings`
+/// `[B, L, d]` and `mask` `[B, L]` (0/1) reordered alike. T5's attention bias depends on relative
+/// positions, so text padding (or a missing second image) between an example's text and its
+/// visual tokens would change its output with the rest of the batch; packed, an example encodes
+/// the same whatever it is batched with.
+fn packed(embeddings: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (b, l, d) = embeddings.dims3()?;
+    let rows = mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let order: Vec<u32> = rows
+        .iter()
+        .flat_map(|row| {
+            let kept = (0..l as u32).filter(|&i| row[i as usize] != 0);
+            let padding = (0..l as u32).filter(|&i| row[i as usize] == 0);
+            kept.chain(padding).collect::<Vec<_>>()
+        })
+        .collect();
+    let order = Tensor::from_vec(order, (b, l), embeddings.device())?;
+    let mask = mask.to_dtype(DType::U32)?.gather(&order, 1)?;
+    let index = order.unsqueeze(2)?.broadcast_as((b, l, d))?.contiguous()?;
+    Ok((embeddings.contiguous()?.gather(&index, 1)?, mask))
 }
 
 /// Hooks that see the batch's task ids in every call: beam search and greedy decoding build
@@ -393,5 +415,134 @@ impl TrainModel for VisionLanguageModel {
         let hooks: &dyn Hooks = self.adaptation.as_ref();
         let mut cache = self.t5.start_decoding(&states, Some(&mask), hooks, ctx)?;
         self.t5.decode(&decoder_input, None, &mut cache, hooks, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use candle_core::{DType, Device, Tensor};
+    use peftbench_core::{ForwardCtx, SeededInit};
+    use peftbench_train::{masked_cross_entropy, Batch, TrainModel, IGNORE_LABEL};
+
+    use super::*;
+
+    fn t5() -> T5 {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../backbones/tests/fixtures/t5_tiny/relu");
+        T5::load(
+            &dir.join("config.json"),
+            &dir.join("model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    /// The counts are the closed forms: LoRA r on q and v of every block (encoder and decoder),
+    /// and a visual embedding of `F x d + d` (linear) `+ d` (norm) `+ 2 d` (image order); the
+    /// teacher-forced loss equals T5's own loss (transformers' `CrossEntropyLoss(ignore_index=-100)`,
+    /// checked against transformers in the backbones' tests) on the same logits.
+    #[test]
+    fn counts_are_closed_forms_and_the_loss_is_t5s() {
+        let model = t5();
+        let (d, blocks) = (model.config().d_model, model.info().num_layers);
+        let (features, tokens) = (12, 3);
+        let vl = VisionLanguageModel::new(
+            "lora",
+            &serde_json::json!({"r": 2, "target_modules": ["query", "value"]}),
+            model,
+            features,
+            tokens,
+            false,
+            &SeededInit::new(0, &Device::Cpu),
+        )
+        .unwrap();
+        let counts = vl.counts();
+        assert_eq!(counts.method, blocks * 2 * 2 * (d + d));
+        assert_eq!(counts.visual_embedding, features * d + d + d + 2 * d);
+        assert_eq!(counts.layer_norms, 0);
+        assert_eq!(vl.trainable().count(), counts.trained());
+
+        let ids = Tensor::new(&[[5u32, 9, 3, 1], [7, 1, 0, 0]], &Device::Cpu).unwrap();
+        let images = Tensor::randn(0f32, 1.0, (2, 2 * tokens, features), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[[4u32, 8, 1], [6, 1, IGNORE_LABEL]], &Device::Cpu).unwrap();
+        let mut batch = Batch::new(ids, labels.clone());
+        batch.images = Some(images);
+        let logits = vl.batch_logits(&batch, &ForwardCtx::eval()).unwrap();
+        assert_eq!(logits.dims(), &[2, 3, vl.t5().config().vocab_size]);
+        let ours = masked_cross_entropy(&logits, &labels, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let ignored = labels.eq(IGNORE_LABEL).unwrap();
+        let minus_100 = Tensor::full(-100i64, (2, 3), &Device::Cpu).unwrap();
+        let hf_labels = ignored
+            .where_cond(&minus_100, &labels.to_dtype(DType::I64).unwrap())
+            .unwrap();
+        let reference = T5::loss(&logits, &hf_labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((ours - reference).abs() < 1e-6, "{ours} vs {reference}");
+    }
+
+    /// Text padding and the masked visual tokens of a single image beside a pair leave an
+    /// example's logits as they are alone.
+    #[test]
+    fn padding_does_not_change_an_example() {
+        let vl = VisionLanguageModel::new(
+            "lora",
+            &serde_json::json!({"r": 2}),
+            t5(),
+            4,
+            2,
+            false,
+            &SeededInit::new(1, &Device::Cpu),
+        )
+        .unwrap();
+        let features = Tensor::randn(0f32, 1.0, (1, 2, 4), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[[4u32, 1]], &Device::Cpu).unwrap();
+        let mut alone = Batch::new(
+            Tensor::new(&[[5u32, 1]], &Device::Cpu).unwrap(),
+            labels.clone(),
+        );
+        alone.images = Some(features.clone());
+        let single = vl.batch_logits(&alone, &ForwardCtx::eval()).unwrap();
+
+        // Beside a two-image example with a longer prompt: padded text, zero-filled masked images.
+        let other = Tensor::randn(0f32, 1.0, (1, 4, 4), &Device::Cpu).unwrap();
+        let padded_features = Tensor::cat(
+            &[
+                &features,
+                &Tensor::zeros((1, 2, 4), DType::F32, &Device::Cpu).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        let mut mixed = Batch::new(
+            Tensor::new(&[[5u32, 1, 0], [7, 8, 1]], &Device::Cpu).unwrap(),
+            Tensor::new(&[[4u32, 1], [6, 1]], &Device::Cpu).unwrap(),
+        );
+        mixed.images = Some(Tensor::cat(&[&padded_features, &other], 0).unwrap());
+        mixed.mask = Some(
+            Tensor::new(
+                &[[1u32, 1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]],
+                &Device::Cpu,
+            )
+            .unwrap(),
+        );
+        let both = vl.batch_logits(&mixed, &ForwardCtx::eval()).unwrap();
+        let diff = (both.narrow(0, 0, 1).unwrap() - single)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 }
