@@ -15,6 +15,20 @@
 //!
 //! Images may also be `.png` where the table says `.jpg` (the generated demo writes PNG).
 //!
+//! The Hugging Face parquet copies with images inline are read in their hub layouts
+//! (`peftbench_data_text::vl::parquet`), split by split: a split whose official files are absent
+//! is read from a copy in the task folder when one holds it, so a folder may take training data
+//! from the official files and evaluation data from a copy.
+//!
+//! | `vl_task` | copy | files | splits it holds |
+//! |---|---|---|---|
+//! | `vqa` | `lmms-lab/VQAv2` | `data/validation-*.parquet` | val2014 (so `val` and `test`) |
+//! | `gqa` | `lmms-lab/GQA` | `<s>_balanced_instructions/<s>-*.parquet` + `<s>_balanced_images/<s>-*.parquet` | `train`, `testdev` |
+//! | `captions` | `lmms-lab/flickr30k` | `data/test-*.parquet` | every image: with `dataset_flickr30k.json` its pixels for Karpathy's splits (when there is no `images/` folder), alone one `test` split of all 31,783 images (lmms-eval's protocol) |
+//!
+//! NLVR2 is read from its JSON only: its parquet copies have no training split and their columns
+//! are not documented here. COCO's Karpathy copy on the hub holds no image bytes.
+//!
 //! Prompts follow VL-T5: `vqa: <question>`, `gqa: <question>`, `nlvr: <statement>`, `caption:`.
 //! Targets: VQA's most common answer (`multiple_choice_answer`), GQA's answer, `true`/`false`,
 //! and for captioning every reference caption of a training image (one example each); an
@@ -23,10 +37,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use peftbench_data_text::vl::{
-    captions::in_split, gqa_questions_file, read_gqa_balanced, read_karpathy_captions, read_nlvr2,
-    read_vqa, vqa_annotations_file, vqa_questions_file,
+use peftbench_data_text::vl::parquet::{
+    read_flickr30k_parquet, read_gqa_parquet, read_vqa_parquet, shard_patterns, shards,
+    EncodedImage,
 };
+use peftbench_data_text::vl::{
+    gqa_questions_file, read_gqa_balanced, read_karpathy_captions, read_nlvr2, read_vqa,
+    vqa_annotations_file, vqa_questions_file, CaptionImage,
+};
+use peftbench_data_vision::ImageSource;
 use peftbench_metrics::captions::{caption_scores, tokenize_caption, CaptionExample};
 use peftbench_metrics::nlvr2::{nlvr2_scores, Nlvr2Example};
 use peftbench_metrics::vqa::{vqa_accuracy, VqaQuestion, VqaVariant};
@@ -62,11 +81,20 @@ pub struct VlExample {
     pub reference: Reference,
 }
 
-/// One split of one task: its distinct image files and its examples.
-#[derive(Debug, Clone, PartialEq)]
+/// One distinct image: where its pixels are, and the key that names it across splits and tasks
+/// (its file's path, or the parquet row its bytes were read from).
+#[derive(Debug, Clone)]
+pub struct VlImage {
+    pub key: String,
+    pub source: ImageSource,
+}
+
+/// One split of one task: its distinct images, its examples, and the files it was read from.
+#[derive(Debug, Clone)]
 pub struct VlSplit {
-    pub images: Vec<PathBuf>,
+    pub images: Vec<VlImage>,
     pub examples: Vec<VlExample>,
+    pub source: String,
 }
 
 /// `text` tokenised with the tokenizer's special tokens, cut to `limit` tokens with its last one
@@ -125,20 +153,46 @@ fn image_file(path: PathBuf) -> anyhow::Result<PathBuf> {
     anyhow::bail!("image not found: looked for {} (and .png)", path.display())
 }
 
-/// Images by path, each listed once, in the order first seen.
+/// Distinct images, each listed once, in the order first seen.
 #[derive(Default)]
 struct ImageIndex {
-    paths: Vec<PathBuf>,
-    index: BTreeMap<PathBuf, usize>,
+    images: Vec<VlImage>,
+    index: BTreeMap<String, usize>,
 }
 
 impl ImageIndex {
-    fn add(&mut self, path: PathBuf) -> usize {
-        let next = self.paths.len();
-        *self.index.entry(path.clone()).or_insert_with(|| {
-            self.paths.push(path);
+    fn add(&mut self, image: VlImage) -> usize {
+        let next = self.images.len();
+        *self.index.entry(image.key.clone()).or_insert_with(|| {
+            self.images.push(image);
             next
         })
+    }
+
+    fn add_file(&mut self, path: PathBuf) -> usize {
+        self.add(VlImage {
+            key: path.display().to_string(),
+            source: ImageSource::File(path),
+        })
+    }
+
+    fn add_encoded(&mut self, image: EncodedImage) -> usize {
+        self.add(VlImage {
+            key: image.origin.clone(),
+            source: ImageSource::Encoded {
+                origin: image.origin,
+                bytes: image.bytes,
+            },
+        })
+    }
+}
+
+/// The Hugging Face split name of a dataset split, in the parquet copies' file names.
+fn hub_split(own: &str) -> &str {
+    match own {
+        "train2014" => "train",
+        "val2014" => "validation",
+        other => other,
     }
 }
 
@@ -154,20 +208,55 @@ pub fn read_split(
     let images_dir = dir.join("images");
     let mut images = ImageIndex::default();
     let mut examples = Vec::new();
+    let source;
     match task {
         VlTask::Vqa => {
-            let questions = read_vqa(
-                &dir.join(vqa_questions_file(own)),
-                &dir.join(vqa_annotations_file(own)),
-            )?;
-            for q in questions {
-                let path = image_file(
-                    images_dir
-                        .join(own)
-                        .join(format!("COCO_{own}_{:012}.jpg", q.image_id)),
-                )?;
+            let questions_file = dir.join(vqa_questions_file(own));
+            let annotations_file = dir.join(vqa_annotations_file(own));
+            let copy = shards(&dir.join("data"), hub_split(own));
+            let questions = if questions_file.is_file() || copy.is_empty() {
+                if !questions_file.is_file() && !annotations_file.is_file() {
+                    anyhow::bail!(
+                        "{}: split `{split}` ({own}) not found: looked for {} and {} (the \
+                         official files) and {} (a Hugging Face parquet copy)",
+                        dir.display(),
+                        questions_file.display(),
+                        annotations_file.display(),
+                        shard_patterns(&dir.join("data"), hub_split(own))
+                    );
+                }
+                source = format!(
+                    "{}, {}",
+                    questions_file.display(),
+                    annotations_file.display()
+                );
+                let questions = read_vqa(&questions_file, &annotations_file)?;
+                questions
+                    .into_iter()
+                    .map(|q| {
+                        let path = image_file(
+                            images_dir
+                                .join(own)
+                                .join(format!("COCO_{own}_{:012}.jpg", q.image_id)),
+                        )?;
+                        Ok((images.add_file(path), q))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            } else {
+                source = describe_copy(&copy);
+                let (questions, encoded) = read_vqa_parquet(&copy)?;
+                let rows: BTreeMap<String, usize> = encoded
+                    .into_iter()
+                    .map(|image| (image.id.clone(), images.add_encoded(image)))
+                    .collect();
+                questions
+                    .into_iter()
+                    .map(|q| (rows[&q.image_id.to_string()], q))
+                    .collect()
+            };
+            for (image, q) in questions {
                 examples.push(VlExample {
-                    images: vec![images.add(path)],
+                    images: vec![image],
                     prompt: format!("vqa: {}", q.question),
                     target: q.multiple_choice_answer.clone(),
                     reference: Reference::Vqa {
@@ -179,10 +268,55 @@ pub fn read_split(
             }
         }
         VlTask::Gqa => {
-            for q in read_gqa_balanced(&dir.join(gqa_questions_file(own)))? {
-                let path = image_file(images_dir.join(format!("{}.jpg", q.image_id)))?;
+            let questions_file = dir.join(gqa_questions_file(own));
+            let instructions_dir = dir.join(format!("{own}_balanced_instructions"));
+            let images_copy_dir = dir.join(format!("{own}_balanced_images"));
+            let instructions = shards(&instructions_dir, own);
+            let questions = if questions_file.is_file() || instructions.is_empty() {
+                if !questions_file.is_file() {
+                    anyhow::bail!(
+                        "{}: split `{split}` ({own}) not found: looked for {} (the official \
+                         file) and {} (a Hugging Face parquet copy, with its images in {})",
+                        dir.display(),
+                        questions_file.display(),
+                        shard_patterns(&instructions_dir, own),
+                        images_copy_dir.display()
+                    );
+                }
+                source = questions_file.display().to_string();
+                read_gqa_balanced(&questions_file)?
+                    .into_iter()
+                    .map(|q| {
+                        let path = image_file(images_dir.join(format!("{}.jpg", q.image_id)))?;
+                        Ok((images.add_file(path), q))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            } else {
+                let image_files = shards(&images_copy_dir, own);
+                anyhow::ensure!(
+                    !image_files.is_empty(),
+                    "{}: the parquet copy's questions have no images: looked for {}",
+                    dir.display(),
+                    shard_patterns(&images_copy_dir, own)
+                );
+                source = format!(
+                    "{}; {}",
+                    describe_copy(&instructions),
+                    describe_copy(&image_files)
+                );
+                let (questions, encoded) = read_gqa_parquet(&instructions, &image_files)?;
+                let rows: BTreeMap<String, usize> = encoded
+                    .into_iter()
+                    .map(|image| (image.id.clone(), images.add_encoded(image)))
+                    .collect();
+                questions
+                    .into_iter()
+                    .map(|q| (rows[&q.image_id], q))
+                    .collect()
+            };
+            for (image, q) in questions {
                 examples.push(VlExample {
-                    images: vec![images.add(path)],
+                    images: vec![image],
                     prompt: format!("gqa: {}", q.question),
                     target: q.answer.clone(),
                     reference: Reference::Gqa { answer: q.answer },
@@ -190,11 +324,13 @@ pub fn read_split(
             }
         }
         VlTask::Nlvr2 => {
-            for e in read_nlvr2(&dir.join(format!("{own}.json")))? {
+            let file = dir.join(format!("{own}.json"));
+            source = file.display().to_string();
+            for e in read_nlvr2(&file)? {
                 let left = image_file(images_dir.join(own).join(&e.left_image))?;
                 let right = image_file(images_dir.join(own).join(&e.right_image))?;
                 examples.push(VlExample {
-                    images: vec![images.add(left), images.add(right)],
+                    images: vec![images.add_file(left), images.add_file(right)],
                     prompt: format!("nlvr: {}", e.sentence),
                     target: if e.label { "true" } else { "false" }.into(),
                     reference: Reference::Nlvr2 {
@@ -205,16 +341,9 @@ pub fn read_split(
             }
         }
         VlTask::Captions => {
-            let file = ["dataset_coco.json", "dataset_flickr30k.json"]
-                .iter()
-                .map(|f| dir.join(f))
-                .find(|p| p.is_file())
-                .unwrap_or_else(|| dir.join("dataset_coco.json"));
-            for image in read_karpathy_captions(&file, None)? {
-                if !in_split(own, &image.split) {
-                    continue;
-                }
-                let index = images.add(image_file(images_dir.join(&image.path))?);
+            let (captioned, from) = captioned_images(dir, own, &mut images)?;
+            source = from;
+            for (index, image) in captioned {
                 let reference = Reference::Captions {
                     captions: image.captions.clone(),
                 };
@@ -241,9 +370,98 @@ pub fn read_split(
         task.name()
     );
     Ok(VlSplit {
-        images: images.paths,
+        images: images.images,
         examples,
+        source,
     })
+}
+
+/// `files` as a short description: the first, and how many more.
+fn describe_copy(files: &[PathBuf]) -> String {
+    match files {
+        [one] => one.display().to_string(),
+        [first, rest @ ..] => format!("{} and {} more shards", first.display(), rest.len()),
+        [] => String::new(),
+    }
+}
+
+/// The captioned images of Karpathy split `own` in captioning folder `dir`, each with its index
+/// in `images`, and the files read. Captions and splits come from Karpathy's JSON; the pixels
+/// from `images/` when the folder exists, else from a Flickr30k parquet copy (`data/test-*.parquet`,
+/// every image). Without the JSON the copy alone gives split `test`: all its images, as
+/// lmms-eval scores them.
+fn captioned_images(
+    dir: &Path,
+    own: &str,
+    images: &mut ImageIndex,
+) -> anyhow::Result<(Vec<(usize, CaptionImage)>, String)> {
+    let karpathy = ["dataset_coco.json", "dataset_flickr30k.json"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file());
+    let images_dir = dir.join("images");
+    let copy = shards(&dir.join("data"), "test");
+    let Some(karpathy) = karpathy else {
+        anyhow::ensure!(
+            !copy.is_empty(),
+            "{}: no caption file: looked for {} and {}, and for a Hugging Face parquet copy in {}",
+            dir.display(),
+            dir.join("dataset_coco.json").display(),
+            dir.join("dataset_flickr30k.json").display(),
+            shard_patterns(&dir.join("data"), "test")
+        );
+        anyhow::ensure!(
+            own == "test",
+            "{}: split `{own}` needs Karpathy's split file (dataset_flickr30k.json or \
+             dataset_coco.json) in this folder: the parquet copy {} holds every image in one \
+             `test` split",
+            dir.display(),
+            describe_copy(&copy)
+        );
+        let read = read_flickr30k_parquet(&copy, &|_| true)?;
+        let captioned = read
+            .into_iter()
+            .map(|(image, bytes)| (images.add_encoded(bytes), image))
+            .collect();
+        return Ok((captioned, describe_copy(&copy)));
+    };
+    let wanted: Vec<CaptionImage> = read_karpathy_captions(&karpathy, Some(own))?;
+    if images_dir.is_dir() || copy.is_empty() {
+        let captioned = wanted
+            .into_iter()
+            .map(|image| {
+                Ok((
+                    images.add_file(image_file(images_dir.join(&image.path))?),
+                    image,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok((captioned, karpathy.display().to_string()));
+    }
+    let names: std::collections::HashSet<&str> = wanted.iter().map(|i| i.path.as_str()).collect();
+    let mut bytes: BTreeMap<String, EncodedImage> =
+        read_flickr30k_parquet(&copy, &|name| names.contains(name))?
+            .into_iter()
+            .map(|(image, bytes)| (image.path, bytes))
+            .collect();
+    let captioned = wanted
+        .into_iter()
+        .map(|image| {
+            let encoded = bytes.remove(&image.path).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: image {} of split `{own}` is in no file of the parquet copy {}",
+                    karpathy.display(),
+                    image.path,
+                    describe_copy(&copy)
+                )
+            })?;
+            Ok((images.add_encoded(encoded), image))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((
+        captioned,
+        format!("{}; {}", karpathy.display(), describe_copy(&copy)),
+    ))
 }
 
 /// A task's scores from its examples' decoded `predictions` (same order), as fractions like every
@@ -335,4 +553,161 @@ pub fn score(
             ]
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parquet copies `ci/fixtures/vl_parquet.py` wrote with the `datasets` library.
+    fn copies() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data-text/tests/fixtures/vl_parquet")
+    }
+
+    fn encoded(split: &VlSplit) -> bool {
+        split
+            .images
+            .iter()
+            .all(|image| matches!(image.source, ImageSource::Encoded { .. }))
+    }
+
+    /// A VQA folder holding official training files and the validation copy reads each split
+    /// from its own source; the copy's questions share their image's one entry.
+    #[test]
+    fn vqa_reads_training_from_the_official_files_and_evaluation_from_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("vqa");
+        std::fs::create_dir_all(task.join("data")).unwrap();
+        std::fs::copy(
+            copies().join("vqa/data/validation-00000-of-00001.parquet"),
+            task.join("data/validation-00000-of-00001.parquet"),
+        )
+        .unwrap();
+        // Without training files the error names both places it looked.
+        let err = read_split(VlTask::Vqa, &task, "train", true).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("v2_OpenEnded_mscoco_train2014_questions.json")
+                && text.contains("data/train-*.parquet"),
+            "{text}"
+        );
+        std::fs::write(
+            task.join("v2_OpenEnded_mscoco_train2014_questions.json"),
+            r#"{"questions": [{"image_id": 9, "question": "What is it?", "question_id": 90}]}"#,
+        )
+        .unwrap();
+        let answers: Vec<String> = (1..=10)
+            .map(|i| format!(r#"{{"answer": "cat", "answer_id": {i}}}"#))
+            .collect();
+        std::fs::write(
+            task.join("v2_mscoco_train2014_annotations.json"),
+            format!(
+                r#"{{"annotations": [{{"question_id": 90, "image_id": 9, "question_type": "what is",
+                "answer_type": "other", "multiple_choice_answer": "cat", "answers": [{}]}}]}}"#,
+                answers.join(",")
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(task.join("images/train2014")).unwrap();
+        std::fs::write(
+            task.join("images/train2014/COCO_train2014_000000000009.png"),
+            b"",
+        )
+        .unwrap();
+
+        let train = read_split(VlTask::Vqa, &task, "train", true).unwrap();
+        assert_eq!(train.examples.len(), 1);
+        assert!(matches!(train.images[0].source, ImageSource::File(_)));
+        assert!(train
+            .source
+            .ends_with("v2_mscoco_train2014_annotations.json"));
+
+        let test = read_split(VlTask::Vqa, &task, "test", false).unwrap();
+        assert!(encoded(&test));
+        assert!(test.source.ends_with("validation-00000-of-00001.parquet"));
+        let shown: Vec<Vec<usize>> = test.examples.iter().map(|e| e.images.clone()).collect();
+        assert_eq!(shown, [[0], [0], [1], [2]]);
+        assert_eq!(test.examples[2].prompt, "vqa: How many dogs?");
+        assert_eq!(test.examples[2].target, "2");
+        // Answering the most common answer scores as the VQA metric says: "2" against eight
+        // "2" counts in full.
+        let predictions: Vec<String> = test.examples.iter().map(|e| e.target.clone()).collect();
+        let scores = score(VlTask::Vqa, &test.examples, &predictions).unwrap();
+        assert_eq!(scores[0], ("vqa_accuracy".to_string(), 1.0));
+    }
+
+    /// GQA's copy: questions joined with the images config, in question-id order.
+    #[test]
+    fn gqa_reads_a_copy_with_its_images_config() {
+        let test = read_split(VlTask::Gqa, &copies().join("gqa"), "test", false).unwrap();
+        assert!(encoded(&test));
+        assert_eq!(test.images.len(), 2);
+        let prompts: Vec<&str> = test.examples.iter().map(|e| e.prompt.as_str()).collect();
+        assert_eq!(
+            prompts,
+            [
+                "gqa: What color is the cup?",
+                "gqa: Is the cup on the left?",
+                "gqa: Who is wearing the shirt?"
+            ]
+        );
+        let shown: Vec<Vec<usize>> = test.examples.iter().map(|e| e.images.clone()).collect();
+        assert_eq!(shown, [[0], [0], [1]]);
+        let err = read_split(VlTask::Gqa, &copies().join("gqa"), "val", false).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("val_balanced_questions.json"),
+            "{err:#}"
+        );
+    }
+
+    /// Flickr30k's copy: with Karpathy's file it gives the pixels of each split's images; alone it
+    /// is one `test` split of every image, and the other splits ask for Karpathy's file.
+    #[test]
+    fn flickr30k_copy_serves_karpathys_splits_or_stands_alone_as_test() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("flickr30k");
+        std::fs::create_dir_all(task.join("data")).unwrap();
+        std::fs::copy(
+            copies().join("flickr30k/data/test-00000-of-00001.parquet"),
+            task.join("data/test-00000-of-00001.parquet"),
+        )
+        .unwrap();
+        let alone = read_split(VlTask::Captions, &task, "test", false).unwrap();
+        assert_eq!(alone.images.len(), 2);
+        assert!(encoded(&alone));
+        let err = read_split(VlTask::Captions, &task, "train", true).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("needs Karpathy's split file"),
+            "{err:#}"
+        );
+
+        let sentences = |n: usize| {
+            (0..n)
+                .map(|k| format!(r#"{{"raw": "caption {k} ."}}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        std::fs::write(
+            task.join("dataset_flickr30k.json"),
+            format!(
+                r#"{{"dataset": "flickr30k", "images": [
+                {{"filename": "1000092795.jpg", "imgid": 0, "split": "train", "sentences": [{}]}},
+                {{"filename": "10002456.jpg", "imgid": 1, "split": "test", "sentences": [{}]}}]}}"#,
+                sentences(5),
+                sentences(5)
+            ),
+        )
+        .unwrap();
+        let train = read_split(VlTask::Captions, &task, "train", true).unwrap();
+        let test = read_split(VlTask::Captions, &task, "test", false).unwrap();
+        assert_eq!((train.images.len(), train.examples.len()), (1, 5));
+        assert_eq!((test.images.len(), test.examples.len()), (1, 1));
+        assert!(encoded(&train) && encoded(&test));
+        assert_ne!(train.images[0].key, test.images[0].key);
+        assert!(test.source.contains("dataset_flickr30k.json"));
+        let Reference::Captions { captions } = &test.examples[0].reference else {
+            panic!("a caption reference")
+        };
+        assert_eq!(captions.len(), 5);
+    }
 }

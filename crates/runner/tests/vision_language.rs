@@ -173,6 +173,58 @@ methods:
     }
 }
 
+/// The Hugging Face parquet copies (written by the `datasets` library, `ci/fixtures/vl_parquet.py`)
+/// run through the whole kind: images decoded from the parquet bytes, encoded once, trained on
+/// and decoded. The copies hold evaluation splits only, so this run trains on them too.
+#[test]
+fn vision_language_runs_on_hugging_face_parquet_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let t5 = t5_checkpoint(dir.path());
+    let vit = vit_checkpoint(dir.path());
+    let copies =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data-text/tests/fixtures/vl_parquet");
+    let suite = format!(
+        r#"
+name: vl-copies
+kind: vision-language
+backbone: {{ checkpoint: "{t5}" }}
+data: {{ format: vision-language, root: "{root}" }}
+vision_language:
+  visual_backbone: {{ checkpoint: "{vit}" }}
+  preprocess: {{ image_size: 32, interpolation: bilinear, normalization: none }}
+  max_text_tokens: 16
+  max_target_tokens: 12
+  num_beams: 1
+  max_length: 4
+  train_layer_norms: false
+protocol: {{ train_split: test, eval_split: test, val_split: null, selection: final, on_data_error: stop }}
+recipe: {{ epochs: 1, batch_size: 4, lr: 1.0e-3, warmup_epochs: 0, eval_batch_size: 4 }}
+seeds: [0]
+multitask: {{ name: vl, tasks: [vqa, gqa, flickr30k] }}
+tasks:
+  - {{ name: vqa, vl_task: vqa }}
+  - {{ name: gqa, vl_task: gqa }}
+  - {{ name: flickr30k, vl_task: captions }}
+methods:
+  - {{ method: lora, params: {{ r: 2, target_modules: [query, value] }} }}
+"#,
+        t5 = t5.display(),
+        vit = vit.display(),
+        root = copies.display()
+    );
+    let records = run(&suite, dir.path());
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    for (task, examples) in [("vqa", 4.0), ("gqa", 3.0), ("flickr30k", 2.0)] {
+        assert_eq!(
+            r.metrics[&format!("eval_examples@{task}")],
+            examples,
+            "{task}"
+        );
+        assert!(r.metrics.contains_key(&format!("task_score@{task}")));
+    }
+}
+
 #[test]
 fn image_text_retrieval_runs_train_both_towers_and_report_recalls() {
     let dir = tempfile::tempdir().unwrap();

@@ -66,7 +66,7 @@ pub fn read_gqa_balanced(path: &Path) -> Result<Vec<GqaQuestion>> {
 }
 
 /// Digit-string ids by value (then text, so `007` and `7` keep a fixed order), before any other.
-fn id_order(a: &str, b: &str) -> Ordering {
+pub(crate) fn id_order(a: &str, b: &str) -> Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
         (Ok(_), Err(_)) => Ordering::Less,

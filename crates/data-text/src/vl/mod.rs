@@ -5,6 +5,8 @@
 //! - [`gqa`]: GQA's balanced question files (one JSON object keyed by question id).
 //! - [`nlvr2`]: NLVR2's JSON-lines files, with the two image file names of each example.
 //! - [`captions`]: Karpathy's `dataset_coco.json` / `dataset_flickr30k.json`, filtered by split.
+//! - [`parquet`]: the Hugging Face parquet copies of VQAv2 (validation), GQA and Flickr30k, with
+//!   their images' bytes.
 //!
 //! Every error names the file, and the line (JSON lines) or serde's line and column (one JSON
 //! document) where there is one ([`VlDataError`]). Nothing is guessed or skipped silently.
@@ -12,6 +14,7 @@
 pub mod captions;
 pub mod gqa;
 pub mod nlvr2;
+pub mod parquet;
 pub mod vqa;
 
 pub use captions::{read_karpathy_captions, CaptionImage};
@@ -50,6 +53,15 @@ pub enum VlDataError {
     BadLine {
         path: PathBuf,
         line: usize,
+        reason: String,
+    },
+
+    /// A parquet file that cannot be read, lacks a column, or holds a bad value (`row` counted
+    /// from 0 within the file).
+    #[error("{}{}: {reason}", .path.display(), .row.map(|r| format!(" row {r}")).unwrap_or_default())]
+    Parquet {
+        path: PathBuf,
+        row: Option<usize>,
         reason: String,
     },
 

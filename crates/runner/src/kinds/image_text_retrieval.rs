@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use peftbench_backbones::TextEncoder;
 use peftbench_core::SeededInit;
-use peftbench_data_vision::{ImageDataset, ImageSource, Preprocess};
+use peftbench_data_vision::{ImageDataset, Preprocess};
 use peftbench_methods::{dual_encoder::retrieval_scores, DualEncoderModel, LogitScale};
 use peftbench_metrics::retrieval::retrieval_recalls;
 use peftbench_suite::{DataFormat, ImageTextRetrievalSpec, RunSpec, Suite, VlTask};
@@ -240,7 +240,7 @@ impl RetrievalEncoders {
                 name: "captioned images".into(),
                 items: kept
                     .iter()
-                    .map(|&i| ImageSource::File(split.images[i].clone()))
+                    .map(|&i| split.images[i].source.clone())
                     .collect(),
                 labels: vec![0; kept.len()],
                 num_classes: 1,

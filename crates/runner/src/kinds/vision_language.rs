@@ -110,6 +110,16 @@ impl Kind for VisionLanguage {
                 );
                 let mut train = read_split(vl_task, &dir, &spec.protocol.train_split, true)?;
                 let mut eval = read_split(vl_task, &dir, &spec.protocol.eval_split, false)?;
+                if !quiet && spec.data.format != DataFormat::Generated {
+                    eprintln!(
+                        "task `{}`: {} from {}; {} from {}",
+                        task.name,
+                        spec.protocol.train_split,
+                        train.source,
+                        spec.protocol.eval_split,
+                        eval.source
+                    );
+                }
                 if let Some(limit) = spec.limit {
                     train.examples.truncate(limit);
                     eval.examples.truncate(limit);
@@ -182,15 +192,15 @@ impl Kind for VisionLanguage {
         quiet: bool,
     ) -> anyhow::Result<PreparedVl> {
         // Every distinct image once, whatever task and split shows it.
-        let mut images: Vec<std::path::PathBuf> = Vec::new();
-        let mut index: BTreeMap<std::path::PathBuf, usize> = BTreeMap::new();
+        let mut images: Vec<ImageSource> = Vec::new();
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut global = |split: &VlSplit| -> Vec<usize> {
             split
                 .images
                 .iter()
-                .map(|p| {
-                    *index.entry(p.clone()).or_insert_with(|| {
-                        images.push(p.clone());
+                .map(|image| {
+                    *index.entry(image.key.clone()).or_insert_with(|| {
+                        images.push(image.source.clone());
                         images.len() - 1
                     })
                 })
@@ -338,11 +348,11 @@ const FEATURE_BATCH: usize = 64;
 
 impl VisualEncoder {
     /// The frozen encoder's patch tokens `[images, tokens, dim]` of every image, in order.
-    fn features(&self, images: &[std::path::PathBuf], device: &Device) -> anyhow::Result<Tensor> {
+    fn features(&self, images: &[ImageSource], device: &Device) -> anyhow::Result<Tensor> {
         anyhow::ensure!(!images.is_empty(), "no images to encode");
         let dataset = ImageDataset {
             name: "vision-language images".into(),
-            items: images.iter().cloned().map(ImageSource::File).collect(),
+            items: images.to_vec(),
             labels: vec![0; images.len()],
             num_classes: 1,
         };
