@@ -470,10 +470,78 @@ pub fn generate_composition(
     }
 }
 
+/// Classes of [`generate_objects`]: every shape in every colour.
+pub const OBJECT_CLASSES: usize = Shape::ALL.len() * Hue::ALL.len();
+
+/// Generates `n` images of the object task at `image_size` (at least 16), deterministically from
+/// `seed`: label `4 * shape + colour` of the primary shape (indices into [`Shape::ALL`] and
+/// [`Hue::ALL`]), balanced over the [`OBJECT_CLASSES`] classes; size, quadrant and count random.
+/// The continual-learning demo streams these classes a few at a time.
+pub fn generate_objects(n: usize, seed: u64, image_size: usize) -> ImageDataset {
+    let labels = balanced_labels(n, OBJECT_CLASSES, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4f42_4a45_4354_5300);
+    let scenes: Vec<SceneLabels> = labels
+        .iter()
+        .map(|&label| {
+            let label = label as usize;
+            SceneLabels {
+                shape: Shape::ALL[label / Hue::ALL.len()],
+                colour: Hue::ALL[label % Hue::ALL.len()],
+                large: rng.random_bool(0.5),
+                quadrant: rng.random_range(0..4),
+                count: rng.random_range(1..=MAX_COUNT as u8),
+            }
+        })
+        .collect();
+    ImageDataset {
+        name: "scenes/objects".into(),
+        items: render_all(&scenes, seed, image_size),
+        labels,
+        num_classes: OBJECT_CLASSES,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::synthetic::tests::{blobs, rgb};
+
+    /// Object labels name the primary's shape and colour, every class equally often.
+    #[test]
+    fn objects_are_labelled_by_shape_and_colour_and_balanced() {
+        let ds = generate_objects(48, 5, 32);
+        assert_eq!(ds.num_classes, 24);
+        let mut counts = [0usize; OBJECT_CLASSES];
+        for &l in &ds.labels {
+            counts[l as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c == 2), "{counts:?}");
+        let again = generate_objects(48, 5, 32);
+        assert_eq!(again.labels, ds.labels);
+        for (a, b) in ds.items.iter().zip(&again.items) {
+            let (ImageSource::Rgb(a), ImageSource::Rgb(b)) = (a, b) else {
+                panic!("generated images are decoded")
+            };
+            assert_eq!(a.as_raw(), b.as_raw());
+        }
+        // The primary's colour is its label's hue: its mean pixel's strongest channel.
+        for (item, &label) in ds.items.iter().zip(&ds.labels).take(8) {
+            let ImageSource::Rgb(img) = item else {
+                unreachable!()
+            };
+            let (colour, _) = colour_and_centroid(img, &primary(img));
+            let hue = Hue::ALL[label as usize % Hue::ALL.len()];
+            let strongest = (0..3)
+                .max_by(|&i, &j| colour[i].total_cmp(&colour[j]))
+                .unwrap();
+            match hue {
+                Hue::Red => assert_eq!(strongest, 0, "{colour:?}"),
+                Hue::Green => assert_eq!(strongest, 1, "{colour:?}"),
+                Hue::Blue => assert_eq!(strongest, 2, "{colour:?}"),
+                Hue::Yellow => assert!(colour[2] < colour[0].min(colour[1]), "{colour:?}"),
+            }
+        }
+    }
 
     /// The largest blob's pixel indices: the primary shape.
     fn primary(img: &RgbImage) -> Vec<usize> {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use peftbench_data_vision::{
-    fgvc, noah, parquet, scenes, sequential_batches, shuffled_batches, synthetic, ImageDataset,
-    Interpolation, Normalization, ParquetColumns, Prefetcher, Preprocess, ShapeTask,
+    cifar, fgvc, imagefolder, noah, parquet, scenes, sequential_batches, shuffled_batches,
+    synthetic, CifarVariant, ImageDataset, Interpolation, Normalization, ParquetColumns,
+    Prefetcher, Preprocess, ShapeTask,
 };
 use peftbench_suite::{DataFormat, OnDataError, RunSpec};
 use peftbench_train::{derive_seed, Batch, BatchSource, InMemoryBatches};
@@ -101,6 +102,12 @@ fn load_split(
             let size = spec.data.image_size.unwrap_or(preprocess(spec).image_size);
             scenes::generate_composition(a, b, n, generated_seed(&task.name, split), size)
         }
+        DataFormat::Generated if task.generator == Some(peftbench_suite::Generator::Objects) => {
+            let n = examples.unwrap_or(0);
+            let n = spec.limit.map_or(n, |l| n.min(l));
+            let size = spec.data.image_size.unwrap_or(preprocess(spec).image_size);
+            scenes::generate_objects(n, generated_seed(&task.name, split), size)
+        }
         DataFormat::Generated => {
             let generator = task
                 .generator
@@ -129,6 +136,17 @@ fn load_split(
             &ParquetColumns::default(),
             Some(task.num_classes),
         )?,
+        DataFormat::ImageFolder => {
+            imagefolder::load_split(root.expect("root"), &task.name, split)?.dataset
+        }
+        DataFormat::Cifar => {
+            let variant = if task.num_classes == 10 {
+                CifarVariant::Cifar10
+            } else {
+                CifarVariant::Cifar100
+            };
+            cifar::load(&root.expect("root").join(&task.name), split, variant)?.dataset
+        }
         other => anyhow::bail!(
             "task `{}`: data format {other:?} holds {}, not images",
             task.name,

@@ -50,7 +50,9 @@ pub fn report_layout(suite: &Suite) -> ReportLayout {
             TaskKind::TokenTagging
             | TaskKind::Reranking
             | TaskKind::VisionLanguage
-            | TaskKind::ImageTextRetrieval => None,
+            | TaskKind::ImageTextRetrieval
+            // Average incremental accuracy averages over ever more classes: no one level.
+            | TaskKind::ClassIncremental => None,
             TaskKind::ImageClassification
             | TaskKind::AudioClassification
             | TaskKind::TextClassification

@@ -27,6 +27,7 @@ pub mod backbone;
 pub mod bench;
 pub mod catalog;
 mod classification;
+mod continual;
 pub mod data;
 pub mod demo;
 pub mod demo_audio;

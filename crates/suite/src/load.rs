@@ -48,6 +48,8 @@ struct RawSuite {
     #[serde(default)]
     image_text_retrieval: Option<ImageTextRetrievalSpec>,
     #[serde(default)]
+    continual: Option<ContinualSpec>,
+    #[serde(default)]
     protocol: Option<Protocol>,
     #[serde(default)]
     recipe: Recipe,
@@ -129,6 +131,8 @@ struct RawMethod {
     grid: OrderedGrid,
     #[serde(default)]
     recipe: RecipePatch,
+    #[serde(default)]
+    learner: Option<Spanned<Learner>>,
 }
 
 #[derive(Deserialize)]
@@ -714,7 +718,27 @@ pub fn parse_suite(
         raw.data.format,
         raw.retrieval.is_some(),
         raw.multitask.is_some(),
+        raw.continual.is_some(),
     );
+    if raw.continual.is_some() {
+        if modality != Modality::Image {
+            return Err(invalid(
+                section("continual"),
+                format!(
+                    "`continual` streams image classes, and this is {} suite",
+                    modality.article_noun()
+                ),
+            ));
+        }
+        if raw.multitask.is_some() {
+            return Err(invalid(
+                section("continual"),
+                "`continual` and `multitask` do not go together: a continual suite streams \
+                 one task's classes"
+                    .into(),
+            ));
+        }
+    }
     if raw.multitask.is_some() {
         let unsupported = if raw.retrieval.is_some() {
             Some("reranking")
@@ -956,6 +980,16 @@ pub fn parse_suite(
         });
     }
     let task_names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    if let Some(stream) = &raw.continual {
+        for task in &tasks {
+            check_continual(stream, task.num_classes).map_err(|(field, m)| {
+                invalid(
+                    key_line(src, &["continual", field]).or(section("continual")),
+                    format!("task `{}`: {m}", task.name),
+                )
+            })?;
+        }
+    }
     if let Some(multitask) = &raw.multitask {
         check_multitask(multitask, &tasks).map_err(|m| invalid(section("multitask"), m))?;
     }
@@ -1133,12 +1167,22 @@ pub fn parse_suite(
                 values: values.clone(),
             });
         }
+        if let (Some(learner), None) = (&m.learner, &raw.continual) {
+            return Err(invalid(
+                line_of(learner),
+                format!(
+                    "`learner: {}` is for continual suites (section `continual`)",
+                    learner.value.name()
+                ),
+            ));
+        }
         let spec = MethodSpec {
             method: mname.clone(),
             label,
             params: Value::Object(sorted(m.params.clone().unwrap_or_default())),
             grid,
             recipe: m.recipe.clone(),
+            learner: m.learner.as_ref().map(|l| l.value),
             line: line.unwrap_or(0),
         };
         // Every grid point must have valid params and a valid recipe.
@@ -1294,6 +1338,7 @@ pub fn parse_suite(
         multitask: raw.multitask,
         vision_language: raw.vision_language,
         image_text_retrieval: raw.image_text_retrieval,
+        continual: raw.continual,
         protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
@@ -1311,6 +1356,80 @@ pub fn parse_suite(
             t => t.map(|t| t.value),
         },
     })
+}
+
+/// A `continual` stream fits a task of `num_classes` classes; an error names the field.
+fn check_continual(
+    stream: &ContinualSpec,
+    num_classes: usize,
+) -> Result<(), (&'static str, String)> {
+    if stream.increment == 0 {
+        return Err((
+            "increment",
+            "`continual.increment` must be at least 1".into(),
+        ));
+    }
+    if stream.init_classes >= num_classes {
+        return Err((
+            "init_classes",
+            format!(
+                "`continual.init_classes` {} leaves none of the {num_classes} classes for later stages",
+                stream.init_classes
+            ),
+        ));
+    }
+    let first = if stream.init_classes == 0 {
+        stream.increment
+    } else {
+        stream.init_classes
+    };
+    let left = num_classes.saturating_sub(first);
+    if first > num_classes || left % stream.increment != 0 {
+        return Err((
+            "increment",
+            format!(
+                "`continual.increment` {} does not divide the {left} classes left after a first \
+                 stage of {first} (of {num_classes})",
+                stream.increment
+            ),
+        ));
+    }
+    if let Some(order) = &stream.class_order {
+        if stream.shuffle_seed.is_some() {
+            return Err((
+                "class_order",
+                "give `continual.class_order` or `continual.shuffle_seed`, not both".into(),
+            ));
+        }
+        let mut seen = vec![false; num_classes];
+        for &class in order {
+            if class >= num_classes || std::mem::replace(&mut seen[class], true) {
+                return Err((
+                    "class_order",
+                    format!(
+                        "`continual.class_order` must list each of the {num_classes} classes \
+                         (0 to {}) once; {class} is {}",
+                        num_classes - 1,
+                        if class >= num_classes {
+                            "out of range"
+                        } else {
+                            "repeated"
+                        }
+                    ),
+                ));
+            }
+        }
+        if order.len() != num_classes {
+            return Err((
+                "class_order",
+                format!(
+                    "`continual.class_order` lists {} classes; the task has {num_classes}",
+                    order.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A `vision_language` section's lengths and decoding are usable.

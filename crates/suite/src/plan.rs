@@ -139,6 +139,9 @@ pub struct RunSpec {
     /// Image-text retrieval runs: how the dual encoder reads images and captions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_text_retrieval: Option<ImageTextRetrievalSpec>,
+    /// Continual runs: the stream of classes and the learner; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continual: Option<ContinualRun>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -182,6 +185,8 @@ struct SerialisedRunSpec {
     vision_language: Option<VisionLanguageSpec>,
     #[serde(default)]
     image_text_retrieval: Option<ImageTextRetrievalSpec>,
+    #[serde(default)]
+    continual: Option<ContinualRun>,
     protocol: Protocol,
     limit: Option<usize>,
     #[serde(default)]
@@ -207,6 +212,7 @@ impl From<SerialisedRunSpec> for RunSpec {
                 s.data.format,
                 s.retrieval.is_some(),
                 s.multitask.is_some() || s.transfer.is_some(),
+                s.continual.is_some(),
             ),
             suite: s.suite,
             task: s.task,
@@ -227,6 +233,7 @@ impl From<SerialisedRunSpec> for RunSpec {
             transfer: s.transfer,
             vision_language: s.vision_language,
             image_text_retrieval: s.image_text_retrieval,
+            continual: s.continual,
             protocol: s.protocol,
             limit: s.limit,
             fold: s.fold,
@@ -633,6 +640,10 @@ pub fn plan(
                         transfer: None,
                         vision_language: suite.vision_language.clone(),
                         image_text_retrieval: suite.image_text_retrieval.clone(),
+                        continual: suite.continual.clone().map(|stream| ContinualRun {
+                            stream,
+                            learner: m.learner.unwrap_or_default(),
+                        }),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,

@@ -71,6 +71,14 @@ pub enum DataFormat {
     /// questions, NLVR2 JSON lines, Karpathy caption files; images under `<root>/<task>/images/`.
     #[serde(rename = "vision-language")]
     VisionLanguage,
+    /// torchvision's ImageFolder, as PILOT reads ImageNet-R, ImageNet-A, CUB, ObjectNet and
+    /// OmniBenchmark: `<root>/<task>/{train,test}/<class>/*.{jpg,jpeg,png}`; the classes are the
+    /// sorted class folders of `train`.
+    #[serde(rename = "imagefolder")]
+    ImageFolder,
+    /// CIFAR-100 (or CIFAR-10, by the task's `num_classes`) in its binary release:
+    /// `<root>/<task>/cifar-100-binary/{train,test}.bin` (or the release folder as the task folder).
+    Cifar,
 }
 
 impl DataFormat {
@@ -617,6 +625,9 @@ pub enum Generator {
     /// Which pair of values do two latent skills (binary attributes of a generated scene) take?
     /// The task's `skills` names the two; 4 classes: images.
     Skills,
+    /// Which object is it? A scene's primary shape and its colour (6 shapes x 4 colours = 24
+    /// classes, label `4 * shape + colour`), size, place and distractors random: images.
+    Objects,
     /// Generated scenes of several shapes with questions, statements and captions about them,
     /// written in the published files of the task's `vl_task`: vision-language.
     #[serde(rename = "vl-scenes")]
@@ -751,6 +762,8 @@ pub struct MethodSpec {
     pub grid: Vec<GridAxis>,
     /// Recipe overrides for this method.
     pub recipe: RecipePatch,
+    /// Continual suites: how the entry learns the stream (`learner:`, default `finetune`).
+    pub learner: Option<Learner>,
     /// Line of the entry in the suite file (for messages).
     pub line: usize,
 }
@@ -907,6 +920,82 @@ pub struct MultiTaskRun {
 /// drop by this many percentage points before it counts as a regression.
 pub const DEFAULT_TOLERANCE: f64 = 1.0;
 
+/// How a continual-learning suite streams its task's classes (YAML section `continual`): the
+/// classes, in a fixed order, arrive in stages; each stage trains on its own classes' training
+/// data only (plus `memory_per_class` stored examples of each earlier class, for replay
+/// baselines) and is evaluated on the test data of every class seen so far.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContinualSpec {
+    /// What changes between stages (`class-incremental`: new classes).
+    #[serde(default)]
+    pub scenario: Scenario,
+    /// Classes of the first stage ("B"); 0 makes it `increment` classes like the others ("B0").
+    #[serde(default)]
+    pub init_classes: usize,
+    /// Classes of every later stage ("Inc"); must divide the classes left after the first stage.
+    pub increment: usize,
+    /// Shuffles the classes as PILOT does (`np.random.seed(s); np.random.permutation(n)`; its
+    /// configurations use 1993). Absent: the dataset's class order (or `class_order`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle_seed: Option<u32>,
+    /// The class order given outright (a permutation of the task's class ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_order: Option<Vec<usize>>,
+    /// Training examples kept per earlier class and replayed in later stages (0: exemplar-free,
+    /// what the seed papers run).
+    #[serde(default)]
+    pub memory_per_class: usize,
+}
+
+/// What a continual stream changes between stages.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// New classes each stage; one classifier over every class seen so far.
+    #[default]
+    ClassIncremental,
+}
+
+/// How a continual run learns its stream (a method entry's `learner:`; the entry's `method` is
+/// the parameter-efficient method it adapts the backbone with).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Learner {
+    /// Sequential fine-tuning: each stage trains the method and a classifier over the classes
+    /// seen so far on the stage's data (the forgetting lower bound with `full` or `lora`).
+    #[default]
+    #[serde(rename = "finetune")]
+    Finetune,
+    /// SimpleCIL (Zhou et al., IJCV 2024): no training; each class's prototype is the mean of its
+    /// training features, and images go to the most cosine-similar prototype.
+    #[serde(rename = "simplecil")]
+    SimpleCil,
+    /// APER (Zhou et al., IJCV 2024): the method trains on the first stage only, then is frozen;
+    /// prototypes of the concatenated pretrained and adapted features classify, as SimpleCIL's.
+    #[serde(rename = "aper")]
+    Aper,
+}
+
+impl Learner {
+    pub const ALL: [Learner; 3] = [Learner::Finetune, Learner::SimpleCil, Learner::Aper];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Learner::Finetune => "finetune",
+            Learner::SimpleCil => "simplecil",
+            Learner::Aper => "aper",
+        }
+    }
+}
+
+/// A continual run's stream and learner.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContinualRun {
+    pub stream: ContinualSpec,
+    pub learner: Learner,
+}
+
 /// How a vision-language suite reads its images and writes its answers (YAML section
 /// `vision_language`), after VL-Adapter (Sung et al., CVPR 2022): a frozen image encoder's patch
 /// features, computed once per image, pass through a trained projection and layer norm and follow
@@ -1007,11 +1096,14 @@ pub enum TaskKind {
     /// Image-text retrieval with a dual encoder (CLIP) trained contrastively on captioned images,
     /// scored by Recall@K in both directions (`image_text_retrieval` section).
     ImageTextRetrieval,
+    /// Image classes arriving in stages, each stage trained on its new classes and evaluated on
+    /// every class seen so far (`continual` section).
+    ClassIncremental,
 }
 
 impl TaskKind {
     /// Every kind, in the order `harness list` and errors show them.
-    pub const ALL: [TaskKind; 9] = [
+    pub const ALL: [TaskKind; 10] = [
         TaskKind::ImageClassification,
         TaskKind::AudioClassification,
         TaskKind::TextClassification,
@@ -1021,6 +1113,7 @@ impl TaskKind {
         TaskKind::TextMultiTask,
         TaskKind::VisionLanguage,
         TaskKind::ImageTextRetrieval,
+        TaskKind::ClassIncremental,
     ];
 
     /// The name a suite declares it by (`kind: image-classification`).
@@ -1035,22 +1128,25 @@ impl TaskKind {
             TaskKind::TextMultiTask => "text-multi-task",
             TaskKind::VisionLanguage => "vision-language",
             TaskKind::ImageTextRetrieval => "image-text-retrieval",
+            TaskKind::ClassIncremental => "class-incremental",
         }
     }
 
     /// The kind of a suite (or of a run read back from a record) whose input is `modality`, whose
     /// data has `format`, and that has a `retrieval` section or not and a `multitask` section or
     /// not: text is ranked, tagged per word (CoNLL, WikiANN) or classified, one task per run or
-    /// several.
+    /// several; images are classified, several tasks together, or as a `continual` stream.
     pub fn of_sections(
         modality: Modality,
         format: DataFormat,
         reranking: bool,
         multitask: bool,
+        continual: bool,
     ) -> TaskKind {
         match modality {
             Modality::VisionLanguage => TaskKind::VisionLanguage,
             Modality::ImageText => TaskKind::ImageTextRetrieval,
+            Modality::Image if continual => TaskKind::ClassIncremental,
             Modality::Image if multitask => TaskKind::ImageMultiTask,
             Modality::Text if multitask => TaskKind::TextMultiTask,
             Modality::Image => TaskKind::ImageClassification,
@@ -1064,7 +1160,9 @@ impl TaskKind {
     /// What the backbone reads.
     pub fn modality(self) -> Modality {
         match self {
-            TaskKind::ImageClassification | TaskKind::ImageMultiTask => Modality::Image,
+            TaskKind::ImageClassification
+            | TaskKind::ImageMultiTask
+            | TaskKind::ClassIncremental => Modality::Image,
             TaskKind::AudioClassification => Modality::Audio,
             TaskKind::TextClassification
             | TaskKind::TokenTagging
@@ -1161,6 +1259,8 @@ pub struct Suite {
     pub vision_language: Option<VisionLanguageSpec>,
     /// Image-text retrieval suites: how the dual encoder reads images and captions.
     pub image_text_retrieval: Option<ImageTextRetrievalSpec>,
+    /// Continual-learning suites: how the task's classes arrive in stages.
+    pub continual: Option<ContinualSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).

@@ -13,6 +13,7 @@
 //! for images, [`crate::audio`], [`crate::text`], [`crate::rerank`]).
 
 mod audio_classification;
+mod class_incremental;
 mod image_classification;
 mod image_text_retrieval;
 mod multi_task;
@@ -31,6 +32,7 @@ use crate::run::{Finished, RunContext};
 use crate::Paths;
 
 pub(crate) use audio_classification::AudioClassification;
+pub(crate) use class_incremental::ClassIncremental;
 pub(crate) use image_classification::ImageClassification;
 pub(crate) use image_text_retrieval::ImageTextRetrieval;
 pub(crate) use multi_task::MultiTask;
@@ -111,6 +113,7 @@ pub(crate) fn with_kind<V: KindVisitor>(kind: TaskKind, visitor: V) -> V::Output
         TaskKind::TextMultiTask => visitor.visit::<MultiTask<TextClassification>>(),
         TaskKind::VisionLanguage => visitor.visit::<VisionLanguage>(),
         TaskKind::ImageTextRetrieval => visitor.visit::<ImageTextRetrieval>(),
+        TaskKind::ClassIncremental => visitor.visit::<ClassIncremental>(),
     }
 }
 
@@ -145,6 +148,13 @@ mod tests {
             ("vl-adapter", TaskKind::VisionLanguage),
             ("demo-clip-retrieval", TaskKind::ImageTextRetrieval),
             ("clip-retrieval", TaskKind::ImageTextRetrieval),
+            ("demo-cl", TaskKind::ClassIncremental),
+            ("cil-cifar100", TaskKind::ClassIncremental),
+            ("cil-cifar100-inc5", TaskKind::ClassIncremental),
+            ("cil-imagenet-r", TaskKind::ClassIncremental),
+            ("cil-imagenet-a", TaskKind::ClassIncremental),
+            ("cil-cub", TaskKind::ClassIncremental),
+            ("cil-vtab", TaskKind::ClassIncremental),
         ];
         for (name, kind) in expected {
             let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
@@ -157,6 +167,62 @@ mod tests {
             let read_back: RunSpec = serde_json::from_value(json).unwrap();
             assert_eq!(read_back, specs[0], "{name}");
         }
+    }
+
+    /// A continual stream must fit its task's classes: each error names the file, the field's
+    /// line and the field; `learner:` belongs to continual suites only.
+    #[test]
+    fn continual_streams_are_checked_against_the_classes() {
+        let path = suites_dir().join("demo-cl.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line_of =
+            |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let error = |text: &str| {
+            parse_suite(text, &path, &RegistryCatalog)
+                .unwrap_err()
+                .to_string()
+        };
+        let uneven = text.replace("increment: 4", "increment: 5");
+        let e = error(&uneven);
+        assert!(
+            e.contains(&format!("demo-cl.yaml:{}", line_of(&uneven, "increment: 5")))
+                && e.contains("`continual.increment` 5 does not divide the 19 classes left after a first stage of 5 (of 24)"),
+            "{e}"
+        );
+        let order = text.replace(
+            "shuffle_seed: 1993",
+            &format!(
+                "class_order: [{}]",
+                (0..23)
+                    .chain([3])
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        let e = error(&order);
+        assert!(
+            e.contains(&format!("demo-cl.yaml:{}", line_of(&order, "class_order")))
+                && e.contains("3 is repeated"),
+            "{e}"
+        );
+        let too_big = text.replace("init_classes: 0", "init_classes: 24");
+        assert!(error(&too_big).contains("leaves none of the 24 classes"));
+        let demo = std::fs::read_to_string(suites_dir().join("demo.yaml")).unwrap();
+        let with_learner = demo.replacen(
+            "  - method: linear\n",
+            "  - method: linear\n    learner: aper\n",
+            1,
+        );
+        assert_ne!(with_learner, demo);
+        let e = parse_suite(
+            &with_learner,
+            &suites_dir().join("demo.yaml"),
+            &RegistryCatalog,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`learner: aper` is for continual suites"), "{e}");
     }
 
     /// A vision-language task names what it asks (`vl_task`) and has no classes; the errors say

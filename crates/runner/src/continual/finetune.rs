@@ -1,0 +1,185 @@
+//! Sequential fine-tuning: every stage trains the run's method and one classifier over the
+//! classes seen so far on the new classes' data, as PILOT's `finetune` learner does (its
+//! classifier grows by the new classes; here the head holds every class from the start and its
+//! logits are cut to the classes seen, which trains and predicts the same). Nothing protects the
+//! old classes, so with `full` or `lora` it is the forgetting lower bound the other learners are
+//! measured against; with `memory_per_class` it replays stored examples.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+use peftbench_data_vision::ImageDataset;
+use peftbench_methods::PeftModel;
+use peftbench_train::{
+    cross_entropy, derive_seed, evaluate, TrainConfig, TrainModel, TrainOutcome,
+};
+
+use super::{StageContext, StageLearner, StageOutcome, Stream, STAGE};
+use crate::language_adapters;
+use crate::run::{train_config, train_phases, Objective, CALIBRATION, MODEL_INIT};
+
+pub(crate) struct Finetune {
+    model: PeftModel,
+    base_model: String,
+}
+
+impl Finetune {
+    pub fn new(
+        stage: &StageContext<'_, '_>,
+        stream: &Stream,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            model: attached_model(stage, stream, progress)?,
+            base_model: stage.ctx.backbone.name.clone(),
+        })
+    }
+}
+
+/// The run's method attached to the backbone with a head over every class, calibrated (for
+/// data-dependent methods) on the first stage's data, the only data a stream has at its start.
+pub(crate) fn attached_model(
+    stage: &StageContext<'_, '_>,
+    stream: &Stream,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<PeftModel> {
+    let spec = stage.spec;
+    let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), stage.device());
+    let mut model = language_adapters::composed_model(
+        spec,
+        None,
+        spec.task.num_classes,
+        &init,
+        stage.ctx,
+        progress,
+    )?;
+    let cfg = train_config(spec);
+    let first = stage.source(&stream.stage_train(0, &[]))?;
+    let seen = stream.stages[0].end;
+    let mut batches = first
+        .batches(cfg.batch_size, Some(derive_seed(&[spec.seed, CALIBRATION])))
+        .map(|batch| batch.map(|b| (b.inputs, b.labels)));
+    model.calibrate(&mut batches, &|logits, labels| {
+        cross_entropy(&logits.narrow(1, 0, seen)?, labels, cfg.label_smoothing)
+    })?;
+    Ok(model)
+}
+
+/// Trains `model` on stage `t`'s data with logits over the first `seen` classes; every stage
+/// starts a fresh optimizer and draws its randomness from the run seed and `t`.
+pub(crate) fn train_stage(
+    model: &mut PeftModel,
+    stage: &StageContext<'_, '_>,
+    t: usize,
+    train: &Arc<ImageDataset>,
+    seen: usize,
+    progress: &mut dyn FnMut(peftbench_train::Progress),
+) -> anyhow::Result<StageOutcome> {
+    let source = stage.source(train)?;
+    let base = train_config(stage.spec);
+    let cfg = TrainConfig {
+        seed: derive_seed(&[base.seed, STAGE, t as u64]),
+        ..base
+    };
+    Ok(
+        match train_phases(
+            model,
+            &SeenClasses(seen),
+            source.as_ref(),
+            None,
+            &cfg,
+            progress,
+        )? {
+            TrainOutcome::Completed(report) => StageOutcome::Trained(report),
+            diverged => StageOutcome::Diverged(diverged),
+        },
+    )
+}
+
+/// The model's logits cut to the first `.0` classes: those seen so far.
+pub(crate) struct SeenClasses(pub usize);
+
+impl Objective for SeenClasses {
+    fn trainee<'m>(&self, model: &'m PeftModel) -> Box<dyn TrainModel + 'm> {
+        Box::new(FirstClasses {
+            model,
+            seen: self.0,
+        })
+    }
+}
+
+struct FirstClasses<'m> {
+    model: &'m PeftModel,
+    seen: usize,
+}
+
+impl TrainModel for FirstClasses<'_> {
+    fn trainable(&self) -> &NamedVars {
+        self.model.trainable()
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        self.model.logits(input, ctx)?.narrow(1, 0, self.seen)
+    }
+
+    fn lr_multiplier(&self, name: &str) -> f64 {
+        TrainModel::lr_multiplier(self.model, name)
+    }
+}
+
+impl StageLearner for Finetune {
+    fn learn(
+        &mut self,
+        stage: &StageContext<'_, '_>,
+        t: usize,
+        train: &Arc<ImageDataset>,
+        stream: &Stream,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<StageOutcome> {
+        train_stage(
+            &mut self.model,
+            stage,
+            t,
+            train,
+            stream.stages[t].end,
+            progress,
+        )
+    }
+
+    fn predict(
+        &mut self,
+        stage: &StageContext<'_, '_>,
+        _j: usize,
+        eval: &Arc<ImageDataset>,
+        seen: usize,
+    ) -> anyhow::Result<Vec<u32>> {
+        let source = stage.source(eval)?;
+        let model = FirstClasses {
+            model: &self.model,
+            seen,
+        };
+        Ok(evaluate(&model, source.as_ref(), stage.spec.recipe.eval_batch_size)?.predictions)
+    }
+
+    fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {
+        Ok(self.model.trainable().tensors())
+    }
+
+    fn restore(&mut self, state: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
+        Ok(self.model.trainable().load(state)?)
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.model.trainable_count() as u64,
+            self.model.total_count() as u64,
+        )
+    }
+
+    fn save(&self, dir: &Path) -> anyhow::Result<u64> {
+        self.model.save(dir, &self.base_model)
+    }
+}
