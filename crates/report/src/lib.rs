@@ -48,6 +48,7 @@ use peftbench_records::{RunRecord, RunStatus};
 use serde::{Deserialize, Serialize};
 
 pub mod compare;
+pub mod continual;
 mod export;
 mod multi_task;
 pub mod plots;
@@ -364,6 +365,9 @@ pub struct Leaderboard {
     /// its records have.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<(String, BTreeMap<String, f64>)>,
+    /// Class-incremental runs: Ā, A_T, forgetting and the accuracy curve per row and task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continual: Option<continual::ContinualTable>,
 }
 
 /// Run-level metrics of multi-task runs that a report lists beside the table: name, column title.
@@ -554,6 +558,7 @@ impl Leaderboard {
                 .collect(),
             diagnostics,
             chance: layout.chance.clone(),
+            continual: continual::continual_table(&used, &labels, &layout.tasks),
         }
     }
 
@@ -745,6 +750,9 @@ impl Leaderboard {
             out.push_str(&md_row(&row));
         }
         out.push('\n');
+        if let Some(table) = &self.continual {
+            out.push_str(&table.markdown());
+        }
         out.push_str(&self.markdown_intervals());
         out.push_str(&self.markdown_cost());
         out.push_str(&self.markdown_diagnostics());

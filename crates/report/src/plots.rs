@@ -1,6 +1,7 @@
 //! The figures PEFT papers show, drawn with plotters as SVG and PNG: accuracy against trainable
 //! parameters (log scale) with the Pareto front marked, accuracy against adapter bytes on disk, and
-//! per-task bars with 95% interval error bars.
+//! per-task bars with 95% interval error bars, and for class-incremental suites the accuracy on
+//! all classes seen against the number of classes seen, one line per method.
 //!
 //! Text is rendered with DejaVu Sans embedded in this crate (`fonts/`, via plotters' `ab_glyph`
 //! feature), so the PNGs look the same on a clean machine or CI runner without system fonts or
@@ -137,6 +138,41 @@ pub fn write_figures(board: &Leaderboard, reports_dir: &Path) -> Result<Vec<Figu
         )?;
         figures.push(figure(&stem, name, title));
     }
+
+    if let Some(table) = &board.continual {
+        let tasks: Vec<&String> = board
+            .tasks
+            .iter()
+            .filter(|t| table.rows.iter().any(|r| &r.task == *t))
+            .collect();
+        for task in &tasks {
+            let lines: Vec<(String, Vec<(f64, f64)>)> = table
+                .rows
+                .iter()
+                .filter(|r| &&r.task == task && !r.curve.is_empty())
+                .map(|r| {
+                    let points = r.curve.iter().map(|&(n, a)| (n as f64, a)).collect();
+                    (r.label.clone(), points)
+                })
+                .collect();
+            let title = format!("{}: {task}, accuracy on the classes seen", board.suite);
+            let name = if tasks.len() == 1 {
+                "accuracy-curve".to_string()
+            } else {
+                format!("accuracy-curve-{task}")
+            };
+            render(
+                &dir,
+                &name,
+                (900, 600),
+                &Plot::Curves {
+                    title: &title,
+                    lines: &lines,
+                },
+            )?;
+            figures.push(figure(&stem, &name, title));
+        }
+    }
     Ok(figures)
 }
 
@@ -160,6 +196,11 @@ enum Plot<'a> {
         title: &'a str,
         board: &'a Leaderboard,
     },
+    /// One line per method: (classes seen, accuracy in percent) points.
+    Curves {
+        title: &'a str,
+        lines: &'a [(String, Vec<(f64, f64)>)],
+    },
 }
 
 impl Plot<'_> {
@@ -172,6 +213,7 @@ impl Plot<'_> {
                 y_desc,
             } => scatter(root, title, points, x_desc, y_desc),
             Plot::PerTask { title, board } => per_task(root, title, board),
+            Plot::Curves { title, lines } => curves(root, title, lines),
         }
     }
 }
@@ -368,6 +410,57 @@ fn axis_count(x: f64) -> String {
 }
 
 /// Grouped bars: one cluster per task, one bar per row, 95% interval (else ± std) error bars.
+/// Accuracy curves of a class-incremental stream, markers at every stage.
+fn curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let points = || lines.iter().flat_map(|(_, p)| p.iter());
+    let x_max = points().map(|p| p.0).fold(1.0, f64::max);
+    let y_min = points().map(|p| p.1).fold(100.0, f64::min);
+    let y_range = ((y_min - 5.0).max(0.0) / 10.0).floor() * 10.0..100.0;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 22))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max * 1.04, y_range)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("Classes seen")
+        .y_desc("Accuracy on the classes seen (%)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(plot_err)?;
+    for (i, (label, line)) in lines.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), c.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 4, c.filled())))
+            .map_err(plot_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerLeft)
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
+}
+
 fn per_task<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,

@@ -475,3 +475,82 @@ fn compare_widens_the_tolerance_to_the_seeds_spread() {
     assert_eq!(one.rows[0].tolerance, 1.0);
     assert_eq!(one.rows[0].verdict, Verdict::Regression);
 }
+
+/// A class-incremental record of `label`: a 3-stage stream of 4 classes each whose curve is
+/// `curve` (fractions), with the metrics a stream run writes.
+fn stream_record(label: &str, seed: u64, curve: [f64; 3], forgetting: f64) -> RunRecord {
+    let mut r = record(label, "a", seed, Some(0.0));
+    r.suite = "cl".into();
+    r.primary_metric = "avg_incremental_accuracy".into();
+    r.metrics = BTreeMap::from([
+        (
+            "avg_incremental_accuracy".to_string(),
+            curve.iter().sum::<f64>() / 3.0,
+        ),
+        ("last_accuracy".to_string(), curve[2]),
+        ("forgetting".to_string(), forgetting),
+        ("accuracy@4".to_string(), curve[0]),
+        ("accuracy@8".to_string(), curve[1]),
+        ("accuracy@12".to_string(), curve[2]),
+    ]);
+    r
+}
+
+/// Ā, A_T and forgetting side by side over seeds, and the curve figure by classes seen.
+#[test]
+fn class_incremental_runs_get_their_table_and_curve() {
+    let records = vec![
+        stream_record("finetune", 0, [0.9, 0.5, 0.3], 0.6),
+        stream_record("finetune", 1, [0.9, 0.6, 0.4], 0.5),
+        stream_record("simplecil", 0, [0.9, 0.85, 0.8], 0.1),
+    ];
+    let layout = ReportLayout {
+        suite: "cl".into(),
+        tasks: vec!["a".into()],
+        groups: vec![],
+        averaging: vec![Averaging::Mean],
+        published: None,
+        chance: vec![None],
+    };
+    let board = Leaderboard::build(&records, &layout);
+    let table = board.continual.as_ref().unwrap();
+    let finetune = &table.rows[0];
+    assert_eq!(
+        (finetune.label.as_str(), finetune.runs, finetune.stages),
+        ("finetune", 2, 3)
+    );
+    assert!(close(
+        finetune.average.mean,
+        100.0 * (1.7 / 3.0 + 1.9 / 3.0) / 2.0
+    ));
+    assert!(close(finetune.last.mean, 35.0));
+    assert!(close(finetune.last.std.unwrap(), (2.0f64 * 25.0).sqrt()));
+    assert_eq!(
+        finetune.curve.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [4, 8, 12]
+    );
+    assert!(close(finetune.curve[1].1, 55.0));
+    assert_eq!(table.rows[1].last.std, None);
+    let md = board.markdown();
+    assert!(
+        md.contains("| finetune | a | 60.0 ±4.7 | 35.0 ±7.1 | 55.0 ±7.1 | 3 | 2 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| simplecil | a | 85.0 | 80.0 | 10.0 | 3 | 1 |"),
+        "{md}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let figures = write_figures(&board, dir.path()).unwrap();
+    let curve = figures
+        .iter()
+        .find(|f| f.svg == "cl/accuracy-curve.svg")
+        .expect("a curve figure");
+    let svg = std::fs::read_to_string(dir.path().join(&curve.svg)).unwrap();
+    assert!(svg.contains("Classes seen") && svg.contains("simplecil"));
+    // Classification suites have no such table or figure.
+    let plain = Leaderboard::build(&self::records(), &self::layout());
+    assert!(plain.continual.is_none());
+    assert!(!plain.markdown().contains("Class-incremental"));
+}
