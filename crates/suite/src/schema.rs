@@ -974,16 +974,48 @@ pub enum Learner {
     /// prototypes of the concatenated pretrained and adapted features classify, as SimpleCIL's.
     #[serde(rename = "aper")]
     Aper,
+    /// LAE (Gao et al., ICCV 2023): the method as an online expert trained on each stage's
+    /// classes and an offline expert, its moving average; their probabilities ensembled.
+    #[serde(rename = "lae")]
+    Lae,
 }
 
 impl Learner {
-    pub const ALL: [Learner; 3] = [Learner::Finetune, Learner::SimpleCil, Learner::Aper];
+    pub const ALL: [Learner; 4] = [
+        Learner::Finetune,
+        Learner::SimpleCil,
+        Learner::Aper,
+        Learner::Lae,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Learner::Finetune => "finetune",
             Learner::SimpleCil => "simplecil",
             Learner::Aper => "aper",
+            Learner::Lae => "lae",
+        }
+    }
+
+    /// One line on what it does and where it comes from (`harness list learners`).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Learner::Finetune => {
+                "sequential fine-tuning of the entry's method, classifier over the classes seen \
+                 (the forgetting lower bound)"
+            }
+            Learner::SimpleCil => {
+                "class-mean prototypes of the frozen backbone's features, no training (method \
+                 `linear`) [Zhou et al., IJCV 2024]"
+            }
+            Learner::Aper => {
+                "the method adapted on the first stage, then prototypes of pretrained + adapted \
+                 features [Zhou et al., IJCV 2024]"
+            }
+            Learner::Lae => {
+                "online expert per stage + moving-average offline expert, probabilities \
+                 ensembled [Gao et al., ICCV 2023]"
+            }
         }
     }
 }

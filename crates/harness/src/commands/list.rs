@@ -1,11 +1,11 @@
-//! `harness list methods|tasks|suites`.
+//! `harness list methods|learners|tasks|suites`.
 
 use std::process::ExitCode;
 
 use peftbench_data_vision::ShapeTask;
 use peftbench_methods::registry;
 use peftbench_runner::RegistryCatalog;
-use peftbench_suite::{list_suites, load_suite};
+use peftbench_suite::{list_suites, load_suite, Learner};
 
 use super::{emit, suites_dir};
 use crate::SuitesDir;
@@ -14,6 +14,8 @@ use crate::SuitesDir;
 pub enum What {
     /// PEFT methods in the registry, with their parameters and paper.
     Methods,
+    /// How continual suites learn their stream (a method entry's `learner:`).
+    Learners,
     /// Tasks declared by the suites, and the generated tasks.
     Tasks,
     /// Suite files.
@@ -46,6 +48,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         format!("  {} (default {}): {}", p.name, p.default, p.doc),
                     ));
                 }
+            }
+        }
+        What::Learners => {
+            for learner in Learner::ALL {
+                rows.push((learner.name().to_string(), learner.summary().to_string()));
             }
         }
         What::Tasks => {

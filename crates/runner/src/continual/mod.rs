@@ -10,7 +10,8 @@
 //!   classes seen so far (the forgetting lower bound);
 //! - [`simplecil`]: prototypes of the frozen backbone's features, no training;
 //! - [`aper`]: the method adapted on the first stage only, then prototypes of the pretrained and
-//!   adapted features together.
+//!   adapted features together;
+//! - [`lae`]: LAE's online expert and its moving-average offline expert, ensembled.
 //!
 //! A run is resumable stage by stage: after each stage the learner's state and the matrix so far
 //! are written under the run's artifact folder, and a rerun of a killed sweep continues after the
@@ -19,6 +20,7 @@
 
 pub(crate) mod aper;
 pub(crate) mod finetune;
+pub(crate) mod lae;
 pub(crate) mod simplecil;
 
 use std::collections::BTreeMap;
@@ -240,6 +242,7 @@ fn learner(
         Learner::Finetune => Box::new(finetune::Finetune::new(stage, stream, progress)?),
         Learner::SimpleCil => Box::new(simplecil::SimpleCil::new(stage)?),
         Learner::Aper => Box::new(aper::Aper::new(stage, stream, progress)?),
+        Learner::Lae => Box::new(lae::Lae::new(stage, stream, progress)?),
     })
 }
 
@@ -686,6 +689,43 @@ methods: [{{ method: {method}, learner: {learner} }}]
             err.to_string().contains("give its entry `method: linear`"),
             "{err}"
         );
+    }
+
+    /// LAE trains every stage (the method frozen in the first epoch of the later ones, which
+    /// shows as a stage of one head-only and one full epoch), and a stopped run resumes to the
+    /// same numbers: the offline expert's moving average is part of the checkpoint.
+    #[test]
+    fn lae_trains_each_stage_and_resumes_with_its_offline_expert() {
+        let spec = &specs("lae", "lora", 96)[0];
+        let whole = tempfile::tempdir().unwrap();
+        let (straight, epochs) = run(spec, whole.path(), None).unwrap();
+        assert_eq!(epochs, 3 * 2);
+        let killed = tempfile::tempdir().unwrap();
+        run(spec, killed.path(), Some(0)).unwrap();
+        let (resumed, epochs) = run(spec, killed.path(), None).unwrap();
+        assert_eq!(epochs, 2 * 2);
+        assert_eq!(resumed.unwrap(), straight.unwrap());
+        let adapter = whole.path().join("results/artifacts");
+        let saved: Vec<_> = walk(&adapter);
+        assert!(
+            saved
+                .iter()
+                .any(|p| p.ends_with("offline/adapter_model.safetensors")),
+            "{saved:?}"
+        );
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 
     #[test]
