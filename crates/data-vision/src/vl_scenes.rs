@@ -77,6 +77,7 @@
 //! ```text
 //! vqa/v2_OpenEnded_mscoco_{train2014,val2014}_questions.json
 //! vqa/v2_mscoco_{train2014,val2014}_annotations.json
+//! vqa/karpathy_{train,val,test}.json         VL-T5's split files: train2014's questions, val2014's halved
 //! vqa/images/<split>/COCO_<split>_<image_id, 12 digits>.png   as COCO names its images
 //! gqa/{train,testdev}_balanced_questions.json
 //! gqa/images/<imageId>.png
@@ -125,6 +126,9 @@ pub const MAX_OBJECTS: usize = 4;
 
 /// VQA's splits: training scenes, evaluation scenes.
 pub const VQA_SPLITS: [&str; 2] = ["train2014", "val2014"];
+
+/// VL-T5's Karpathy split names of VQA (`karpathy_<split>.json`).
+pub const KARPATHY_VQA_SPLITS: [&str; 3] = ["train", "val", "test"];
 /// GQA's splits: training scenes (held-out compositions removed), evaluation scenes.
 pub const GQA_SPLITS: [&str; 2] = ["train", "testdev"];
 /// NLVR2's splits: training scenes, evaluation scenes.
@@ -274,6 +278,8 @@ pub struct DemoVlFiles {
     /// and each split's image folder (`COCO_<split>_<id>.png`, [`coco_file_name`]).
     pub vqa_questions: [PathBuf; 2],
     pub vqa_annotations: [PathBuf; 2],
+    /// VL-T5's Karpathy split files of the same questions ([`KARPATHY_VQA_SPLITS`]).
+    pub vqa_karpathy: [PathBuf; 3],
     pub vqa_images: [PathBuf; 2],
     /// GQA's balanced questions files ([`GQA_SPLITS`]) and its image folder (`<imageId>.png`).
     pub gqa_questions: [PathBuf; 2],
@@ -776,6 +782,25 @@ fn vqa_files(seed: u64, split: &str, scenes: &[VlScene]) -> (Value, Value) {
         json!({"info": info, "license": license, "data_subtype": split,
                "annotations": annotations}),
     )
+}
+
+/// A question as VL-T5's Karpathy files hold it: `img_id` naming the COCO file, the most common
+/// answer as its `label`.
+fn karpathy_question(folder: &str, question: &Value, annotation: &Value) -> Value {
+    let image_id = question["image_id"]
+        .as_u64()
+        .expect("generated ids are numbers");
+    let answer = annotation["multiple_choice_answer"]
+        .as_str()
+        .unwrap_or_default();
+    json!({
+        "answer_type": annotation["answer_type"],
+        "img_id": format!("COCO_{folder}_{image_id:012}"),
+        "label": {answer: 1},
+        "question_id": question["question_id"],
+        "question_type": annotation["question_type"],
+        "sent": question["question"],
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1435,10 +1460,38 @@ pub fn write_demo_vl(root: &Path, spec: &DemoVlSpec) -> io::Result<DemoVlFiles> 
         VQA_SPLITS.map(|s| vqa_dir.join(format!("v2_OpenEnded_mscoco_{s}_questions.json")));
     let vqa_annotations =
         VQA_SPLITS.map(|s| vqa_dir.join(format!("v2_mscoco_{s}_annotations.json")));
+    // VL-T5's Karpathy split: every training question, and the evaluation images' questions
+    // halved into `val` and `test` (as Karpathy's val and test both come from val2014).
+    let mut karpathy: [Vec<Value>; 3] = Default::default();
     for (k, split_scenes) in [train, eval].into_iter().enumerate() {
         let (questions, annotations) = vqa_files(spec.seed, VQA_SPLITS[k], split_scenes);
+        let half = split_scenes.len() / 2;
+        for (q, a) in questions["questions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .zip(annotations["annotations"].as_array().into_iter().flatten())
+        {
+            let image_id = q["image_id"].as_u64().expect("generated ids are numbers");
+            let position = split_scenes
+                .iter()
+                .position(|s| s.image_id == image_id)
+                .expect("a question's scene is in its split");
+            let part = if k == 0 {
+                0
+            } else if position < half {
+                1
+            } else {
+                2
+            };
+            karpathy[part].push(karpathy_question(VQA_SPLITS[k], q, a));
+        }
         write_json(&vqa_questions[k], &questions)?;
         write_json(&vqa_annotations[k], &annotations)?;
+    }
+    let vqa_karpathy = KARPATHY_VQA_SPLITS.map(|s| vqa_dir.join(format!("karpathy_{s}.json")));
+    for (path, questions) in vqa_karpathy.iter().zip(karpathy) {
+        write_json(path, &Value::Array(questions))?;
     }
 
     let gqa_questions = GQA_SPLITS.map(|s| {
@@ -1466,6 +1519,7 @@ pub fn write_demo_vl(root: &Path, spec: &DemoVlSpec) -> io::Result<DemoVlFiles> 
     Ok(DemoVlFiles {
         vqa_questions,
         vqa_annotations,
+        vqa_karpathy,
         vqa_images,
         gqa_questions,
         gqa_images,
@@ -1542,8 +1596,25 @@ mod tests {
         let first = contents(a.path());
         assert_eq!(first, contents(b.path()));
         // 90 scenes each in VQA's, GQA's and the captions' folders, 45 pairs of 2 NLVR2 images,
-        // 4 VQA, 2 GQA, 2 NLVR2 and 1 caption file.
-        assert_eq!(first.len(), 3 * 90 + 90 + 4 + 2 + 2 + 1);
+        // 4 VQA (and 3 Karpathy split), 2 GQA, 2 NLVR2 and 1 caption file.
+        assert_eq!(first.len(), 3 * 90 + 90 + 4 + 3 + 2 + 2 + 1);
+        // The Karpathy files hold the same questions: train2014's, and val2014's in two halves.
+        let annotations = [
+            files.vqa_annotations[0].as_path(),
+            files.vqa_annotations[1].as_path(),
+        ];
+        let karpathy = |k: usize| -> Vec<VqaQuestion> {
+            peftbench_data_text::vl::read_vqa_karpathy(&files.vqa_karpathy[k], &annotations)
+                .unwrap()
+                .into_iter()
+                .map(|q| q.question)
+                .collect()
+        };
+        assert_eq!(karpathy(0), vqa(&files, 0));
+        let mut eval = karpathy(1);
+        eval.extend(karpathy(2));
+        assert_eq!(eval, vqa(&files, 1));
+        assert!(!karpathy(1).is_empty() && !karpathy(2).is_empty());
 
         let modified = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
         let before = modified(&files.captions);

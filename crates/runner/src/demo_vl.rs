@@ -31,7 +31,7 @@ pub fn ensure_demo_vl_data(spec: &RunSpec, paths: &Paths, quiet: bool) -> anyhow
         ..DemoVlSpec::default()
     };
     let key = format!(
-        "seed={} size={} train={} eval={} generator={}",
+        "seed={} size={} train={} eval={} generator={} layout=2",
         demo.seed,
         demo.image_size,
         demo.train_images,

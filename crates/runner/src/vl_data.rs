@@ -9,6 +9,7 @@
 //! | `vl_task` | annotation files | images | `train` / `val` / `test` |
 //! |---|---|---|---|
 //! | `vqa` | `v2_OpenEnded_mscoco_<s>_questions.json`, `v2_mscoco_<s>_annotations.json` | `images/<s>/COCO_<s>_<image id, 12 digits>.jpg` | `train2014` / `val2014` / `val2014` |
+//! | `vqa-karpathy` | VL-T5's `karpathy_<s>.json`, answers from both `v2_mscoco_{train2014,val2014}_annotations.json` | `images/<train2014 or val2014>/<img_id>.jpg` | `train` / `val` / `test` |
 //! | `gqa` | `<s>_balanced_questions.json` | `images/<imageId>.jpg` | `train` / `val` / `testdev` |
 //! | `nlvr2` | `<s>.json` (JSON lines) | `images/<s>/<identifier's pair>-img0.png`, `-img1.png` | `train` / `dev` / `test1` |
 //! | `captions` | `dataset_coco.json` (Karpathy; `dataset_flickr30k.json` also read) | `images/<filepath>/<filename>` | `train` (with `restval`) / `val` / `test` |
@@ -43,7 +44,7 @@ use peftbench_data_text::vl::parquet::{
 };
 use peftbench_data_text::vl::{
     gqa_questions_file, read_gqa_balanced, read_karpathy_captions, read_nlvr2, read_vqa,
-    vqa_annotations_file, vqa_questions_file, CaptionImage,
+    read_vqa_karpathy, vqa_annotations_file, vqa_karpathy_file, vqa_questions_file, CaptionImage,
 };
 use peftbench_data_vision::ImageSource;
 use peftbench_metrics::captions::{caption_scores, tokenize_caption, CaptionExample};
@@ -124,6 +125,7 @@ pub fn file_split(task: VlTask, split: &str) -> anyhow::Result<&'static str> {
             ("val", "val2014"),
             ("test", "val2014"),
         ],
+        VlTask::VqaKarpathy => [("train", "train"), ("val", "val"), ("test", "test")],
         VlTask::Gqa => [("train", "train"), ("val", "val"), ("test", "testdev")],
         VlTask::Nlvr2 => [("train", "train"), ("val", "dev"), ("test", "test1")],
         VlTask::Captions => [("train", "train"), ("val", "val"), ("test", "test")],
@@ -257,6 +259,35 @@ pub fn read_split(
             for (image, q) in questions {
                 examples.push(VlExample {
                     images: vec![image],
+                    prompt: format!("vqa: {}", q.question),
+                    target: q.multiple_choice_answer.clone(),
+                    reference: Reference::Vqa {
+                        answers: q.answers,
+                        answer_type: q.answer_type,
+                        question_type: q.question_type,
+                    },
+                });
+            }
+        }
+        VlTask::VqaKarpathy => {
+            let split_file = dir.join(vqa_karpathy_file(own));
+            let annotations = ["train2014", "val2014"].map(|s| dir.join(vqa_annotations_file(s)));
+            source = format!(
+                "{}, {}, {}",
+                split_file.display(),
+                annotations[0].display(),
+                annotations[1].display()
+            );
+            for q in read_vqa_karpathy(&split_file, &[&annotations[0], &annotations[1]])? {
+                let folder = &q.image_folder;
+                let path = image_file(
+                    images_dir
+                        .join(folder)
+                        .join(format!("COCO_{folder}_{:012}.jpg", q.question.image_id)),
+                )?;
+                let q = q.question;
+                examples.push(VlExample {
+                    images: vec![images.add_file(path)],
                     prompt: format!("vqa: {}", q.question),
                     target: q.multiple_choice_answer.clone(),
                     reference: Reference::Vqa {
@@ -480,7 +511,7 @@ pub fn score(
     );
     let pairs = examples.iter().zip(predictions);
     Ok(match task {
-        VlTask::Vqa => {
+        VlTask::Vqa | VlTask::VqaKarpathy => {
             let questions: Vec<VqaQuestion> = pairs
                 .filter_map(|(e, p)| match &e.reference {
                     Reference::Vqa {

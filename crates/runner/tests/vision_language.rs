@@ -99,7 +99,7 @@ recipe: {{ epochs: 1, batch_size: 16, lr: 1.0e-3, warmup_epochs: 0, eval_batch_s
 seeds: [0]
 multitask: {{ name: vl, tasks: [vqa, gqa, nlvr2, captions] }}
 tasks:
-  - {{ name: vqa, vl_task: vqa, generator: vl-scenes }}
+  - {{ name: vqa, vl_task: vqa-karpathy, generator: vl-scenes }}
   - {{ name: gqa, vl_task: gqa, generator: vl-scenes }}
   - {{ name: nlvr2, vl_task: nlvr2, generator: vl-scenes }}
   - {{ name: captions, vl_task: captions, generator: vl-scenes }}

@@ -657,6 +657,10 @@ impl Generator {
 pub enum VlTask {
     /// VQAv2: a question about an image, scored by VQA accuracy against 10 annotators' answers.
     Vqa,
+    /// VQAv2 in VL-T5's Karpathy split (`karpathy_{train,val,test}.json`), the split VL-T5 and
+    /// VL-Adapter report; answers and scoring as `vqa`.
+    #[serde(rename = "vqa-karpathy")]
+    VqaKarpathy,
     /// GQA: a compositional question, scored by exact match.
     Gqa,
     /// NLVR2: is a statement about a pair of images true? Accuracy and consistency.
@@ -669,6 +673,7 @@ impl VlTask {
     pub fn name(self) -> &'static str {
         match self {
             VlTask::Vqa => "vqa",
+            VlTask::VqaKarpathy => "vqa-karpathy",
             VlTask::Gqa => "gqa",
             VlTask::Nlvr2 => "nlvr2",
             VlTask::Captions => "captions",
@@ -679,7 +684,7 @@ impl VlTask {
     /// multi-task record).
     pub fn primary_metric(self) -> &'static str {
         match self {
-            VlTask::Vqa => "vqa_accuracy",
+            VlTask::Vqa | VlTask::VqaKarpathy => "vqa_accuracy",
             VlTask::Gqa => "gqa_accuracy",
             VlTask::Nlvr2 => "nlvr2_accuracy",
             VlTask::Captions => "cider",

@@ -20,7 +20,10 @@ pub mod vqa;
 pub use captions::{read_karpathy_captions, CaptionImage};
 pub use gqa::{gqa_questions_file, read_gqa_balanced, GqaQuestion};
 pub use nlvr2::{read_nlvr2, Nlvr2Example};
-pub use vqa::{read_vqa, vqa_annotations_file, vqa_questions_file, VqaQuestion};
+pub use vqa::{
+    read_vqa, read_vqa_karpathy, vqa_annotations_file, vqa_karpathy_file, vqa_questions_file,
+    KarpathyVqaQuestion, VqaQuestion,
+};
 
 use std::path::{Path, PathBuf};
 

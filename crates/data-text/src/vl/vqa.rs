@@ -7,6 +7,13 @@
 //! [`read_vqa`] joins the two on `question_id`, in the questions file's order. A question without
 //! an annotation, two annotations of one question, an annotation whose image differs from its
 //! question's, or one without exactly 10 answers is an error naming the files and the question.
+//!
+//! VL-T5's Karpathy split of VQAv2 (what VL-T5 and VL-Adapter train and test on; train2014 and
+//! most of val2014 for training, 5,000-image halves of the rest for validation and test):
+//! `karpathy_{train,val,test}.json`, a list of `{img_id: "COCO_<train2014|val2014>_<12 digits>",
+//! question_id, sent, question_type, answer_type, label: {answer: score}}`. [`read_vqa_karpathy`]
+//! keeps the file's order and takes each question's ten answers from the official annotation
+//! files (as VL-T5's evaluator does), so it scores like the official split.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -147,10 +154,173 @@ pub fn read_vqa(questions: &Path, annotations: &Path) -> Result<Vec<VqaQuestion>
         .collect()
 }
 
+/// The question list of a Karpathy split (`train`, `val`, `test`).
+pub fn vqa_karpathy_file(split: &str) -> String {
+    format!("karpathy_{split}.json")
+}
+
+/// A question of VL-T5's Karpathy split, with the COCO folder of its image (`train2014` or
+/// `val2014`, from its `img_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KarpathyVqaQuestion {
+    pub question: VqaQuestion,
+    pub image_folder: String,
+}
+
+#[derive(Deserialize)]
+struct RawKarpathyQuestion {
+    img_id: String,
+    question_id: u64,
+    sent: String,
+}
+
+/// Reads a Karpathy split file and joins each question with its annotation in `annotations`
+/// (the official train2014 and val2014 annotation files). A question without an annotation, an
+/// `img_id` not of the form `COCO_<folder>_<digits>`, or one naming another image than the
+/// annotation's is an error naming the files and the question.
+pub fn read_vqa_karpathy(
+    split_file: &Path,
+    annotations: &[&Path],
+) -> Result<Vec<KarpathyVqaQuestion>> {
+    let raw: Vec<RawKarpathyQuestion> = read_json(split_file)?;
+    let mut by_id: HashMap<u64, RawAnnotation> = HashMap::new();
+    for file in annotations {
+        let AnnotationsFile { annotations } = read_json(file)?;
+        for a in annotations {
+            if a.answers.len() != VQA_ANSWERS {
+                return Err(VlDataError::bad(
+                    file,
+                    format!(
+                        "question {} has {} answers, expected {VQA_ANSWERS}",
+                        a.question_id,
+                        a.answers.len()
+                    ),
+                ));
+            }
+            by_id.insert(a.question_id, a);
+        }
+    }
+    let searched = || {
+        annotations
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    raw.into_iter()
+        .map(|q| {
+            let parsed = q
+                .img_id
+                .strip_prefix("COCO_")
+                .and_then(|rest| rest.rsplit_once('_'))
+                .and_then(|(folder, digits)| Some((folder, digits.parse::<u64>().ok()?)));
+            let Some((folder, image_id)) = parsed else {
+                return Err(VlDataError::bad(
+                    split_file,
+                    format!(
+                        "question {}: img_id {:?} is not COCO_<folder>_<image id>",
+                        q.question_id, q.img_id
+                    ),
+                ));
+            };
+            let Some(mut a) = by_id.remove(&q.question_id) else {
+                return Err(VlDataError::bad(
+                    split_file,
+                    format!(
+                        "question {} has no annotation in {}",
+                        q.question_id,
+                        searched()
+                    ),
+                ));
+            };
+            if a.image_id != image_id {
+                return Err(VlDataError::bad(
+                    split_file,
+                    format!(
+                        "question {} is on image {image_id} here but on image {} in the annotations",
+                        q.question_id, a.image_id
+                    ),
+                ));
+            }
+            a.answers.sort_by_key(|x| x.answer_id);
+            Ok(KarpathyVqaQuestion {
+                question: VqaQuestion {
+                    question_id: q.question_id,
+                    image_id,
+                    question: q.sent,
+                    question_type: a.question_type,
+                    answer_type: a.answer_type,
+                    multiple_choice_answer: a.multiple_choice_answer,
+                    answers: a.answers.into_iter().map(|x| x.answer).collect(),
+                },
+                image_folder: folder.to_string(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vl::write;
+
+    /// A Karpathy split takes its questions from its own file and their answers from the
+    /// official annotations, whichever file holds them; bad ids are named.
+    #[test]
+    fn karpathy_split_joins_the_official_annotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let val = write(
+            dir.path(),
+            "v2_mscoco_val2014_annotations.json",
+            &annotations(&annotation(73001, 73, &["no"; 10])),
+        );
+        let train = write(
+            dir.path(),
+            "v2_mscoco_train2014_annotations.json",
+            &format!(
+                "{{\"annotations\": [{}]}}",
+                annotation(9000, 9, &["two"; 10])
+            ),
+        );
+        let split = write(
+            dir.path(),
+            &vqa_karpathy_file("test"),
+            r#"[{"answer_type": "other", "img_id": "COCO_val2014_000000000073", "label": {"no": 1},
+                 "question_id": 73001, "question_type": "is it", "sent": "Is it raining?"},
+                {"answer_type": "number", "img_id": "COCO_train2014_000000000009", "label": {"2": 1},
+                 "question_id": 9000, "question_type": "how many", "sent": "How many dogs?"}]"#,
+        );
+        let read = read_vqa_karpathy(&split, &[&train, &val]).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].image_folder, "val2014");
+        assert_eq!(read[0].question.image_id, 73);
+        assert_eq!(read[0].question.question, "Is it raining?");
+        assert_eq!(read[0].question.answers, vec!["no"; 10]);
+        assert_eq!(read[1].image_folder, "train2014");
+        assert_eq!(read[1].question.multiple_choice_answer, "two");
+
+        let bad = write(
+            dir.path(),
+            "karpathy_val.json",
+            r#"[{"img_id": "val2014_73", "question_id": 73001, "sent": "Is it raining?"}]"#,
+        );
+        let err = read_vqa_karpathy(&bad, &[&train, &val])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("img_id \"val2014_73\" is not COCO_<folder>_<image id>"),
+            "{err}"
+        );
+        let missing = write(
+            dir.path(),
+            "karpathy_train.json",
+            r#"[{"img_id": "COCO_val2014_000000000073", "question_id": 5, "sent": "?"}]"#,
+        );
+        let err = read_vqa_karpathy(&missing, &[&train, &val])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("question 5 has no annotation in"), "{err}");
+    }
 
     fn answers_json(answers: &[&str]) -> String {
         let items: Vec<String> = answers
