@@ -979,18 +979,28 @@ pub enum Learner {
     /// prototypes of the concatenated pretrained and adapted features classify, as SimpleCIL's.
     #[serde(rename = "aper")]
     Aper,
+    /// L2P (Wang et al., CVPR 2022): a pool of prompts with keys over the frozen backbone, each
+    /// image's prompts chosen by its frozen feature (the entry's method must be `linear`).
+    #[serde(rename = "l2p")]
+    L2p,
     /// LAE (Gao et al., ICCV 2023): the method as an online expert trained on each stage's
     /// classes and an offline expert, its moving average; their probabilities ensembled.
     #[serde(rename = "lae")]
     Lae,
+    /// MoRA (Lu et al., 2025): LoRA split into rank-1 experts, each activated by its own
+    /// projection (top-k per token), new experts every stage, old ones frozen (method `linear`).
+    #[serde(rename = "mora")]
+    Mora,
 }
 
 impl Learner {
-    pub const ALL: [Learner; 4] = [
+    pub const ALL: [Learner; 6] = [
         Learner::Finetune,
         Learner::SimpleCil,
         Learner::Aper,
+        Learner::L2p,
         Learner::Lae,
+        Learner::Mora,
     ];
 
     pub fn name(self) -> &'static str {
@@ -998,7 +1008,9 @@ impl Learner {
             Learner::Finetune => "finetune",
             Learner::SimpleCil => "simplecil",
             Learner::Aper => "aper",
+            Learner::L2p => "l2p",
             Learner::Lae => "lae",
+            Learner::Mora => "mora",
         }
     }
 
@@ -1017,9 +1029,17 @@ impl Learner {
                 "the method adapted on the first stage, then prototypes of pretrained + adapted \
                  features [Zhou et al., IJCV 2024]"
             }
+            Learner::L2p => {
+                "a prompt pool over the frozen backbone, prompts chosen per image by key-query \
+                 matching (method `linear`) [Wang et al., CVPR 2022]"
+            }
             Learner::Lae => {
                 "online expert per stage + moving-average offline expert, probabilities \
                  ensembled [Gao et al., ICCV 2023]"
+            }
+            Learner::Mora => {
+                "rank-1 LoRA experts self-activated by their own projection (top-k), added each \
+                 stage, old ones frozen (method `linear`) [Lu et al., 2025]"
             }
         }
     }

@@ -11,7 +11,9 @@
 //! - [`simplecil`]: prototypes of the frozen backbone's features, no training;
 //! - [`aper`]: the method adapted on the first stage only, then prototypes of the pretrained and
 //!   adapted features together;
-//! - [`lae`]: LAE's online expert and its moving-average offline expert, ensembled.
+//! - [`l2p`]: L2P's pool of prompts chosen per image by key-query matching, the backbone frozen;
+//! - [`lae`]: LAE's online expert and its moving-average offline expert, ensembled;
+//! - [`mora`]: MoRA's rank-1 LoRA experts, self-activated, sparse, added stage by stage.
 //!
 //! A run is resumable stage by stage: after each stage the learner's state and the matrix so far
 //! are written under the run's artifact folder, and a rerun of a killed sweep continues after the
@@ -20,7 +22,9 @@
 
 pub(crate) mod aper;
 pub(crate) mod finetune;
+pub(crate) mod l2p;
 pub(crate) mod lae;
+pub(crate) mod mora;
 pub(crate) mod simplecil;
 
 use std::collections::BTreeMap;
@@ -242,7 +246,9 @@ fn learner(
         Learner::Finetune => Box::new(finetune::Finetune::new(stage, stream, progress)?),
         Learner::SimpleCil => Box::new(simplecil::SimpleCil::new(stage)?),
         Learner::Aper => Box::new(aper::Aper::new(stage, stream, progress)?),
+        Learner::L2p => Box::new(l2p::L2p::new(stage)?),
         Learner::Lae => Box::new(lae::Lae::new(stage, stream, progress)?),
+        Learner::Mora => Box::new(mora::Mora::new(stage)?),
     })
 }
 
@@ -713,6 +719,41 @@ methods: [{{ method: {method}, learner: {learner} }}]
                 .any(|p| p.ends_with("offline/adapter_model.safetensors")),
             "{saved:?}"
         );
+    }
+
+    /// L2P trains its pool stage by stage and resumes to the same numbers; it refuses a method
+    /// that would change the backbone.
+    #[test]
+    fn l2p_trains_its_prompt_pool_and_resumes() {
+        let spec = &specs("l2p", "linear", 96)[0];
+        let whole = tempfile::tempdir().unwrap();
+        let (straight, epochs) = run(spec, whole.path(), None).unwrap();
+        assert_eq!(epochs, 3 * 2);
+        let straight = straight.unwrap();
+        let killed = tempfile::tempdir().unwrap();
+        run(spec, killed.path(), Some(1)).unwrap();
+        let (resumed, _) = run(spec, killed.path(), None).unwrap();
+        assert_eq!(resumed.unwrap(), straight);
+        let err = run(&specs("l2p", "lora", 96)[0], whole.path(), None).unwrap_err();
+        assert!(
+            err.to_string().contains("give its entry `method: linear`"),
+            "{err}"
+        );
+    }
+
+    /// MoRA adds experts each stage (its trainable count grows with the stages) and resumes to
+    /// the same numbers, its experts of every finished stage restored.
+    #[test]
+    fn mora_grows_experts_per_stage_and_resumes() {
+        let spec = &specs("mora", "linear", 96)[0];
+        let whole = tempfile::tempdir().unwrap();
+        let (straight, epochs) = run(spec, whole.path(), None).unwrap();
+        assert_eq!(epochs, 3 * 2);
+        let straight = straight.unwrap();
+        let killed = tempfile::tempdir().unwrap();
+        run(spec, killed.path(), Some(1)).unwrap();
+        let (resumed, _) = run(spec, killed.path(), None).unwrap();
+        assert_eq!(resumed.unwrap(), straight);
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

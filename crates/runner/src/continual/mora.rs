@@ -1,0 +1,405 @@
+//! MoRA, "Little by Little" (Lu et al., 2025: continual learning via self-activated sparse
+//! mixture-of-rank adaptation): LoRA on the attention's query and value projections of the
+//! frozen backbone, split into rank-1 experts `b_i a_iᵀ`. An expert is activated by its own
+//! projection `a_iᵀ x` (no separate router): per token only the [`TOP_K`] experts with the largest
+//! `|a_iᵀ x|` contribute, `Δ(x) = scale · Σ_{i in top-k} b_i (a_iᵀ x)`. Every stage adds
+//! [`EXPERTS_PER_STAGE`] new experts per projection (`a` as LoRA's A, `b` zero, so a new stage
+//! starts from the previous function) and trains only those and the classifier; earlier experts
+//! stay frozen, so old knowledge is changed only through what the new experts add, and only where
+//! they activate. Logits are masked to the stage's classes in training. With every expert active
+//! the sum is exactly LoRA's `B A x` (tested).
+//!
+//! Not here: the paper's pruning of rarely activated experts and its activation-budget schedule;
+//! the budget is a fixed top-k.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor, Var, D};
+use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
+use peftbench_data_vision::ImageDataset;
+use peftbench_methods::ClassifierHead;
+use peftbench_train::{
+    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel, TrainOutcome,
+};
+
+use super::{StageContext, StageLearner, StageOutcome, Stream, STAGE};
+use crate::run::{train_config, MODEL_INIT};
+
+/// Rank-1 experts added per adapted projection at every stage.
+pub(crate) const EXPERTS_PER_STAGE: usize = 4;
+/// Experts active per token.
+pub(crate) const TOP_K: usize = 4;
+/// LoRA's `alpha / r` scale of the experts' sum (alpha = r).
+pub(crate) const SCALE: f64 = 1.0;
+/// The projections that get experts.
+const SITES: [LinearSite; 2] = [LinearSite::Query, LinearSite::Value];
+
+/// The experts of one projection: `a` rows `[experts, in]`, `b` columns `[out, experts]`, one
+/// pair of variables per stage.
+#[derive(Default)]
+struct Experts {
+    stages: Vec<(Var, Var)>,
+}
+
+impl Experts {
+    /// `Δ(x)` with the `top_k` experts of largest `|a_iᵀ x|` per token (all when fewer).
+    fn delta(&self, x: &Tensor, top_k: usize) -> candle_core::Result<Option<Tensor>> {
+        if self.stages.is_empty() {
+            return Ok(None);
+        }
+        let a = Tensor::cat(
+            &self
+                .stages
+                .iter()
+                .map(|(a, _)| a.as_tensor())
+                .collect::<Vec<_>>(),
+            0,
+        )?;
+        let b = Tensor::cat(
+            &self
+                .stages
+                .iter()
+                .map(|(_, b)| b.as_tensor())
+                .collect::<Vec<_>>(),
+            1,
+        )?;
+        let z = x.broadcast_matmul(&a.t()?)?;
+        let experts = a.dim(0)?;
+        let z = if top_k < experts {
+            // Keep |z| at or above the k-th largest of its token (ties keep more).
+            let magnitude = z.abs()?.detach();
+            let (sorted, _) = magnitude.sort_last_dim(false)?;
+            let kth = sorted.narrow(D::Minus1, top_k - 1, 1)?;
+            let keep = magnitude.broadcast_ge(&kth)?.to_dtype(z.dtype())?;
+            (z * keep)?
+        } else {
+            z
+        };
+        Ok(Some((z.broadcast_matmul(&b.t()?)? * SCALE)?))
+    }
+}
+
+/// Every adapted projection's experts, as the backbone's linear hook.
+struct ExpertHooks {
+    sites: BTreeMap<(usize, LinearSite), Experts>,
+    top_k: usize,
+}
+
+impl Hooks for ExpertHooks {
+    fn linear(
+        &self,
+        layer: usize,
+        site: LinearSite,
+        x: &Tensor,
+        base: &Linear,
+        _ctx: &ForwardCtx,
+    ) -> candle_core::Result<Tensor> {
+        let out = base.forward(x)?;
+        match self.sites.get(&(layer, site)) {
+            Some(experts) => match experts.delta(x, self.top_k)? {
+                Some(delta) => out + delta,
+                None => Ok(out),
+            },
+            None => Ok(out),
+        }
+    }
+}
+
+pub(crate) struct Mora {
+    backbone: Box<dyn Backbone>,
+    hooks: ExpertHooks,
+    head: ClassifierHead,
+    seed: u64,
+    pretrained: u64,
+}
+
+impl Mora {
+    pub fn new(stage: &StageContext<'_, '_>) -> anyhow::Result<Self> {
+        let spec = stage.spec;
+        anyhow::ensure!(
+            spec.method == "linear",
+            "learner `mora` adds its own rank-1 experts to the frozen backbone, and method `{}` \\
+             would change it too; give its entry `method: linear`",
+            spec.method
+        );
+        let mut backbone = stage.ctx.backbone.model.boxed();
+        let mut pretrained = 0u64;
+        backbone.visit_params(&mut |_, t| {
+            pretrained += t.elem_count() as u64;
+            Ok(())
+        })?;
+        let layers = backbone.info().num_layers;
+        let hidden = backbone.info().hidden_size;
+        let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), stage.device());
+        let head = ClassifierHead::new(hidden, spec.task.num_classes, &init.fork("head"))?;
+        let sites = (0..layers)
+            .flat_map(|l| SITES.map(|s| ((l, s), Experts::default())))
+            .collect();
+        Ok(Self {
+            backbone,
+            hooks: ExpertHooks {
+                sites,
+                top_k: TOP_K,
+            },
+            head,
+            seed: spec.seed,
+            pretrained,
+        })
+    }
+
+    /// Adds stage `t`'s experts to every adapted projection (once; their initial values derive
+    /// from the run seed and `t`).
+    fn grow_to(&mut self, stages: usize, device: &candle_core::Device) -> anyhow::Result<()> {
+        for ((layer, site), experts) in self.hooks.sites.iter_mut() {
+            while experts.stages.len() < stages {
+                let t = experts.stages.len();
+                let (d_in, d_out) = self.backbone.linear_dims(*site);
+                let init = SeededInit::new(
+                    derive_seed(&[self.seed, MODEL_INIT, STAGE, t as u64, *layer as u64]),
+                    device,
+                );
+                let a = init
+                    .fork(site.name())
+                    .kaiming_uniform((EXPERTS_PER_STAGE, d_in), d_in)?;
+                let b = init.zeros((d_out, EXPERTS_PER_STAGE))?;
+                experts.stages.push((a, b));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage `t`'s experts and the classifier: what trains in stage `t`.
+    fn stage_params(&self, t: usize) -> NamedVars {
+        let mut params = NamedVars::default();
+        for ((layer, site), experts) in &self.hooks.sites {
+            let (a, b) = &experts.stages[t];
+            params.push(format!("experts.{layer}.{}.{t}.a", site.name()), a.clone());
+            params.push(format!("experts.{layer}.{}.{t}.b", site.name()), b.clone());
+        }
+        params.extend(self.head.params().clone());
+        params
+    }
+
+    /// Every expert and the classifier.
+    fn all_params(&self) -> NamedVars {
+        let stages = self
+            .hooks
+            .sites
+            .values()
+            .next()
+            .map_or(0, |e| e.stages.len());
+        let mut params = NamedVars::default();
+        for ((layer, site), experts) in &self.hooks.sites {
+            for (t, (a, b)) in experts.stages.iter().enumerate().take(stages) {
+                params.push(format!("experts.{layer}.{}.{t}.a", site.name()), a.clone());
+                params.push(format!("experts.{layer}.{}.{t}.b", site.name()), b.clone());
+            }
+        }
+        params.extend(self.head.params().clone());
+        params
+    }
+}
+
+/// MoRA reading the classes `classes`, training `trainable`.
+struct Routed<'a> {
+    mora: &'a Mora,
+    trainable: NamedVars,
+    classes: Range<usize>,
+}
+
+impl TrainModel for Routed<'_> {
+    fn trainable(&self) -> &NamedVars {
+        &self.trainable
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        let features = self
+            .mora
+            .backbone
+            .forward_features(input, &self.mora.hooks, ctx)?;
+        self.mora
+            .head
+            .forward(&features)?
+            .narrow(1, self.classes.start, self.classes.len())
+    }
+
+    fn loss(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        label_smoothing: f64,
+    ) -> candle_core::Result<Tensor> {
+        let shifted =
+            (labels.to_dtype(DType::F32)? - self.classes.start as f64)?.to_dtype(DType::U32)?;
+        masked_cross_entropy(logits, &shifted, label_smoothing)
+    }
+}
+
+impl StageLearner for Mora {
+    fn learn(
+        &mut self,
+        stage: &StageContext<'_, '_>,
+        t: usize,
+        train_data: &Arc<ImageDataset>,
+        stream: &Stream,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<StageOutcome> {
+        anyhow::ensure!(
+            train_data
+                .labels
+                .iter()
+                .all(|&l| stream.stages[t].contains(&(l as usize))),
+            "learner `mora` is exemplar-free; set `continual.memory_per_class: 0`"
+        );
+        self.grow_to(t + 1, stage.device())?;
+        let source = stage.source(train_data)?;
+        let base = train_config(stage.spec);
+        let cfg = TrainConfig {
+            seed: derive_seed(&[base.seed, STAGE, t as u64]),
+            ..base
+        };
+        let model = Routed {
+            mora: self,
+            trainable: self.stage_params(t),
+            classes: stream.stages[t].clone(),
+        };
+        Ok(
+            match train(&model, source.as_ref(), None, &cfg, progress)? {
+                TrainOutcome::Completed(report) => StageOutcome::Trained(report),
+                diverged => StageOutcome::Diverged(diverged),
+            },
+        )
+    }
+
+    fn predict(
+        &mut self,
+        stage: &StageContext<'_, '_>,
+        _j: usize,
+        eval: &Arc<ImageDataset>,
+        seen: usize,
+    ) -> anyhow::Result<Vec<u32>> {
+        let source = stage.source(eval)?;
+        let model = Routed {
+            mora: self,
+            trainable: NamedVars::default(),
+            classes: 0..seen,
+        };
+        Ok(evaluate(&model, source.as_ref(), stage.spec.recipe.eval_batch_size)?.predictions)
+    }
+
+    fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {
+        Ok(self.all_params().tensors())
+    }
+
+    /// Grows to the checkpoint's stages, then loads every expert and the classifier.
+    fn restore(&mut self, state: &BTreeMap<String, Tensor>) -> anyhow::Result<()> {
+        let stages = state
+            .keys()
+            .filter_map(|k| k.strip_prefix("experts.0.query.")?.strip_suffix(".a"))
+            .filter_map(|t| t.parse::<usize>().ok())
+            .max()
+            .map_or(0, |t| t + 1);
+        let device = self.head.params().vars()[0].device().clone();
+        self.grow_to(stages, &device)?;
+        Ok(self.all_params().load(state)?)
+    }
+
+    /// Every expert added so far and the classifier; the backbone is frozen.
+    fn counts(&self) -> (u64, u64) {
+        let trainable = self.all_params().count() as u64;
+        (trainable, self.pretrained + trainable)
+    }
+
+    fn save(&self, dir: &Path) -> anyhow::Result<u64> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("mora.safetensors");
+        self.all_params().save_safetensors(&path)?;
+        Ok(std::fs::metadata(&path)?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn experts(stages: usize, seed: u64) -> Experts {
+        let init = SeededInit::new(seed, &Device::Cpu);
+        Experts {
+            stages: (0..stages)
+                .map(|t| {
+                    let mut fork = init.fork(&format!("{t}"));
+                    (
+                        fork.uniform((EXPERTS_PER_STAGE, 6), -1.0, 1.0).unwrap(),
+                        init.fork(&format!("b{t}"))
+                            .uniform((5, EXPERTS_PER_STAGE), -1.0, 1.0)
+                            .unwrap(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// With every expert active the rank-1 experts sum to LoRA's `B A x`.
+    #[test]
+    fn all_experts_active_is_the_lora_delta() {
+        let e = experts(2, 3);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &Device::Cpu).unwrap();
+        let delta = e.delta(&x, 2 * EXPERTS_PER_STAGE).unwrap().unwrap();
+        let a = Tensor::cat(&[e.stages[0].0.as_tensor(), e.stages[1].0.as_tensor()], 0).unwrap();
+        let b = Tensor::cat(&[e.stages[0].1.as_tensor(), e.stages[1].1.as_tensor()], 1).unwrap();
+        let lora = x
+            .broadcast_matmul(&b.matmul(&a).unwrap().t().unwrap())
+            .unwrap();
+        let diff = (delta - lora)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    /// With a budget of k, each token's delta is the sum of exactly its k experts of largest
+    /// |a_iᵀ x|, computed one by one.
+    #[test]
+    fn a_token_uses_its_k_most_activated_experts() {
+        let e = experts(2, 4);
+        let x = Tensor::randn(0f32, 1.0, (1, 2, 6), &Device::Cpu).unwrap();
+        let k = 3;
+        let delta = e.delta(&x, k).unwrap().unwrap();
+        let a = Tensor::cat(&[e.stages[0].0.as_tensor(), e.stages[1].0.as_tensor()], 0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let b = Tensor::cat(&[e.stages[0].1.as_tensor(), e.stages[1].1.as_tensor()], 1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let xs = x.to_vec3::<f32>().unwrap();
+        let got = delta.to_vec3::<f32>().unwrap();
+        for (token, xt) in xs[0].iter().enumerate() {
+            let z: Vec<f32> = a
+                .iter()
+                .map(|row| row.iter().zip(xt).map(|(p, q)| p * q).sum())
+                .collect();
+            let mut order: Vec<usize> = (0..z.len()).collect();
+            order.sort_by(|&i, &j| z[j].abs().total_cmp(&z[i].abs()));
+            for (o, b_row) in b.iter().enumerate() {
+                let want: f32 = order[..k].iter().map(|&i| b_row[i] * z[i]).sum();
+                assert!(
+                    (got[0][token][o] - want).abs() < 1e-5,
+                    "{} vs {want}",
+                    got[0][token][o]
+                );
+            }
+        }
+    }
+}
