@@ -4,27 +4,28 @@
 //! (with a classifier over its classes), then is frozen. From then on an image's feature is the
 //! pretrained backbone's pooled feature and the adapted one's, concatenated, and classes are
 //! prototypes of it, as in SimpleCIL: adaptivity from the first stage, generalizability from the
-//! pretrained half, no training after the first stage.
+//! pretrained half, no training after the first stage. The pretrained half is the task's shared
+//! pretrained features ([`Stream::pretrained_features`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_core::ForwardCtx;
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
-use peftbench_train::derive_seed;
 
 use super::finetune::{attached_model, train_stage};
-use super::simplecil::Prototypes;
-use super::{StageContext, StageLearner, StageOutcome, Stream};
-use crate::run::MODEL_INIT;
+use super::simplecil::{select, Prototypes};
+use super::{features_of, StageContext, StageLearner, StageOutcome, Stream};
 
 pub(crate) struct Aper {
     adapted: PeftModel,
-    pretrained: PeftModel,
     prototypes: Prototypes,
+    /// The adapted features of each stage's test images (the adapted model no longer changes
+    /// once the first stage is learned).
+    eval_features: BTreeMap<usize, Tensor>,
     base_model: String,
 }
 
@@ -34,34 +35,28 @@ impl Aper {
         stream: &Stream,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<Self> {
-        let spec = stage.spec;
-        let adapted = attached_model(stage, stream, progress)?;
-        let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), stage.device());
-        let pretrained = PeftModel::new(
-            "linear",
-            &serde_json::json!({}),
-            stage.ctx.backbone.model.boxed(),
-            spec.task.num_classes,
-            &init,
-        )?;
         Ok(Self {
-            adapted,
-            pretrained,
+            adapted: attached_model(stage, stream, progress)?,
             prototypes: Prototypes::default(),
+            eval_features: BTreeMap::new(),
             base_model: stage.ctx.backbone.name.clone(),
         })
     }
 
-    /// `[pretrained, adapted]` pooled features of a batch of pixels.
-    fn features(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
-        let ctx = ForwardCtx::eval();
-        Tensor::cat(
-            &[
-                &self.pretrained.features(pixels, &ctx)?,
-                &self.adapted.features(pixels, &ctx)?,
-            ],
-            1,
-        )
+    /// `[pretrained, adapted]` features of the examples `rows` of `ds`: the pretrained half from
+    /// the task's shared features (`pretrained`, every example of `ds`), the adapted half
+    /// computed from `subset` (those rows, in that order).
+    fn joint(
+        &self,
+        stage: &StageContext<'_, '_>,
+        pretrained: &Tensor,
+        rows: &[u32],
+        subset: &Arc<ImageDataset>,
+    ) -> anyhow::Result<Tensor> {
+        let adapted = &self.adapted;
+        let (adapted, _) =
+            features_of(stage, subset, &|x| adapted.features(x, &ForwardCtx::eval()))?;
+        Ok(Tensor::cat(&[&select(pretrained, rows)?, &adapted], 1)?)
     }
 }
 
@@ -83,9 +78,16 @@ impl StageLearner for Aper {
         } else {
             StageOutcome::Untrained
         };
-        let mut prototypes = std::mem::take(&mut self.prototypes);
-        prototypes.add_stage(stage, t, train, stream, &|x| self.features(x))?;
-        self.prototypes = prototypes;
+        // Prototypes of the new classes' own examples (no replay memory: APER is exemplar-free).
+        let pretrained = stream.pretrained_features(stage)?;
+        let rows = stream.stage_rows(&stream.train, t);
+        let joint = self.joint(stage, &pretrained.train, &rows, &stream.stage_train(t, &[]))?;
+        let labels: Vec<u32> = rows
+            .iter()
+            .map(|&i| stream.train.labels[i as usize])
+            .collect();
+        self.prototypes
+            .add(&joint, &labels, stream.stages[t].clone())?;
         Ok(outcome)
     }
 
@@ -95,11 +97,15 @@ impl StageLearner for Aper {
         j: usize,
         eval: &Arc<ImageDataset>,
         seen: usize,
+        stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let mut prototypes = std::mem::take(&mut self.prototypes);
-        let predicted = prototypes.predict(stage, j, eval, seen, &|x| self.features(x));
-        self.prototypes = prototypes;
-        predicted
+        if !self.eval_features.contains_key(&j) {
+            let pretrained = stream.pretrained_features(stage)?;
+            let rows = stream.stage_rows(&stream.eval, j);
+            let joint = self.joint(stage, &pretrained.eval, &rows, eval)?;
+            self.eval_features.insert(j, joint);
+        }
+        self.prototypes.predict(&self.eval_features[&j], seen)
     }
 
     fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {

@@ -155,6 +155,7 @@ impl StageLearner for Finetune {
         _j: usize,
         eval: &Arc<ImageDataset>,
         seen: usize,
+        _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
         let source = stage.source(eval)?;
         let model = FirstClasses {

@@ -238,6 +238,7 @@ impl StageLearner for L2p {
         _j: usize,
         eval: &Arc<ImageDataset>,
         seen: usize,
+        _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
         let source = stage.source(eval)?;
         let model = Prompted {

@@ -241,6 +241,7 @@ impl StageLearner for Lae {
         _j: usize,
         eval: &Arc<ImageDataset>,
         seen: usize,
+        _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
         let source = stage.source(eval)?;
         let ctx = ForwardCtx::eval();

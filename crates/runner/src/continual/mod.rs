@@ -30,10 +30,12 @@ pub(crate) mod simplecil;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
+use peftbench_backbones::NoHooks;
+use peftbench_core::ForwardCtx;
 use peftbench_data_vision::{ImageDataset, Preprocess};
 use peftbench_metrics::continual::{pilot_class_order, stages, IncrementalScores};
 use peftbench_records::{EpochLog, EvalCorrect, RunStatus};
@@ -57,6 +59,16 @@ pub(crate) struct Stream {
     pub order: Vec<usize>,
     pub stages: Vec<Range<usize>>,
     pub skipped: usize,
+    /// The pretrained backbone's features of every image, computed on first use and shared by
+    /// all runs of the task (the prototype learners read them).
+    pretrained: Arc<OnceLock<PretrainedFeatures>>,
+}
+
+/// The pretrained backbone's pooled features `[examples, hidden]` of every training and test
+/// image, in file order.
+pub(crate) struct PretrainedFeatures {
+    pub train: Tensor,
+    pub eval: Tensor,
 }
 
 /// The continual section of a run (suite validation gives a class-incremental run one).
@@ -112,10 +124,38 @@ impl Stream {
             order,
             stages,
             skipped: data.skipped,
+            pretrained: Arc::default(),
         })
     }
 
-    /// The examples of `ds` whose class positions fall in `classes`, in file order.
+    /// The pretrained backbone's features of every image ([`PretrainedFeatures`]), computed with
+    /// `stage`'s backbone and preprocessing the first time a run asks.
+    pub fn pretrained_features(
+        &self,
+        stage: &StageContext<'_, '_>,
+    ) -> anyhow::Result<&PretrainedFeatures> {
+        if let Some(features) = self.pretrained.get() {
+            return Ok(features);
+        }
+        let backbone = stage.ctx.backbone.model.boxed();
+        let frozen = |x: &Tensor| backbone.forward_features(x, &NoHooks, &ForwardCtx::eval());
+        let (train, _) = features_of(stage, &self.train, &frozen)?;
+        let (eval, _) = features_of(stage, &self.eval, &frozen)?;
+        // A sweep runs one run at a time, so nobody else filled the cell meanwhile.
+        let _ = self.pretrained.set(PretrainedFeatures { train, eval });
+        Ok(self.pretrained.get().expect("set above"))
+    }
+
+    /// Positions in `ds` of the examples of stage `t`'s classes, in file order (the order of
+    /// [`Stream::stage_train`] without memory and of [`Stream::stage_eval`]).
+    pub fn stage_rows(&self, ds: &ImageDataset, t: usize) -> Vec<u32> {
+        let classes = self.stages[t].clone();
+        (0..ds.labels.len() as u32)
+            .filter(|&i| classes.contains(&(ds.labels[i as usize] as usize)))
+            .collect()
+    }
+
+    /// The examples of `ds` that `keep(index, class position)`, in file order.
     fn subset(ds: &ImageDataset, keep: impl Fn(usize, u32) -> bool) -> Arc<ImageDataset> {
         let (items, labels) = ds
             .items
@@ -214,13 +254,15 @@ pub(crate) trait StageLearner {
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome>;
 
-    /// Predicted class positions (below `seen`) of `eval`, the test examples of stage `j`.
+    /// Predicted class positions (below `seen`) of `eval`, the test examples of stage `j` of
+    /// `stream`.
     fn predict(
         &mut self,
         stage: &StageContext<'_, '_>,
         j: usize,
         eval: &Arc<ImageDataset>,
         seen: usize,
+        stream: &Stream,
     ) -> anyhow::Result<Vec<u32>>;
 
     /// Everything a resumed run needs to continue after the last learned stage.
@@ -403,7 +445,7 @@ pub(crate) fn run_stream(
         let mut row = Vec::with_capacity(t + 1);
         last_predictions.clear();
         for (j, eval) in evals.iter().enumerate().take(t + 1) {
-            let predictions = learner.predict(&stage_ctx, j, eval, seen)?;
+            let predictions = learner.predict(&stage_ctx, j, eval, seen, stream)?;
             row.push(accuracy(&predictions, &eval.labels));
             last_predictions.push((predictions, eval.labels.clone()));
         }
@@ -420,7 +462,7 @@ pub(crate) fn run_stream(
         let seen = stream.stages.last().expect("a stream has stages").end;
         for (j, eval) in evals.iter().enumerate() {
             last_predictions.push((
-                learner.predict(&stage_ctx, j, eval, seen)?,
+                learner.predict(&stage_ctx, j, eval, seen, stream)?,
                 eval.labels.clone(),
             ));
         }
@@ -619,8 +661,18 @@ methods: [{{ method: {method}, learner: {learner} }}]
         dir: &Path,
         stop_after: Option<usize>,
     ) -> anyhow::Result<(Option<BTreeMap<String, f64>>, usize)> {
+        let stream = Stream::locate(spec, &Paths::under(dir), true).unwrap();
+        run_on(spec, &stream, dir, stop_after)
+    }
+
+    /// [`run`] on a stream already located (runs of one task share it).
+    fn run_on(
+        spec: &RunSpec,
+        stream: &Stream,
+        dir: &Path,
+        stop_after: Option<usize>,
+    ) -> anyhow::Result<(Option<BTreeMap<String, f64>>, usize)> {
         let paths = Paths::under(dir);
-        let stream = Stream::locate(spec, &paths, true).unwrap();
         let store = RecordStore::open(&paths.results).unwrap();
         let backbone = backbone();
         let environment = Environment::capture("cpu", BTreeMap::new());
@@ -637,7 +689,7 @@ methods: [{{ method: {method}, learner: {learner} }}]
         let mut epochs = 0;
         let finished = run_stream(
             spec,
-            &stream,
+            stream,
             &ctx,
             &crate::data::preprocess(spec),
             &mut |p| {
@@ -767,6 +819,26 @@ methods: [{{ method: {method}, learner: {learner} }}]
             }
         }
         out
+    }
+
+    /// The prototype learners read the task's pretrained features, computed by the first run
+    /// that needs them and reused by the next.
+    #[test]
+    fn pretrained_features_are_computed_once_per_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let simplecil = &specs("simplecil", "linear", 96)[0];
+        let stream = Stream::locate(simplecil, &Paths::under(dir.path()), true).unwrap();
+        assert!(stream.pretrained.get().is_none());
+        let (first, _) = run_on(simplecil, &stream, dir.path(), None).unwrap();
+        let computed = stream.pretrained.get().expect("computed by the first run") as *const _;
+        let aper = &specs("aper", "adapter", 96)[0];
+        let (second, _) = run_on(aper, &stream, dir.path(), None).unwrap();
+        assert!(std::ptr::eq(computed, stream.pretrained.get().unwrap()));
+        assert_eq!(
+            stream.pretrained.get().unwrap().train.dims()[0],
+            stream.train.len()
+        );
+        assert!(first.is_some() && second.is_some());
     }
 
     #[test]

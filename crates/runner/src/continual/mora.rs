@@ -281,6 +281,7 @@ impl StageLearner for Mora {
         _j: usize,
         eval: &Arc<ImageDataset>,
         seen: usize,
+        _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
         let source = stage.source(eval)?;
         let model = Routed {

@@ -4,22 +4,21 @@
 //! over its training images, computed when the class arrives; an image goes to the most
 //! cosine-similar prototype among the classes seen (PILOT's cosine classifier with the prototypes
 //! as its weights; its scale does not change the argmax). The entry's method must leave the
-//! backbone as pretrained (`linear`).
+//! backbone as pretrained (`linear`). The features are the task's pretrained features, computed
+//! once and shared by every run of the task ([`Stream::pretrained_features`]).
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use peftbench_core::{ForwardCtx, SeededInit};
+use peftbench_core::SeededInit;
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
 use peftbench_train::derive_seed;
 
-use super::{
-    class_means, features_of, nearest_prototype, StageContext, StageLearner, StageOutcome, Stream,
-};
+use super::{class_means, nearest_prototype, StageContext, StageLearner, StageOutcome, Stream};
 use crate::run::MODEL_INIT;
 
 pub(crate) struct SimpleCil {
@@ -51,29 +50,24 @@ impl SimpleCil {
     }
 }
 
-/// Prototypes of the classes seen, and the evaluation features of each stage (the feature
-/// extractor no longer changes once prototypes are taken, so each stage's are computed once).
+/// The prototypes of the classes seen so far, rows `[classes seen, features]`.
 #[derive(Default)]
 pub(crate) struct Prototypes {
     rows: Option<Tensor>,
-    eval_features: BTreeMap<usize, Tensor>,
 }
 
 /// The state key of the prototypes.
 const PROTOTYPES: &str = "prototypes";
 
 impl Prototypes {
-    /// Adds the prototypes of stage `t`'s classes from `train` under `features`.
-    pub fn add_stage(
+    /// Adds the prototypes of `classes` from `features` `[examples, dim]` labelled `labels`.
+    pub fn add(
         &mut self,
-        stage: &StageContext<'_, '_>,
-        t: usize,
-        train: &Arc<ImageDataset>,
-        stream: &Stream,
-        features: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+        features: &Tensor,
+        labels: &[u32],
+        classes: Range<usize>,
     ) -> anyhow::Result<()> {
-        let (train_features, labels) = features_of(stage, train, features)?;
-        let new = class_means(&train_features, &labels, stream.stages[t].clone())?;
+        let new = class_means(features, labels, classes)?;
         self.rows = Some(match self.rows.take() {
             None => new,
             Some(old) => Tensor::cat(&[&old, &new], 0)?,
@@ -81,24 +75,13 @@ impl Prototypes {
         Ok(())
     }
 
-    /// The nearest prototype among the first `seen` for each test image of stage `j`.
-    pub fn predict(
-        &mut self,
-        stage: &StageContext<'_, '_>,
-        j: usize,
-        eval: &Arc<ImageDataset>,
-        seen: usize,
-        features: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
-    ) -> anyhow::Result<Vec<u32>> {
+    /// The nearest prototype among the first `seen` for each row of `features`.
+    pub fn predict(&self, features: &Tensor, seen: usize) -> anyhow::Result<Vec<u32>> {
         let rows = self
             .rows
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no prototypes before the first stage"))?;
-        let eval_features = match self.eval_features.entry(j) {
-            Entry::Occupied(cached) => cached.into_mut(),
-            Entry::Vacant(slot) => slot.insert(features_of(stage, eval, features)?.0),
-        };
-        nearest_prototype(eval_features, rows, seen)
+        nearest_prototype(features, rows, seen)
     }
 
     pub fn state(&self) -> BTreeMap<String, Tensor> {
@@ -128,19 +111,28 @@ impl Prototypes {
     }
 }
 
+/// Rows `rows` of `features`.
+pub(crate) fn select(features: &Tensor, rows: &[u32]) -> anyhow::Result<Tensor> {
+    let index = Tensor::new(rows, features.device())?;
+    Ok(features.index_select(&index, 0)?)
+}
+
 impl StageLearner for SimpleCil {
+    /// The new classes' prototypes from the task's pretrained features (shared by its runs).
     fn learn(
         &mut self,
         stage: &StageContext<'_, '_>,
         t: usize,
-        train: &Arc<ImageDataset>,
+        _train: &Arc<ImageDataset>,
         stream: &Stream,
         _progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome> {
-        let model = &self.model;
-        self.prototypes.add_stage(stage, t, train, stream, &|x| {
-            model.features(x, &ForwardCtx::eval())
-        })?;
+        let features = stream.pretrained_features(stage)?;
+        self.prototypes.add(
+            &features.train,
+            &stream.train.labels,
+            stream.stages[t].clone(),
+        )?;
         Ok(StageOutcome::Untrained)
     }
 
@@ -148,13 +140,14 @@ impl StageLearner for SimpleCil {
         &mut self,
         stage: &StageContext<'_, '_>,
         j: usize,
-        eval: &Arc<ImageDataset>,
+        _eval: &Arc<ImageDataset>,
         seen: usize,
+        stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let model = &self.model;
-        self.prototypes.predict(stage, j, eval, seen, &|x| {
-            model.features(x, &ForwardCtx::eval())
-        })
+        let features = stream.pretrained_features(stage)?;
+        let rows = stream.stage_rows(&stream.eval, j);
+        self.prototypes
+            .predict(&select(&features.eval, &rows)?, seen)
     }
 
     fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {
