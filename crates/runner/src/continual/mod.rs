@@ -102,14 +102,16 @@ impl Stream {
                 counts[l as usize] += 1;
             }
             if let Some(class) = (0..n).find(|&c| counts[c] == 0) {
+                let stage = stages
+                    .iter()
+                    .position(|s| s.contains(&(position[class] as usize)))
+                    .unwrap_or(0);
                 anyhow::bail!(
-                    "task `{}`: class {class} (stage {} of the class order) has no {split} images \
+                    "task `{}`: class {class} (arriving in stage {} of {}) has no {split} images \
                      in {}; every class the stream reaches needs training and test images",
                     spec.task.name,
-                    stages
-                        .iter()
-                        .position(|s| s.contains(&(position[class] as usize)))
-                        .unwrap_or(0),
+                    stage + 1,
+                    stages.len(),
                     ds.name
                 );
             }
