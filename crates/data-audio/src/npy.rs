@@ -1,4 +1,5 @@
 //! NumPy `.npy` files (format version 1.0, `<f4` C-order arrays), so features can be compared with Python.
+//! Writing is the few lines below; reading goes through the `npyz` crate.
 //!
 //! Layout (numpy's `format.py` documentation): the magic `\x93NUMPY`, version bytes `1 0`, a little-endian
 //! `u16` header length, then an ASCII dict `{'descr': '<f4', 'fortran_order': False, 'shape': (a, b), }`
@@ -47,51 +48,24 @@ pub fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Resul
     std::fs::rename(&tmp, path)
 }
 
-/// Decodes `.npy` bytes holding a little-endian `f32` C-order array: `(shape, values)`.
+/// Decodes `.npy` bytes holding a little-endian `f32` C-order array: `(shape, values)` (parsed
+/// by the `npyz` crate, as every `.npy` the workspace reads).
 pub fn from_npy_bytes(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not a .npy file (bad magic)".into());
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| format!("not a .npy file: {e}"))?;
+    match npy.dtype() {
+        npyz::DType::Plain(t) if t.to_string() == "<f4" => {}
+        other => {
+            return Err(format!(
+                "only little-endian float32 is supported, the file holds {}",
+                other.descr()
+            ))
+        }
     }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or("truncated")?)
-        .map_err(|_| "header is not text")?;
-    if !header.contains("'descr': '<f4'") {
-        return Err(format!(
-            "only little-endian float32 is supported, header: {header}"
-        ));
-    }
-    if header.contains("'fortran_order': True") {
+    if npy.order() != npyz::Order::C {
         return Err("Fortran-order arrays are not supported".into());
     }
-    let shape_text = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or("no shape in header")?;
-    let shape = shape_text
-        .trim()
-        .trim_start_matches('(')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|e| format!("shape {s:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let data = &bytes[start + header_len..];
-    let n: usize = shape.iter().product();
-    if data.len() != n * 4 {
-        return Err(format!("{} data bytes for shape {shape:?}", data.len()));
-    }
-    let values = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    let values = npy.into_vec::<f32>().map_err(|e| e.to_string())?;
     Ok((shape, values))
 }
 

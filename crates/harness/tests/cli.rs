@@ -939,3 +939,46 @@ fn score_captions_and_retrieval() {
         text(&out)
     );
 }
+
+/// `score fad` on the committed embedding sets gives pytorch-fid's Fréchet distance
+/// (`ci/fixtures/frechet_reference.py`), FAD∞ only with enough embeddings, and names a set of
+/// another width.
+#[test]
+fn score_fad_from_two_embedding_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../metrics/tests/fixtures/frechet");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap())
+            .unwrap();
+    let (a, b) = (fixtures.join("a.npy"), fixtures.join("b.npy"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let r = score_json(d, &["fad", "--reference", a, "--generated", b]);
+    let want = expected["frechet"]["a-b"].as_f64().unwrap();
+    assert!(
+        (r["frechet_distance"].as_f64().unwrap() - want).abs() < 1e-9 * want,
+        "{r}"
+    );
+    assert_eq!(r["generated"]["embeddings"], 200);
+    assert!(r.get("frechet_distance_infinity").is_none(), "{r}");
+    let r = score_json(
+        d,
+        &["fad", "--reference", a, "--generated", b, "--min-n", "50"],
+    );
+    assert!(r["frechet_distance_infinity"]["intercept"].is_f64(), "{r}");
+    peftbench_data_audio::npy::write_npy(&d.join("narrow.npy"), &[3, 2], &[0.0; 6]).unwrap();
+    let out = run(harness(d).args([
+        "score",
+        "fad",
+        "--reference",
+        a,
+        "--generated",
+        "narrow.npy",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("they come from different models"),
+        "{}",
+        text(&out)
+    );
+}

@@ -23,6 +23,7 @@ pub mod allocation;
 pub mod captions;
 pub mod classification;
 pub mod continual;
+pub mod frechet;
 pub mod gqa;
 pub mod nlvr2;
 pub mod retrieval;

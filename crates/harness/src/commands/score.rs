@@ -1,6 +1,7 @@
-//! `harness score vqa|gqa|nlvr2|captions|retrieval`: score a model's predictions on a
+//! `harness score vqa|gqa|nlvr2|captions|retrieval|fad`: score a model's predictions on a
 //! vision-language benchmark with the reference implementations' semantics (peftbench-metrics'
-//! `vqa`, `gqa`, `nlvr2`, `captions` and `retrieval` modules), from the benchmarks' own files.
+//! `vqa`, `gqa`, `nlvr2`, `captions` and `retrieval` modules), from the benchmarks' own files; and
+//! the distances between generated and reference embedding sets (`frechet`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -74,6 +75,34 @@ pub enum Task {
     /// `.json` object `{"scores": [[...], ...], "caption_image": [0, 0, 1, ...]}`
     /// (`caption_image` optional, the same default).
     Retrieval(RetrievalArgs),
+    /// Distances between generated and reference embedding sets (one embedding per audio frame
+    /// or clip, from a model of your choice): the Fréchet distance (FAD with VGGish embeddings;
+    /// pytorch-fid's formula), FAD∞ (fadtk's fit of the distance of resamples against 1/n, free of
+    /// the small-sample bias) and the kernel distance (unbiased MMD, cubic polynomial kernel).
+    /// Raw values, not percentages; print the embedding, both set sizes and the clip length
+    /// beside any of them, or they cannot be compared.
+    ///
+    /// --reference / --generated: `.npy` float32 or float64 arrays `[embeddings, dim]`.
+    Fad(FadArgs),
+}
+
+#[derive(clap::Args)]
+pub struct FadArgs {
+    /// Reference embeddings (`.npy`, `[embeddings, dim]`).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// Generated embeddings (`.npy`, `[embeddings, dim]`).
+    #[arg(long)]
+    pub generated: PathBuf,
+    /// FAD∞'s smallest resample (fadtk: 500); FAD∞ is left out with fewer generated embeddings.
+    #[arg(long, default_value_t = 500)]
+    pub min_n: usize,
+    /// FAD∞'s number of resample sizes (fadtk: 25).
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+    /// Seed of FAD∞'s resampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +181,11 @@ pub struct RetrievalArgs {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = match args.task {
+        Task::Fad(a) => {
+            let text = fad(a, args.json)?;
+            emit(&text)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Task::Vqa(a) => vqa(a)?,
         Task::Gqa(a) => gqa(a)?,
         Task::Nlvr2(a) => nlvr2(a)?,
@@ -746,6 +780,80 @@ fn captions(args: CaptionArgs) -> anyhow::Result<Report> {
 struct ScoreMatrixFile {
     scores: Vec<Vec<f64>>,
     caption_image: Option<Vec<usize>>,
+}
+
+/// The distances of `harness score fad`, as text or one JSON object.
+fn fad(args: FadArgs, json: bool) -> anyhow::Result<String> {
+    use peftbench_metrics::frechet::{
+        frechet_distance, frechet_distance_infinity, kernel_distance, Embeddings, GaussianStats,
+    };
+    let reference = Embeddings::read_npy(&args.reference).map_err(anyhow::Error::msg)?;
+    let generated = Embeddings::read_npy(&args.generated).map_err(anyhow::Error::msg)?;
+    ensure!(
+        reference.dim == generated.dim,
+        "{} holds embeddings of {} values and {} of {}: they come from different models",
+        args.reference.display(),
+        reference.dim,
+        args.generated.display(),
+        generated.dim
+    );
+    let reference_stats = GaussianStats::of(&reference)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.reference.display()))?;
+    let generated_stats = GaussianStats::of(&generated)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.generated.display()))?;
+    let fd = frechet_distance(&generated_stats, &reference_stats).map_err(anyhow::Error::msg)?;
+    let kd = kernel_distance(&generated, &reference).map_err(anyhow::Error::msg)?;
+    let infinity = (generated.rows > args.min_n)
+        .then(|| {
+            frechet_distance_infinity(
+                &generated,
+                &reference_stats,
+                args.min_n,
+                args.steps,
+                args.seed,
+            )
+        })
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        let mut out = json!({
+            "reference": {"path": args.reference, "embeddings": reference.rows},
+            "generated": {"path": args.generated, "embeddings": generated.rows},
+            "dim": reference.dim,
+            "frechet_distance": fd,
+            "kernel_distance": kd,
+        });
+        if let Some(fit) = &infinity {
+            out["frechet_distance_infinity"] = json!({
+                "intercept": fit.intercept, "slope": fit.slope, "r2": fit.r2,
+                "min_n": args.min_n, "steps": args.steps, "seed": args.seed,
+            });
+        }
+        return Ok(format!("{out}\n"));
+    }
+    let mut out = format!(
+        "fad: {} generated against {} reference embeddings of {} values\n",
+        generated.rows, reference.rows, reference.dim
+    );
+    let _ = writeln!(out, "  Fréchet distance   {fd:.6}");
+    match &infinity {
+        Some(fit) => {
+            let _ = writeln!(
+                out,
+                "  FAD∞ (intercept)   {:.6}  (slope {:.4}, R² {:.4}; {} sizes from {}, seed {})",
+                fit.intercept, fit.slope, fit.r2, args.steps, args.min_n, args.seed
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  FAD∞               not computed: {} generated embeddings, --min-n {}",
+                generated.rows, args.min_n
+            );
+        }
+    }
+    let _ = writeln!(out, "  kernel distance    {kd:.6}");
+    Ok(out)
 }
 
 fn retrieval(args: RetrievalArgs) -> anyhow::Result<Report> {
