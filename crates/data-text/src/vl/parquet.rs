@@ -160,6 +160,11 @@ impl Batch<'_> {
         self.first_row + i
     }
 
+    /// `<file> row <n>` of batch row `i`, for messages about rows of other files.
+    fn place(&self, i: usize) -> String {
+        format!("{} row {}", self.path.display(), self.row(i))
+    }
+
     fn error(&self, i: usize, reason: impl Into<String>) -> VlDataError {
         parquet_error(self.path, Some(self.row(i)), reason)
     }
@@ -398,10 +403,8 @@ pub fn read_vqa_parquet(files: &[PathBuf]) -> Result<(Vec<VqaQuestion>, Vec<Enco
             let image_column = batch.images("image")?;
             for i in 0..batch.rows() {
                 let id = question_ids[i];
-                if let Some(first) = seen_questions.insert(id, batch.row(i)) {
-                    return Err(
-                        batch.error(i, format!("question {id} again (first at row {first})"))
-                    );
+                if let Some(first) = seen_questions.insert(id, batch.place(i)) {
+                    return Err(batch.error(i, format!("question {id} again (first at {first})")));
                 }
                 if answers[i].len() != VQA_ANSWERS {
                     return Err(batch.error(
@@ -538,9 +541,9 @@ pub fn read_flickr30k_parquet(
                     if !keep(name) {
                         continue;
                     }
-                    if let Some(first) = seen.insert(name.clone(), batch.row(i)) {
+                    if let Some(first) = seen.insert(name.clone(), batch.place(i)) {
                         return Err(
-                            batch.error(i, format!("image {name} again (first at row {first})"))
+                            batch.error(i, format!("image {name} again (first at {first})"))
                         );
                     }
                     let id = ids[i].parse().map_err(|_| {

@@ -18,7 +18,7 @@ use peftbench_methods::PeftModel;
 
 use super::finetune::{attached_model, train_stage};
 use super::simplecil::{select, Prototypes};
-use super::{features_of, StageContext, StageLearner, StageOutcome, Stream};
+use super::{exemplar_free, features_of, StageContext, StageLearner, StageOutcome, Stream};
 
 pub(crate) struct Aper {
     adapted: PeftModel,
@@ -35,6 +35,7 @@ impl Aper {
         stream: &Stream,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<Self> {
+        exemplar_free(stage.spec, "aper")?;
         Ok(Self {
             adapted: attached_model(stage, stream, progress)?,
             prototypes: Prototypes::default(),
@@ -78,7 +79,7 @@ impl StageLearner for Aper {
         } else {
             StageOutcome::Untrained
         };
-        // Prototypes of the new classes' own examples (no replay memory: APER is exemplar-free).
+        // Prototypes of the new classes' own examples.
         let pretrained = stream.pretrained_features(stage)?;
         let rows = stream.stage_rows(&stream.train, t);
         let joint = self.joint(stage, &pretrained.train, &rows, &stream.stage_train(t, &[]))?;

@@ -13,9 +13,7 @@ use candle_core::Tensor;
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
-use peftbench_train::{
-    cross_entropy, derive_seed, evaluate, TrainConfig, TrainModel, TrainOutcome,
-};
+use peftbench_train::{cross_entropy, derive_seed, evaluate, TrainConfig, TrainModel};
 
 use super::{StageContext, StageLearner, StageOutcome, Stream, STAGE};
 use crate::language_adapters;
@@ -56,6 +54,12 @@ pub(crate) fn attached_model(
         stage.ctx,
         progress,
     )?;
+    anyhow::ensure!(
+        model.phases().is_empty(),
+        "method `{}` trains in phases, which a class-incremental stream does not take: a stage's \
+         checkpoint holds the parameters of one phase",
+        spec.method
+    );
     let cfg = train_config(spec);
     let first = stage.source(&stream.stage_train(0, &[]))?;
     let seen = stream.stages[0].end;
@@ -84,19 +88,14 @@ pub(crate) fn train_stage(
         seed: derive_seed(&[base.seed, STAGE, t as u64]),
         ..base
     };
-    Ok(
-        match train_phases(
-            model,
-            &SeenClasses(seen),
-            source.as_ref(),
-            None,
-            &cfg,
-            progress,
-        )? {
-            TrainOutcome::Completed(report) => StageOutcome::Trained(report),
-            diverged => StageOutcome::Diverged(diverged),
-        },
-    )
+    Ok(StageOutcome::from(train_phases(
+        model,
+        &SeenClasses(seen),
+        source.as_ref(),
+        None,
+        &cfg,
+        progress,
+    )?))
 }
 
 /// The model's logits cut to the first `.0` classes: those seen so far.

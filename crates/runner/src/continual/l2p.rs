@@ -17,16 +17,19 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use peftbench_backbones::{Backbone, Hooks, NoHooks};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::ClassifierHead;
 use peftbench_train::{
-    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel, TrainOutcome,
+    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel,
 };
 
-use super::{unit_rows, StageContext, StageLearner, StageOutcome, Stream, STAGE};
+use super::{
+    exemplar_free, labels_within, unit_rows, StageContext, StageLearner, StageOutcome, Stream,
+    STAGE,
+};
 use crate::run::{train_config, MODEL_INIT};
 
 /// Prompts in the pool.
@@ -96,6 +99,7 @@ impl L2p {
              change it; give its entry `method: linear`",
             spec.method
         );
+        exemplar_free(spec, "l2p")?;
         let mut backbone = stage.ctx.backbone.model.boxed();
         let hidden = backbone.info().hidden_size;
         let mut pretrained = 0u64;
@@ -184,8 +188,7 @@ impl TrainModel for Prompted<'_> {
         labels: &Tensor,
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let shifted =
-            (labels.to_dtype(DType::F32)? - self.classes.start as f64)?.to_dtype(DType::U32)?;
+        let shifted = labels_within(labels, &self.classes)?;
         let ce = masked_cross_entropy(logits, &shifted, label_smoothing)?;
         let similarity = self
             .similarity
@@ -206,13 +209,6 @@ impl StageLearner for L2p {
         stream: &Stream,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome> {
-        anyhow::ensure!(
-            train_data
-                .labels
-                .iter()
-                .all(|&l| stream.stages[t].contains(&(l as usize))),
-            "learner `l2p` is exemplar-free; set `continual.memory_per_class: 0`"
-        );
         let source = stage.source(train_data)?;
         let base = train_config(stage.spec);
         let cfg = TrainConfig {
@@ -224,12 +220,13 @@ impl StageLearner for L2p {
             classes: stream.stages[t].clone(),
             similarity: Mutex::new(None),
         };
-        Ok(
-            match train(&model, source.as_ref(), None, &cfg, progress)? {
-                TrainOutcome::Completed(report) => StageOutcome::Trained(report),
-                diverged => StageOutcome::Diverged(diverged),
-            },
-        )
+        Ok(StageOutcome::from(train(
+            &model,
+            source.as_ref(),
+            None,
+            &cfg,
+            progress,
+        )?))
     }
 
     fn predict(
@@ -274,7 +271,7 @@ impl StageLearner for L2p {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     use super::*;
 

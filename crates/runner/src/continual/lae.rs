@@ -30,7 +30,9 @@ use peftbench_train::{
 };
 
 use super::finetune::attached_model;
-use super::{continual, StageContext, StageLearner, StageOutcome, Stream, STAGE};
+use super::{
+    exemplar_free, labels_within, StageContext, StageLearner, StageOutcome, Stream, STAGE,
+};
 use crate::run::train_config;
 
 /// The offline expert's momentum per optimizer step (LAE's configs).
@@ -53,10 +55,7 @@ impl Lae {
         stream: &Stream,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            continual(stage.spec).stream.memory_per_class == 0,
-            "learner `lae` is exemplar-free; set `continual.memory_per_class: 0`"
-        );
+        exemplar_free(stage.spec, "lae")?;
         let online = attached_model(stage, stream, progress)?;
         let offline = attached_model(stage, stream, progress)?;
         let head: Vec<&str> = online
@@ -161,8 +160,7 @@ impl TrainModel for StageClasses<'_> {
         labels: &Tensor,
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let shifted =
-            (labels.to_dtype(DType::F32)? - self.classes.start as f64)?.to_dtype(DType::U32)?;
+        let shifted = labels_within(labels, &self.classes)?;
         masked_cross_entropy(logits, &shifted, label_smoothing)
     }
 }
@@ -224,7 +222,7 @@ impl StageLearner for Lae {
             };
             match self.train_part(&trainable, classes.clone(), source.as_ref(), &cfg, progress)? {
                 TrainOutcome::Completed(report) => reports.push(report),
-                diverged => return Ok(StageOutcome::Diverged(diverged)),
+                diverged => return Ok(diverged.into()),
             }
         }
         let mut reports = reports.into_iter();

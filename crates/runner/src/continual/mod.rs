@@ -239,8 +239,32 @@ pub(crate) enum StageOutcome {
     Trained(TrainReport),
     /// Nothing to train (prototype learners).
     Untrained,
-    /// The loss became NaN or infinite.
-    Diverged(TrainOutcome),
+    /// The loss became `loss` (NaN or infinite) at `epoch`, `step` of the stage.
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        history: Vec<peftbench_train::EpochLog>,
+    },
+}
+
+impl From<TrainOutcome> for StageOutcome {
+    fn from(outcome: TrainOutcome) -> Self {
+        match outcome {
+            TrainOutcome::Completed(report) => StageOutcome::Trained(report),
+            TrainOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history,
+            } => StageOutcome::Diverged {
+                epoch,
+                step,
+                loss,
+                history,
+            },
+        }
+    }
 }
 
 /// One way of learning a class-incremental stream.
@@ -296,7 +320,8 @@ fn learner(
     })
 }
 
-/// Progress of a stream, saved after every stage (`<artifact dir>/stream/progress.json`).
+/// Progress of a stream, saved after every stage (`<artifact dir>/stream/progress.json`, beside
+/// the learner's state after that stage, `state-<stages>.safetensors`).
 #[derive(Serialize, Deserialize)]
 struct Checkpoint {
     /// The run's configuration hash: a checkpoint of another configuration is ignored.
@@ -314,6 +339,11 @@ fn checkpoint_dir(spec: &RunSpec, ctx: &RunContext<'_>) -> PathBuf {
     ctx.store.artifact_dir(&spec.run_id()).join("stream")
 }
 
+/// The learner state saved after `stages` finished stages.
+fn state_file(dir: &Path, stages: usize) -> PathBuf {
+    dir.join(format!("state-{stages}.safetensors"))
+}
+
 /// The saved progress of this configuration and the learner state of its last stage, if any.
 fn load_checkpoint(
     dir: &Path,
@@ -329,28 +359,33 @@ fn load_checkpoint(
     if checkpoint.config_hash != spec.config_hash() || checkpoint.acc.is_empty() {
         return Ok(None);
     }
-    let state_path = dir.join("state.safetensors");
+    let state_path = state_file(dir, checkpoint.acc.len());
     let state = candle_core::safetensors::load(&state_path, device)
         .map_err(|e| anyhow::anyhow!("{}: {e}", state_path.display()))?;
     Ok(Some((checkpoint, state.into_iter().collect())))
 }
 
-/// Writes the state first and the progress last, each by renaming a finished file, so a kill at
-/// any point leaves the previous stage's checkpoint or this one whole.
+/// Writes this stage's state under its own name, then the progress that names it (each by
+/// renaming a finished file), then removes the earlier stages' states: a kill at any point leaves
+/// a progress file whose state file is whole.
 fn save_checkpoint(
     dir: &Path,
     checkpoint: &Checkpoint,
     state: &BTreeMap<String, Tensor>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let stages = checkpoint.acc.len();
     let staged = dir.join("state.safetensors.tmp");
     let tensors: std::collections::HashMap<&String, Tensor> =
         state.iter().map(|(k, v)| (k, v.clone())).collect();
     candle_core::safetensors::save(&tensors, &staged)?;
-    std::fs::rename(&staged, dir.join("state.safetensors"))?;
+    std::fs::rename(&staged, state_file(dir, stages))?;
     let staged = dir.join("progress.json.tmp");
     std::fs::write(&staged, serde_json::to_string(checkpoint)?)?;
     std::fs::rename(&staged, dir.join("progress.json"))?;
+    for earlier in 1..stages {
+        let _ = std::fs::remove_file(state_file(dir, earlier));
+    }
     Ok(())
 }
 
@@ -424,22 +459,28 @@ pub(crate) fn run_stream(
             StageOutcome::Untrained => {
                 progress_so_far.train_seconds += started.elapsed().as_secs_f64();
             }
-            StageOutcome::Diverged(TrainOutcome::Diverged {
+            StageOutcome::Diverged {
                 epoch,
                 step,
                 loss,
                 history,
-            }) => {
+            } => {
                 let (trainable, total) = learner.counts();
+                let offset = progress_so_far.history.len();
                 let mut finished =
-                    Finished::diverged(&history, trainable, total, epoch, step, loss);
+                    Finished::diverged(&history, trainable, total, epoch + offset, step, loss);
+                // The record's history: every finished stage's epochs, then this stage's.
+                let mut all = progress_so_far.history;
+                all.extend(finished.history.into_iter().map(|mut log| {
+                    log.epoch += offset;
+                    log
+                }));
+                finished.history = all;
+                finished.train_seconds = finished.history.iter().map(|h| h.seconds).sum();
                 finished.error = finished
                     .error
-                    .map(|e| format!("stage {t} of {}: {e}", stream.stages.len()));
+                    .map(|e| format!("stage {} of {}: {e}", t + 1, stream.stages.len()));
                 return Ok(Some(finished));
-            }
-            StageOutcome::Diverged(TrainOutcome::Completed(_)) => {
-                unreachable!("a completed stage is `Trained`")
             }
         }
         let seen = stream.stages[t].end;
@@ -481,6 +522,14 @@ pub(crate) fn run_stream(
         .collect();
     let adapter_dir = ctx.store.artifact_dir(&spec.run_id());
     let adapter_bytes = learner.save(&adapter_dir)?;
+    // The stream is finished and its model saved: a later run of this configuration starts
+    // afresh rather than from these stages.
+    std::fs::remove_dir_all(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "removing the finished stream's checkpoint {}: {e}",
+            dir.display()
+        )
+    })?;
     let (trainable, total) = learner.counts();
     let seconds = progress_so_far.train_seconds;
     Ok(Some(Finished {
@@ -508,6 +557,37 @@ pub(crate) fn run_stream(
         error: None,
         eval_correct: Some(EvalCorrect::from_bools(&correct)),
     }))
+}
+
+/// Refuses a replay memory for learner `name`, which learns from each stage's own classes only.
+pub(crate) fn exemplar_free(spec: &RunSpec, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        continual(spec).stream.memory_per_class == 0,
+        "learner `{name}` is exemplar-free; set `continual.memory_per_class: 0`"
+    );
+    Ok(())
+}
+
+/// `labels` (class positions) as positions within `classes`; a label outside them is an error.
+pub(crate) fn labels_within(
+    labels: &Tensor,
+    classes: &Range<usize>,
+) -> candle_core::Result<Tensor> {
+    let shifted = labels
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|l| {
+            if classes.contains(&(l as usize)) {
+                Ok(l - classes.start as u32)
+            } else {
+                Err(candle_core::Error::Msg(format!(
+                    "label {l} is not one of this stage's classes {classes:?}"
+                )))
+            }
+        })
+        .collect::<candle_core::Result<Vec<u32>>>()?;
+    let n = shifted.len();
+    Tensor::from_vec(shifted, n, labels.device())
 }
 
 /// The primary metric of class-incremental runs: average incremental accuracy Ā.
@@ -674,6 +754,17 @@ methods: [{{ method: {method}, learner: {learner} }}]
         dir: &Path,
         stop_after: Option<usize>,
     ) -> anyhow::Result<(Option<BTreeMap<String, f64>>, usize)> {
+        let (finished, epochs) = finish_on(spec, stream, dir, stop_after)?;
+        Ok((finished.map(|f| f.metrics), epochs))
+    }
+
+    /// [`run_on`] returning what the run produced.
+    fn finish_on(
+        spec: &RunSpec,
+        stream: &Stream,
+        dir: &Path,
+        stop_after: Option<usize>,
+    ) -> anyhow::Result<(Option<Finished>, usize)> {
         let paths = Paths::under(dir);
         let store = RecordStore::open(&paths.results).unwrap();
         let backbone = backbone();
@@ -701,7 +792,7 @@ methods: [{{ method: {method}, learner: {learner} }}]
             },
             stop_after,
         )?;
-        Ok((finished.map(|f| f.metrics), epochs))
+        Ok((finished, epochs))
     }
 
     /// A run stopped after its second stage and run again continues with the third stage only,
@@ -718,6 +809,16 @@ methods: [{{ method: {method}, learner: {learner} }}]
         let (stopped, epochs) = run(spec, killed.path(), Some(1)).unwrap();
         assert!(stopped.is_none());
         assert_eq!(epochs, 2 * 2);
+        // A kill after the next stage's state was written but before its progress: the stray
+        // state (here garbage) is not read, the progress's own state is.
+        let stream_dir = walk(&killed.path().join("results/artifacts"))
+            .into_iter()
+            .find(|p| p.ends_with("progress.json"))
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        std::fs::write(stream_dir.join("state-3.safetensors"), b"not a state").unwrap();
         let (resumed, epochs) = run(spec, killed.path(), None).unwrap();
         assert_eq!(epochs, 2, "only the third stage trains again");
         assert_eq!(resumed.unwrap(), straight);
@@ -841,6 +942,46 @@ methods: [{{ method: {method}, learner: {learner} }}]
             stream.train.len()
         );
         assert!(first.is_some() && second.is_some());
+    }
+
+    /// The exemplar-free learners refuse a replay memory, before training anything.
+    #[test]
+    fn exemplar_free_learners_refuse_a_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        for (learner, method) in [
+            ("simplecil", "linear"),
+            ("aper", "adapter"),
+            ("l2p", "linear"),
+            ("lae", "lora"),
+            ("mora", "linear"),
+        ] {
+            let mut spec = specs(learner, method, 96)[0].clone();
+            spec.continual.as_mut().unwrap().stream.memory_per_class = 2;
+            let err = run(&spec, dir.path(), None).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("learner `{learner}` is exemplar-free")),
+                "{err}"
+            );
+        }
+    }
+
+    /// A loss that becomes infinite ends the run as diverged, naming the stage; nothing after
+    /// it is trained or scored.
+    #[test]
+    fn a_diverging_stage_ends_the_run_as_diverged() {
+        let mut spec = specs("finetune", "lora", 96)[0].clone();
+        spec.recipe.lr = 1e30;
+        let dir = tempfile::tempdir().unwrap();
+        let stream = Stream::locate(&spec, &Paths::under(dir.path()), true).unwrap();
+        let (finished, _) = finish_on(&spec, &stream, dir.path(), None).unwrap();
+        let finished = finished.unwrap();
+        assert_eq!(finished.status, RunStatus::Diverged);
+        assert!(finished.metrics.is_empty());
+        let error = finished.error.unwrap();
+        assert!(
+            error.starts_with("stage ") && error.contains(" of 3: loss became"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,38 +1,41 @@
 //! MoRA, "Little by Little" (Lu et al., 2025: continual learning via self-activated sparse
 //! mixture-of-rank adaptation): LoRA on the attention's query and value projections of the
 //! frozen backbone, split into rank-1 experts `b_i a_iᵀ`. An expert is activated by its own
-//! projection `a_iᵀ x` (no separate router): per token only the [`TOP_K`] experts with the largest
-//! `|a_iᵀ x|` contribute, `Δ(x) = scale · Σ_{i in top-k} b_i (a_iᵀ x)`. Every stage adds
-//! [`EXPERTS_PER_STAGE`] new experts per projection (`a` as LoRA's A, `b` zero, so a new stage
-//! starts from the previous function) and trains only those and the classifier; earlier experts
-//! stay frozen, so old knowledge is changed only through what the new experts add, and only where
-//! they activate. Logits are masked to the stage's classes in training. With every expert active
-//! the sum is exactly LoRA's `B A x` (tested).
+//! projection `a_iᵀ x` (no separate router). Every stage adds [`EXPERTS_PER_STAGE`] new experts
+//! per projection (`a` as LoRA's A, `b` zero) and trains only those and the classifier; earlier
+//! experts stay frozen. Sparsity is per stage's group: per token, only the [`TOP_K`] experts of
+//! each group with the largest `|a_iᵀ x|` contribute, `Δ(x) = scale · Σ_groups Σ_{i in top-k}
+//! b_i (a_iᵀ x)`. So new experts never take an old expert's place: a new stage starts from exactly
+//! the previous function (its `b` is zero), and old knowledge changes only by what the new experts
+//! add where they activate. Logits are masked to the stage's classes in training. With every
+//! expert active the sum is exactly LoRA's `B A x` (tested).
 //!
 //! Not here: the paper's pruning of rarely activated experts and its activation-budget schedule;
-//! the budget is a fixed top-k.
+//! the budget is a fixed top-k per group.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{Tensor, Var, D};
 use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::ClassifierHead;
 use peftbench_train::{
-    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel, TrainOutcome,
+    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel,
 };
 
-use super::{StageContext, StageLearner, StageOutcome, Stream, STAGE};
+use super::{
+    exemplar_free, labels_within, StageContext, StageLearner, StageOutcome, Stream, STAGE,
+};
 use crate::run::{train_config, MODEL_INIT};
 
 /// Rank-1 experts added per adapted projection at every stage.
 pub(crate) const EXPERTS_PER_STAGE: usize = 4;
-/// Experts active per token.
-pub(crate) const TOP_K: usize = 4;
+/// Experts active per token in each stage's group.
+pub(crate) const TOP_K: usize = 2;
 /// LoRA's `alpha / r` scale of the experts' sum (alpha = r).
 pub(crate) const SCALE: f64 = 1.0;
 /// The projections that get experts.
@@ -46,40 +49,30 @@ struct Experts {
 }
 
 impl Experts {
-    /// `Δ(x)` with the `top_k` experts of largest `|a_iᵀ x|` per token (all when fewer).
+    /// `Δ(x)`: in each stage's group, the `top_k` experts of largest `|a_iᵀ x|` per token (all of
+    /// the group when it has no more).
     fn delta(&self, x: &Tensor, top_k: usize) -> candle_core::Result<Option<Tensor>> {
-        if self.stages.is_empty() {
-            return Ok(None);
+        let mut total: Option<Tensor> = None;
+        for (a, b) in &self.stages {
+            let z = x.broadcast_matmul(&a.as_tensor().t()?)?;
+            let experts = a.dim(0)?;
+            let z = if top_k < experts {
+                // Keep |z| at or above the k-th largest of its token (ties keep more).
+                let magnitude = z.abs()?.detach();
+                let (sorted, _) = magnitude.sort_last_dim(false)?;
+                let kth = sorted.narrow(D::Minus1, top_k - 1, 1)?;
+                let keep = magnitude.broadcast_ge(&kth)?.to_dtype(z.dtype())?;
+                (z * keep)?
+            } else {
+                z
+            };
+            let part = z.broadcast_matmul(&b.as_tensor().t()?)?;
+            total = Some(match total {
+                None => part,
+                Some(sum) => (sum + part)?,
+            });
         }
-        let a = Tensor::cat(
-            &self
-                .stages
-                .iter()
-                .map(|(a, _)| a.as_tensor())
-                .collect::<Vec<_>>(),
-            0,
-        )?;
-        let b = Tensor::cat(
-            &self
-                .stages
-                .iter()
-                .map(|(_, b)| b.as_tensor())
-                .collect::<Vec<_>>(),
-            1,
-        )?;
-        let z = x.broadcast_matmul(&a.t()?)?;
-        let experts = a.dim(0)?;
-        let z = if top_k < experts {
-            // Keep |z| at or above the k-th largest of its token (ties keep more).
-            let magnitude = z.abs()?.detach();
-            let (sorted, _) = magnitude.sort_last_dim(false)?;
-            let kth = sorted.narrow(D::Minus1, top_k - 1, 1)?;
-            let keep = magnitude.broadcast_ge(&kth)?.to_dtype(z.dtype())?;
-            (z * keep)?
-        } else {
-            z
-        };
-        Ok(Some((z.broadcast_matmul(&b.t()?)? * SCALE)?))
+        total.map(|t| t * SCALE).transpose()
     }
 }
 
@@ -122,10 +115,11 @@ impl Mora {
         let spec = stage.spec;
         anyhow::ensure!(
             spec.method == "linear",
-            "learner `mora` adds its own rank-1 experts to the frozen backbone, and method `{}` \\
+            "learner `mora` adds its own rank-1 experts to the frozen backbone, and method `{}` \
              would change it too; give its entry `method: linear`",
             spec.method
         );
+        exemplar_free(spec, "mora")?;
         let mut backbone = stage.ctx.backbone.model.boxed();
         let mut pretrained = 0u64;
         backbone.visit_params(&mut |_, t| {
@@ -233,8 +227,7 @@ impl TrainModel for Routed<'_> {
         labels: &Tensor,
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let shifted =
-            (labels.to_dtype(DType::F32)? - self.classes.start as f64)?.to_dtype(DType::U32)?;
+        let shifted = labels_within(labels, &self.classes)?;
         masked_cross_entropy(logits, &shifted, label_smoothing)
     }
 }
@@ -248,13 +241,6 @@ impl StageLearner for Mora {
         stream: &Stream,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome> {
-        anyhow::ensure!(
-            train_data
-                .labels
-                .iter()
-                .all(|&l| stream.stages[t].contains(&(l as usize))),
-            "learner `mora` is exemplar-free; set `continual.memory_per_class: 0`"
-        );
         self.grow_to(t + 1, stage.device())?;
         let source = stage.source(train_data)?;
         let base = train_config(stage.spec);
@@ -267,12 +253,13 @@ impl StageLearner for Mora {
             trainable: self.stage_params(t),
             classes: stream.stages[t].clone(),
         };
-        Ok(
-            match train(&model, source.as_ref(), None, &cfg, progress)? {
-                TrainOutcome::Completed(report) => StageOutcome::Trained(report),
-                diverged => StageOutcome::Diverged(diverged),
-            },
-        )
+        Ok(StageOutcome::from(train(
+            &model,
+            source.as_ref(),
+            None,
+            &cfg,
+            progress,
+        )?))
     }
 
     fn predict(
@@ -351,50 +338,49 @@ mod tests {
     fn all_experts_active_is_the_lora_delta() {
         let e = experts(2, 3);
         let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &Device::Cpu).unwrap();
-        let delta = e.delta(&x, 2 * EXPERTS_PER_STAGE).unwrap().unwrap();
+        let delta = e.delta(&x, EXPERTS_PER_STAGE).unwrap().unwrap();
         let a = Tensor::cat(&[e.stages[0].0.as_tensor(), e.stages[1].0.as_tensor()], 0).unwrap();
         let b = Tensor::cat(&[e.stages[0].1.as_tensor(), e.stages[1].1.as_tensor()], 1).unwrap();
         let lora = x
             .broadcast_matmul(&b.matmul(&a).unwrap().t().unwrap())
             .unwrap();
-        let diff = (delta - lora)
+        assert!(max_diff(&delta, &lora) < 1e-5);
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
             .unwrap()
             .abs()
             .unwrap()
             .max_all()
             .unwrap()
             .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-5, "{diff}");
+            .unwrap()
     }
 
-    /// With a budget of k, each token's delta is the sum of exactly its k experts of largest
-    /// |a_iᵀ x|, computed one by one.
+    /// With a budget of k, each token's delta sums, in every stage's group, exactly its k experts
+    /// of largest |a_iᵀ x|, computed one by one.
     #[test]
-    fn a_token_uses_its_k_most_activated_experts() {
+    fn a_token_uses_the_k_most_activated_experts_of_each_group() {
         let e = experts(2, 4);
         let x = Tensor::randn(0f32, 1.0, (1, 2, 6), &Device::Cpu).unwrap();
         let k = 3;
-        let delta = e.delta(&x, k).unwrap().unwrap();
-        let a = Tensor::cat(&[e.stages[0].0.as_tensor(), e.stages[1].0.as_tensor()], 0)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let b = Tensor::cat(&[e.stages[0].1.as_tensor(), e.stages[1].1.as_tensor()], 1)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+        let got = e.delta(&x, k).unwrap().unwrap().to_vec3::<f32>().unwrap();
         let xs = x.to_vec3::<f32>().unwrap();
-        let got = delta.to_vec3::<f32>().unwrap();
         for (token, xt) in xs[0].iter().enumerate() {
-            let z: Vec<f32> = a
-                .iter()
-                .map(|row| row.iter().zip(xt).map(|(p, q)| p * q).sum())
-                .collect();
-            let mut order: Vec<usize> = (0..z.len()).collect();
-            order.sort_by(|&i, &j| z[j].abs().total_cmp(&z[i].abs()));
-            for (o, b_row) in b.iter().enumerate() {
-                let want: f32 = order[..k].iter().map(|&i| b_row[i] * z[i]).sum();
+            for o in 0..5 {
+                let mut want = 0f32;
+                for (a, b) in &e.stages {
+                    let a = a.as_tensor().to_vec2::<f32>().unwrap();
+                    let b = b.as_tensor().to_vec2::<f32>().unwrap();
+                    let z: Vec<f32> = a
+                        .iter()
+                        .map(|row| row.iter().zip(xt).map(|(p, q)| p * q).sum())
+                        .collect();
+                    let mut order: Vec<usize> = (0..z.len()).collect();
+                    order.sort_by(|&i, &j| z[j].abs().total_cmp(&z[i].abs()));
+                    want += order[..k].iter().map(|&i| b[o][i] * z[i]).sum::<f32>();
+                }
                 assert!(
                     (got[0][token][o] - want).abs() < 1e-5,
                     "{} vs {want}",
@@ -402,5 +388,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A new stage's experts (b zero) leave the function exactly as it was, whatever they
+    /// activate: they take no old expert's place.
+    #[test]
+    fn a_new_stage_starts_from_the_previous_function() {
+        let mut e = experts(1, 5);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &Device::Cpu).unwrap();
+        let before = e.delta(&x, TOP_K).unwrap().unwrap();
+        let init = SeededInit::new(9, &Device::Cpu);
+        e.stages.push((
+            init.fork("a")
+                .uniform((EXPERTS_PER_STAGE, 6), -10.0, 10.0)
+                .unwrap(),
+            init.zeros((5, EXPERTS_PER_STAGE)).unwrap(),
+        ));
+        let after = e.delta(&x, TOP_K).unwrap().unwrap();
+        assert_eq!(max_diff(&before, &after), 0.0);
     }
 }

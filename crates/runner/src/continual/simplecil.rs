@@ -18,7 +18,9 @@ use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
 use peftbench_train::derive_seed;
 
-use super::{class_means, nearest_prototype, StageContext, StageLearner, StageOutcome, Stream};
+use super::{
+    class_means, exemplar_free, nearest_prototype, StageContext, StageLearner, StageOutcome, Stream,
+};
 use crate::run::MODEL_INIT;
 
 pub(crate) struct SimpleCil {
@@ -43,6 +45,7 @@ impl SimpleCil {
              changes the backbone; give its entry `method: linear`",
             spec.method
         );
+        exemplar_free(spec, "simplecil")?;
         Ok(Self {
             model,
             prototypes: Prototypes::default(),
