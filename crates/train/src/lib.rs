@@ -7,6 +7,7 @@
 //! Runs are deterministic: the same [`TrainConfig::seed`] gives bit-identical losses on one device.
 
 pub mod clip;
+pub mod codebooks;
 pub mod contrastive;
 pub mod data;
 pub mod loss;
@@ -17,6 +18,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use clip::clip_grad_norm;
+pub use codebooks::{delay_codebooks, per_codebook_cross_entropy, undelay_codebooks};
 pub use contrastive::{clip_contrastive_loss, clip_logits, symmetric_contrastive_loss};
 pub use data::InMemoryBatches;
 pub use loss::{cross_entropy, masked_cross_entropy, IGNORE_LABEL};
