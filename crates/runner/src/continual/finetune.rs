@@ -13,9 +13,9 @@ use candle_core::Tensor;
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
-use peftbench_train::{cross_entropy, derive_seed, evaluate, TrainConfig, TrainModel};
+use peftbench_train::{cross_entropy, derive_seed, TrainModel};
 
-use super::{StageContext, StageLearner, StageOutcome, Stream, STAGE};
+use super::{StageContext, StageLearner, StageOutcome, Stream};
 use crate::language_adapters;
 use crate::run::{train_config, train_phases, Objective, CALIBRATION, MODEL_INIT};
 
@@ -83,11 +83,7 @@ pub(crate) fn train_stage(
     progress: &mut dyn FnMut(peftbench_train::Progress),
 ) -> anyhow::Result<StageOutcome> {
     let source = stage.source(train)?;
-    let base = train_config(stage.spec);
-    let cfg = TrainConfig {
-        seed: derive_seed(&[base.seed, STAGE, t as u64]),
-        ..base
-    };
+    let cfg = stage.stage_config(t);
     Ok(StageOutcome::from(train_phases(
         model,
         &SeenClasses(seen),
@@ -156,12 +152,11 @@ impl StageLearner for Finetune {
         seen: usize,
         _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let source = stage.source(eval)?;
         let model = FirstClasses {
             model: &self.model,
             seen,
         };
-        Ok(evaluate(&model, source.as_ref(), stage.spec.recipe.eval_batch_size)?.predictions)
+        stage.predictions(&model, eval)
     }
 
     fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {

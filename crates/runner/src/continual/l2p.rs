@@ -22,15 +22,12 @@ use peftbench_backbones::{Backbone, Hooks, NoHooks};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::ClassifierHead;
-use peftbench_train::{
-    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel,
-};
+use peftbench_train::{derive_seed, TrainModel};
 
 use super::{
-    exemplar_free, labels_within, unit_rows, StageContext, StageLearner, StageOutcome, Stream,
-    STAGE,
+    exemplar_free, stage_cross_entropy, unit_rows, StageContext, StageLearner, StageOutcome, Stream,
 };
-use crate::run::{train_config, MODEL_INIT};
+use crate::run::MODEL_INIT;
 
 /// Prompts in the pool.
 pub(crate) const POOL: usize = 10;
@@ -188,8 +185,7 @@ impl TrainModel for Prompted<'_> {
         labels: &Tensor,
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let shifted = labels_within(labels, &self.classes)?;
-        let ce = masked_cross_entropy(logits, &shifted, label_smoothing)?;
+        let ce = stage_cross_entropy(logits, labels, &self.classes, label_smoothing)?;
         let similarity = self
             .similarity
             .lock()
@@ -209,24 +205,12 @@ impl StageLearner for L2p {
         stream: &Stream,
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome> {
-        let source = stage.source(train_data)?;
-        let base = train_config(stage.spec);
-        let cfg = TrainConfig {
-            seed: derive_seed(&[base.seed, STAGE, t as u64]),
-            ..base
-        };
         let model = Prompted {
             l2p: self,
             classes: stream.stages[t].clone(),
             similarity: Mutex::new(None),
         };
-        Ok(StageOutcome::from(train(
-            &model,
-            source.as_ref(),
-            None,
-            &cfg,
-            progress,
-        )?))
+        stage.train_stage(&model, train_data, t, progress)
     }
 
     fn predict(
@@ -237,13 +221,12 @@ impl StageLearner for L2p {
         seen: usize,
         _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let source = stage.source(eval)?;
         let model = Prompted {
             l2p: self,
             classes: 0..seen,
             similarity: Mutex::new(None),
         };
-        Ok(evaluate(&model, source.as_ref(), stage.spec.recipe.eval_batch_size)?.predictions)
+        stage.predictions(&model, eval)
     }
 
     fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {

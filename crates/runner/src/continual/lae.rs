@@ -25,13 +25,11 @@ use candle_core::{DType, Tensor, Var, D};
 use peftbench_core::{ForwardCtx, NamedVars};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
-use peftbench_train::{
-    derive_seed, masked_cross_entropy, train, TrainConfig, TrainModel, TrainOutcome, TrainReport,
-};
+use peftbench_train::{derive_seed, train, TrainConfig, TrainModel, TrainOutcome, TrainReport};
 
 use super::finetune::attached_model;
 use super::{
-    exemplar_free, labels_within, StageContext, StageLearner, StageOutcome, Stream, STAGE,
+    exemplar_free, stage_cross_entropy, StageContext, StageLearner, StageOutcome, Stream, STAGE,
 };
 use crate::run::train_config;
 
@@ -160,8 +158,7 @@ impl TrainModel for StageClasses<'_> {
         labels: &Tensor,
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let shifted = labels_within(labels, &self.classes)?;
-        masked_cross_entropy(logits, &shifted, label_smoothing)
+        stage_cross_entropy(logits, labels, &self.classes, label_smoothing)
     }
 }
 

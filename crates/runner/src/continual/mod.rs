@@ -40,13 +40,16 @@ use peftbench_data_vision::{ImageDataset, Preprocess};
 use peftbench_metrics::continual::{pilot_class_order, stages, IncrementalScores};
 use peftbench_records::{EpochLog, EvalCorrect, RunStatus};
 use peftbench_suite::{ContinualRun, Learner, RunSpec};
-use peftbench_train::{derive_seed, BatchSource, TrainOutcome, TrainReport};
+use peftbench_train::{
+    derive_seed, evaluate, masked_cross_entropy, train, BatchSource, TrainConfig, TrainModel,
+    TrainOutcome, TrainReport,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{batch_source, load_task_data};
-use crate::run::{logs, Finished, RunContext};
+use crate::run::{logs, train_config, Finished, RunContext};
 use crate::Paths;
 
 /// A task's data as a class-incremental stream: labels renumbered to their class's position in
@@ -231,6 +234,56 @@ impl StageContext<'_, '_> {
     pub fn source(&self, ds: &Arc<ImageDataset>) -> anyhow::Result<Box<dyn BatchSource>> {
         batch_source(ds, self.preprocess, self.ctx.device)
     }
+
+    /// The trainer's configuration for stage `t`: the run's, its randomness drawn from the run
+    /// seed and `t` (every stage starts a fresh optimizer, so a resumed stage trains the same).
+    pub fn stage_config(&self, t: usize) -> TrainConfig {
+        let base = train_config(self.spec);
+        TrainConfig {
+            seed: derive_seed(&[base.seed, STAGE, t as u64]),
+            ..base
+        }
+    }
+
+    /// Trains `model` on `data` as stage `t`.
+    pub fn train_stage(
+        &self,
+        model: &dyn TrainModel,
+        data: &Arc<ImageDataset>,
+        t: usize,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<StageOutcome> {
+        let source = self.source(data)?;
+        let outcome = train(
+            model,
+            source.as_ref(),
+            None,
+            &self.stage_config(t),
+            progress,
+        )?;
+        Ok(StageOutcome::from(outcome))
+    }
+
+    /// `model`'s predicted classes (argmax of its logits) of every example of `eval`.
+    pub fn predictions(
+        &self,
+        model: &dyn TrainModel,
+        eval: &Arc<ImageDataset>,
+    ) -> anyhow::Result<Vec<u32>> {
+        let source = self.source(eval)?;
+        Ok(evaluate(model, source.as_ref(), self.spec.recipe.eval_batch_size)?.predictions)
+    }
+}
+
+/// The cross-entropy of logits cut to `classes` against class-position labels (which must lie in
+/// `classes`): how L2P, LAE and MoRA train a stage with the other classes' logits masked.
+pub(crate) fn stage_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    classes: &Range<usize>,
+    label_smoothing: f64,
+) -> candle_core::Result<Tensor> {
+    masked_cross_entropy(logits, &labels_within(labels, classes)?, label_smoothing)
 }
 
 /// How one stage of training ended.
@@ -852,22 +905,39 @@ methods: [{{ method: {method}, learner: {learner} }}]
         );
     }
 
-    /// LAE trains every stage (the method frozen in the first epoch of the later ones, which
-    /// shows as a stage of one head-only and one full epoch), and a stopped run resumes to the
-    /// same numbers: the offline expert's moving average is part of the checkpoint.
+    /// Runs `spec` (3 stages of 2 epochs) straight through, and again stopped after stage `stop`
+    /// and rerun: each call trains only its own stages, and the resumed run's numbers equal the
+    /// straight run's exactly. Returns the straight run's folder and what it produced.
+    fn assert_resumes_bit_identically(
+        spec: &RunSpec,
+        stop: usize,
+    ) -> (tempfile::TempDir, Finished) {
+        let whole = tempfile::tempdir().unwrap();
+        let stream = Stream::locate(spec, &Paths::under(whole.path()), true).unwrap();
+        let (straight, epochs) = finish_on(spec, &stream, whole.path(), None).unwrap();
+        assert_eq!(epochs, 3 * 2);
+        let straight = straight.unwrap();
+        let killed = tempfile::tempdir().unwrap();
+        let (stopped, epochs) = run(spec, killed.path(), Some(stop)).unwrap();
+        assert!(stopped.is_none());
+        assert_eq!(epochs, (stop + 1) * 2);
+        let (resumed, epochs) = run(spec, killed.path(), None).unwrap();
+        assert_eq!(
+            epochs,
+            (2 - stop) * 2,
+            "only the stages after {stop} train again"
+        );
+        assert_eq!(resumed.unwrap(), straight.metrics);
+        (whole, straight)
+    }
+
+    /// LAE trains every stage (the method frozen in the first epoch of the later ones, a stage of
+    /// one head-only and one full epoch), resumes to the same numbers (the offline expert's
+    /// moving average is part of the checkpoint) and saves both experts.
     #[test]
     fn lae_trains_each_stage_and_resumes_with_its_offline_expert() {
-        let spec = &specs("lae", "lora", 96)[0];
-        let whole = tempfile::tempdir().unwrap();
-        let (straight, epochs) = run(spec, whole.path(), None).unwrap();
-        assert_eq!(epochs, 3 * 2);
-        let killed = tempfile::tempdir().unwrap();
-        run(spec, killed.path(), Some(0)).unwrap();
-        let (resumed, epochs) = run(spec, killed.path(), None).unwrap();
-        assert_eq!(epochs, 2 * 2);
-        assert_eq!(resumed.unwrap(), straight.unwrap());
-        let adapter = whole.path().join("results/artifacts");
-        let saved: Vec<_> = walk(&adapter);
+        let (whole, _) = assert_resumes_bit_identically(&specs("lae", "lora", 96)[0], 0);
+        let saved = walk(&whole.path().join("results/artifacts"));
         assert!(
             saved
                 .iter()
@@ -880,15 +950,7 @@ methods: [{{ method: {method}, learner: {learner} }}]
     /// that would change the backbone.
     #[test]
     fn l2p_trains_its_prompt_pool_and_resumes() {
-        let spec = &specs("l2p", "linear", 96)[0];
-        let whole = tempfile::tempdir().unwrap();
-        let (straight, epochs) = run(spec, whole.path(), None).unwrap();
-        assert_eq!(epochs, 3 * 2);
-        let straight = straight.unwrap();
-        let killed = tempfile::tempdir().unwrap();
-        run(spec, killed.path(), Some(1)).unwrap();
-        let (resumed, _) = run(spec, killed.path(), None).unwrap();
-        assert_eq!(resumed.unwrap(), straight);
+        let (whole, _) = assert_resumes_bit_identically(&specs("l2p", "linear", 96)[0], 1);
         let err = run(&specs("l2p", "lora", 96)[0], whole.path(), None).unwrap_err();
         assert!(
             err.to_string().contains("give its entry `method: linear`"),
@@ -896,19 +958,14 @@ methods: [{{ method: {method}, learner: {learner} }}]
         );
     }
 
-    /// MoRA adds experts each stage (its trainable count grows with the stages) and resumes to
-    /// the same numbers, its experts of every finished stage restored.
+    /// MoRA resumes to the same numbers, its experts of every finished stage restored, and ends
+    /// with 4 experts per stage on each adapted projection: 2 blocks x 2 projections x 3 stages x
+    /// 4 experts x (32 + 32) values, plus the classifier (32 x 24 + 24).
     #[test]
     fn mora_grows_experts_per_stage_and_resumes() {
-        let spec = &specs("mora", "linear", 96)[0];
-        let whole = tempfile::tempdir().unwrap();
-        let (straight, epochs) = run(spec, whole.path(), None).unwrap();
-        assert_eq!(epochs, 3 * 2);
-        let straight = straight.unwrap();
-        let killed = tempfile::tempdir().unwrap();
-        run(spec, killed.path(), Some(1)).unwrap();
-        let (resumed, _) = run(spec, killed.path(), None).unwrap();
-        assert_eq!(resumed.unwrap(), straight);
+        let (_, straight) = assert_resumes_bit_identically(&specs("mora", "linear", 96)[0], 1);
+        let experts = 2 * 2 * 3 * mora::EXPERTS_PER_STAGE * (32 + 32);
+        assert_eq!(straight.trainable, (experts + 32 * 24 + 24) as u64);
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -23,14 +23,12 @@ use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::ClassifierHead;
-use peftbench_train::{
-    derive_seed, evaluate, masked_cross_entropy, train, TrainConfig, TrainModel,
-};
+use peftbench_train::{derive_seed, TrainModel};
 
 use super::{
-    exemplar_free, labels_within, StageContext, StageLearner, StageOutcome, Stream, STAGE,
+    exemplar_free, stage_cross_entropy, StageContext, StageLearner, StageOutcome, Stream, STAGE,
 };
-use crate::run::{train_config, MODEL_INIT};
+use crate::run::MODEL_INIT;
 
 /// Rank-1 experts added per adapted projection at every stage.
 pub(crate) const EXPERTS_PER_STAGE: usize = 4;
@@ -227,8 +225,7 @@ impl TrainModel for Routed<'_> {
         labels: &Tensor,
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
-        let shifted = labels_within(labels, &self.classes)?;
-        masked_cross_entropy(logits, &shifted, label_smoothing)
+        stage_cross_entropy(logits, labels, &self.classes, label_smoothing)
     }
 }
 
@@ -242,24 +239,12 @@ impl StageLearner for Mora {
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome> {
         self.grow_to(t + 1, stage.device())?;
-        let source = stage.source(train_data)?;
-        let base = train_config(stage.spec);
-        let cfg = TrainConfig {
-            seed: derive_seed(&[base.seed, STAGE, t as u64]),
-            ..base
-        };
         let model = Routed {
             mora: self,
             trainable: self.stage_params(t),
             classes: stream.stages[t].clone(),
         };
-        Ok(StageOutcome::from(train(
-            &model,
-            source.as_ref(),
-            None,
-            &cfg,
-            progress,
-        )?))
+        stage.train_stage(&model, train_data, t, progress)
     }
 
     fn predict(
@@ -270,13 +255,12 @@ impl StageLearner for Mora {
         seen: usize,
         _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let source = stage.source(eval)?;
         let model = Routed {
             mora: self,
             trainable: NamedVars::default(),
             classes: 0..seen,
         };
-        Ok(evaluate(&model, source.as_ref(), stage.spec.recipe.eval_batch_size)?.predictions)
+        stage.predictions(&model, eval)
     }
 
     fn state(&self) -> anyhow::Result<BTreeMap<String, Tensor>> {
