@@ -12,6 +12,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod clip;
 mod encoder;
+mod pre_norm_layer;
 pub mod siglip;
 pub mod sites;
 pub mod t5;

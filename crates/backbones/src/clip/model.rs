@@ -7,117 +7,22 @@ use peftbench_core::{ops, ForwardCtx};
 use super::config::LEGACY_EOS_TOKEN_ID;
 use super::{ClipActivation, ClipConfig, ClipTextConfig, ClipVisionConfig};
 use crate::encoder::Norm;
+use crate::pre_norm_layer::{self, norm, visit_norm, Getter, PreNormLayer};
 use crate::sites::{Hooks, Linear, LinearSite, NormSite, Sublayer};
-
-/// Looks a tensor up by its checkpoint name, checking its shape.
-type Getter<'a> = dyn Fn(&str, &[usize]) -> Result<Tensor> + 'a;
-
-/// Module path of a projection within a block (HF `CLIPEncoderLayer` names).
-fn site_suffix(site: LinearSite) -> &'static str {
-    match site {
-        LinearSite::Query => "self_attn.q_proj",
-        LinearSite::Key => "self_attn.k_proj",
-        LinearSite::Value => "self_attn.v_proj",
-        LinearSite::AttentionOutput => "self_attn.out_proj",
-        LinearSite::Fc1 => "mlp.fc1",
-        LinearSite::Fc2 => "mlp.fc2",
-        cross => crate::sites::no_cross_attention("CLIP", cross),
-    }
-}
 
 /// Module path of block `block` of `tower` (`vision_model` or `text_model`) in HF checkpoints.
 fn block_path(tower: &str, block: usize) -> String {
     format!("{tower}.encoder.layers.{block}")
 }
 
-fn norm(get: &Getter<'_>, name: &str, width: usize, eps: f64) -> Result<Norm> {
-    Ok(Norm {
-        weight: get(&format!("{name}.weight"), &[width])?,
-        bias: get(&format!("{name}.bias"), &[width])?,
-        eps,
-    })
-}
+/// One pre-norm encoder layer (`CLIPEncoderLayer`).
+type Block = PreNormLayer;
 
-fn visit_norm(
-    name: &str,
-    norm: &mut Norm,
-    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
-) -> Result<()> {
-    f(&format!("{name}.weight"), &mut norm.weight)?;
-    f(&format!("{name}.bias"), &mut norm.bias)
-}
+/// The family name of CLIP's messages.
+const FAMILY: &str = "CLIP";
 
-/// One pre-norm encoder layer (`CLIPEncoderLayer`); every projection has a bias.
-#[derive(Debug, Clone)]
-struct Block {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    fc1: Linear,
-    fc2: Linear,
-    layer_norm1: Norm,
-    layer_norm2: Norm,
-}
-
-impl Block {
-    fn new(get: &Getter<'_>, base: &str, hidden: usize, inner: usize, eps: f64) -> Result<Self> {
-        let linear = |site: LinearSite, out: usize, inp: usize| -> Result<Linear> {
-            let name = format!("{base}.{}", site_suffix(site));
-            Ok(Linear {
-                weight: get(&format!("{name}.weight"), &[out, inp])?,
-                bias: Some(get(&format!("{name}.bias"), &[out])?),
-            })
-        };
-        let (d, f) = (hidden, inner);
-        Ok(Self {
-            q_proj: linear(LinearSite::Query, d, d)?,
-            k_proj: linear(LinearSite::Key, d, d)?,
-            v_proj: linear(LinearSite::Value, d, d)?,
-            out_proj: linear(LinearSite::AttentionOutput, d, d)?,
-            fc1: linear(LinearSite::Fc1, f, d)?,
-            fc2: linear(LinearSite::Fc2, d, f)?,
-            layer_norm1: norm(get, &format!("{base}.layer_norm1"), d, eps)?,
-            layer_norm2: norm(get, &format!("{base}.layer_norm2"), d, eps)?,
-        })
-    }
-
-    fn linear(&self, site: LinearSite) -> &Linear {
-        match site {
-            LinearSite::Query => &self.q_proj,
-            LinearSite::Key => &self.k_proj,
-            LinearSite::Value => &self.v_proj,
-            LinearSite::AttentionOutput => &self.out_proj,
-            LinearSite::Fc1 => &self.fc1,
-            LinearSite::Fc2 => &self.fc2,
-            cross => crate::sites::no_cross_attention("CLIP", cross),
-        }
-    }
-
-    fn visit(
-        &mut self,
-        base: &str,
-        f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
-    ) -> Result<()> {
-        for site in LinearSite::ALL {
-            let name = format!("{base}.{}", site_suffix(site));
-            let lin = match site {
-                LinearSite::Query => &mut self.q_proj,
-                LinearSite::Key => &mut self.k_proj,
-                LinearSite::Value => &mut self.v_proj,
-                LinearSite::AttentionOutput => &mut self.out_proj,
-                LinearSite::Fc1 => &mut self.fc1,
-                LinearSite::Fc2 => &mut self.fc2,
-                cross => crate::sites::no_cross_attention("CLIP", cross),
-            };
-            f(&format!("{name}.weight"), &mut lin.weight)?;
-            if let Some(bias) = lin.bias.as_mut() {
-                f(&format!("{name}.bias"), bias)?;
-            }
-        }
-        visit_norm(&format!("{base}.layer_norm1"), &mut self.layer_norm1, f)?;
-        visit_norm(&format!("{base}.layer_norm2"), &mut self.layer_norm2, f)
-    }
+fn site_suffix(site: LinearSite) -> &'static str {
+    pre_norm_layer::site_suffix(site, FAMILY)
 }
 
 /// The encoder fields both towers' configurations share.
@@ -182,6 +87,7 @@ impl Stack {
                     dims.hidden,
                     dims.inner,
                     dims.eps,
+                    FAMILY,
                 )
             })
             .collect::<Result<_>>()?;

@@ -6,130 +6,26 @@ use peftbench_core::{ops, ForwardCtx};
 
 use super::SiglipVisionConfig;
 use crate::encoder::Norm;
+use crate::pre_norm_layer::{self, linear, norm, visit_linear, visit_norm, Getter, PreNormLayer};
 use crate::sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 use crate::{Backbone, BackboneInfo};
-
-/// Looks a tensor up by its name relative to the tower (`embeddings.…`), checking its shape.
-type Getter<'a> = dyn Fn(&str, &[usize]) -> Result<Tensor> + 'a;
 
 /// The tower's module path in `SiglipModel` checkpoints, and the names [`SiglipVision`] reports.
 const TOWER: &str = "vision_model";
 
-/// Module path of a projection within a block (HF `SiglipEncoderLayer` names).
+/// The family name of SigLIP's messages.
+const FAMILY: &str = "SigLIP";
+
+/// One pre-norm encoder layer (`SiglipEncoderLayer`).
+type Block = PreNormLayer;
+
 fn site_suffix(site: LinearSite) -> &'static str {
-    match site {
-        LinearSite::Query => "self_attn.q_proj",
-        LinearSite::Key => "self_attn.k_proj",
-        LinearSite::Value => "self_attn.v_proj",
-        LinearSite::AttentionOutput => "self_attn.out_proj",
-        LinearSite::Fc1 => "mlp.fc1",
-        LinearSite::Fc2 => "mlp.fc2",
-        cross => crate::sites::no_cross_attention("SigLIP", cross),
-    }
+    pre_norm_layer::site_suffix(site, FAMILY)
 }
 
 /// Module path of block `block` relative to the tower.
 fn block_path(block: usize) -> String {
     format!("encoder.layers.{block}")
-}
-
-fn linear(get: &Getter<'_>, name: &str, out: usize, inp: usize) -> Result<Linear> {
-    Ok(Linear {
-        weight: get(&format!("{name}.weight"), &[out, inp])?,
-        bias: Some(get(&format!("{name}.bias"), &[out])?),
-    })
-}
-
-fn norm(get: &Getter<'_>, name: &str, width: usize, eps: f64) -> Result<Norm> {
-    Ok(Norm {
-        weight: get(&format!("{name}.weight"), &[width])?,
-        bias: get(&format!("{name}.bias"), &[width])?,
-        eps,
-    })
-}
-
-fn visit_linear(
-    name: &str,
-    lin: &mut Linear,
-    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
-) -> Result<()> {
-    f(&format!("{name}.weight"), &mut lin.weight)?;
-    match lin.bias.as_mut() {
-        Some(bias) => f(&format!("{name}.bias"), bias),
-        None => Ok(()),
-    }
-}
-
-fn visit_norm(
-    name: &str,
-    norm: &mut Norm,
-    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
-) -> Result<()> {
-    f(&format!("{name}.weight"), &mut norm.weight)?;
-    f(&format!("{name}.bias"), &mut norm.bias)
-}
-
-/// One pre-norm encoder layer (`SiglipEncoderLayer`); every projection has a bias.
-#[derive(Debug, Clone)]
-struct Block {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    fc1: Linear,
-    fc2: Linear,
-    layer_norm1: Norm,
-    layer_norm2: Norm,
-}
-
-impl Block {
-    fn new(get: &Getter<'_>, base: &str, cfg: &SiglipVisionConfig) -> Result<Self> {
-        let (d, f, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
-        let site = |s: LinearSite| format!("{base}.{}", site_suffix(s));
-        Ok(Self {
-            q_proj: linear(get, &site(LinearSite::Query), d, d)?,
-            k_proj: linear(get, &site(LinearSite::Key), d, d)?,
-            v_proj: linear(get, &site(LinearSite::Value), d, d)?,
-            out_proj: linear(get, &site(LinearSite::AttentionOutput), d, d)?,
-            fc1: linear(get, &site(LinearSite::Fc1), f, d)?,
-            fc2: linear(get, &site(LinearSite::Fc2), d, f)?,
-            layer_norm1: norm(get, &format!("{base}.layer_norm1"), d, eps)?,
-            layer_norm2: norm(get, &format!("{base}.layer_norm2"), d, eps)?,
-        })
-    }
-
-    fn linear(&self, site: LinearSite) -> &Linear {
-        match site {
-            LinearSite::Query => &self.q_proj,
-            LinearSite::Key => &self.k_proj,
-            LinearSite::Value => &self.v_proj,
-            LinearSite::AttentionOutput => &self.out_proj,
-            LinearSite::Fc1 => &self.fc1,
-            LinearSite::Fc2 => &self.fc2,
-            cross => crate::sites::no_cross_attention("SigLIP", cross),
-        }
-    }
-
-    fn visit(
-        &mut self,
-        base: &str,
-        f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
-    ) -> Result<()> {
-        for site in LinearSite::ALL {
-            let lin = match site {
-                LinearSite::Query => &mut self.q_proj,
-                LinearSite::Key => &mut self.k_proj,
-                LinearSite::Value => &mut self.v_proj,
-                LinearSite::AttentionOutput => &mut self.out_proj,
-                LinearSite::Fc1 => &mut self.fc1,
-                LinearSite::Fc2 => &mut self.fc2,
-                cross => crate::sites::no_cross_attention("SigLIP", cross),
-            };
-            visit_linear(&format!("{base}.{}", site_suffix(site)), lin, f)?;
-        }
-        visit_norm(&format!("{base}.layer_norm1"), &mut self.layer_norm1, f)?;
-        visit_norm(&format!("{base}.layer_norm2"), &mut self.layer_norm2, f)
-    }
 }
 
 /// The multi-head attention-pooling head (`SiglipMultiheadAttentionPoolingHead`): a learned probe
@@ -310,7 +206,10 @@ impl SiglipVision {
         };
         let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
         let blocks = (0..cfg.num_hidden_layers)
-            .map(|l| Block::new(&get, &block_path(l), &cfg))
+            .map(|l| {
+                let (d, f, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+                Block::new(&get, &block_path(l), d, f, eps, FAMILY)
+            })
             .collect::<Result<_>>()?;
         let head = if cfg.vision_use_head {
             Some(Head::new(&get, &cfg)?)
