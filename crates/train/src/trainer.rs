@@ -64,6 +64,19 @@ pub trait TrainModel {
     ) -> candle_core::Result<Tensor> {
         masked_cross_entropy(logits, labels, label_smoothing)
     }
+
+    /// The training loss of a whole batch: [`TrainModel::loss`] of its
+    /// [`TrainModel::batch_logits`] by default. Objectives that need more than the logits (a
+    /// term on the features, a reconstruction error inside the network) override this.
+    fn batch_loss(
+        &self,
+        batch: &Batch,
+        ctx: &ForwardCtx,
+        label_smoothing: f64,
+    ) -> candle_core::Result<Tensor> {
+        let logits = self.batch_logits(batch, ctx)?;
+        self.loss(&logits, &batch.labels, label_smoothing)
+    }
 }
 
 /// A borrowed model trains as the model itself (so wrappers can hand out `&model`).
@@ -91,6 +104,15 @@ impl<T: TrainModel + ?Sized> TrainModel for &T {
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
         (**self).loss(logits, labels, label_smoothing)
+    }
+
+    fn batch_loss(
+        &self,
+        batch: &Batch,
+        ctx: &ForwardCtx,
+        label_smoothing: f64,
+    ) -> candle_core::Result<Tensor> {
+        (**self).batch_loss(batch, ctx, label_smoothing)
     }
 }
 
@@ -346,8 +368,7 @@ pub fn train(
                 cfg.drop_path,
             )
             .with_task_ids(batch.task_ids.clone());
-            let logits = model.batch_logits(&batch, &ctx)?;
-            let loss = model.loss(&logits, &batch.labels, cfg.label_smoothing)?;
+            let loss = model.batch_loss(&batch, &ctx, cfg.label_smoothing)?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_value.is_finite() {
                 return Ok(TrainOutcome::Diverged {
