@@ -71,17 +71,27 @@ recipe: {{ epochs: 1, batch_size: 8, lr: 1.0e-3, warmup_epochs: 0, eval_batch_si
 seeds: [0]
 tasks: [{{ name: {task}, num_classes: {classes} }}]
 methods:
-  - {{ method: lora, label: finetune-lora, learner: finetune, params: {{ r: 2 }} }}
-  - {{ method: linear, label: simplecil, learner: simplecil }}
-  - {{ method: adapter, label: aper-adapter, learner: aper, params: {{ bottleneck: 4 }} }}
-"#,
+{EVERY_LEARNER}"#,
         vit = vit.display(),
         root = root.display()
     )
 }
 
+/// One entry per learner (MOS and SEMA with options of theirs).
+const EVERY_LEARNER: &str = "  \
+  - { method: lora, label: finetune-lora, learner: finetune, params: { r: 2 } }
+  - { method: linear, label: simplecil, learner: simplecil }
+  - { method: adapter, label: aper-adapter, learner: aper, params: { bottleneck: 4 } }
+  - { method: linear, label: l2p, learner: l2p }
+  - { method: lora, label: lae-lora, learner: lae, params: { r: 2 } }
+  - { method: linear, label: mora, learner: mora }
+  - { method: adaptformer, label: mos, learner: mos, params: { bottleneck: 4 }, learner_params: { statistics: variance } }
+  - { method: linear, label: sema, learner: sema, learner_params: { threshold: 1.0 } }
+";
+
 /// An ImageFolder tree of six classes (class folders named out of label order, as WordNet ids
-/// are) runs every learner through three stages and reports the stream.
+/// are) runs every learner through three stages and reports the stream; SEMA's record says
+/// how many adapters each block ended with.
 #[test]
 fn class_incremental_runs_every_learner_on_an_imagefolder_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +108,7 @@ fn class_incremental_runs_every_learner_on_an_imagefolder_tree() {
         &suite("cl-folder", "imagefolder", &root, &vit, 6, "objects"),
         dir.path(),
     );
-    assert_eq!(records.len(), 3);
+    assert_eq!(records.len(), 8);
     for r in &records {
         assert_eq!(r.primary_metric, "avg_incremental_accuracy", "{}", r.label);
         assert_eq!(r.metrics["stages"], 3.0);
@@ -126,6 +136,11 @@ fn class_incremental_runs_every_learner_on_an_imagefolder_tree() {
     // Three stages of one epoch each for fine-tuning; APER trains on the first only.
     assert_eq!(by_label("finetune-lora").history.len(), 3);
     assert_eq!(by_label("aper-adapter").history.len(), 1);
+    let sema = by_label("sema");
+    for block in 0..2 {
+        assert!(sema.metrics[&format!("sema_adapters@{block}")] >= 1.0);
+    }
+    assert!(sema.metrics.contains_key("sema_adapters_added"));
     let report = std::fs::read_to_string(dir.path().join("reports/cl-folder.md")).unwrap();
     assert!(
         report.contains("## Class-incremental: Ā, A_T and forgetting"),
@@ -171,12 +186,8 @@ fn class_incremental_reads_cifar_100s_binary_release() {
         "init_classes: 0, increment: 50",
     )
     .replace(
-        "  - { method: lora, label: finetune-lora, learner: finetune, params: { r: 2 } }\n",
-        "",
-    )
-    .replace(
-        "  - { method: adapter, label: aper-adapter, learner: aper, params: { bottleneck: 4 } }\n",
-        "",
+        EVERY_LEARNER,
+        "  - { method: linear, label: simplecil, learner: simplecil }\n",
     );
     let records = run(&text, dir.path());
     assert_eq!(records.len(), 1);

@@ -133,6 +133,8 @@ struct RawMethod {
     recipe: RecipePatch,
     #[serde(default)]
     learner: Option<Spanned<Learner>>,
+    #[serde(default)]
+    learner_params: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -1176,6 +1178,25 @@ pub fn parse_suite(
                 ),
             ));
         }
+        if let (Some(_), None) = (&m.learner_params, &raw.continual) {
+            return Err(invalid(
+                line,
+                format!("`learner_params` of method `{label}` are for continual suites (section `continual`)"),
+            ));
+        }
+        let learner_params = Value::Object(sorted(m.learner_params.clone().unwrap_or_default()));
+        if m.learner_params.is_some() {
+            let learner = m.learner.as_ref().map(|l| l.value).unwrap_or_default();
+            learner.validate_params(&learner_params).map_err(|msg| {
+                invalid(
+                    line,
+                    format!(
+                        "`learner_params` of method `{label}` (learner `{}`): {msg}",
+                        learner.name()
+                    ),
+                )
+            })?;
+        }
         let spec = MethodSpec {
             method: mname.clone(),
             label,
@@ -1183,6 +1204,7 @@ pub fn parse_suite(
             grid,
             recipe: m.recipe.clone(),
             learner: m.learner.as_ref().map(|l| l.value),
+            learner_params,
             line: line.unwrap_or(0),
         };
         // Every grid point must have valid params and a valid recipe.

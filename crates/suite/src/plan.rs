@@ -643,6 +643,7 @@ pub fn plan(
                         continual: suite.continual.clone().map(|stream| ContinualRun {
                             stream,
                             learner: m.learner.unwrap_or_default(),
+                            learner_params: m.learner_params.clone(),
                         }),
                         protocol: protocol.clone(),
                         limit: opts.limit,

@@ -769,6 +769,8 @@ pub struct MethodSpec {
     pub recipe: RecipePatch,
     /// Continual suites: how the entry learns the stream (`learner:`, default `finetune`).
     pub learner: Option<Learner>,
+    /// Continual suites: the learner's options (`learner_params:`, a JSON object).
+    pub learner_params: Value,
     /// Line of the entry in the suite file (for messages).
     pub line: usize,
 }
@@ -991,16 +993,28 @@ pub enum Learner {
     /// projection (top-k per token), new experts every stage, old ones frozen (method `linear`).
     #[serde(rename = "mora")]
     Mora,
+    /// MOS (Sun et al., AAAI 2025): one adapter per stage, merged toward the earlier ones while
+    /// it trains, classifier alignment on class Gaussians, the adapter chosen per image by
+    /// self-refined retrieval.
+    #[serde(rename = "mos")]
+    Mos,
+    /// SEMA (Wang et al., CVPR 2025): adapters in the last blocks added only where a
+    /// representation descriptor sees a distribution shift, mixed by an expandable router
+    /// (method `linear`).
+    #[serde(rename = "sema")]
+    Sema,
 }
 
 impl Learner {
-    pub const ALL: [Learner; 6] = [
+    pub const ALL: [Learner; 8] = [
         Learner::Finetune,
         Learner::SimpleCil,
         Learner::Aper,
         Learner::L2p,
         Learner::Lae,
         Learner::Mora,
+        Learner::Mos,
+        Learner::Sema,
     ];
 
     pub fn name(self) -> &'static str {
@@ -1011,6 +1025,8 @@ impl Learner {
             Learner::L2p => "l2p",
             Learner::Lae => "lae",
             Learner::Mora => "mora",
+            Learner::Mos => "mos",
+            Learner::Sema => "sema",
         }
     }
 
@@ -1041,8 +1057,98 @@ impl Learner {
                 "rank-1 LoRA experts self-activated by their own projection (top-k), added each \
                  stage, old ones frozen (method `linear`) [Lu et al., 2025]"
             }
+            Learner::Mos => {
+                "an adapter per stage merged toward the earlier ones, classifier aligned on class                  Gaussians, adapter retrieved per image (method `adaptformer`) [Sun et al., AAAI 2025]"
+            }
+            Learner::Sema => {
+                "adapters added in the last blocks only where a descriptor sees a shift, mixed by                  an expandable router (method `linear`) [Wang et al., CVPR 2025]"
+            }
         }
     }
+}
+
+impl Learner {
+    /// Checks a method entry's `learner_params:` for this learner: every key must be one of its
+    /// options with a value of the option's type.
+    pub fn validate_params(self, params: &Value) -> Result<(), String> {
+        let empty = params.as_object().is_none_or(|m| m.is_empty());
+        match self {
+            Learner::Sema => serde_json::from_value::<SemaParams>(params.clone())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Learner::Mos => serde_json::from_value::<MosParams>(params.clone())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            _ if empty => Ok(()),
+            other => Err(format!(
+                "learner `{}` takes no `learner_params`",
+                other.name()
+            )),
+        }
+    }
+
+    /// The options `learner_params:` takes: (name, default, what it does).
+    pub fn options(self) -> &'static [(&'static str, &'static str, &'static str)] {
+        match self {
+            Learner::Sema => &[
+                (
+                    "threshold",
+                    "2.0",
+                    "shift score (batch-mean |z| of a descriptor's error) above which a block \
+                     expands; SEMA uses 2 on CIFAR-100 and ImageNet-R, 1 on ImageNet-A and VTAB",
+                ),
+                (
+                    "expandable_blocks",
+                    "3",
+                    "the last blocks that may add adapters after the first stage",
+                ),
+            ],
+            Learner::Mos => &[(
+                "statistics",
+                "covariance",
+                "class Gaussians for classifier alignment: `covariance` (full) or `variance` \
+                 (diagonal; MOS's ImageNet-A setting)",
+            )],
+            _ => &[],
+        }
+    }
+}
+
+/// SEMA's options (`learner_params:` of a `learner: sema` entry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SemaParams {
+    /// Shift score above which a block expands (SEMA's `exp_threshold`).
+    pub threshold: f64,
+    /// The last blocks that may add adapters after the first stage (SEMA: blocks 9-11 of 12).
+    pub expandable_blocks: usize,
+}
+
+impl Default for SemaParams {
+    fn default() -> Self {
+        Self {
+            threshold: 2.0,
+            expandable_blocks: 3,
+        }
+    }
+}
+
+/// MOS's options (`learner_params:` of a `learner: mos` entry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MosParams {
+    pub statistics: ClassStatistics,
+}
+
+/// How MOS summarises a class's features for classifier alignment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassStatistics {
+    /// Mean and full covariance.
+    #[default]
+    Covariance,
+    /// Mean and per-feature variance (the covariance's diagonal).
+    Variance,
 }
 
 /// A continual run's stream and learner.
@@ -1051,6 +1157,34 @@ impl Learner {
 pub struct ContinualRun {
     pub stream: ContinualSpec,
     pub learner: Learner,
+    /// The entry's `learner_params:` (a JSON object; absent when empty, so configurations
+    /// without any keep their hash).
+    #[serde(default, skip_serializing_if = "is_empty_object")]
+    pub learner_params: Value,
+}
+
+fn is_empty_object(value: &Value) -> bool {
+    value.is_null() || value.as_object().is_some_and(|m| m.is_empty())
+}
+
+impl ContinualRun {
+    /// SEMA's options (defaults where the entry gives none).
+    pub fn sema_params(&self) -> SemaParams {
+        self.typed_params()
+    }
+
+    /// MOS's options (defaults where the entry gives none).
+    pub fn mos_params(&self) -> MosParams {
+        self.typed_params()
+    }
+
+    fn typed_params<T: serde::de::DeserializeOwned + Default>(&self) -> T {
+        if is_empty_object(&self.learner_params) {
+            return T::default();
+        }
+        serde_json::from_value(self.learner_params.clone())
+            .expect("suite validation checks learner_params")
+    }
 }
 
 /// How a vision-language suite reads its images and writes its answers (YAML section

@@ -1551,3 +1551,77 @@ fn multitask_mistakes_name_the_section() {
     );
     assert!(e.contains("twice"), "{e}");
 }
+
+const CONTINUAL: &str = "\
+name: cl
+kind: class-incremental
+backbone: { checkpoint: demo }
+data: { format: generated, image_size: 16, train_examples: 96, eval_examples: 48 }
+preprocess: { image_size: 16, interpolation: bilinear, normalization: none }
+continual: { increment: 8, shuffle_seed: 1993 }
+protocol: { train_split: train, eval_split: test, val_split: null, selection: final, on_data_error: stop }
+recipe: { epochs: 2, lr: 1.0e-3, warmup_epochs: 0 }
+seeds: [0]
+tasks: [{ name: objects, num_classes: 24, generator: objects }]
+methods:
+  - { method: linear, label: sema, learner: sema, learner_params: { threshold: 1.0 } }
+  - { method: adaptformer, label: mos, learner: mos, learner_params: { statistics: variance } }
+  - { method: linear, label: mora, learner: mora }
+";
+
+/// `learner_params` reach the runs of their entry; an entry without them plans exactly as one
+/// with none (its configuration hash unchanged); a wrong key, a wrong value, options for a
+/// learner that takes none, and options outside a continual suite name the file and line.
+#[test]
+fn learner_params_are_checked_per_learner() {
+    let (_d, suite) = load_text(CONTINUAL);
+    let runs = plan(&suite.unwrap(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    let run = |label: &str| {
+        runs.iter()
+            .find(|r| r.label == label)
+            .unwrap()
+            .continual
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(run("sema").sema_params().threshold, 1.0);
+    assert_eq!(run("sema").sema_params().expandable_blocks, 3);
+    assert_eq!(
+        run("mos").mos_params().statistics,
+        ClassStatistics::Variance
+    );
+    assert_eq!(run("mora").learner_params, json!({}));
+    let with_empty = CONTINUAL.replace("learner: mora }", "learner: mora, learner_params: {} }");
+    let (_d, suite) = load_text(&with_empty);
+    let again = plan(&suite.unwrap(), &PlanOptions::default(), &FakeCatalog).unwrap();
+    let hash = |runs: &[RunSpec]| {
+        runs.iter()
+            .find(|r| r.label == "mora")
+            .unwrap()
+            .config_hash()
+    };
+    assert_eq!(hash(&runs), hash(&again));
+
+    let line = line_with(CONTINUAL, "label: sema");
+    let e = load_err(&CONTINUAL.replace("threshold: 1.0", "treshold: 1.0"));
+    assert!(e.contains(&format!("x.yaml:{line}:")), "{e}");
+    assert!(
+        e.contains("`learner_params` of method `sema` (learner `sema`): unknown field `treshold`"),
+        "{e}"
+    );
+    let e = load_err(&CONTINUAL.replace("statistics: variance", "statistics: diagonal"));
+    assert!(e.contains("unknown variant `diagonal`"), "{e}");
+    let e = load_err(&CONTINUAL.replace(
+        "learner: mora }",
+        "learner: mora, learner_params: { top_k: 3 } }",
+    ));
+    assert!(
+        e.contains("learner `mora` takes no `learner_params`"),
+        "{e}"
+    );
+    let e = load_err(&BASE.replace(
+        "params: { prompts: 4 }",
+        "params: { prompts: 4 }\n    learner_params: { threshold: 1 }",
+    ));
+    assert!(e.contains("are for continual suites"), "{e}");
+}

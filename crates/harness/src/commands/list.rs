@@ -14,7 +14,8 @@ use crate::SuitesDir;
 pub enum What {
     /// PEFT methods in the registry, with their parameters and paper.
     Methods,
-    /// How continual suites learn their stream (a method entry's `learner:`).
+    /// How continual suites learn their stream (a method entry's `learner:`), with the options
+    /// of its `learner_params:`.
     Learners,
     /// Tasks declared by the suites, and the generated tasks.
     Tasks,
@@ -53,6 +54,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Learners => {
             for learner in Learner::ALL {
                 rows.push((learner.name().to_string(), learner.summary().to_string()));
+                for (name, default, doc) in learner.options() {
+                    rows.push((
+                        String::new(),
+                        format!("  learner_params.{name} (default {default}): {doc}"),
+                    ));
+                }
             }
         }
         What::Tasks => {

@@ -25,11 +25,12 @@ use candle_core::{DType, Tensor, Var, D};
 use peftbench_core::{ForwardCtx, NamedVars};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
-use peftbench_train::{derive_seed, train, TrainConfig, TrainModel, TrainOutcome, TrainReport};
+use peftbench_train::{derive_seed, train, TrainConfig, TrainModel, TrainOutcome};
 
 use super::finetune::attached_model;
 use super::{
-    exemplar_free, stage_cross_entropy, StageContext, StageLearner, StageOutcome, Stream, STAGE,
+    exemplar_free, joined, stage_cross_entropy, StageContext, StageLearner, StageOutcome, Stream,
+    STAGE,
 };
 use crate::run::train_config;
 
@@ -159,30 +160,6 @@ impl TrainModel for StageClasses<'_> {
         label_smoothing: f64,
     ) -> candle_core::Result<Tensor> {
         stage_cross_entropy(logits, labels, &self.classes, label_smoothing)
-    }
-}
-
-/// Two reports of one stage as one.
-fn joined(first: TrainReport, second: TrainReport) -> TrainReport {
-    let offset = first.history.len();
-    let seconds = first.train_seconds + second.train_seconds;
-    let examples = first.examples_per_second * first.train_seconds
-        + second.examples_per_second * second.train_seconds;
-    let mut history = first.history;
-    history.extend(second.history.into_iter().map(|mut log| {
-        log.epoch += offset;
-        log
-    }));
-    TrainReport {
-        selected_epoch: history.len() - 1,
-        history,
-        train_seconds: seconds,
-        examples_per_second: if seconds > 0.0 {
-            examples / seconds
-        } else {
-            0.0
-        },
-        steps: first.steps + second.steps,
     }
 }
 

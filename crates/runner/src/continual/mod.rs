@@ -13,7 +13,9 @@
 //!   adapted features together;
 //! - [`l2p`]: L2P's pool of prompts chosen per image by key-query matching, the backbone frozen;
 //! - [`lae`]: LAE's online expert and its moving-average offline expert, ensembled;
-//! - [`mora`]: MoRA's rank-1 LoRA experts, self-activated, sparse, added stage by stage.
+//! - [`mora`]: MoRA's rank-1 LoRA experts, self-activated, sparse, added stage by stage;
+//! - [`mos`]: MOS's adapter per stage, merged, aligned and retrieved per image;
+//! - [`sema`]: SEMA's adapters added where a descriptor detects a shift, mixed by a router.
 //!
 //! A run is resumable stage by stage: after each stage the learner's state and the matrix so far
 //! are written under the run's artifact folder, and a rerun of a killed sweep continues after the
@@ -25,6 +27,8 @@ pub(crate) mod finetune;
 pub(crate) mod l2p;
 pub(crate) mod lae;
 pub(crate) mod mora;
+pub(crate) mod mos;
+pub(crate) mod sema;
 pub(crate) mod simplecil;
 
 use std::collections::BTreeMap;
@@ -320,6 +324,31 @@ impl From<TrainOutcome> for StageOutcome {
     }
 }
 
+/// Two trainings of one stage (LAE's calibration and training, MOS's stage and its classifier
+/// alignment) reported as one.
+pub(crate) fn joined(first: TrainReport, second: TrainReport) -> TrainReport {
+    let offset = first.history.len();
+    let seconds = first.train_seconds + second.train_seconds;
+    let examples = first.examples_per_second * first.train_seconds
+        + second.examples_per_second * second.train_seconds;
+    let mut history = first.history;
+    history.extend(second.history.into_iter().map(|mut log| {
+        log.epoch += offset;
+        log
+    }));
+    TrainReport {
+        selected_epoch: history.len() - 1,
+        history,
+        train_seconds: seconds,
+        examples_per_second: if seconds > 0.0 {
+            examples / seconds
+        } else {
+            0.0
+        },
+        steps: first.steps + second.steps,
+    }
+}
+
 /// One way of learning a class-incremental stream.
 pub(crate) trait StageLearner {
     /// Learns stage `t`, whose new classes are `stream.stages[t]`, from `train` (those classes'
@@ -355,6 +384,11 @@ pub(crate) trait StageLearner {
 
     /// Writes the learned model into `dir`; returns the bytes written.
     fn save(&self, dir: &Path) -> anyhow::Result<u64>;
+
+    /// What the learner measures of itself for the run's record (SEMA: adapters per block).
+    fn measures(&self) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
 }
 
 /// The learner of `spec`'s `learner:`.
@@ -370,6 +404,8 @@ fn learner(
         Learner::L2p => Box::new(l2p::L2p::new(stage)?),
         Learner::Lae => Box::new(lae::Lae::new(stage, stream, progress)?),
         Learner::Mora => Box::new(mora::Mora::new(stage)?),
+        Learner::Mos => Box::new(mos::Mos::new(stage, stream, progress)?),
+        Learner::Sema => Box::new(sema::Sema::new(stage)?),
     })
 }
 
@@ -566,6 +602,7 @@ pub(crate) fn run_stream(
     let counts: Vec<usize> = evals.iter().map(|e| e.len()).collect();
     let scores = IncrementalScores::new(&progress_so_far.acc, &counts)?;
     let mut metrics = stream_metrics(stream, &progress_so_far.acc, &scores);
+    metrics.extend(learner.measures());
     if stream.skipped > 0 {
         metrics.insert("skipped_examples".into(), stream.skipped as f64);
     }
@@ -912,19 +949,29 @@ methods: [{{ method: {method}, learner: {learner} }}]
         spec: &RunSpec,
         stop: usize,
     ) -> (tempfile::TempDir, Finished) {
+        assert_resumes(spec, stop, &|_| 2)
+    }
+
+    /// [`assert_resumes_bit_identically`] for a learner that trains `epochs(t)` epochs in stage
+    /// `t` (MOS's alignment, SEMA's expansions).
+    fn assert_resumes(
+        spec: &RunSpec,
+        stop: usize,
+        epochs_of_stage: &dyn Fn(usize) -> usize,
+    ) -> (tempfile::TempDir, Finished) {
         let whole = tempfile::tempdir().unwrap();
         let stream = Stream::locate(spec, &Paths::under(whole.path()), true).unwrap();
         let (straight, epochs) = finish_on(spec, &stream, whole.path(), None).unwrap();
-        assert_eq!(epochs, 3 * 2);
+        assert_eq!(epochs, (0..3).map(epochs_of_stage).sum::<usize>());
         let straight = straight.unwrap();
         let killed = tempfile::tempdir().unwrap();
         let (stopped, epochs) = run(spec, killed.path(), Some(stop)).unwrap();
         assert!(stopped.is_none());
-        assert_eq!(epochs, (stop + 1) * 2);
+        assert_eq!(epochs, (0..=stop).map(epochs_of_stage).sum::<usize>());
         let (resumed, epochs) = run(spec, killed.path(), None).unwrap();
         assert_eq!(
             epochs,
-            (2 - stop) * 2,
+            (stop + 1..3).map(epochs_of_stage).sum::<usize>(),
             "only the stages after {stop} train again"
         );
         assert_eq!(resumed.unwrap(), straight.metrics);
@@ -966,6 +1013,62 @@ methods: [{{ method: {method}, learner: {learner} }}]
         let (_, straight) = assert_resumes_bit_identically(&specs("mora", "linear", 96)[0], 1);
         let experts = 2 * 2 * 3 * mora::EXPERTS_PER_STAGE * (32 + 32);
         assert_eq!(straight.trainable, (experts + 32 * 24 + 24) as u64);
+    }
+
+    /// MOS trains every stage, then (after the first) aligns its classifier for
+    /// [`mos::ALIGNMENT_EPOCHS`] epochs; it resumes to the same numbers (its stage adapters,
+    /// prototypes and class Gaussians are in the checkpoint) and saves one adapter per stage.
+    #[test]
+    fn mos_keeps_an_adapter_per_stage_aligns_and_resumes() {
+        let spec = &specs("mos", "adaptformer", 96)[0];
+        let stage_epochs = |t: usize| if t == 0 { 2 } else { 2 + mos::ALIGNMENT_EPOCHS };
+        let (whole, straight) = assert_resumes(spec, 1, &stage_epochs);
+        // The adaptformer branches (2 blocks x (32·8 + 8 + 8·32 + 32)) and the classifier train;
+        // three stored stage adapters come on top of the model.
+        let adapter = 2 * (32 * 8 + 8 + 8 * 32 + 32);
+        let classifier = 32 * 24 + 24;
+        assert_eq!(straight.trainable, (adapter + classifier) as u64);
+        let saved = walk(&whole.path().join("results/artifacts"));
+        let stored = saved
+            .iter()
+            .find(|p| p.ends_with("adapters.safetensors"))
+            .expect("the stage adapters are saved");
+        let tensors = candle_core::safetensors::load(stored, &Device::Cpu).unwrap();
+        assert_eq!(tensors.len(), 3 * 8, "three stages of 8 tensors");
+        let err = run(&specs("mos", "linear", 96)[0], whole.path(), None).unwrap_err();
+        assert!(err.to_string().contains("trains none besides"), "{err}");
+    }
+
+    /// SEMA adds adapters only where a block's shift score passes its threshold: with one no
+    /// score reaches, nothing is added after the first stage (which then trains the classifier
+    /// alone); with one every score passes, each later stage adds one adapter to every block,
+    /// shallowest first, one pass each. Both resume bit-identically; the trainable count is the
+    /// closed form of what was added.
+    #[test]
+    fn sema_expands_only_past_its_threshold_and_resumes() {
+        let with_threshold = |threshold: f64| {
+            let mut spec = specs("sema", "linear", 96)[0].clone();
+            spec.continual.as_mut().unwrap().learner_params =
+                serde_json::json!({ "threshold": threshold });
+            spec
+        };
+        // The first stage trains the adapters, then the descriptors: two trainings of 2 epochs.
+        let (_, never) = assert_resumes(&with_threshold(1e9), 1, &|t| if t == 0 { 4 } else { 2 });
+        assert_eq!(never.metrics["sema_adapters_added"], 0.0);
+        assert_eq!(never.metrics["sema_adapters@1"], 1.0);
+
+        // Two blocks expand per later stage, each training its adapter and its descriptor.
+        let (_, always) = assert_resumes(&with_threshold(-1.0), 0, &|t| if t == 0 { 4 } else { 8 });
+        assert_eq!(always.metrics["sema_adapters_added"], 4.0);
+        assert_eq!(always.metrics["sema_adapters@0"], 3.0);
+        assert_eq!(always.metrics["sema_adapters@1"], 3.0);
+        // Per adapter: the branch (32·16 + 16 + 16·32 + 32), its router row (32 + 1) and its
+        // descriptor (32 / 6 = 5 wide: 5·32 + 5 + 32·5 + 32); 2 blocks x 3 adapters; classifier.
+        let per_adapter = (32 * 16 + 16 + 16 * 32 + 32) + (32 + 1) + (5 * 32 + 5 + 32 * 5 + 32);
+        assert_eq!(
+            always.trainable,
+            (2 * 3 * per_adapter + 32 * 24 + 24) as u64
+        );
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -1011,6 +1114,8 @@ methods: [{{ method: {method}, learner: {learner} }}]
             ("l2p", "linear"),
             ("lae", "lora"),
             ("mora", "linear"),
+            ("mos", "adaptformer"),
+            ("sema", "linear"),
         ] {
             let mut spec = specs(learner, method, 96)[0].clone();
             spec.continual.as_mut().unwrap().stream.memory_per_class = 2;

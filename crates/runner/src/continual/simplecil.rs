@@ -78,6 +78,11 @@ impl Prototypes {
         Ok(())
     }
 
+    /// The prototypes so far, rows `[classes seen, features]` (none before the first stage).
+    pub fn rows(&self) -> Option<&Tensor> {
+        self.rows.as_ref()
+    }
+
     /// The nearest prototype among the first `seen` for each row of `features`.
     pub fn predict(&self, features: &Tensor, seen: usize) -> anyhow::Result<Vec<u32>> {
         let rows = self
