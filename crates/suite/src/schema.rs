@@ -1058,10 +1058,13 @@ impl Learner {
                  stage, old ones frozen (method `linear`) [Lu et al., 2025]"
             }
             Learner::Mos => {
-                "an adapter per stage merged toward the earlier ones, classifier aligned on class                  Gaussians, adapter retrieved per image (method `adaptformer`) [Sun et al., AAAI 2025]"
+                "an adapter per stage merged toward the earlier ones, classifier aligned on class \
+                 Gaussians, adapter retrieved per image (method `adaptformer`) [Sun et al., AAAI \
+                 2025]"
             }
             Learner::Sema => {
-                "adapters added in the last blocks only where a descriptor sees a shift, mixed by                  an expandable router (method `linear`) [Wang et al., CVPR 2025]"
+                "adapters added in the last blocks only where a descriptor sees a shift, mixed by \
+                 an expandable router (method `linear`) [Wang et al., CVPR 2025]"
             }
         }
     }
@@ -1073,9 +1076,20 @@ impl Learner {
     pub fn validate_params(self, params: &Value) -> Result<(), String> {
         let empty = params.as_object().is_none_or(|m| m.is_empty());
         match self {
-            Learner::Sema => serde_json::from_value::<SemaParams>(params.clone())
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Learner::Sema => {
+                let p = serde_json::from_value::<SemaParams>(params.clone())
+                    .map_err(|e| e.to_string())?;
+                if !(p.threshold.is_finite() && p.threshold >= 0.0) {
+                    return Err(format!(
+                        "`threshold` {} must be a number of standard deviations, 0 or more",
+                        p.threshold
+                    ));
+                }
+                if p.expandable_blocks == Some(0) {
+                    return Err("`expandable_blocks` must be at least 1".into());
+                }
+                Ok(())
+            }
             Learner::Mos => serde_json::from_value::<MosParams>(params.clone())
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
@@ -1100,7 +1114,8 @@ impl Learner {
                 (
                     "expandable_blocks",
                     "3",
-                    "the last blocks that may add adapters after the first stage",
+                    "the last blocks that may add adapters after the first stage (a backbone of \
+                     fewer blocks: all of them)",
                 ),
             ],
             Learner::Mos => &[(
@@ -1120,15 +1135,17 @@ impl Learner {
 pub struct SemaParams {
     /// Shift score above which a block expands (SEMA's `exp_threshold`).
     pub threshold: f64,
-    /// The last blocks that may add adapters after the first stage (SEMA: blocks 9-11 of 12).
-    pub expandable_blocks: usize,
+    /// The last blocks that may add adapters after the first stage; `None`: the last 3 (SEMA's
+    /// blocks 9-11 of 12), or every block of a shallower backbone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expandable_blocks: Option<usize>,
 }
 
 impl Default for SemaParams {
     fn default() -> Self {
         Self {
             threshold: 2.0,
-            expandable_blocks: 3,
+            expandable_blocks: None,
         }
     }
 }

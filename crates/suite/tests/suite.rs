@@ -1585,7 +1585,7 @@ fn learner_params_are_checked_per_learner() {
             .unwrap()
     };
     assert_eq!(run("sema").sema_params().threshold, 1.0);
-    assert_eq!(run("sema").sema_params().expandable_blocks, 3);
+    assert_eq!(run("sema").sema_params().expandable_blocks, None);
     assert_eq!(
         run("mos").mos_params().statistics,
         ClassStatistics::Variance
@@ -1609,6 +1609,13 @@ fn learner_params_are_checked_per_learner() {
         e.contains("`learner_params` of method `sema` (learner `sema`): unknown field `treshold`"),
         "{e}"
     );
+    let e = load_err(&CONTINUAL.replace("threshold: 1.0", "threshold: -1.0"));
+    assert!(
+        e.contains("`threshold` -1 must be a number of standard deviations"),
+        "{e}"
+    );
+    let e = load_err(&CONTINUAL.replace("threshold: 1.0", "expandable_blocks: 0"));
+    assert!(e.contains("`expandable_blocks` must be at least 1"), "{e}");
     let e = load_err(&CONTINUAL.replace("statistics: variance", "statistics: diagonal"));
     assert!(e.contains("unknown variant `diagonal`"), "{e}");
     let e = load_err(&CONTINUAL.replace(

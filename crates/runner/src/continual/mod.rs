@@ -1058,7 +1058,7 @@ methods: [{{ method: {method}, learner: {learner} }}]
         assert_eq!(never.metrics["sema_adapters@1"], 1.0);
 
         // Two blocks expand per later stage, each training its adapter and its descriptor.
-        let (_, always) = assert_resumes(&with_threshold(-1.0), 0, &|t| if t == 0 { 4 } else { 8 });
+        let (_, always) = assert_resumes(&with_threshold(0.0), 0, &|t| if t == 0 { 4 } else { 8 });
         assert_eq!(always.metrics["sema_adapters_added"], 4.0);
         assert_eq!(always.metrics["sema_adapters@0"], 3.0);
         assert_eq!(always.metrics["sema_adapters@1"], 3.0);

@@ -30,16 +30,18 @@
 //!   names a stage again, up to [`REFINE_ITERATIONS`] times or until the stage repeats. The
 //!   prediction is the argmax of `softmax(logits) + softmax(cosine · stages so far)`.
 //!
-//! The schedule and optimizer are the suite's recipe for the stage (MOS: SGD, cosine, lr 0.03 on
-//! CIFAR) and for the alignment (MOS: SGD lr 0.005). Exemplar-free.
+//! The optimizer, learning rate and schedule are the suite's recipe, for the stage and for the
+//! alignment alike (MOS: SGD with a cosine schedule, lr 0.03 on CIFAR for the stage and 0.005 for
+//! the alignment), so the alignment is not at MOS's lower rate; it uses plain cross-entropy
+//! (no label smoothing), as MOS. Exemplar-free.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
-use nalgebra::{DMatrix, DVector};
+use candle_core::Tensor;
+use nalgebra::DMatrix;
 use peftbench_core::{ForwardCtx, NamedVars};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::{ClassifierHead, PeftModel};
@@ -77,6 +79,8 @@ pub(crate) const COVARIANCE_RIDGE: f64 = 1e-4;
 pub(crate) const REFINE_ITERATIONS: usize = 4;
 /// Purpose mixed into the alignment's seed ("ALIG").
 const ALIGNMENT: u64 = 0x414c_4947;
+/// State keys of the kept stage adapters: `mos.stage_adapter.<stage>.<parameter>`.
+const STAGE_ADAPTER: &str = "mos.stage_adapter.";
 
 pub(crate) struct Mos {
     /// The adapter being trained (the method's parameters) and the classifier.
@@ -252,17 +256,18 @@ impl TrainModel for HeadOnly<'_> {
     }
 }
 
-/// Each class's features as a Gaussian: means `[C, D]`, covariances `[C, D, D]` (ridge added).
+/// Each class's features as a Gaussian: means `[C, D]` and the Cholesky factors `[C, D, D]` of
+/// the covariances (ridge added), `L Lᵀ = Σ`, factored once in f64 when the class arrives.
 #[derive(Default)]
 pub(crate) struct ClassGaussians {
     means: Option<Tensor>,
-    covariances: Option<Tensor>,
+    factors: Option<Tensor>,
     /// Keep only the covariance's diagonal (MOS's `variance` statistics).
     diagonal: bool,
 }
 
 const MEANS: &str = "gaussians.means";
-const COVARIANCES: &str = "gaussians.covariances";
+const FACTORS: &str = "gaussians.cholesky_factors";
 
 impl ClassGaussians {
     /// Adds the Gaussians of `classes` from `features` `[N, D]` labelled `labels` (the covariance
@@ -279,7 +284,7 @@ impl ClassGaussians {
             .to_vec2::<f64>()?;
         let dim = features.dim(1)?;
         let mut means = Vec::new();
-        let mut covariances = Vec::new();
+        let mut factors = Vec::new();
         for class in classes {
             let members: Vec<&Vec<f64>> = rows
                 .iter()
@@ -300,15 +305,24 @@ impl ClassGaussians {
                 covariance = DMatrix::from_diagonal(&covariance.diagonal());
             }
             covariance += DMatrix::identity(dim, dim) * COVARIANCE_RIDGE;
+            let factor = covariance
+                .cholesky()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the feature covariance of class {class} is not positive definite"
+                    )
+                })?
+                .l();
             means.extend(mean.iter().map(|&v| v as f32));
-            covariances.extend(covariance.transpose().iter().map(|&v| v as f32));
+            // Row-major: nalgebra stores columns, so read the transpose's.
+            factors.extend(factor.transpose().iter().map(|&v| v as f32));
         }
         let n = means.len() / dim;
         let device = features.device();
         let means = Tensor::from_vec(means, (n, dim), device)?;
-        let covariances = Tensor::from_vec(covariances, (n, dim, dim), device)?;
+        let factors = Tensor::from_vec(factors, (n, dim, dim), device)?;
         self.means = Some(append(self.means.take(), means)?);
-        self.covariances = Some(append(self.covariances.take(), covariances)?);
+        self.factors = Some(append(self.factors.take(), factors)?);
         Ok(())
     }
 
@@ -320,38 +334,23 @@ impl ClassGaussians {
         })
     }
 
-    /// Draws from the first `classes` Gaussians.
+    /// Draws from the first `classes` Gaussians, `per_class` of each per epoch.
     fn sampler(&self, classes: usize, per_class: usize) -> anyhow::Result<GaussianDraws> {
-        let (Some(means), Some(covariances)) = (&self.means, &self.covariances) else {
+        let (Some(means), Some(factors)) = (&self.means, &self.factors) else {
             anyhow::bail!("no class statistics before the first stage");
         };
-        let dim = means.dim(1)?;
-        let means = means.narrow(0, 0, classes)?.to_vec2::<f32>()?;
-        let covariances = covariances.narrow(0, 0, classes)?.to_vec3::<f32>()?;
-        let mut factors = Vec::with_capacity(classes);
-        for (class, covariance) in covariances.iter().enumerate() {
-            let matrix = DMatrix::from_fn(dim, dim, |i, j| f64::from(covariance[i][j]));
-            let cholesky = matrix.cholesky().ok_or_else(|| {
-                anyhow::anyhow!("the covariance of class {class} is not positive definite")
-            })?;
-            factors.push(cholesky.l());
-        }
         Ok(GaussianDraws {
-            means: means
-                .into_iter()
-                .map(|m| DVector::from_iterator(dim, m.into_iter().map(f64::from)))
-                .collect(),
-            factors,
+            means: means.narrow(0, 0, classes)?,
+            factors: factors.narrow(0, 0, classes)?,
             per_class,
-            device: self.means.as_ref().expect("checked").device().clone(),
         })
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {
         let mut state = BTreeMap::new();
-        if let (Some(m), Some(c)) = (&self.means, &self.covariances) {
+        if let (Some(m), Some(f)) = (&self.means, &self.factors) {
             state.insert(MEANS.to_string(), m.clone());
-            state.insert(COVARIANCES.to_string(), c.clone());
+            state.insert(FACTORS.to_string(), f.clone());
         }
         state
     }
@@ -364,7 +363,7 @@ impl ClassGaussians {
                 .ok_or_else(|| anyhow::anyhow!("the checkpoint holds no `{key}`"))
         };
         self.means = Some(get(MEANS)?);
-        self.covariances = Some(get(COVARIANCES)?);
+        self.factors = Some(get(FACTORS)?);
         Ok(())
     }
 }
@@ -376,18 +375,47 @@ fn append(old: Option<Tensor>, new: Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
-/// Fresh draws from class Gaussians each epoch: `per_class` of every class, shuffled, as
-/// batches of features `[B, D]` (the alignment's data; `mean + L ε`, `L` the Cholesky factor).
+/// Fresh draws from class Gaussians each epoch: `per_class` of every class, `mean + L ε` with
+/// `ε` standard normal from the epoch's seed, shuffled, as batches of features `[B, D]` (the
+/// alignment's data).
 struct GaussianDraws {
-    means: Vec<DVector<f64>>,
-    factors: Vec<DMatrix<f64>>,
+    /// `[C, D]`.
+    means: Tensor,
+    /// `[C, D, D]` lower-triangular.
+    factors: Tensor,
     per_class: usize,
-    device: Device,
+}
+
+impl GaussianDraws {
+    fn draw(&self, seed: u64) -> anyhow::Result<(Tensor, Vec<u32>)> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let (classes, dim) = self.means.dims2()?;
+        let device = self.means.device();
+        let mut parts = Vec::with_capacity(classes);
+        for class in 0..classes {
+            let noise: Vec<f32> = (0..self.per_class * dim)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
+            let noise = Tensor::from_vec(noise, (self.per_class, dim), device)?;
+            let factor = self.factors.get(class)?;
+            parts.push(
+                noise
+                    .matmul(&factor.t()?)?
+                    .broadcast_add(&self.means.get(class)?)?,
+            );
+        }
+        let mut order: Vec<u32> = (0..(classes * self.per_class) as u32).collect();
+        order.shuffle(&mut rng);
+        let draws =
+            Tensor::cat(&parts, 0)?.index_select(&Tensor::new(order.as_slice(), device)?, 0)?;
+        let labels = order.iter().map(|&i| i / self.per_class as u32).collect();
+        Ok((draws, labels))
+    }
 }
 
 impl BatchSource for GaussianDraws {
     fn num_examples(&self) -> usize {
-        self.means.len() * self.per_class
+        self.means.dim(0).unwrap_or(0) * self.per_class
     }
 
     fn batches(
@@ -395,29 +423,18 @@ impl BatchSource for GaussianDraws {
         batch_size: usize,
         shuffle_seed: Option<u64>,
     ) -> Box<dyn Iterator<Item = anyhow::Result<Batch>> + '_> {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(shuffle_seed.unwrap_or(0));
-        let dim = self.means.first().map_or(0, |m| m.len());
-        let mut draws: Vec<(Vec<f32>, u32)> = Vec::with_capacity(self.num_examples());
-        for (class, (mean, factor)) in self.means.iter().zip(&self.factors).enumerate() {
-            for _ in 0..self.per_class {
-                let noise = DVector::from_fn(dim, |_, _| StandardNormal.sample(&mut rng));
-                let draw = mean + factor * noise;
-                draws.push((draw.iter().map(|&v| v as f32).collect(), class as u32));
-            }
-        }
-        draws.shuffle(&mut rng);
-        let batches: Vec<anyhow::Result<Batch>> = draws
-            .chunks(batch_size)
-            .map(|chunk| {
-                let features: Vec<f32> = chunk.iter().flat_map(|(f, _)| f.clone()).collect();
-                let labels: Vec<u32> = chunk.iter().map(|(_, l)| *l).collect();
-                Ok(Batch::new(
-                    Tensor::from_vec(features, (chunk.len(), dim), &self.device)?,
-                    Tensor::new(labels.as_slice(), &self.device)?,
-                ))
-            })
-            .collect();
-        Box::new(batches.into_iter())
+        let (draws, labels) = match self.draw(shuffle_seed.unwrap_or(0)) {
+            Ok(drawn) => drawn,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let n = labels.len();
+        Box::new((0..n).step_by(batch_size.max(1)).map(move |start| {
+            let len = batch_size.min(n - start);
+            Ok(Batch::new(
+                draws.narrow(0, start, len)?,
+                Tensor::new(&labels[start..start + len], draws.device())?,
+            ))
+        }))
     }
 }
 
@@ -534,6 +551,7 @@ impl StageLearner for Mos {
             epochs: ALIGNMENT_EPOCHS,
             batch_size: per_class,
             warmup_epochs: 0,
+            label_smoothing: 0.0,
             seed: derive_seed(&[cfg.seed, ALIGNMENT]),
             ..cfg
         };
@@ -609,7 +627,7 @@ impl StageLearner for Mos {
         let mut state = self.model.trainable().tensors();
         for (k, adapter) in self.adapters.iter().enumerate() {
             for (name, tensor) in adapter {
-                state.insert(format!("adapter.{k}.{name}"), tensor.clone());
+                state.insert(format!("{STAGE_ADAPTER}{k}.{name}"), tensor.clone());
             }
         }
         state.extend(self.prototypes.state());
@@ -621,7 +639,7 @@ impl StageLearner for Mos {
         self.model.trainable().load(state)?;
         let mut adapters: BTreeMap<usize, BTreeMap<String, Tensor>> = BTreeMap::new();
         for (key, tensor) in state {
-            let Some(rest) = key.strip_prefix("adapter.") else {
+            let Some(rest) = key.strip_prefix(STAGE_ADAPTER) else {
                 continue;
             };
             let (k, name) = rest
@@ -640,10 +658,10 @@ impl StageLearner for Mos {
         self.gaussians.restore(state)
     }
 
-    /// What trains (the current adapter and the classifier); the total adds every stored
-    /// adapter to the model.
+    /// What trains (the current adapter and the classifier); the total adds the stored adapters
+    /// of the earlier stages to the model (the last stage's is the current one).
     fn counts(&self) -> (u64, u64) {
-        let stored = self.method.count() * self.adapters.len();
+        let stored = self.method.count() * self.adapters.len().saturating_sub(1);
         (
             self.model.trainable_count() as u64,
             (self.model.total_count() + stored) as u64,
@@ -703,9 +721,28 @@ mod tests {
         }
     }
 
-    /// Means and covariances as `torch.cov` (n - 1) plus the ridge; the variance setting keeps
-    /// the diagonal. Worked by hand: rows (1, 2), (3, 6), (5, 7) have mean (3, 5) and covariance
-    /// [[4, 5], [5, 7]].
+    /// `L Lᵀ` of each stored factor, `[C, D, D]` as nested rows.
+    fn covariances_of(gaussians: &ClassGaussians) -> Vec<Vec<Vec<f32>>> {
+        let factors = gaussians.factors.as_ref().unwrap();
+        (0..factors.dim(0).unwrap())
+            .map(|c| {
+                let l = factors.get(c).unwrap();
+                l.matmul(&l.t().unwrap()).unwrap().to_vec2::<f32>().unwrap()
+            })
+            .collect()
+    }
+
+    fn assert_close(got: &[Vec<f32>], want: &[[f32; 2]; 2]) {
+        for (row, want_row) in got.iter().zip(want) {
+            for (g, w) in row.iter().zip(want_row) {
+                assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+            }
+        }
+    }
+
+    /// Means and covariances as `torch.cov` (n - 1) plus the ridge, kept as Cholesky factors
+    /// (lower-triangular, `L Lᵀ` the covariance); the variance setting keeps the diagonal. Worked
+    /// by hand: rows (1, 2), (3, 6), (5, 7) have mean (3, 5) and covariance [[4, 5], [5, 7]].
     #[test]
     fn class_gaussians_hold_means_and_covariances() {
         let features = Tensor::new(
@@ -721,22 +758,28 @@ mod tests {
             full.means.as_ref().unwrap().to_vec2::<f32>().unwrap(),
             [[9.0, 9.0], [3.0, 5.0]]
         );
-        let covariances = full.covariances.as_ref().unwrap().to_vec3::<f32>().unwrap();
+        let factor = full
+            .factors
+            .as_ref()
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(factor[0][1], 0.0, "lower-triangular: {factor:?}");
+        let covariances = covariances_of(&full);
         // A class of one example has no spread: the ridge alone.
-        assert_eq!(covariances[0], [[r, 0.0], [0.0, r]]);
-        assert_eq!(covariances[1], [[4.0 + r, 5.0], [5.0, 7.0 + r]]);
+        assert_close(&covariances[0], &[[r, 0.0], [0.0, r]]);
+        assert_close(&covariances[1], &[[4.0 + r, 5.0], [5.0, 7.0 + r]]);
         let mut diagonal = ClassGaussians {
             diagonal: true,
             ..ClassGaussians::default()
         };
         diagonal.add(&features, &labels, 0..2).unwrap();
-        let covariances = diagonal
-            .covariances
-            .as_ref()
-            .unwrap()
-            .to_vec3::<f32>()
-            .unwrap();
-        assert_eq!(covariances[1], [[4.0 + r, 0.0], [0.0, 7.0 + r]]);
+        assert_close(
+            &covariances_of(&diagonal)[1],
+            &[[4.0 + r, 0.0], [0.0, 7.0 + r]],
+        );
         assert_eq!(full.means(1).unwrap().unwrap().dims(), [1, 2]);
         assert!(full.means(0).unwrap().is_none());
     }
