@@ -12,6 +12,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod clip;
 mod encoder;
+pub mod musicgen;
 mod pre_norm_layer;
 pub mod siglip;
 pub mod sites;
@@ -24,6 +25,7 @@ pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use clip::{
     Clip, ClipConfig, ClipTextBackbone, ClipTextOutput, ClipVisionBackbone, ClipVisionOutput,
 };
+pub use musicgen::{Musicgen, MusicgenConfig, MusicgenDecoderConfig};
 pub use siglip::{SiglipVision, SiglipVisionConfig, SiglipVisionOutput};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 pub use t5::{DecoderCache, T5Config, T5};

@@ -281,7 +281,8 @@ pub struct T5 {
     encoder: Vec<EncoderBlock>,
     encoder_norm: RmsNorm,
     decoder: Vec<DecoderBlock>,
-    decoder_norm: RmsNorm,
+    /// `None` for an encoder alone (`T5EncoderModel`, as MusicGen's text encoder).
+    decoder_norm: Option<RmsNorm>,
     /// `lm_head.weight` `[vocab, d_model]`; `None` when the head is `shared`.
     lm_head: Option<Tensor>,
     info: BackboneInfo,
@@ -341,11 +342,62 @@ impl T5 {
             decoder: (0..cfg.decoder_layers())
                 .map(|l| DecoderBlock::new(&cfg, &get, l))
                 .collect::<Result<_>>()?,
-            decoder_norm: norm("decoder.final_layer_norm")?,
+            decoder_norm: Some(norm("decoder.final_layer_norm")?),
             lm_head,
             info: Self::info_for(&cfg),
             cfg,
         })
+    }
+
+    /// The encoder alone, from tensors under HF's `T5EncoderModel` names (`shared.weight`,
+    /// `encoder.*`): MusicGen's text encoder. It encodes like a whole T5 and refuses to decode;
+    /// its configuration records no decoder blocks.
+    pub fn encoder_from_tensors(
+        cfg: T5Config,
+        tensors: &HashMap<String, Tensor>,
+        origin: &str,
+    ) -> Result<Self> {
+        cfg.validate()
+            .map_err(|e| candle_core::Error::Msg(format!("{origin}: {e}")))?;
+        let cfg = T5Config {
+            num_decoder_layers: Some(0),
+            ..cfg
+        };
+        let get = |key: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors.get(key).ok_or_else(|| {
+                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
+            })?;
+            if t.dims() != shape {
+                candle_core::bail!(
+                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
+                    t.dims()
+                );
+            }
+            t.to_dtype(DType::F32)
+        };
+        let shared_key = ["shared.weight", "encoder.embed_tokens.weight"]
+            .into_iter()
+            .find(|k| tensors.contains_key(*k))
+            .unwrap_or("shared.weight");
+        Ok(Self {
+            shared: get(shared_key, &[cfg.vocab_size, cfg.d_model])?,
+            encoder: (0..cfg.num_layers)
+                .map(|l| EncoderBlock::new(&cfg, &get, l))
+                .collect::<Result<_>>()?,
+            encoder_norm: RmsNorm::new(&cfg, &get, "encoder.final_layer_norm")?,
+            decoder: Vec::new(),
+            decoder_norm: None,
+            lm_head: None,
+            info: Self::info_for(&cfg),
+            cfg,
+        })
+    }
+
+    /// The error of decoding with an encoder alone.
+    fn no_decoder(&self) -> candle_core::Error {
+        candle_core::Error::Msg(
+            "this T5 holds only its encoder (T5EncoderModel): it cannot decode".into(),
+        )
     }
 
     /// Loads `config.json` + `model.safetensors` of a checkpoint folder.
@@ -530,6 +582,9 @@ impl T5 {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<DecoderCache> {
+        if self.decoder.is_empty() {
+            return Err(self.no_decoder());
+        }
         let (b, s, _) = encoder_states.dims3()?;
         let offset = self.encoder.len();
         let cross_kv = self
@@ -567,6 +622,10 @@ impl T5 {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
+        let decoder_norm = self
+            .decoder_norm
+            .as_ref()
+            .ok_or_else(|| self.no_decoder())?;
         let (_, t) = decoder_input_ids.dims2()?;
         let (past, p) = (cache.len, self.cfg.dropout_rate);
         let keys = past + t;
@@ -621,7 +680,7 @@ impl T5 {
             x = (&x + ctx.dropout(&m, p)?)?;
         }
         cache.len = keys;
-        let mut x = ctx.dropout(&self.decoder_norm.forward(&x)?, p)?;
+        let mut x = ctx.dropout(&decoder_norm.forward(&x)?, p)?;
         if self.cfg.scales_decoder_output() {
             // transformers rescales before the tied head (T5 v1.0), by d_model^-0.5.
             x = (x * (self.cfg.d_model as f64).powf(-0.5))?;
@@ -985,10 +1044,9 @@ impl Backbone for T5 {
             )?;
             block.ff.visit(&format!("{base}.2.DenseReluDense"), f)?;
         }
-        f(
-            "decoder.final_layer_norm.weight",
-            &mut self.decoder_norm.weight,
-        )?;
+        if let Some(norm) = self.decoder_norm.as_mut() {
+            f("decoder.final_layer_norm.weight", &mut norm.weight)?;
+        }
         if let Some(head) = self.lm_head.as_mut() {
             f("lm_head.weight", head)?;
         }

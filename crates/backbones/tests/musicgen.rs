@@ -1,0 +1,180 @@
+//! MusicGen against transformers' `MusicgenForConditionalGeneration` on a random miniature (T5
+//! text encoder 24 wide, decoder 16 wide with 4 codebooks, so `enc_to_dec_proj` is used; a padded
+//! prompt): teacher-forced logits and the per-codebook loss on delay-padded labels. Fixture and
+//! the script that wrote it: `tests/fixtures/musicgen_random/`, `ci/fixtures/musicgen_random.py`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use peftbench_backbones::musicgen::{Musicgen, MusicgenConfig};
+use peftbench_backbones::NoHooks;
+use peftbench_core::ForwardCtx;
+use peftbench_train::codebooks::per_codebook_cross_entropy;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/musicgen_random")
+        .join(name)
+}
+
+fn load() -> (Musicgen, HashMap<String, Tensor>) {
+    let model = Musicgen::load(
+        &fixture("config.json"),
+        &fixture("model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
+    (model, expected)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn musicgen_matches_transformers_on_a_random_miniature() {
+    let (model, expected) = load();
+    let input_ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
+    // transformers' labels are [batch, steps, codebooks]; ours [batch, codebooks, steps].
+    let labels = expected["labels"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let tokens = model.shift_right(&labels).unwrap();
+    assert_eq!(
+        tokens.to_vec3::<u32>().unwrap(),
+        expected["decoder_input_ids"]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .to_vec3::<u32>()
+            .unwrap()
+    );
+    let logits = model
+        .forward(
+            &input_ids,
+            Some(&mask),
+            &tokens,
+            &NoHooks,
+            &ForwardCtx::eval(),
+        )
+        .unwrap();
+    let (b, k, t, v) = logits.dims4().unwrap();
+    assert_eq!((b, k, t, v), (2, 4, 7, 32));
+    // transformers returns them as [batch * codebooks, steps, vocab].
+    let want = expected["logits"].reshape((b, k, t, v)).unwrap();
+    let diff = max_diff(&logits, &want);
+    assert!(diff < 1e-4, "max |logit difference| {diff}");
+
+    let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+    let want_loss = serde_json::from_str::<serde_json::Value>(&text).unwrap()["loss"]
+        .as_f64()
+        .unwrap();
+    let pad = model.config().decoder.pad_token_id;
+    let loss = per_codebook_cross_entropy(&logits, &labels, pad)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    eprintln!("max |logit difference| {diff:.2e}; loss {loss} against transformers' {want_loss}");
+    assert!(
+        (f64::from(loss) - want_loss).abs() < 1e-5,
+        "{loss} vs {want_loss}"
+    );
+
+    // The padded prompt position changes nothing: a prompt cut before it gives the same logits.
+    let short_ids = input_ids.narrow(0, 1, 1).unwrap().narrow(1, 0, 4).unwrap();
+    let short = model
+        .forward(
+            &short_ids,
+            None,
+            &tokens.narrow(0, 1, 1).unwrap(),
+            &NoHooks,
+            &ForwardCtx::eval(),
+        )
+        .unwrap();
+    assert!(max_diff(&short, &logits.narrow(0, 1, 1).unwrap()) < 1e-5);
+}
+
+/// A configuration this implementation does not run, or a checkpoint missing a tensor, is an
+/// error that names the field or the tensor.
+#[test]
+fn musicgen_refuses_what_it_cannot_run() {
+    let text = std::fs::read_to_string(fixture("config.json")).unwrap();
+    let cfg: MusicgenConfig = serde_json::from_str(&text).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(fixture("model.safetensors"), &Device::Cpu).unwrap();
+
+    let mut relu = cfg.clone();
+    relu.decoder.activation_function = "relu".into();
+    let err = Musicgen::from_tensors(relu, &tensors, "fixture")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("`activation_function` `relu`"), "{err}");
+
+    let mut stereo = cfg.clone();
+    stereo.decoder.audio_channels = 2;
+    let err = Musicgen::from_tensors(stereo, &tensors, "fixture")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("`audio_channels` 2"), "{err}");
+
+    // The text encoder is T5's encoder alone: it encodes, and refuses to decode.
+    let model = Musicgen::from_tensors(cfg.clone(), &tensors, "fixture").unwrap();
+    let ids = Tensor::new(&[[5u32, 9, 3]], &Device::Cpu).unwrap();
+    let states = model.encode_text(&ids, None).unwrap();
+    assert_eq!(states.dims(), [1, 3, 16]);
+    let text_states = model
+        .text_encoder()
+        .encode(&ids, None, &NoHooks, &ForwardCtx::eval())
+        .unwrap();
+    let err = model
+        .text_encoder()
+        .start_decoding(&text_states, None, &NoHooks, &ForwardCtx::eval())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("holds only its encoder"), "{err}");
+
+    tensors.remove("decoder.lm_heads.3.weight");
+    let err = Musicgen::from_tensors(cfg, &tensors, "fixture")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("missing tensor `decoder.lm_heads.3.weight`"),
+        "{err}"
+    );
+}
+
+/// transformers' table: cos of the position times each frequency in the first half, sin in the
+/// second; position 0 is (1, ..., 1, 0, ..., 0).
+#[test]
+fn sinusoidal_positions_follow_transformers_layout() {
+    let table = peftbench_backbones::musicgen::sinusoidal_positions(3, 6, &Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(table[0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+    // half = 3 frequencies: 10000^(-i / 2).
+    for (i, f) in [1.0f32, 0.01, 0.0001].into_iter().enumerate() {
+        assert!((table[2][i] - (2.0 * f).cos()).abs() < 1e-6);
+        assert!((table[2][3 + i] - (2.0 * f).sin()).abs() < 1e-6);
+    }
+}
