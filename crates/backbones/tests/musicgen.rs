@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use peftbench_backbones::musicgen::{Musicgen, MusicgenConfig};
+use peftbench_backbones::musicgen::{GenerationOptions, Musicgen, MusicgenConfig};
 use peftbench_backbones::NoHooks;
 use peftbench_core::ForwardCtx;
 use peftbench_train::codebooks::per_codebook_cross_entropy;
@@ -177,4 +177,87 @@ fn sinusoidal_positions_follow_transformers_layout() {
         assert!((table[2][i] - (2.0 * f).cos()).abs() < 1e-6);
         assert!((table[2][3 + i] - (2.0 * f).sin()).abs() < 1e-6);
     }
+}
+
+/// Decoding one step at a time through the cache gives the teacher-forced logits.
+#[test]
+fn cached_steps_equal_teacher_forcing() {
+    let (model, expected) = load();
+    let input_ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
+    let tokens = expected["decoder_input_ids"].to_dtype(DType::U32).unwrap();
+    let ctx = ForwardCtx::eval();
+    let states = model.encode_text(&input_ids, Some(&mask)).unwrap();
+    let whole = model
+        .decode(&tokens, &states, Some(&mask), &NoHooks, &ctx)
+        .unwrap();
+    let mut cache = model
+        .start_decoding(&states, Some(&mask), &NoHooks, &ctx)
+        .unwrap();
+    let steps: Vec<Tensor> = (0..tokens.dim(2).unwrap())
+        .map(|t| {
+            model
+                .decode_step(&tokens.narrow(2, t, 1).unwrap(), &mut cache, &NoHooks, &ctx)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(cache.len(), 7);
+    let stepped = Tensor::cat(&steps, 2).unwrap();
+    let diff = max_diff(&stepped, &whole);
+    assert!(diff < 1e-5, "{diff}");
+}
+
+/// Greedy generation, with classifier-free guidance 3 and without, gives transformers'
+/// `generate` codes (delay pattern applied while generating and undone after); sampling is a
+/// function of the seed; too few steps for the delay pattern is an error.
+#[test]
+fn generation_matches_transformers() {
+    let (model, expected) = load();
+    let input_ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
+    for (name, guidance_scale) in [("generated_cfg3", 3.0), ("generated_greedy", 1.0)] {
+        let options = GenerationOptions {
+            max_new_tokens: 8,
+            guidance_scale,
+            top_k: None,
+            ..GenerationOptions::default()
+        };
+        let codes = model
+            .generate(&input_ids, Some(&mask), &options, &NoHooks)
+            .unwrap();
+        assert_eq!(
+            codes.to_vec3::<u32>().unwrap(),
+            expected[name]
+                .to_dtype(DType::U32)
+                .unwrap()
+                .to_vec3::<u32>()
+                .unwrap(),
+            "{name}"
+        );
+    }
+    let sampled = |seed: u64| {
+        let options = GenerationOptions {
+            max_new_tokens: 8,
+            top_k: Some(5),
+            seed,
+            ..GenerationOptions::default()
+        };
+        model
+            .generate(&input_ids, Some(&mask), &options, &NoHooks)
+            .unwrap()
+            .to_vec3::<u32>()
+            .unwrap()
+    };
+    assert_eq!(sampled(1), sampled(1));
+    assert_ne!(sampled(1), sampled(2));
+    let short = GenerationOptions {
+        max_new_tokens: 5,
+        ..GenerationOptions::default()
+    };
+    let err = model
+        .generate(&input_ids, Some(&mask), &short, &NoHooks)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("too few for 4 delayed codebooks"), "{err}");
 }

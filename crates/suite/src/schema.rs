@@ -1176,8 +1176,12 @@ pub struct ContinualRun {
     pub learner: Learner,
     /// The entry's `learner_params:` (a JSON object; absent when empty, so configurations
     /// without any keep their hash).
-    #[serde(default, skip_serializing_if = "is_empty_object")]
+    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
     pub learner_params: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
 }
 
 fn is_empty_object(value: &Value) -> bool {

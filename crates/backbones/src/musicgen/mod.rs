@@ -14,4 +14,4 @@ mod config;
 mod model;
 
 pub use config::{MusicgenConfig, MusicgenDecoderConfig};
-pub use model::{sinusoidal_positions, Musicgen};
+pub use model::{sinusoidal_positions, GenerationOptions, Musicgen, MusicgenCache};

@@ -3,6 +3,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use peftbench_core::{ops, ForwardCtx};
+use rand::SeedableRng;
 
 use super::{MusicgenConfig, MusicgenDecoderConfig};
 use crate::encoder::Norm;
@@ -118,6 +119,94 @@ pub struct Musicgen {
     lm_heads: Vec<Tensor>,
 }
 
+/// What decoding keeps between steps: every layer's self-attention keys and values so far
+/// `[batch, steps, hidden]`, the cross-attention keys and values of the text, its mask as an
+/// additive bias, and the steps done.
+pub struct MusicgenCache {
+    self_kv: Vec<Option<(Tensor, Tensor)>>,
+    cross_kv: Vec<(Tensor, Tensor)>,
+    cross_bias: Tensor,
+    len: usize,
+}
+
+impl MusicgenCache {
+    /// Steps decoded so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// How [`Musicgen::generate`] picks tokens (MusicGen's released setting: guidance 3, top-k 250,
+/// temperature 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationOptions {
+    pub max_new_tokens: usize,
+    /// Classifier-free guidance; 1 or less runs the conditional model alone.
+    pub guidance_scale: f64,
+    /// `None`: the most likely token (greedy); `Some(k)`: sample among the `k` most likely.
+    pub top_k: Option<usize>,
+    pub temperature: f64,
+    pub seed: u64,
+}
+
+impl Default for GenerationOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            guidance_scale: 3.0,
+            top_k: Some(250),
+            temperature: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// The token `options` pick from one codebook's logits: the argmax (lowest index on ties), or a
+/// draw from the softmax of the `k` largest at `temperature`.
+fn choose(logits: &[f32], options: &GenerationOptions, rng: &mut impl rand::Rng) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 {
+                    (i, v)
+                } else {
+                    best
+                }
+            })
+            .0 as u32
+    };
+    let Some(k) = options.top_k else {
+        return argmax();
+    };
+    if k <= 1 || options.temperature <= 0.0 {
+        return argmax();
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    // Largest first; ties by index, so the draw is a function of the logits and the seed.
+    order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]).then(i.cmp(&j)));
+    order.truncate(k.min(logits.len()));
+    let top = f64::from(logits[order[0]]);
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| ((f64::from(logits[i]) - top) / options.temperature).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (&i, w) in order.iter().zip(&weights) {
+        if u < *w {
+            return i as u32;
+        }
+        u -= w;
+    }
+    order[order.len() - 1] as u32
+}
+
 impl Musicgen {
     pub fn config(&self) -> &MusicgenConfig {
         &self.cfg
@@ -217,16 +306,59 @@ impl Musicgen {
         }
     }
 
-    /// Teacher-forced logits `[batch, codebooks, steps, vocab]` for decoder tokens `[batch,
-    /// codebooks, steps]` (u32; codebook `k` of step `t` is the input of step `t`'s prediction
-    /// of step `t + 1`), attending causally to themselves and to `text_states` `[batch, source,
-    /// hidden]` (from [`Musicgen::encode_text`]) where `text_mask` (0/1 `[batch, source]`) is 1.
-    /// `hooks` sees the decoder's layers `0..num_hidden_layers`.
-    pub fn decode(
+    /// A cache for decoding over `text_states` `[batch, source, hidden]` (from
+    /// [`Musicgen::encode_text`]), attended where `text_mask` (0/1 `[batch, source]`) is 1: every
+    /// layer's cross-attention keys and values, computed once through `hooks` at the
+    /// [`LinearSite::CrossKey`] / [`LinearSite::CrossValue`] sites (so the steps that follow must
+    /// use the same `hooks`).
+    pub fn start_decoding(
         &self,
-        tokens: &Tensor,
         text_states: &Tensor,
         text_mask: Option<&Tensor>,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<MusicgenCache> {
+        let cross_kv = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let att = &layer.encoder_attn;
+                Ok((
+                    hooks.linear(l, LinearSite::CrossKey, text_states, &att.k_proj, ctx)?,
+                    hooks.linear(l, LinearSite::CrossValue, text_states, &att.v_proj, ctx)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let cross_bias = match text_mask {
+            // 0 where attended, the most negative float where padded (transformers' masks).
+            Some(mask) => mask
+                .to_dtype(DType::F32)?
+                .affine(-f64::from(f32::MIN), f64::from(f32::MIN))?
+                .unsqueeze(1)?
+                .unsqueeze(1)?,
+            None => Tensor::zeros(
+                (1, 1, 1, text_states.dim(1)?),
+                DType::F32,
+                text_states.device(),
+            )?,
+        };
+        Ok(MusicgenCache {
+            self_kv: vec![None; self.layers.len()],
+            cross_kv,
+            cross_bias,
+            len: 0,
+        })
+    }
+
+    /// Runs decoder tokens `[batch, codebooks, steps]` (u32) that follow the `cache.len()` steps
+    /// already in `cache`, appends their self-attention keys and values to it, and returns the
+    /// logits `[batch, codebooks, steps, vocab]`: step `t`'s logits predict step `t + 1`.
+    /// `hooks` sees the decoder's layers `0..num_hidden_layers`.
+    pub fn decode_step(
+        &self,
+        tokens: &Tensor,
+        cache: &mut MusicgenCache,
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
@@ -238,8 +370,8 @@ impl Musicgen {
                 dec.num_codebooks
             );
         }
-        let d = dec.hidden_size;
-        let device = text_states.device();
+        let (d, past) = (dec.hidden_size, cache.len);
+        let device = cache.cross_bias.device().clone();
         // The sum of every codebook's embedding of its token, plus the step's position.
         let mut x: Option<Tensor> = None;
         for (codebook, table) in self.embed_tokens.iter().enumerate() {
@@ -253,35 +385,32 @@ impl Musicgen {
                 Some(sum) => (sum + e)?,
             });
         }
-        let positions = sinusoidal_positions(t, d, device)?;
+        let positions = sinusoidal_positions(past + t, d, &device)?.narrow(0, past, t)?;
         let mut x = x
             .expect("validated: at least one codebook")
             .broadcast_add(&positions)?;
         x = ctx.dropout(&x, dec.dropout)?;
 
+        let keys = past + t;
         let causal: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::MIN }))
+            .flat_map(|i| (0..keys).map(move |j| if j <= past + i { 0.0 } else { f32::MIN }))
             .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, t, t), device)?;
-        let cross_bias = match text_mask {
-            // 0 where attended, the most negative float where padded (transformers' masks).
-            Some(mask) => mask
-                .to_dtype(DType::F32)?
-                .affine(-f64::from(f32::MIN), f64::from(f32::MIN))?
-                .unsqueeze(1)?
-                .unsqueeze(1)?,
-            None => Tensor::zeros((1, 1, 1, text_states.dim(1)?), DType::F32, device)?,
-        };
+        let causal = Tensor::from_vec(causal, (1, 1, t, keys), &device)?;
         let heads = dec.num_attention_heads;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.self_attn_layer_norm.forward(&x)?;
             let h = hooks.norm(Some(l), NormSite::BeforeAttention, h, ctx)?;
             let att = &layer.self_attn;
             let q = hooks.linear(l, LinearSite::Query, &h, &att.q_proj, ctx)?;
-            let kk = hooks.linear(l, LinearSite::Key, &h, &att.k_proj, ctx)?;
-            let v = hooks.linear(l, LinearSite::Value, &h, &att.v_proj, ctx)?;
+            let mut kk = hooks.linear(l, LinearSite::Key, &h, &att.k_proj, ctx)?;
+            let mut v = hooks.linear(l, LinearSite::Value, &h, &att.v_proj, ctx)?;
+            if let Some((pk, pv)) = &cache.self_kv[l] {
+                kk = Tensor::cat(&[pk, &kk], 1)?;
+                v = Tensor::cat(&[pv, &v], 1)?;
+            }
             let context =
                 biased_attention(&q, &kk, &v, heads, &causal, dec.attention_dropout, ctx)?;
+            cache.self_kv[l] = Some((kk, v));
             let a = hooks.linear(l, LinearSite::AttentionOutput, &context, &att.out_proj, ctx)?;
             let a = hooks.sublayer(l, Sublayer::Attention, &x, a, ctx)?;
             x = (&x + ctx.dropout(&a, dec.dropout)?)?;
@@ -289,10 +418,16 @@ impl Musicgen {
             let h = layer.encoder_attn_layer_norm.forward(&x)?;
             let cross = &layer.encoder_attn;
             let q = hooks.linear(l, LinearSite::CrossQuery, &h, &cross.q_proj, ctx)?;
-            let kk = hooks.linear(l, LinearSite::CrossKey, text_states, &cross.k_proj, ctx)?;
-            let v = hooks.linear(l, LinearSite::CrossValue, text_states, &cross.v_proj, ctx)?;
-            let context =
-                biased_attention(&q, &kk, &v, heads, &cross_bias, dec.attention_dropout, ctx)?;
+            let (ck, cv) = &cache.cross_kv[l];
+            let context = biased_attention(
+                &q,
+                ck,
+                cv,
+                heads,
+                &cache.cross_bias,
+                dec.attention_dropout,
+                ctx,
+            )?;
             let a = hooks.linear(
                 l,
                 LinearSite::CrossAttentionOutput,
@@ -312,6 +447,7 @@ impl Musicgen {
             let m = hooks.sublayer(l, Sublayer::Mlp, &x, m, ctx)?;
             x = (&x + ctx.dropout(&m, dec.dropout)?)?;
         }
+        cache.len = keys;
         let x = self.layer_norm.forward(&x)?;
         let x = hooks.norm(None, NormSite::Final, x, ctx)?;
         let logits: Vec<Tensor> = self
@@ -320,6 +456,125 @@ impl Musicgen {
             .map(|head| ops::linear(&x, head, None))
             .collect::<Result<_>>()?;
         Tensor::stack(&logits, 1)
+    }
+
+    /// Teacher-forced logits `[batch, codebooks, steps, vocab]` for decoder tokens `[batch,
+    /// codebooks, steps]` (u32; step `t`'s logits predict step `t + 1`), attending causally to
+    /// themselves and to `text_states` where `text_mask` is 1: [`Musicgen::decode_step`] on a
+    /// fresh cache.
+    pub fn decode(
+        &self,
+        tokens: &Tensor,
+        text_states: &Tensor,
+        text_mask: Option<&Tensor>,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let mut cache = self.start_decoding(text_states, text_mask, hooks, ctx)?;
+        self.decode_step(tokens, &mut cache, hooks, ctx)
+    }
+
+    /// Audio codes `[batch, codebooks, frames]` for the prompts `input_ids` `[batch, source]`
+    /// (0/1 `attention_mask`), generated as transformers' `generate` does: every codebook starts
+    /// from the start token; each step predicts all codebooks' next tokens from the KV cache;
+    /// the delay pattern (codebook `k` runs `k` steps late) forces the pad token where a codebook
+    /// has not started or has ended, and is undone at the end, so `max_new_tokens + 1 -
+    /// codebooks` complete frames come back. With `guidance_scale > 1` a second, unconditional
+    /// copy attends to no text (transformers: zero states, masked) and the logits are
+    /// `uncond + scale · (cond − uncond)` (classifier-free guidance). `top_k: None` picks the
+    /// most likely token; `Some(k)` samples among the `k` most likely at `temperature`, from
+    /// `seed`.
+    pub fn generate(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        options: &GenerationOptions,
+        hooks: &dyn Hooks,
+    ) -> Result<Tensor> {
+        let dec = &self.cfg.decoder;
+        let codebooks = dec.num_codebooks;
+        let length = options.max_new_tokens + 1;
+        if length < 2 * codebooks - 1 {
+            candle_core::bail!(
+                "max_new_tokens {} is too few for {codebooks} delayed codebooks: at least {}",
+                options.max_new_tokens,
+                2 * codebooks - 2
+            );
+        }
+        let ctx = ForwardCtx::eval();
+        let b = input_ids.dim(0)?;
+        let mut states = self.encode_text(input_ids, attention_mask)?;
+        let mut mask = attention_mask.map(|m| m.to_dtype(DType::U32)).transpose()?;
+        let guided = options.guidance_scale > 1.0;
+        if guided {
+            // transformers' null prompt: zero encoder states, through the projection, then
+            // masked out entirely when the prompt has a mask.
+            let text_width = self.cfg.text_encoder.d_model;
+            let (_, source, _) = states.dims3()?;
+            let zeros = Tensor::zeros((b, source, text_width), DType::F32, states.device())?;
+            let null = match &self.enc_to_dec_proj {
+                Some(proj) => proj.forward(&zeros)?,
+                None => zeros,
+            };
+            let null = match &mask {
+                Some(_) => null.zeros_like()?,
+                None => null,
+            };
+            states = Tensor::cat(&[&states, &null], 0)?;
+            mask = mask
+                .map(|m| Tensor::cat(&[&m, &m.zeros_like()?], 0))
+                .transpose()?;
+        }
+        let rows = states.dim(0)?;
+        let mut cache = self.start_decoding(&states, mask.as_ref(), hooks, &ctx)?;
+        let pad = dec.pad_token_id;
+        let start = dec.start_token();
+        // Codebook k holds real tokens at steps k + 1 ..= k + length - codebooks.
+        let valid = |k: usize, step: usize| step > k && step <= k + length - codebooks;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
+        let mut sequence: Vec<Vec<Vec<u32>>> = vec![vec![vec![start]; codebooks]; b];
+        let mut last = Tensor::full(start, (rows, codebooks, 1), states.device())?;
+        for step in 1..length {
+            let logits = self
+                .decode_step(&last, &mut cache, hooks, &ctx)?
+                .squeeze(2)?; // [rows, codebooks, vocab]
+            let logits = if guided {
+                let cond = logits.narrow(0, 0, b)?;
+                let uncond = logits.narrow(0, b, b)?;
+                (&uncond + ((cond - &uncond)? * options.guidance_scale)?)?
+            } else {
+                logits
+            };
+            let scores = logits.to_vec3::<f32>()?;
+            let mut next = Vec::with_capacity(b * codebooks);
+            for (i, row) in scores.iter().enumerate() {
+                for (k, codebook) in row.iter().enumerate() {
+                    let token = if valid(k, step) {
+                        choose(codebook, options, &mut rng)
+                    } else {
+                        pad
+                    };
+                    sequence[i][k].push(token);
+                    next.push(token);
+                }
+            }
+            let next = Tensor::from_vec(next, (b, codebooks, 1), states.device())?;
+            last = if guided {
+                Tensor::cat(&[&next, &next], 0)?
+            } else {
+                next
+            };
+        }
+        let frames = length - codebooks;
+        let codes: Vec<u32> = sequence
+            .iter()
+            .flat_map(|row| {
+                row.iter()
+                    .enumerate()
+                    .flat_map(move |(k, tokens)| tokens[k + 1..k + 1 + frames].to_vec())
+            })
+            .collect();
+        Tensor::from_vec(codes, (b, codebooks, frames), states.device())
     }
 
     /// [`Musicgen::encode_text`] then [`Musicgen::decode`].
@@ -377,4 +632,44 @@ fn biased_attention(
         .matmul(&split(v, tk)?)?
         .transpose(1, 2)?
         .reshape((b, tq, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Top-k sampling draws only among the k largest logits, with the softmax's frequencies;
+    /// greedy takes the argmax, the lowest index on ties.
+    #[test]
+    fn top_k_sampling_follows_the_softmax_of_the_k_largest() {
+        let logits = [0.0f32, 2.0, 1.0, 2.0, -1.0];
+        let greedy = GenerationOptions {
+            top_k: None,
+            ..GenerationOptions::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(choose(&logits, &greedy, &mut rng), 1);
+        let top3 = GenerationOptions {
+            top_k: Some(3),
+            ..GenerationOptions::default()
+        };
+        let mut counts = [0usize; 5];
+        let draws = 30_000;
+        for _ in 0..draws {
+            counts[choose(&logits, &top3, &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[0] + counts[4], 0, "outside the top 3: {counts:?}");
+        // softmax over (2, 2, 1): e²/(2e² + e), e/(2e² + e).
+        let e = std::f64::consts::E;
+        let (high, low) = (e * e / (2.0 * e * e + e), e / (2.0 * e * e + e));
+        for (i, want) in [(1, high), (3, high), (2, low)] {
+            let got = counts[i] as f64 / draws as f64;
+            assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
+        }
+        let top1 = GenerationOptions {
+            top_k: Some(1),
+            ..GenerationOptions::default()
+        };
+        assert_eq!(choose(&logits, &top1, &mut rng), 1);
+    }
 }
