@@ -1,13 +1,15 @@
 //! Audio data for the Audio Spectrogram Transformer suites: decoding and resampling ([`decode`]), Kaldi
 //! filter banks exactly as `torchaudio.compliance.kaldi.fbank` computes them for AST ([`fbank`]), the
-//! model input with padding, normalisation, SpecAugment and a feature cache ([`features`]), and `.npy`
-//! files for comparing with Python ([`npy`]).
+//! model input with padding, normalisation, SpecAugment and a feature cache ([`features`]), `.npy`
+//! files for comparing with Python ([`npy`]), and music clips with text prompts for
+//! text-to-music adaptation ([`music`]).
 
 pub mod datasets;
 pub mod decode;
 pub mod error;
 pub mod fbank;
 pub mod features;
+pub mod music;
 pub mod npy;
 pub mod synthetic;
 
