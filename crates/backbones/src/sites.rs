@@ -162,6 +162,12 @@ pub trait Hooks {
         Ok(None)
     }
 
+    /// The conditioning states `[batch, source, hidden]` an encoder-decoder's decoder attends
+    /// to (MusicGen's projected text states), before any block reads them. Default: unchanged.
+    fn conditioning(&self, states: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> {
+        Ok(states)
+    }
+
     /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the
     /// batch's task ids, so a multi-task method can choose per example.
     fn norm(

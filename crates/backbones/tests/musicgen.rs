@@ -138,7 +138,9 @@ fn musicgen_refuses_what_it_cannot_run() {
     // The text encoder is T5's encoder alone: it encodes, and refuses to decode.
     let model = Musicgen::from_tensors(cfg.clone(), &tensors, "fixture").unwrap();
     let ids = Tensor::new(&[[5u32, 9, 3]], &Device::Cpu).unwrap();
-    let states = model.encode_text(&ids, None).unwrap();
+    let states = model
+        .encode_text(&ids, None, &NoHooks, &ForwardCtx::eval())
+        .unwrap();
     assert_eq!(states.dims(), [1, 3, 16]);
     let text_states = model
         .text_encoder()
@@ -187,7 +189,9 @@ fn cached_steps_equal_teacher_forcing() {
     let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
     let tokens = expected["decoder_input_ids"].to_dtype(DType::U32).unwrap();
     let ctx = ForwardCtx::eval();
-    let states = model.encode_text(&input_ids, Some(&mask)).unwrap();
+    let states = model
+        .encode_text(&input_ids, Some(&mask), &NoHooks, &ForwardCtx::eval())
+        .unwrap();
     let whole = model
         .decode(&tokens, &states, Some(&mask), &NoHooks, &ctx)
         .unwrap();

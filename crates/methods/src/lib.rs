@@ -45,6 +45,7 @@ pub mod lt_sft;
 pub mod madx;
 mod model;
 pub mod mosa;
+pub mod music_adapters;
 pub mod peft_format;
 pub mod per_task;
 pub mod poly;

@@ -285,11 +285,14 @@ impl Musicgen {
 
     /// The text states the decoder attends to, `[batch, source, hidden]`: the frozen T5
     /// encoder's output for `input_ids` `[batch, source]`, projected by `enc_to_dec_proj`, with
-    /// padded positions (`attention_mask` 0) zeroed, as transformers does.
+    /// padded positions (`attention_mask` 0) zeroed, as transformers does; then through the
+    /// [`Hooks::conditioning`] site (adapters on the conditioning).
     pub fn encode_text(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         let states =
             self.text_encoder
@@ -298,12 +301,13 @@ impl Musicgen {
             Some(proj) => proj.forward(&states)?,
             None => states,
         };
-        match attention_mask {
+        let states = match attention_mask {
             Some(mask) => {
-                states.broadcast_mul(&mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?)
+                states.broadcast_mul(&mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?)?
             }
-            None => Ok(states),
-        }
+            None => states,
+        };
+        hooks.conditioning(states, ctx)
     }
 
     /// A cache for decoding over `text_states` `[batch, source, hidden]` (from
@@ -503,7 +507,7 @@ impl Musicgen {
         }
         let ctx = ForwardCtx::eval();
         let b = input_ids.dim(0)?;
-        let mut states = self.encode_text(input_ids, attention_mask)?;
+        let mut states = self.encode_text(input_ids, attention_mask, hooks, &ctx)?;
         let mut mask = attention_mask.map(|m| m.to_dtype(DType::U32)).transpose()?;
         let guided = options.guidance_scale > 1.0;
         if guided {
@@ -520,6 +524,8 @@ impl Musicgen {
                 Some(_) => null.zeros_like()?,
                 None => null,
             };
+            // The null prompt takes the same conditioning path as the prompt.
+            let null = hooks.conditioning(null, &ctx)?;
             states = Tensor::cat(&[&states, &null], 0)?;
             mask = mask
                 .map(|m| Tensor::cat(&[&m, &m.zeros_like()?], 0))
@@ -586,7 +592,7 @@ impl Musicgen {
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let states = self.encode_text(input_ids, attention_mask)?;
+        let states = self.encode_text(input_ids, attention_mask, hooks, ctx)?;
         self.decode(tokens, &states, attention_mask, hooks, ctx)
     }
 
