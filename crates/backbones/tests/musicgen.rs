@@ -169,11 +169,17 @@ fn musicgen_refuses_what_it_cannot_run() {
 /// second; position 0 is (1, ..., 1, 0, ..., 0).
 #[test]
 fn sinusoidal_positions_follow_transformers_layout() {
-    let table = peftbench_backbones::musicgen::sinusoidal_positions(3, 6, &Device::Cpu)
+    let table = peftbench_backbones::musicgen::sinusoidal_positions(0, 3, 6, &Device::Cpu)
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
     assert_eq!(table[0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+    // Rows from an offset (a cached step's) are the same rows.
+    let later = peftbench_backbones::musicgen::sinusoidal_positions(2, 1, 6, &Device::Cpu)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(later[0], table[2]);
     // half = 3 frequencies: 10000^(-i / 2).
     for (i, f) in [1.0f32, 0.01, 0.0001].into_iter().enumerate() {
         assert!((table[2][i] - (2.0 * f).cos()).abs() < 1e-6);
@@ -219,7 +225,11 @@ fn generation_matches_transformers() {
     let (model, expected) = load();
     let input_ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
     let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
-    for (name, guidance_scale) in [("generated_cfg3", 3.0), ("generated_greedy", 1.0)] {
+    for (name, guidance_scale, mask) in [
+        ("generated_cfg3", 3.0, Some(&mask)),
+        ("generated_greedy", 1.0, Some(&mask)),
+        ("generated_cfg3_no_mask", 3.0, None),
+    ] {
         let options = GenerationOptions {
             max_new_tokens: 8,
             guidance_scale,
@@ -227,7 +237,7 @@ fn generation_matches_transformers() {
             ..GenerationOptions::default()
         };
         let codes = model
-            .generate(&input_ids, Some(&mask), &options, &NoHooks)
+            .generate(&input_ids, mask, &options, &NoHooks)
             .unwrap();
         assert_eq!(
             codes.to_vec3::<u32>().unwrap(),

@@ -85,6 +85,17 @@ impl MusicgenDecoderConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
+        for (name, id) in [
+            ("pad_token_id", self.pad_token_id),
+            ("decoder_start_token_id", self.start_token()),
+        ] {
+            if id as usize > self.vocab_size {
+                return Err(format!(
+                    "decoder `{name}` {id} is outside the embeddings' {} rows",
+                    self.vocab_size + 1
+                ));
+            }
+        }
         if self.activation_function != "gelu" {
             return Err(format!(
                 "decoder `activation_function` `{}`: only `gelu` (the released models') is \

@@ -85,15 +85,20 @@ impl DecoderLayer {
     }
 }
 
-/// transformers' `MusicgenSinusoidalPositionalEmbedding` rows `0..len` `[len, dim]`: for
-/// frequency `i` of `dim / 2`, `cos` in the first half and `sin` in the second (tensor2tensor's
-/// layout), computed in f32 as transformers does.
-pub fn sinusoidal_positions(len: usize, dim: usize, device: &Device) -> Result<Tensor> {
+/// transformers' `MusicgenSinusoidalPositionalEmbedding` rows `start..start + len` `[len, dim]`:
+/// for frequency `i` of `dim / 2`, `cos` in the first half and `sin` in the second
+/// (tensor2tensor's layout), computed in f32 as transformers does.
+pub fn sinusoidal_positions(
+    start: usize,
+    len: usize,
+    dim: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let half = dim / 2;
     let step = (10000f64.ln() / (half.max(2) - 1) as f64) as f32;
     let frequencies: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
     let mut rows = Vec::with_capacity(len * dim);
-    for p in 0..len {
+    for p in start..start + len {
         let angles: Vec<f32> = frequencies.iter().map(|f| p as f32 * f).collect();
         rows.extend(angles.iter().map(|a| a.cos()));
         rows.extend(angles.iter().map(|a| a.sin()));
@@ -147,7 +152,8 @@ pub struct GenerationOptions {
     pub max_new_tokens: usize,
     /// Classifier-free guidance; 1 or less runs the conditional model alone.
     pub guidance_scale: f64,
-    /// `None`: the most likely token (greedy); `Some(k)`: sample among the `k` most likely.
+    /// `None`: the most likely token (greedy); `Some(k)`: sample among the `k` most likely
+    /// (`Some(0)`: among every token, as transformers' `top_k=0`).
     pub top_k: Option<usize>,
     pub temperature: f64,
     pub seed: u64,
@@ -166,7 +172,7 @@ impl Default for GenerationOptions {
 }
 
 /// The token `options` pick from one codebook's logits: the argmax (lowest index on ties), or a
-/// draw from the softmax of the `k` largest at `temperature`.
+/// draw from the softmax of the `k` largest (every token for `k` = 0) at `temperature`.
 fn choose(logits: &[f32], options: &GenerationOptions, rng: &mut impl rand::Rng) -> u32 {
     let argmax = || {
         logits
@@ -184,9 +190,10 @@ fn choose(logits: &[f32], options: &GenerationOptions, rng: &mut impl rand::Rng)
     let Some(k) = options.top_k else {
         return argmax();
     };
-    if k <= 1 || options.temperature <= 0.0 {
+    if k == 1 {
         return argmax();
     }
+    let k = if k == 0 { logits.len() } else { k };
     let mut order: Vec<usize> = (0..logits.len()).collect();
     // Largest first; ties by index, so the draw is a function of the logits and the seed.
     order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]).then(i.cmp(&j)));
@@ -389,7 +396,7 @@ impl Musicgen {
                 Some(sum) => (sum + e)?,
             });
         }
-        let positions = sinusoidal_positions(past + t, d, &device)?.narrow(0, past, t)?;
+        let positions = sinusoidal_positions(past, t, d, &device)?;
         let mut x = x
             .expect("validated: at least one codebook")
             .broadcast_add(&positions)?;
@@ -505,34 +512,39 @@ impl Musicgen {
                 2 * codebooks - 2
             );
         }
+        let usable = options.guidance_scale.is_finite()
+            && options.temperature.is_finite()
+            && options.temperature > 0.0;
+        if !usable {
+            candle_core::bail!(
+                "generation needs a finite guidance scale and a positive temperature, not {} and {}",
+                options.guidance_scale,
+                options.temperature
+            );
+        }
         let ctx = ForwardCtx::eval();
-        let b = input_ids.dim(0)?;
-        let mut states = self.encode_text(input_ids, attention_mask, hooks, &ctx)?;
-        let mut mask = attention_mask.map(|m| m.to_dtype(DType::U32)).transpose()?;
+        let (b, source) = input_ids.dims2()?;
+        // transformers' generate always has a prompt mask (all ones when none is given), so the
+        // null prompt of guidance is masked out either way.
+        let mask = match attention_mask {
+            Some(m) => m.to_dtype(DType::U32)?,
+            None => Tensor::ones((b, source), DType::U32, input_ids.device())?,
+        };
+        let mut states = self.encode_text(input_ids, Some(&mask), hooks, &ctx)?;
         let guided = options.guidance_scale > 1.0;
         if guided {
-            // transformers' null prompt: zero encoder states, through the projection, then
-            // masked out entirely when the prompt has a mask.
-            let text_width = self.cfg.text_encoder.d_model;
-            let (_, source, _) = states.dims3()?;
-            let zeros = Tensor::zeros((b, source, text_width), DType::F32, states.device())?;
-            let null = match &self.enc_to_dec_proj {
-                Some(proj) => proj.forward(&zeros)?,
-                None => zeros,
-            };
-            let null = match &mask {
-                Some(_) => null.zeros_like()?,
-                None => null,
-            };
-            // The null prompt takes the same conditioning path as the prompt.
-            let null = hooks.conditioning(null, &ctx)?;
+            // transformers' null prompt: zero encoder states, projected, masked out entirely;
+            // it takes the same conditioning path as the prompt.
+            let null = hooks.conditioning(states.zeros_like()?, &ctx)?;
             states = Tensor::cat(&[&states, &null], 0)?;
-            mask = mask
-                .map(|m| Tensor::cat(&[&m, &m.zeros_like()?], 0))
-                .transpose()?;
         }
+        let mask = if guided {
+            Tensor::cat(&[&mask, &mask.zeros_like()?], 0)?
+        } else {
+            mask
+        };
         let rows = states.dim(0)?;
-        let mut cache = self.start_decoding(&states, mask.as_ref(), hooks, &ctx)?;
+        let mut cache = self.start_decoding(&states, Some(&mask), hooks, &ctx)?;
         let pad = dec.pad_token_id;
         let start = dec.start_token();
         // Codebook k holds real tokens at steps k + 1 ..= k + length - codebooks.
@@ -602,7 +614,7 @@ impl Musicgen {
         let (b, k, t) = labels.dims3()?;
         let start = Tensor::full(self.cfg.decoder.start_token(), (b, k, 1), labels.device())?;
         if t == 0 {
-            return Ok(labels.clone());
+            return labels.to_dtype(DType::U32);
         }
         Tensor::cat(
             &[&start, &labels.to_dtype(DType::U32)?.narrow(2, 0, t - 1)?],
@@ -672,6 +684,15 @@ mod tests {
             let got = counts[i] as f64 / draws as f64;
             assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
         }
+        let everything = GenerationOptions {
+            top_k: Some(0),
+            ..GenerationOptions::default()
+        };
+        let mut seen = [false; 5];
+        for _ in 0..2000 {
+            seen[choose(&logits, &everything, &mut rng) as usize] = true;
+        }
+        assert_eq!(seen, [true; 5], "top_k 0 samples from every token");
         let top1 = GenerationOptions {
             top_k: Some(1),
             ..GenerationOptions::default()

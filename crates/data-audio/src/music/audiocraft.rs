@@ -10,8 +10,9 @@
 //! and beside each audio file a `.json` of the same name with its description and tags (`title`,
 //! `artist`, `key`, `bpm`, `genre`, `moods`, `keywords`, `description`, `name`, `instrument`).
 //! The prompt is the `description`, as AudioCraft's text-to-music configuration conditions on
-//! it; the work is the `artist` (AudioCraft keeps an artist out of two splits), or the file's
-//! name where there is none. A file without a sidecar, or a sidecar without a description, is an
+//! it; the work is the `artist` (AudioCraft's anonymised artist id, which it keeps out of two
+//! splits), or the file's name where there is none (then each file is its own work, and splits
+//! are only as disjoint as the files). A file without a sidecar, or a sidecar without a description, is an
 //! error naming it: a clip without text cannot train a text-to-music model.
 
 use std::io::Read;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::folder::metadata_of;
-use super::MusicClip;
+use super::{work_id, MusicClip};
 use crate::AudioError;
 
 /// The manifest of `dir` (`data.jsonl`, else `data.jsonl.gz`); relative audio paths are joined
@@ -41,7 +42,8 @@ pub fn load_manifest(dir: &Path, base: &Path) -> Result<Vec<MusicClip>, AudioErr
                     .into(),
         });
     };
-    text.lines()
+    text.trim_start_matches('\u{feff}')
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| clip_of_line(line, i + 1, &path, base))
@@ -59,7 +61,9 @@ fn read(path: &Path, gzipped: bool) -> Result<String, AudioError> {
             .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
     }
     let mut text = String::new();
-    flate2::read::GzDecoder::new(bytes.as_slice())
+    // Every member: a manifest concatenated from several gzipped files reads whole, as Python's
+    // gzip reads it.
+    flate2::read::MultiGzDecoder::new(bytes.as_slice())
         .read_to_string(&mut text)
         .map_err(io)?;
     Ok(text)
@@ -85,7 +89,10 @@ fn clip_of_line(
     let duration = meta
         .get("duration")
         .and_then(Value::as_f64)
-        .ok_or_else(|| bad("missing or non-numeric field `duration`".into()))?;
+        .filter(|d| d.is_finite() && *d > 0.0)
+        .ok_or_else(|| {
+            bad("missing field `duration`, or not a positive number of seconds".into())
+        })?;
     let sample_rate = meta
         .get("sample_rate")
         .and_then(Value::as_u64)
@@ -120,7 +127,9 @@ fn clip_of_line(
         });
     };
     let prompt = match info.remove("description") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.trim() != "None" => {
+            s.trim().to_string()
+        }
         _ => {
             return Err(AudioError::BadMetadataLine {
                 path: sidecar,
@@ -130,9 +139,11 @@ fn clip_of_line(
             })
         }
     };
-    let work = match info.get("artist") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        _ => audio
+    // The artist (trimmed; a number is an id too; "" and "None" are none, as AudioCraft reads
+    // them), or the file itself.
+    let work = match info.get("artist").and_then(work_id) {
+        Some(artist) => artist,
+        None => audio
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),

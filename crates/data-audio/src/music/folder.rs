@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{check_disjoint_works, MusicClip, MusicSplits};
+use super::{check_disjoint_works, work_id, MusicClip, MusicSplits};
 use crate::datasets::read_metadata;
 use crate::AudioError;
 
@@ -31,7 +31,8 @@ pub fn load_split(root: &Path, style: &str, split: &str) -> Result<Vec<MusicClip
         "hint: a style folder holds train.jsonl, val.jsonl and test.jsonl, one clip per line with \
          `path`, `prompt` and `work` (see crates/data-audio/src/music/folder.rs)",
     )?;
-    text.lines()
+    text.trim_start_matches('\u{feff}')
+        .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| clip_of_line(line, i + 1, &path, &dir))
@@ -81,7 +82,6 @@ fn clip_of_line(
     let mut text = |key: &str| -> Result<String, AudioError> {
         match fields.remove(key) {
             Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-            Some(Value::Number(n)) if key == "work" => Ok(n.to_string()),
             Some(other) => Err(bad(format!(
                 "field `{key}` must be a non-empty string, not {other}"
             ))),
@@ -90,7 +90,11 @@ fn clip_of_line(
     };
     let audio = text("path")?;
     let prompt = text("prompt")?;
-    let work = text("work")?;
+    let work = match fields.remove("work") {
+        Some(value) => work_id(&value)
+            .ok_or_else(|| bad(format!("field `work` must name the work, not {value}")))?,
+        None => return Err(bad("missing field `work`".into())),
+    };
     let duration = match fields.remove("duration") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_f64().filter(|d| *d > 0.0).ok_or_else(|| {
@@ -162,7 +166,7 @@ mod tests {
                 r#"{"path": "a/1.wav", "duration": 10.0, "sample_rate": 32000, "prompt": "a waltz", "work": "t1", "key": "G", "bars": 16}"#,
                 r#"{"path": "a/2.wav", "prompt": "a waltz, second half", "work": "t1"}"#,
                 "",
-                r#"{"path": "/abs/3.wav", "prompt": "a march", "work": 7}"#,
+                r#"{"path": "/abs/3.wav", "prompt": "a march", "work": 7.0}"#,
             ],
         );
         write(

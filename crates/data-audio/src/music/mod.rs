@@ -68,14 +68,19 @@ pub fn split_by_work(
         *size.entry(clip.work.as_str()).or_default() += 1;
     }
     let total = clips.len() as f64;
+    let (test_target, val_target) = (test * total, val * total);
+    // A work joins a held-out split only if that brings the split nearer its target.
+    let nearer = |have: usize, n: usize, target: f64| {
+        ((have + n) as f64 - target).abs() < (have as f64 - target).abs()
+    };
     let mut side: BTreeMap<&str, u8> = BTreeMap::new();
     let (mut in_test, mut in_val) = (0usize, 0usize);
     for work in works {
         let n = size[work];
-        let part = if (in_test as f64) < test * total {
+        let part = if nearer(in_test, n, test_target) {
             in_test += n;
             2
-        } else if (in_val as f64) < val * total {
+        } else if nearer(in_val, n, val_target) {
             in_val += n;
             1
         } else {
@@ -91,7 +96,62 @@ pub fn split_by_work(
             _ => splits.train.push(clip.clone()),
         }
     }
+    for (name, clips, asked) in [
+        ("train", &splits.train, true),
+        ("val", &splits.val, val > 0.0),
+        ("test", &splits.test, test > 0.0),
+    ] {
+        if asked && clips.is_empty() {
+            return Err(AudioError::InvalidSettings(format!(
+                "splitting {} clips of {} works by work leaves `{name}` empty (val {val}, test \
+                 {test}): too few works for these fractions",
+                size.values().sum::<usize>(),
+                size.len()
+            )));
+        }
+    }
     Ok(splits)
+}
+
+/// `clips` with their work set to metadata field `key` (the Song Describer Dataset's
+/// `artist_id`, say, to split by artist rather than by track); a clip without the field is an
+/// error naming it.
+pub fn regroup_by(clips: &[MusicClip], key: &str) -> Result<Vec<MusicClip>, AudioError> {
+    clips
+        .iter()
+        .map(|clip| {
+            let work = clip
+                .metadata
+                .get(key)
+                .map(|w| w.trim())
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| {
+                    AudioError::InvalidSettings(format!(
+                        "clip {} has no `{key}` to group its work by",
+                        clip.audio.display()
+                    ))
+                })?;
+            Ok(MusicClip {
+                work: work.to_string(),
+                ..clip.clone()
+            })
+        })
+        .collect()
+}
+
+/// A work id as text: trimmed; an integral number without a fractional part (`7.0` is `7`).
+pub(crate) fn work_id(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            (!s.is_empty() && s != "None").then(|| s.to_string())
+        }
+        serde_json::Value::Number(n) => Some(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        _ => None,
+    }
 }
 
 /// A low-resource training set of `size` clips from `clips`: whole works, in an order shuffled
@@ -213,6 +273,35 @@ mod tests {
             "{err}"
         );
         assert!(split_by_work(&all, 0.6, 0.5, 0).is_err());
+        // One work cannot be split; a large work does not overshoot a small test fraction.
+        let err = split_by_work(&clips(&[("only", 5)]), 0.0, 0.2, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("leaves `test` empty") || err.contains("leaves `train` empty"),
+            "{err}"
+        );
+        let lopsided = clips(&[("big", 20), ("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+        for seed in 0..8 {
+            let s = split_by_work(&lopsided, 0.0, 0.1, seed).unwrap();
+            assert!(
+                s.test.len() <= 4,
+                "seed {seed}: {} test clips",
+                s.test.len()
+            );
+            assert_eq!(s.train.len() + s.test.len(), 24);
+        }
+        // Regrouping by a metadata field.
+        let mut tagged = clips(&[("t1", 1), ("t2", 1)]);
+        for c in &mut tagged {
+            c.metadata.insert("artist_id".into(), "A".into());
+        }
+        let by_artist = regroup_by(&tagged, "artist_id").unwrap();
+        assert!(by_artist.iter().all(|c| c.work == "A"));
+        assert!(regroup_by(&tagged, "album").is_err());
+        assert_eq!(work_id(&serde_json::json!(7.0)).unwrap(), "7");
+        assert_eq!(work_id(&serde_json::json!(" t1 ")).unwrap(), "t1");
+        assert!(work_id(&serde_json::json!("None")).is_none());
     }
 
     /// Subsets take whole works first, are nested across sizes, and refuse more than there is.

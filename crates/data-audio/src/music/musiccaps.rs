@@ -38,7 +38,11 @@ pub fn load(csv_path: &Path, audio_dir: &Path) -> Result<Vec<MusicClip>, AudioEr
             let seconds = |key: &str| -> Result<f64, AudioError> {
                 row[key]
                     .parse::<f64>()
-                    .map_err(|_| bad(format!("`{key}` {:?} is not a number of seconds", row[key])))
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        bad(format!("`{key}` {:?} is not a number of seconds", row[key]))
+                    })
             };
             let duration = seconds("end_s")? - seconds("start_s")?;
             if duration <= 0.0 {
