@@ -6,6 +6,7 @@
 //! [`split_by_work`] and [`training_subset`].
 
 pub mod audiocraft;
+pub mod codec;
 pub mod folder;
 pub mod musiccaps;
 pub mod song_describer;
