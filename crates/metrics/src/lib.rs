@@ -26,6 +26,7 @@ pub mod continual;
 pub mod frechet;
 pub mod gqa;
 pub mod nlvr2;
+pub mod pitch_class;
 pub mod retrieval;
 pub mod seqeval;
 pub mod vqa;

@@ -87,11 +87,17 @@ pub fn semitone_features(samples: &[f32]) -> Vec<[f32; BANDS]> {
         .collect()
 }
 
+/// The band powers `P` of a frame of features (`log1p(100 · P)` undone): what energy measures
+/// such as pitch-class histograms weigh, rather than the compressed features.
+pub fn band_power(frame: &[f32; BANDS]) -> [f32; BANDS] {
+    frame.map(|f| (f.exp_m1() / 100.0).max(0.0))
+}
+
 /// Additive resynthesis of band features `[frames, 88]` at 32 kHz: `frames · HOP` samples.
 pub fn resynthesise(features: &[[f32; BANDS]]) -> Vec<f32> {
     let len = features.len() * HOP;
-    let amplitude =
-        |frame: &[f32; BANDS], band: usize| ((frame[band].exp_m1() / 100.0).max(0.0)).sqrt();
+    let powers: Vec<[f32; BANDS]> = features.iter().map(band_power).collect();
+    let amplitude = |i: usize, band: usize| powers[i][band].sqrt();
     let mut out = vec![0f32; len];
     for band in 0..BANDS {
         let step = 2.0 * PI * note_frequency(LOWEST_NOTE + band) / SAMPLE_RATE as f32;
@@ -102,7 +108,7 @@ pub fn resynthesise(features: &[[f32; BANDS]]) -> Vec<f32> {
             let i = (position.floor() as usize).min(features.len() - 1);
             let j = (i + 1).min(features.len() - 1);
             let t = position - i as f32;
-            let a = (1.0 - t) * amplitude(&features[i], band) + t * amplitude(&features[j], band);
+            let a = (1.0 - t) * amplitude(i, band) + t * amplitude(j, band);
             if a > 0.0 {
                 *sample += a * phase.sin();
             }

@@ -8,6 +8,7 @@
 pub mod audiocraft;
 pub mod codec;
 pub mod folder;
+pub mod melodies;
 pub mod musiccaps;
 pub mod song_describer;
 
