@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor, D};
-use peftbench_core::{ops, ForwardCtx};
+use peftbench_core::{ops, ForwardCtx, SeededInit};
 use rand::SeedableRng;
 
 use super::{MusicgenConfig, MusicgenDecoderConfig};
@@ -231,9 +231,6 @@ impl Musicgen {
         tensors: &HashMap<String, Tensor>,
         origin: &str,
     ) -> Result<Self> {
-        let dec = &cfg.decoder;
-        dec.validate()
-            .map_err(|e| candle_core::Error::Msg(format!("{origin}: {e}")))?;
         let text: HashMap<String, Tensor> = tensors
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix("text_encoder.")?.to_string(), v.clone())))
@@ -243,6 +240,19 @@ impl Musicgen {
             &text,
             &format!("{origin} (text_encoder)"),
         )?;
+        Self::assemble(cfg, text_encoder, tensors, origin)
+    }
+
+    /// The model around `text_encoder` from the decoder's and `enc_to_dec_proj`'s tensors.
+    fn assemble(
+        cfg: MusicgenConfig,
+        text_encoder: T5,
+        tensors: &HashMap<String, Tensor>,
+        origin: &str,
+    ) -> Result<Self> {
+        let dec = &cfg.decoder;
+        dec.validate()
+            .map_err(|e| candle_core::Error::Msg(format!("{origin}: {e}")))?;
         let get = |key: &str, shape: &[usize]| -> Result<Tensor> {
             let t = tensors.get(key).ok_or_else(|| {
                 candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
@@ -277,6 +287,129 @@ impl Musicgen {
             text_encoder,
             cfg,
         })
+    }
+
+    /// Visits the decoder's tensors and `enc_to_dec_proj`'s under their checkpoint names, in a
+    /// fixed order: what full fine-tuning and pretraining train (the text encoder stays frozen,
+    /// as MusicGen is fine-tuned). Replacing a tensor by a variable's makes it trainable.
+    pub fn visit_params(
+        &mut self,
+        f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let base = "decoder.model.decoder";
+        for (k, table) in self.embed_tokens.iter_mut().enumerate() {
+            f(&format!("{base}.embed_tokens.{k}.weight"), table)?;
+        }
+        let norm = |name: String,
+                    n: &mut Norm,
+                    f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>|
+         -> Result<()> {
+            f(&format!("{name}.weight"), &mut n.weight)?;
+            f(&format!("{name}.bias"), &mut n.bias)
+        };
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("{base}.layers.{l}");
+            norm(
+                format!("{p}.self_attn_layer_norm"),
+                &mut layer.self_attn_layer_norm,
+                f,
+            )?;
+            for (name, att) in [
+                ("self_attn", &mut layer.self_attn),
+                ("encoder_attn", &mut layer.encoder_attn),
+            ] {
+                f(&format!("{p}.{name}.q_proj.weight"), &mut att.q_proj.weight)?;
+                f(&format!("{p}.{name}.k_proj.weight"), &mut att.k_proj.weight)?;
+                f(&format!("{p}.{name}.v_proj.weight"), &mut att.v_proj.weight)?;
+                f(
+                    &format!("{p}.{name}.out_proj.weight"),
+                    &mut att.out_proj.weight,
+                )?;
+            }
+            norm(
+                format!("{p}.encoder_attn_layer_norm"),
+                &mut layer.encoder_attn_layer_norm,
+                f,
+            )?;
+            f(&format!("{p}.fc1.weight"), &mut layer.fc1.weight)?;
+            f(&format!("{p}.fc2.weight"), &mut layer.fc2.weight)?;
+            norm(
+                format!("{p}.final_layer_norm"),
+                &mut layer.final_layer_norm,
+                f,
+            )?;
+        }
+        norm(format!("{base}.layer_norm"), &mut self.layer_norm, f)?;
+        for (k, head) in self.lm_heads.iter_mut().enumerate() {
+            f(&format!("decoder.lm_heads.{k}.weight"), head)?;
+        }
+        if let Some(proj) = self.enc_to_dec_proj.as_mut() {
+            f("enc_to_dec_proj.weight", &mut proj.weight)?;
+            if let Some(bias) = proj.bias.as_mut() {
+                f("enc_to_dec_proj.bias", bias)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A model drawn as transformers' `MusicgenPreTrainedModel._init_weights` draws the decoder
+    /// (normal with std `initializer_factor` 0.02 for projections, embeddings and heads; unit
+    /// layer norms), `enc_to_dec_proj` the same with a zero bias, and the text encoder as
+    /// [`T5::random_encoder`]: the miniature the music demo pretrains itself.
+    pub fn random(cfg: MusicgenConfig, init: &SeededInit) -> Result<Self> {
+        const STD: f32 = 0.02;
+        let dec = &cfg.decoder;
+        let (d, f, v) = (dec.hidden_size, dec.ffn_dim, dec.vocab_size);
+        let mut tensors = HashMap::new();
+        let mut normal = |name: String, shape: &[usize]| -> Result<()> {
+            let t = init.fork(&name).normal(shape, STD)?.as_tensor().detach();
+            tensors.insert(name, t);
+            Ok(())
+        };
+        let base = "decoder.model.decoder";
+        for k in 0..dec.num_codebooks {
+            normal(format!("{base}.embed_tokens.{k}.weight"), &[v + 1, d])?;
+            normal(format!("decoder.lm_heads.{k}.weight"), &[v, d])?;
+        }
+        for l in 0..dec.num_hidden_layers {
+            for attention in ["self_attn", "encoder_attn"] {
+                for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                    normal(
+                        format!("{base}.layers.{l}.{attention}.{proj}.weight"),
+                        &[d, d],
+                    )?;
+                }
+            }
+            normal(format!("{base}.layers.{l}.fc1.weight"), &[f, d])?;
+            normal(format!("{base}.layers.{l}.fc2.weight"), &[d, f])?;
+        }
+        let text_d = cfg.text_encoder.d_model;
+        if text_d != d {
+            normal("enc_to_dec_proj.weight".into(), &[d, text_d])?;
+            tensors.insert(
+                "enc_to_dec_proj.bias".into(),
+                init.zeros(d)?.as_tensor().detach(),
+            );
+        }
+        let mut norms = vec![format!("{base}.layer_norm")];
+        for l in 0..dec.num_hidden_layers {
+            for n in [
+                "self_attn_layer_norm",
+                "encoder_attn_layer_norm",
+                "final_layer_norm",
+            ] {
+                norms.push(format!("{base}.layers.{l}.{n}"));
+            }
+        }
+        for n in norms {
+            tensors.insert(
+                format!("{n}.weight"),
+                init.constant(d, 1.0)?.as_tensor().detach(),
+            );
+            tensors.insert(format!("{n}.bias"), init.zeros(d)?.as_tensor().detach());
+        }
+        let text = T5::random_encoder(cfg.text_encoder.clone(), &init.fork("text_encoder"))?;
+        Self::assemble(cfg, text, &tensors, "random initialisation")
     }
 
     /// Loads `config.json` + `model.safetensors` of a checkpoint folder.

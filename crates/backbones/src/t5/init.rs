@@ -26,6 +26,22 @@ impl T5 {
         }
         Self::from_tensors(cfg, &tensors, "random initialisation")
     }
+
+    /// T5's encoder alone ([`T5::encoder_from_tensors`]), drawn as [`T5::random`] draws it.
+    pub fn random_encoder(cfg: T5Config, init: &SeededInit) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (name, shape, std) in param_layout(&cfg) {
+            if !(name == "shared.weight" || name.starts_with("encoder.")) {
+                continue;
+            }
+            let var = match std {
+                Some(std) => init.fork(&name).normal(shape, std)?,
+                None => init.constant(shape, 1.0)?,
+            };
+            tensors.insert(name, var.as_tensor().detach());
+        }
+        Self::encoder_from_tensors(cfg, &tensors, "random initialisation")
+    }
 }
 
 /// Every tensor of a `T5ForConditionalGeneration` under its HF name, with its shape and the std of
