@@ -163,9 +163,22 @@ pub trait Hooks {
     }
 
     /// The conditioning states `[batch, source, hidden]` an encoder-decoder's decoder attends
-    /// to (MusicGen's projected text states), before any block reads them. Default: unchanged.
-    fn conditioning(&self, states: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> {
+    /// to (MusicGen's projected text states), before any block reads them; `mask` (0/1 `[batch,
+    /// source]`) marks the real positions. Default: unchanged.
+    fn conditioning(
+        &self,
+        states: Tensor,
+        _mask: Option<&Tensor>,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
         Ok(states)
+    }
+
+    /// Whether these hooks mix information across a decoder's steps (a causal convolution or
+    /// attention over its states): a decoder stepping through a cache cannot feed them one step
+    /// at a time, so it recomputes the steps so far at every step instead. Default: no.
+    fn mixes_steps(&self) -> bool {
+        false
     }
 
     /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the

@@ -132,3 +132,125 @@ fn adapters_attach_at_every_placement_and_keep_the_decoder_causal() {
         }
     }
 }
+
+/// Hooks that say they mix steps make generation recompute the steps so far at every step: for
+/// token-wise adapters, which the cache serves as well, both paths give the same codes; the
+/// convolutional and transformer adapters in the decoder say so, the linear ones and every
+/// adapter on the text do not. On the text, the transformer adapter leaves padded positions
+/// out: a padded prompt conditions exactly as the same prompt without its padding.
+#[test]
+fn generation_runs_the_trained_model_and_text_padding_is_ignored() {
+    use peftbench_backbones::{Hooks, NormSite, Sublayer};
+
+    /// `inner`, claiming to mix steps.
+    struct Recompute<'a>(&'a MusicAdapters);
+    impl Hooks for Recompute<'_> {
+        fn sublayer(
+            &self,
+            layer: usize,
+            kind: Sublayer,
+            input: &Tensor,
+            output: Tensor,
+            ctx: &ForwardCtx,
+        ) -> candle_core::Result<Tensor> {
+            self.0.sublayer(layer, kind, input, output, ctx)
+        }
+        fn norm(
+            &self,
+            layer: Option<usize>,
+            site: NormSite,
+            output: Tensor,
+            ctx: &ForwardCtx,
+        ) -> candle_core::Result<Tensor> {
+            self.0.norm(layer, site, output, ctx)
+        }
+        fn mixes_steps(&self) -> bool {
+            true
+        }
+    }
+
+    let device = Device::Cpu;
+    let model = Musicgen::load(
+        &fixture("config.json"),
+        &fixture("model.safetensors"),
+        &device,
+    )
+    .unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture("expected.safetensors"), &device).unwrap();
+    let ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
+    let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
+    let (hidden, layers) = (
+        model.config().decoder.hidden_size,
+        model.config().decoder.num_hidden_layers,
+    );
+    let woken = |kind, placement| {
+        let adapters = MusicAdapters::new(
+            MusicAdapterConfig {
+                kind,
+                placement,
+                width: 4,
+                depth: 1,
+            },
+            hidden,
+            layers,
+            &SeededInit::new(3, &device),
+        )
+        .unwrap();
+        for p in adapters
+            .trainable()
+            .iter()
+            .filter(|p| p.name.ends_with("up.weight"))
+        {
+            let values = SeededInit::new(5, &device)
+                .fork(&p.name)
+                .uniform(p.var.shape().clone(), -0.5, 0.5)
+                .unwrap();
+            p.var.set(values.as_tensor()).unwrap();
+        }
+        adapters
+    };
+    let options = GenerationOptions {
+        max_new_tokens: 8,
+        top_k: None,
+        ..GenerationOptions::default()
+    };
+    for placement in [Placement::Block, Placement::Post] {
+        let linear = woken(AdapterKind::Linear, placement);
+        assert!(!linear.mixes_steps());
+        let cached = model
+            .generate(&ids, Some(&mask), &options, &linear)
+            .unwrap();
+        let recomputed = model
+            .generate(&ids, Some(&mask), &options, &Recompute(&linear))
+            .unwrap();
+        assert_eq!(
+            cached.to_vec3::<u32>().unwrap(),
+            recomputed.to_vec3::<u32>().unwrap(),
+            "{placement:?}"
+        );
+        assert!(woken(AdapterKind::Conv, placement).mixes_steps());
+        assert!(woken(AdapterKind::Transformer, placement).mixes_steps());
+    }
+    let on_text = woken(AdapterKind::Transformer, Placement::Conditioning);
+    assert!(!on_text.mixes_steps());
+    // Row 1's prompt is 4 tokens and a pad: alone and unpadded, it conditions the same.
+    let ctx = ForwardCtx::eval();
+    let padded = model
+        .encode_text(&ids, Some(&mask), &on_text, &ctx)
+        .unwrap();
+    let alone = model
+        .encode_text(
+            &ids.narrow(0, 1, 1).unwrap().narrow(1, 0, 4).unwrap(),
+            None,
+            &on_text,
+            &ctx,
+        )
+        .unwrap();
+    let real = padded.narrow(0, 1, 1).unwrap().narrow(1, 0, 4).unwrap();
+    assert!(max_abs(&(real - alone).unwrap()) < 1e-5);
+    assert_eq!(
+        max_abs(&padded.narrow(0, 1, 1).unwrap().narrow(1, 4, 1).unwrap()),
+        0.0
+    );
+}

@@ -1,8 +1,10 @@
 //! Style adherence of music by its pitches: the pitch-class histogram of semitone-band energies
 //! (frames of consecutive MIDI notes, e.g. the `rvq-semitone` codec's 88 bands from A0), and the
-//! share of energy outside the best-fitting pentatonic scale. A pentatonic style (the music demo's
-//! Chinese folk melodies) scores near 0; a diatonic one (its German folk melodies) higher, since
-//! its fourth and seventh degrees fall outside every pentatonic set. Key-free: the scale is the
+//! share of energy outside the best-fitting pentatonic scale. A pentatonic melody of pure tones
+//! scores 0 and a diatonic one more, since its fourth and seventh degrees fall outside every
+//! pentatonic set; real timbres add their harmonics (the fifth above each note, which for the
+//! scale's third is outside it), so a pentatonic style scores low rather than 0. Report it
+//! beside the histogram: a generator that collapses to one pitch also scores 0. Key-free: the scale is the
 //! rotation that holds the most energy. It can be checked by ear and by theory, as the music
 //! issue asks of a style measure.
 
@@ -27,8 +29,9 @@ pub fn pitch_class_histogram<F: AsRef<[f32]>>(frames: &[F], lowest_note: usize) 
     histogram
 }
 
-/// `1 −` the largest share of `histogram` that one transposition of the pentatonic scale holds.
-pub fn non_pentatonic_fraction(histogram: &[f64; 12]) -> f64 {
+/// `1 −` the largest share of `histogram` that one transposition of the pentatonic scale holds;
+/// `None` for silence.
+pub fn non_pentatonic_fraction(histogram: &[f64; 12]) -> Option<f64> {
     let best = (0..12)
         .map(|root| {
             PENTATONIC
@@ -38,11 +41,7 @@ pub fn non_pentatonic_fraction(histogram: &[f64; 12]) -> f64 {
         })
         .fold(0.0, f64::max);
     let total: f64 = histogram.iter().sum();
-    if total > 0.0 {
-        1.0 - best / total
-    } else {
-        0.0
-    }
+    (total > 0.0).then(|| 1.0 - best / total)
 }
 
 #[cfg(test)]
@@ -61,18 +60,18 @@ mod tests {
     }
 
     /// D-major pentatonic notes score 0 whatever the key; a C-major scale leaves its F and B
-    /// (2 of 7 notes) outside every pentatonic set; silence scores 0.
+    /// (2 of 7 notes) outside every pentatonic set; silence has no score.
     #[test]
     fn pentatonic_melodies_score_zero_and_diatonic_ones_do_not() {
         let d_pentatonic = [62, 64, 66, 69, 71, 74, 76, 78];
         let h = pitch_class_histogram(&frames_of(&d_pentatonic), 21);
         assert!((h.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert_eq!(h[2], 2.0 / 8.0); // D twice
-        assert_eq!(non_pentatonic_fraction(&h), 0.0);
+        assert_eq!(non_pentatonic_fraction(&h), Some(0.0));
         let c_major = [60, 62, 64, 65, 67, 69, 71];
         let h = pitch_class_histogram(&frames_of(&c_major), 21);
-        assert!((non_pentatonic_fraction(&h) - 2.0 / 7.0).abs() < 1e-12);
+        assert!((non_pentatonic_fraction(&h).unwrap() - 2.0 / 7.0).abs() < 1e-12);
         let silent = pitch_class_histogram(&vec![vec![0f32; 88]; 3], 21);
-        assert_eq!(non_pentatonic_fraction(&silent), 0.0);
+        assert_eq!(non_pentatonic_fraction(&silent), None);
     }
 }

@@ -44,6 +44,9 @@ pub struct MusicgenDecoderConfig {
     pub attention_dropout: f64,
     #[serde(default)]
     pub activation_dropout: f64,
+    /// The std of the decoder's normal initialisation (transformers' default 0.02).
+    #[serde(default = "initializer_factor")]
+    pub initializer_factor: f64,
     /// Width of the text states the cross-attention reads; `None`: the decoder's own, reached
     /// through `enc_to_dec_proj` when the text encoder's width differs.
     #[serde(default)]
@@ -56,6 +59,10 @@ fn one() -> usize {
 
 fn gelu() -> String {
     "gelu".into()
+}
+
+fn initializer_factor() -> f64 {
+    0.02
 }
 
 impl MusicgenDecoderConfig {

@@ -357,12 +357,12 @@ impl Musicgen {
     /// layer norms), `enc_to_dec_proj` the same with a zero bias, and the text encoder as
     /// [`T5::random_encoder`]: the miniature the music demo pretrains itself.
     pub fn random(cfg: MusicgenConfig, init: &SeededInit) -> Result<Self> {
-        const STD: f32 = 0.02;
         let dec = &cfg.decoder;
+        let std = dec.initializer_factor as f32;
         let (d, f, v) = (dec.hidden_size, dec.ffn_dim, dec.vocab_size);
         let mut tensors = HashMap::new();
         let mut normal = |name: String, shape: &[usize]| -> Result<()> {
-            let t = init.fork(&name).normal(shape, STD)?.as_tensor().detach();
+            let t = init.fork(&name).normal(shape, std)?.as_tensor().detach();
             tensors.insert(name, t);
             Ok(())
         };
@@ -441,13 +441,16 @@ impl Musicgen {
             Some(proj) => proj.forward(&states)?,
             None => states,
         };
-        let states = match attention_mask {
-            Some(mask) => {
-                states.broadcast_mul(&mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?)?
+        let zero_padding = |states: Tensor| -> Result<Tensor> {
+            match attention_mask {
+                Some(mask) => {
+                    states.broadcast_mul(&mask.to_dtype(states.dtype())?.unsqueeze(D::Minus1)?)
+                }
+                None => Ok(states),
             }
-            None => states,
         };
-        hooks.conditioning(states, ctx)
+        // Padded positions stay zero through the conditioning adapters too.
+        zero_padding(hooks.conditioning(zero_padding(states)?, attention_mask, ctx)?)
     }
 
     /// A cache for decoding over `text_states` `[batch, source, hidden]` (from
@@ -666,9 +669,9 @@ impl Musicgen {
         let mut states = self.encode_text(input_ids, Some(&mask), hooks, &ctx)?;
         let guided = options.guidance_scale > 1.0;
         if guided {
-            // transformers' null prompt: zero encoder states, projected, masked out entirely;
-            // it takes the same conditioning path as the prompt.
-            let null = hooks.conditioning(states.zeros_like()?, &ctx)?;
+            // transformers' null prompt: zero states, masked out entirely (not through the
+            // conditioning adapters, which never saw it in training).
+            let null = states.zeros_like()?;
             states = Tensor::cat(&[&states, &null], 0)?;
         }
         let mask = if guided {
@@ -685,10 +688,19 @@ impl Musicgen {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
         let mut sequence: Vec<Vec<Vec<u32>>> = vec![vec![vec![start]; codebooks]; b];
         let mut last = Tensor::full(start, (rows, codebooks, 1), states.device())?;
+        // Hooks that mix steps see the whole sequence so far at every step (no cache).
+        let recompute = hooks.mixes_steps();
+        let mut history = last.clone();
         for step in 1..length {
-            let logits = self
-                .decode_step(&last, &mut cache, hooks, &ctx)?
-                .squeeze(2)?; // [rows, codebooks, vocab]
+            let logits = if recompute {
+                let mut fresh = self.start_decoding(&states, Some(&mask), hooks, &ctx)?;
+                let all = self.decode_step(&history, &mut fresh, hooks, &ctx)?;
+                let t = all.dim(2)?;
+                all.narrow(2, t - 1, 1)?.squeeze(2)?
+            } else {
+                self.decode_step(&last, &mut cache, hooks, &ctx)?
+                    .squeeze(2)?
+            }; // [rows, codebooks, vocab]
             let logits = if guided {
                 let cond = logits.narrow(0, 0, b)?;
                 let uncond = logits.narrow(0, b, b)?;
@@ -715,6 +727,9 @@ impl Musicgen {
             } else {
                 next
             };
+            if recompute {
+                history = Tensor::cat(&[&history, &last], 2)?;
+            }
         }
         let frames = length - codebooks;
         let codes: Vec<u32> = sequence

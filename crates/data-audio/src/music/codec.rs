@@ -9,7 +9,9 @@
 //!
 //! Pitch survives the round trip (a tone decodes to a tone of the same semitone, tested); timbre
 //! within a semitone and phase do not, which is what a style study on melody and
-//! instrumentation needs of it.
+//! instrumentation needs of it. The STFT's bins are 7.8 Hz apart, so semitones are resolved
+//! from about C4 up; below, a band holds few or no bins and a tone spreads over its neighbours
+//! (the demo's melodies stay above C4).
 
 use std::collections::HashMap;
 use std::f32::consts::PI;
@@ -93,9 +95,14 @@ pub fn band_power(frame: &[f32; BANDS]) -> [f32; BANDS] {
     frame.map(|f| (f.exp_m1() / 100.0).max(0.0))
 }
 
-/// Additive resynthesis of band features `[frames, 88]` at 32 kHz: `frames · HOP` samples.
+/// Additive resynthesis of band features `[frames, 88]` at 32 kHz: `(frames − 1) · HOP + 1`
+/// samples, the last on the last frame's centre, so that features of the result have the same
+/// number of frames.
 pub fn resynthesise(features: &[[f32; BANDS]]) -> Vec<f32> {
-    let len = features.len() * HOP;
+    if features.is_empty() {
+        return Vec::new();
+    }
+    let len = (features.len() - 1) * HOP + 1;
     let powers: Vec<[f32; BANDS]> = features.iter().map(band_power).collect();
     let amplitude = |i: usize, band: usize| powers[i][band].sqrt();
     let mut out = vec![0f32; len];
@@ -250,6 +257,14 @@ impl Rvq {
     /// codebook is an error.
     pub fn decode(&self, codes: &[Vec<u32>]) -> Result<Vec<[f32; BANDS]>, AudioError> {
         let frames = codes.first().map_or(0, Vec::len);
+        if codes.len() != self.codebooks.len() || codes.iter().any(|row| row.len() != frames) {
+            return Err(AudioError::InvalidSettings(format!(
+                "codes of {} levels (rows of {:?} frames) for a codec of {} levels",
+                codes.len(),
+                codes.iter().map(Vec::len).collect::<Vec<_>>(),
+                self.codebooks.len()
+            )));
+        }
         let mut out = vec![[0f32; BANDS]; frames];
         for (level, (row, codebook)) in codes.iter().zip(&self.codebooks).enumerate() {
             for (frame, &code) in out.iter_mut().zip(row) {
@@ -308,6 +323,12 @@ impl Rvq {
                         .map_err(|_| bad(format!("codewords must have {BANDS} bands")))
                 })
                 .collect::<Result<Vec<[f32; BANDS]>, _>>()?;
+            if book.is_empty() {
+                return Err(bad(format!(
+                    "codebook.{} holds no codewords",
+                    codebooks.len()
+                )));
+            }
             codebooks.push(book);
         }
         if codebooks.is_empty() {
@@ -414,7 +435,9 @@ mod tests {
         let path = dir.path().join("codec.safetensors");
         rvq.save(&path).unwrap();
         assert_eq!(Rvq::load(&path).unwrap(), rvq);
-        assert!(rvq.decode(&[vec![99]]).is_err());
+        assert!(rvq.decode(&[vec![99], vec![0], vec![0]]).is_err());
+        assert!(rvq.decode(&[vec![0]]).is_err(), "too few levels");
+        assert_eq!(semitone_features(&resynthesise(&frames[..10])).len(), 10);
         assert!(Rvq::fit(&frames[..4], 1, 8, 0).is_err());
     }
 }

@@ -138,7 +138,9 @@ pub fn generate(style: Style, count: usize, seed: u64) -> Vec<Melody> {
 fn melody(style: Style, index: usize, rng: &mut impl Rng) -> Melody {
     let scale = style.scale();
     let instrument = style.instruments()[rng.random_range(0..style.instruments().len())];
-    let tonic: u8 = rng.random_range(60..67);
+    // Tonics C5 to F#5, so the walk (an octave either side) stays between C4 and C8, where the
+    // codec resolves semitones.
+    let tonic: u8 = rng.random_range(72..79);
     let bpm: u32 = rng.random_range(84..=120);
     let beat = 60.0 / bpm as f32;
     // A walk over scale positions (position p is degree p mod len, octave p div len).
@@ -148,7 +150,8 @@ fn melody(style: Style, index: usize, rng: &mut impl Rng) -> Melody {
         |p: i32| tonic as i32 + 12 * p.div_euclid(len) + scale[p.rem_euclid(len) as usize] as i32;
     let mut notes = Vec::new();
     let mut time = 0f32;
-    while time < SECONDS - beat {
+    // The closing tonic keeps at least half a beat.
+    while time < SECONDS - 1.5 * beat {
         notes.push((pitch(position) as u8, time));
         time += if rng.random_bool(0.4) {
             beat / 2.0
@@ -230,7 +233,7 @@ mod tests {
 
     fn non_pentatonic(frames: &[[f32; 88]]) -> f64 {
         let powers: Vec<[f32; 88]> = frames.iter().map(band_power).collect();
-        non_pentatonic_fraction(&pitch_class_histogram(&powers, LOWEST_NOTE))
+        non_pentatonic_fraction(&pitch_class_histogram(&powers, LOWEST_NOTE)).expect("not silent")
     }
 
     /// The styles keep their scales, their instruments and their prompts; a seed gives the same
@@ -289,9 +292,12 @@ mod tests {
         eprintln!(
             "non-pentatonic energy: original {h:.3} / {g:.3}; through rvq-semitone {h2:.3} / {g2:.3}"
         );
-        assert!(g > h + 0.05, "original: pentatonic {h:.3}, diatonic {g:.3}");
         assert!(
-            g2 > h2 + 0.03,
+            h < 0.05 && g > h + 0.1,
+            "original: pentatonic {h:.3}, diatonic {g:.3}"
+        );
+        assert!(
+            g2 > h2 + 0.1,
             "through the codec: pentatonic {h2:.3}, diatonic {g2:.3}"
         );
     }

@@ -5,18 +5,22 @@
 //! Kinds ([`AdapterKind`]):
 //! - `linear`: a bottleneck `up(ReLU(down(x)))`;
 //! - `conv`: a bottleneck with residual dilated causal convolutions over time and a causal
-//!   squeeze-and-excitation gate ([`conv`]): local ornamentation;
+//!   squeeze-and-excitation gate ([`conv`]): local ornamentation (causal on the text too);
 //! - `transformer`: a bottleneck with a small pre-norm transformer block ([`transformer`]):
 //!   long-range structure; causal inside the decoder, bidirectional on the text.
 //!
 //! Placements ([`Placement`]):
 //! - `conditioning`: a stack of `depth` adapters on the text states between the encoder and the
 //!   decoder (the [`Hooks::conditioning`] site), each added to its input;
-//! - `block`: one adapter in every decoder block, parallel to the MLP (reading the same stream,
-//!   added to its output);
+//! - `block`: one adapter in every decoder block, parallel to the MLP: it reads the residual
+//!   stream the MLP sublayer reads, before that sublayer's norm (as AdaptFormer), and its output
+//!   is added to the MLP's;
 //! - `post`: a stack after the decoder's final norm, before the codebook heads.
 //!
 //! Every adapter's up-projection starts at zero, so the model is unchanged at initialisation.
+//! Adapters that read earlier steps (convolutional and transformer ones in the decoder) say so
+//! ([`Hooks::mixes_steps`]), and generation then recomputes the steps so far at every step
+//! rather than feeding them one step from the cache, so it runs the model that was trained.
 //! The study sizes adapters by absolute parameter count (2 to 70M on musicgen-small; large sizes
 //! fit only as stacks): [`MusicAdapterConfig::count`] is the closed form and
 //! [`width_for_params`] the width that comes closest to a target. The kinds attach to MusicGen
@@ -150,11 +154,12 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `mask` (0/1 `[batch, steps]`): the real positions, for the transformer's keys.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         match self {
             Layer::Linear(b) => b.forward(x),
             Layer::Conv(c) => c.forward(x),
-            Layer::Transformer(t) => t.forward(x),
+            Layer::Transformer(t) => t.forward(x, mask),
         }
     }
 
@@ -222,10 +227,10 @@ impl MusicAdapters {
     }
 
     /// `x` through the stack, each adapter added to its input.
-    fn stack(&self, x: Tensor) -> Result<Tensor> {
+    fn stack(&self, x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x;
         for layer in self.layers.values() {
-            x = (&x + layer.forward(&x)?)?;
+            x = (&x + layer.forward(&x, mask)?)?;
         }
         Ok(x)
     }
@@ -241,16 +246,32 @@ impl Hooks for MusicAdapters {
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         match (self.config.placement, kind, self.layers.get(&layer)) {
-            (Placement::Block, Sublayer::Mlp, Some(adapter)) => output + adapter.forward(input)?,
+            (Placement::Block, Sublayer::Mlp, Some(adapter)) => {
+                output + adapter.forward(input, None)?
+            }
             _ => Ok(output),
         }
     }
 
-    fn conditioning(&self, states: Tensor, _ctx: &ForwardCtx) -> Result<Tensor> {
+    fn conditioning(
+        &self,
+        states: Tensor,
+        mask: Option<&Tensor>,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
         match self.config.placement {
-            Placement::Conditioning => self.stack(states),
+            Placement::Conditioning => self.stack(states, mask),
             _ => Ok(states),
         }
+    }
+
+    /// Convolutional and transformer adapters in the decoder read earlier steps.
+    fn mixes_steps(&self) -> bool {
+        self.config.placement != Placement::Conditioning
+            && matches!(
+                self.config.kind,
+                AdapterKind::Conv | AdapterKind::Transformer
+            )
     }
 
     fn norm(
@@ -261,7 +282,7 @@ impl Hooks for MusicAdapters {
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         match (self.config.placement, layer, site) {
-            (Placement::Post, None, NormSite::Final) => self.stack(output),
+            (Placement::Post, None, NormSite::Final) => self.stack(output, None),
             _ => Ok(output),
         }
     }

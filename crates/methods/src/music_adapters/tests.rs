@@ -57,7 +57,7 @@ fn adapters_start_at_zero() {
     let x = Tensor::randn(0f32, 1.0, (2, 9, HIDDEN), &Device::Cpu).unwrap();
     for kind in KINDS {
         assert_eq!(
-            max_abs(&layer(kind, true, 1).forward(&x).unwrap()),
+            max_abs(&layer(kind, true, 1).forward(&x, None).unwrap()),
             0.0,
             "{kind:?}"
         );
@@ -81,8 +81,12 @@ fn decoder_adapters_are_causal() {
         let mut params = NamedVars::default();
         adapter.params("a", &mut params);
         wake(&params, 3);
-        let before = adapter.forward(&x).unwrap().narrow(1, 0, 5).unwrap();
-        let after = adapter.forward(&changed).unwrap().narrow(1, 0, 5).unwrap();
+        let before = adapter.forward(&x, None).unwrap().narrow(1, 0, 5).unwrap();
+        let after = adapter
+            .forward(&changed, None)
+            .unwrap()
+            .narrow(1, 0, 5)
+            .unwrap();
         let diff = max_abs(&(before - after).unwrap());
         if causal {
             assert_eq!(diff, 0.0, "{kind:?} sees the future");
@@ -163,7 +167,7 @@ fn conv_adapter_gradients_match_finite_differences() {
     let x = Tensor::randn(0f32, 1.0, (1, 7, HIDDEN), &device).unwrap();
     let r = Tensor::randn(0f32, 1.0, (1, 7, HIDDEN), &device).unwrap();
     let loss = |adapter: &Layer| -> Tensor {
-        (adapter.forward(&x).unwrap() * &r)
+        (adapter.forward(&x, None).unwrap() * &r)
             .unwrap()
             .sum_all()
             .unwrap()

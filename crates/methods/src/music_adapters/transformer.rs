@@ -39,8 +39,7 @@ fn linear(init: &SeededInit, name: &str, out: usize, inp: usize) -> Result<(Var,
 }
 
 fn norm(init: &SeededInit, width: usize) -> Result<(Var, Var)> {
-    let ones = Tensor::ones(width, candle_core::DType::F32, init.device())?;
-    Ok((Var::from_tensor(&ones)?, init.zeros(width)?))
+    Ok((init.constant(width, 1.0)?, init.zeros(width)?))
 }
 
 fn apply(x: &Tensor, (w, b): &(Var, Var)) -> Result<Tensor> {
@@ -104,8 +103,9 @@ impl TransformerAdapter {
         push(format!("{prefix}.up"), &self.up);
     }
 
-    /// The adapter's output `[batch, steps, hidden]` for `x` `[batch, steps, hidden]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The adapter's output `[batch, steps, hidden]` for `x` `[batch, steps, hidden]`; `mask`
+    /// (0/1 `[batch, steps]`) keeps padded positions out of the attention's keys.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut h = apply(x, &self.down)?;
         let (b, t, w) = h.dims3()?;
         let head_dim = w / self.heads;
@@ -120,7 +120,14 @@ impl TransformerAdapter {
                 })
             })
             .collect();
-        let bias = Tensor::from_vec(bias, (1, 1, t, t), x.device())?;
+        let mut bias = Tensor::from_vec(bias, (1, 1, t, t), x.device())?.to_dtype(x.dtype())?;
+        if let Some(mask) = mask {
+            let keys = mask
+                .to_dtype(x.dtype())?
+                .affine(-f64::from(f32::MIN), f64::from(f32::MIN))?
+                .reshape((b, 1, 1, t))?;
+            bias = bias.broadcast_add(&keys)?;
+        }
         let split = |x: &Tensor| {
             x.reshape((b, t, self.heads, head_dim))?
                 .transpose(1, 2)?
