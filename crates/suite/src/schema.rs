@@ -990,7 +990,8 @@ pub enum Learner {
     #[serde(rename = "lae")]
     Lae,
     /// MoRA (Lu et al., 2025): LoRA split into rank-1 experts, each activated by its own
-    /// projection (top-k per token), new experts every stage, old ones frozen (method `linear`).
+    /// projection (top-k budget and softmax gate per token, pruning at inference), new experts
+    /// every stage, old ones frozen (method `linear`).
     #[serde(rename = "mora")]
     Mora,
     /// MOS (Sun et al., AAAI 2025): one adapter per stage, merged toward the earlier ones while
@@ -1054,8 +1055,9 @@ impl Learner {
                  ensembled [Gao et al., ICCV 2023]"
             }
             Learner::Mora => {
-                "rank-1 LoRA experts self-activated by their own projection (top-k), added each \
-                 stage, old ones frozen (method `linear`) [Lu et al., 2025]"
+                "rank-1 LoRA experts self-activated by their own projection (top-k budget, \
+                 softmax gate, pruning at inference), added each stage, old ones frozen (method \
+                 `linear`) [Lu et al., 2025]"
             }
             Learner::Mos => {
                 "an adapter per stage merged toward the earlier ones, classifier aligned on class \

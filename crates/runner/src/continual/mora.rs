@@ -1,17 +1,21 @@
-//! MoRA, "Little by Little" (Lu et al., 2025: continual learning via self-activated sparse
-//! mixture-of-rank adaptation): LoRA on the attention's query and value projections of the
-//! frozen backbone, split into rank-1 experts `b_i a_iᵀ`. An expert is activated by its own
-//! projection `a_iᵀ x` (no separate router). Every stage adds [`EXPERTS_PER_STAGE`] new experts
-//! per projection (`a` as LoRA's A, `b` zero) and trains only those and the classifier; earlier
-//! experts stay frozen. Sparsity is per stage's group: per token, only the [`TOP_K`] experts of
-//! each group with the largest `|a_iᵀ x|` contribute, `Δ(x) = scale · Σ_groups Σ_{i in top-k}
-//! b_i (a_iᵀ x)`. So new experts never take an old expert's place: a new stage starts from exactly
-//! the previous function (its `b` is zero), and old knowledge changes only by what the new experts
-//! add where they activate. Logits are masked to the stage's classes in training. With every
-//! expert active the sum is exactly LoRA's `B A x` (tested).
+//! MoRA, "Little by Little" (Lu, Zhao, Xue, Yao, Moore, Gong, 2025: continual learning via
+//! self-activated sparse mixture-of-rank adaptation; its code, `Artificer-AI-Lab/MoRAM`): LoRA on
+//! the attention's query and value projections of the frozen backbone, split into rank-1
+//! experts `b_i a_iᵀ`. Every stage adds [`EXPERTS_PER_STAGE`] experts per projection (`a` as
+//! LoRA's A, `b` zero) and trains only those and the classifier; earlier experts stay frozen.
 //!
-//! Not here: the paper's pruning of rarely activated experts and its activation-budget schedule;
-//! the budget is a fixed top-k per group.
+//! - **Self-activation**: an expert's relevance is its own activation `z_i = a_iᵀ x`, normalised
+//!   over the projection's experts, `s_i = z_i / ‖z‖` (no router).
+//! - **Activation budget**: per token, the [`TOP_K`] largest `s_i` (signed, as the reference
+//!   code) are kept, weighted `w = softmax(s / τ)` over them, `τ` = [`TEMPERATURE`], and
+//!   `Δ(x) = Σ_i w_i z_i b_i`. Old and new experts compete for the budget, as in the paper.
+//! - **Rank pruning**: at inference, experts with `s_i` below `δ` = [`PRUNE_BELOW`] are dropped
+//!   from the token's mixture (the others keep their weights), as the reference code and the
+//!   project page do it.
+//!
+//! Logits are masked to the stage's classes in training. The reference code adapts CLIP's image
+//! and text encoders and classifies by class-prompt embeddings; on an image backbone the
+//! classifier is a linear head, as for the other learners here.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -32,12 +36,17 @@ use crate::run::MODEL_INIT;
 
 /// Rank-1 experts added per adapted projection at every stage.
 pub(crate) const EXPERTS_PER_STAGE: usize = 4;
-/// Experts active per token in each stage's group.
-pub(crate) const TOP_K: usize = 2;
-/// LoRA's `alpha / r` scale of the experts' sum (alpha = r).
-pub(crate) const SCALE: f64 = 1.0;
+/// Experts active per token: the activation budget `k` (MoRAM's default: the ranks a stage adds).
+pub(crate) const TOP_K: usize = EXPERTS_PER_STAGE;
+/// Temperature `τ` of the gate's softmax (MoRAM's CLIP runs: 0.01).
+pub(crate) const TEMPERATURE: f64 = 0.01;
+/// Rank pruning at inference: an expert whose normalised score is below `δ` is dropped from
+/// the token's mixture (MoRAM's run scripts: 0.2).
+pub(crate) const PRUNE_BELOW: f64 = 0.2;
 /// The projections that get experts.
 const SITES: [LinearSite; 2] = [LinearSite::Query, LinearSite::Value];
+/// Far below any scaled score: the logit of an expert outside the budget.
+const OUTSIDE: f64 = -1e9;
 
 /// The experts of one projection: `a` rows `[experts, in]`, `b` columns `[out, experts]`, one
 /// pair of variables per stage.
@@ -46,38 +55,60 @@ struct Experts {
     stages: Vec<(Var, Var)>,
 }
 
+/// How a token's experts are weighed (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+struct Gate {
+    top_k: usize,
+    temperature: f64,
+    prune_below: f64,
+}
+
 impl Experts {
-    /// `Δ(x)`: in each stage's group, the `top_k` experts of largest `|a_iᵀ x|` per token (all of
-    /// the group when it has no more).
-    fn delta(&self, x: &Tensor, top_k: usize) -> candle_core::Result<Option<Tensor>> {
-        let mut total: Option<Tensor> = None;
-        for (a, b) in &self.stages {
-            let z = x.broadcast_matmul(&a.as_tensor().t()?)?;
-            let experts = a.dim(0)?;
-            let z = if top_k < experts {
-                // Keep |z| at or above the k-th largest of its token (ties keep more).
-                let magnitude = z.abs()?.detach();
-                let (sorted, _) = magnitude.sort_last_dim(false)?;
-                let kth = sorted.narrow(D::Minus1, top_k - 1, 1)?;
-                let keep = magnitude.broadcast_ge(&kth)?.to_dtype(z.dtype())?;
-                (z * keep)?
-            } else {
-                z
-            };
-            let part = z.broadcast_matmul(&b.as_tensor().t()?)?;
-            total = Some(match total {
-                None => part,
-                Some(sum) => (sum + part)?,
-            });
+    /// `Δ(x) = Σ_i w_i (a_iᵀ x) b_i` over every stage's experts: `s = z / ‖z‖` of the
+    /// activations `z = A x`, the `top_k` largest `s` per token kept (signed, as MoRAM), `w =
+    /// softmax(s / τ)` over them; at inference (`training` false) experts with `s < δ` are also
+    /// dropped, the others keeping their weights.
+    fn delta(
+        &self,
+        x: &Tensor,
+        gate: &Gate,
+        training: bool,
+    ) -> candle_core::Result<Option<Tensor>> {
+        if self.stages.is_empty() {
+            return Ok(None);
         }
-        total.map(|t| t * SCALE).transpose()
+        let a: Vec<&Tensor> = self.stages.iter().map(|(a, _)| a.as_tensor()).collect();
+        let b: Vec<&Tensor> = self.stages.iter().map(|(_, b)| b.as_tensor()).collect();
+        let (a, b) = (Tensor::cat(&a, 0)?, Tensor::cat(&b, 1)?);
+        let z = x.broadcast_matmul(&a.t()?)?;
+        let norm = (z.sqr()?.sum_keepdim(D::Minus1)?.sqrt()? + 1e-12)?;
+        let s = z.broadcast_div(&norm)?;
+        let experts = a.dim(0)?;
+        let scores = s.detach();
+        let keep = if gate.top_k < experts {
+            // At or above the k-th largest score of its token (ties keep more).
+            let (sorted, _) = scores.sort_last_dim(false)?;
+            let kth = sorted.narrow(D::Minus1, gate.top_k - 1, 1)?;
+            scores.broadcast_ge(&kth)?.to_dtype(z.dtype())?
+        } else {
+            scores.ones_like()?
+        };
+        // Logits s / τ inside the budget, far below outside it.
+        let logits =
+            ((s / gate.temperature)? * &keep)?.add(&((keep.ones_like()? - &keep)? * OUTSIDE)?)?;
+        let mut weights = candle_nn::ops::softmax_last_dim(&logits)?;
+        if !training {
+            let kept = scores.ge(gate.prune_below)?.to_dtype(z.dtype())?;
+            weights = (weights * kept)?;
+        }
+        (weights * z)?.broadcast_matmul(&b.t()?).map(Some)
     }
 }
 
 /// Every adapted projection's experts, as the backbone's linear hook.
 struct ExpertHooks {
     sites: BTreeMap<(usize, LinearSite), Experts>,
-    top_k: usize,
+    gate: Gate,
 }
 
 impl Hooks for ExpertHooks {
@@ -87,11 +118,11 @@ impl Hooks for ExpertHooks {
         site: LinearSite,
         x: &Tensor,
         base: &Linear,
-        _ctx: &ForwardCtx,
+        ctx: &ForwardCtx,
     ) -> candle_core::Result<Tensor> {
         let out = base.forward(x)?;
         match self.sites.get(&(layer, site)) {
-            Some(experts) => match experts.delta(x, self.top_k)? {
+            Some(experts) => match experts.delta(x, &self.gate, ctx.is_train())? {
                 Some(delta) => out + delta,
                 None => Ok(out),
             },
@@ -135,7 +166,11 @@ impl Mora {
             backbone,
             hooks: ExpertHooks {
                 sites,
-                top_k: TOP_K,
+                gate: Gate {
+                    top_k: TOP_K,
+                    temperature: TEMPERATURE,
+                    prune_below: PRUNE_BELOW,
+                },
             },
             head,
             seed: spec.seed,
@@ -317,78 +352,99 @@ mod tests {
         }
     }
 
-    /// With every expert active the rank-1 experts sum to LoRA's `B A x`.
-    #[test]
-    fn all_experts_active_is_the_lora_delta() {
-        let e = experts(2, 3);
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &Device::Cpu).unwrap();
-        let delta = e.delta(&x, EXPERTS_PER_STAGE).unwrap().unwrap();
-        let a = Tensor::cat(&[e.stages[0].0.as_tensor(), e.stages[1].0.as_tensor()], 0).unwrap();
-        let b = Tensor::cat(&[e.stages[0].1.as_tensor(), e.stages[1].1.as_tensor()], 1).unwrap();
-        let lora = x
-            .broadcast_matmul(&b.matmul(&a).unwrap().t().unwrap())
-            .unwrap();
-        assert!(max_diff(&delta, &lora) < 1e-5);
-    }
+    const GATE: Gate = Gate {
+        top_k: 3,
+        temperature: 0.5,
+        prune_below: 0.2,
+    };
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
-
-    /// With a budget of k, each token's delta sums, in every stage's group, exactly its k experts
-    /// of largest |a_iᵀ x|, computed one by one.
+    /// Token by token, the gate follows its definition computed by hand: normalised scores,
+    /// the k largest (signed) kept, softmax of the scores over the temperature, pruning below δ
+    /// at inference only, then `Σ w_i z_i b_i` over every stage's experts.
     #[test]
-    fn a_token_uses_the_k_most_activated_experts_of_each_group() {
+    fn the_gate_follows_its_definition() {
         let e = experts(2, 4);
-        let x = Tensor::randn(0f32, 1.0, (1, 2, 6), &Device::Cpu).unwrap();
-        let k = 3;
-        let got = e.delta(&x, k).unwrap().unwrap().to_vec3::<f32>().unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 6), &Device::Cpu).unwrap();
         let xs = x.to_vec3::<f32>().unwrap();
-        for (token, xt) in xs[0].iter().enumerate() {
-            for o in 0..5 {
-                let mut want = 0f32;
-                for (a, b) in &e.stages {
-                    let a = a.as_tensor().to_vec2::<f32>().unwrap();
-                    let b = b.as_tensor().to_vec2::<f32>().unwrap();
-                    let z: Vec<f32> = a
-                        .iter()
-                        .map(|row| row.iter().zip(xt).map(|(p, q)| p * q).sum())
-                        .collect();
-                    let mut order: Vec<usize> = (0..z.len()).collect();
-                    order.sort_by(|&i, &j| z[j].abs().total_cmp(&z[i].abs()));
-                    want += order[..k].iter().map(|&i| b[o][i] * z[i]).sum::<f32>();
+        let a: Vec<Vec<f32>> = e
+            .stages
+            .iter()
+            .flat_map(|(a, _)| a.as_tensor().to_vec2::<f32>().unwrap())
+            .collect();
+        let b: Vec<Vec<Vec<f32>>> = e
+            .stages
+            .iter()
+            .map(|(_, b)| b.as_tensor().to_vec2::<f32>().unwrap())
+            .collect();
+        let b_of = |o: usize, i: usize| b[i / EXPERTS_PER_STAGE][o][i % EXPERTS_PER_STAGE];
+        for training in [true, false] {
+            let got = e
+                .delta(&x, &GATE, training)
+                .unwrap()
+                .unwrap()
+                .to_vec3::<f32>()
+                .unwrap();
+            for (token, xt) in xs[0].iter().enumerate() {
+                let z: Vec<f64> = a
+                    .iter()
+                    .map(|row| row.iter().zip(xt).map(|(p, q)| f64::from(p * q)).sum())
+                    .collect();
+                let norm = z.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let s: Vec<f64> = z.iter().map(|v| v / norm).collect();
+                let mut order: Vec<usize> = (0..s.len()).collect();
+                order.sort_by(|&i, &j| s[j].total_cmp(&s[i]));
+                let top = &order[..GATE.top_k];
+                let exp: Vec<f64> = top
+                    .iter()
+                    .map(|&i| (s[i] / GATE.temperature).exp())
+                    .collect();
+                let total: f64 = exp.iter().sum();
+                for (o, got_o) in got[0][token].iter().enumerate() {
+                    let mut want = 0.0;
+                    for (&i, e) in top.iter().zip(&exp) {
+                        if !training && s[i] < GATE.prune_below {
+                            continue;
+                        }
+                        want += e / total * z[i] * f64::from(b_of(o, i));
+                    }
+                    let g = f64::from(*got_o);
+                    assert!(
+                        (g - want).abs() < 1e-4,
+                        "training {training}: {g} vs {want}"
+                    );
                 }
-                assert!(
-                    (got[0][token][o] - want).abs() < 1e-5,
-                    "{} vs {want}",
-                    got[0][token][o]
-                );
             }
         }
     }
 
-    /// A new stage's experts (b zero) leave the function exactly as it was, whatever they
-    /// activate: they take no old expert's place.
+    /// Without experts there is no delta; a new stage's experts (b zero) compete for the budget
+    /// but add nothing of their own.
     #[test]
-    fn a_new_stage_starts_from_the_previous_function() {
-        let mut e = experts(1, 5);
+    fn new_experts_start_silent() {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 6), &Device::Cpu).unwrap();
-        let before = e.delta(&x, TOP_K).unwrap().unwrap();
+        assert!(Experts::default().delta(&x, &GATE, true).unwrap().is_none());
+        let mut e = experts(1, 5);
         let init = SeededInit::new(9, &Device::Cpu);
         e.stages.push((
             init.fork("a")
-                .uniform((EXPERTS_PER_STAGE, 6), -10.0, 10.0)
+                .uniform((EXPERTS_PER_STAGE, 6), -1.0, 1.0)
                 .unwrap(),
             init.zeros((5, EXPERTS_PER_STAGE)).unwrap(),
         ));
-        let after = e.delta(&x, TOP_K).unwrap().unwrap();
-        assert_eq!(max_diff(&before, &after), 0.0);
+        let only_new = Experts {
+            stages: vec![e.stages[1].clone()],
+        };
+        let silent = only_new.delta(&x, &GATE, false).unwrap().unwrap();
+        assert_eq!(
+            silent
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
+        assert!(e.delta(&x, &GATE, false).unwrap().is_some());
     }
 }
