@@ -290,6 +290,39 @@ pub(crate) fn stage_cross_entropy(
     masked_cross_entropy(logits, &labels_within(labels, classes)?, label_smoothing)
 }
 
+/// A frozen backbone with a learner's own hooks and a classifier, reading the classes `classes`
+/// (logits cut to them, the stage loss over them) and training `trainable`: how MoRA and SEMA
+/// train a stage and predict.
+pub(crate) struct HookedClassifier<'a> {
+    pub backbone: &'a dyn peftbench_backbones::Backbone,
+    pub hooks: &'a dyn peftbench_backbones::Hooks,
+    pub head: &'a peftbench_methods::ClassifierHead,
+    pub trainable: peftbench_core::NamedVars,
+    pub classes: Range<usize>,
+}
+
+impl TrainModel for HookedClassifier<'_> {
+    fn trainable(&self) -> &peftbench_core::NamedVars {
+        &self.trainable
+    }
+
+    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
+        let features = self.backbone.forward_features(input, self.hooks, ctx)?;
+        self.head
+            .forward(&features)?
+            .narrow(1, self.classes.start, self.classes.len())
+    }
+
+    fn loss(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        label_smoothing: f64,
+    ) -> candle_core::Result<Tensor> {
+        stage_cross_entropy(logits, labels, &self.classes, label_smoothing)
+    }
+}
+
 /// How one stage of training ended.
 pub(crate) enum StageOutcome {
     /// Trained (the report of the stage's epochs).

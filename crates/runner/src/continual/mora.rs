@@ -18,7 +18,6 @@
 //! classifier is a linear head, as for the other learners here.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,10 +26,10 @@ use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use peftbench_data_vision::ImageDataset;
 use peftbench_methods::ClassifierHead;
-use peftbench_train::{derive_seed, TrainModel};
+use peftbench_train::derive_seed;
 
 use super::{
-    exemplar_free, stage_cross_entropy, StageContext, StageLearner, StageOutcome, Stream, STAGE,
+    exemplar_free, HookedClassifier, StageContext, StageLearner, StageOutcome, Stream, STAGE,
 };
 use crate::run::MODEL_INIT;
 
@@ -231,39 +230,6 @@ impl Mora {
     }
 }
 
-/// MoRA reading the classes `classes`, training `trainable`.
-struct Routed<'a> {
-    mora: &'a Mora,
-    trainable: NamedVars,
-    classes: Range<usize>,
-}
-
-impl TrainModel for Routed<'_> {
-    fn trainable(&self) -> &NamedVars {
-        &self.trainable
-    }
-
-    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
-        let features = self
-            .mora
-            .backbone
-            .forward_features(input, &self.mora.hooks, ctx)?;
-        self.mora
-            .head
-            .forward(&features)?
-            .narrow(1, self.classes.start, self.classes.len())
-    }
-
-    fn loss(
-        &self,
-        logits: &Tensor,
-        labels: &Tensor,
-        label_smoothing: f64,
-    ) -> candle_core::Result<Tensor> {
-        stage_cross_entropy(logits, labels, &self.classes, label_smoothing)
-    }
-}
-
 impl StageLearner for Mora {
     fn learn(
         &mut self,
@@ -274,8 +240,10 @@ impl StageLearner for Mora {
         progress: &mut dyn FnMut(peftbench_train::Progress),
     ) -> anyhow::Result<StageOutcome> {
         self.grow_to(t + 1, stage.device())?;
-        let model = Routed {
-            mora: self,
+        let model = HookedClassifier {
+            backbone: self.backbone.as_ref(),
+            hooks: &self.hooks,
+            head: &self.head,
             trainable: self.stage_params(t),
             classes: stream.stages[t].clone(),
         };
@@ -290,8 +258,10 @@ impl StageLearner for Mora {
         seen: usize,
         _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let model = Routed {
-            mora: self,
+        let model = HookedClassifier {
+            backbone: self.backbone.as_ref(),
+            hooks: &self.hooks,
+            head: &self.head,
             trainable: NamedVars::default(),
             classes: 0..seen,
         };

@@ -52,8 +52,8 @@ use peftbench_train::{
 };
 
 use super::{
-    continual, exemplar_free, joined, stage_cross_entropy, StageContext, StageLearner,
-    StageOutcome, Stream, STAGE,
+    continual, exemplar_free, joined, HookedClassifier, StageContext, StageLearner, StageOutcome,
+    Stream, STAGE,
 };
 use crate::run::{train_config, MODEL_INIT};
 
@@ -413,8 +413,10 @@ impl Sema {
             self.modules.blocks[layer].adapter_params(layer, k, &mut trainable);
         }
         trainable.extend(self.head.params().clone());
-        let model = Classify {
-            sema: self,
+        let model = HookedClassifier {
+            backbone: self.backbone.as_ref(),
+            hooks: &self.modules,
+            head: &self.head,
             trainable,
             classes,
         };
@@ -544,39 +546,6 @@ fn mean_and_std(values: &[f64]) -> (f64, f64) {
     }
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, variance.sqrt())
-}
-
-/// SEMA classifying the classes `classes`, training `trainable`.
-struct Classify<'a> {
-    sema: &'a Sema,
-    trainable: NamedVars,
-    classes: Range<usize>,
-}
-
-impl TrainModel for Classify<'_> {
-    fn trainable(&self) -> &NamedVars {
-        &self.trainable
-    }
-
-    fn logits(&self, input: &Tensor, ctx: &ForwardCtx) -> candle_core::Result<Tensor> {
-        let features = self
-            .sema
-            .backbone
-            .forward_features(input, &self.sema.modules, ctx)?;
-        self.sema
-            .head
-            .forward(&features)?
-            .narrow(1, self.classes.start, self.classes.len())
-    }
-
-    fn loss(
-        &self,
-        logits: &Tensor,
-        labels: &Tensor,
-        label_smoothing: f64,
-    ) -> candle_core::Result<Tensor> {
-        stage_cross_entropy(logits, labels, &self.classes, label_smoothing)
-    }
 }
 
 /// Descriptors `targets` learning to reconstruct their blocks' token means: the loss is the sum
@@ -746,8 +715,10 @@ impl StageLearner for Sema {
         seen: usize,
         _stream: &Stream,
     ) -> anyhow::Result<Vec<u32>> {
-        let model = Classify {
-            sema: self,
+        let model = HookedClassifier {
+            backbone: self.backbone.as_ref(),
+            hooks: &self.modules,
+            head: &self.head,
             trainable: NamedVars::default(),
             classes: 0..seen,
         };
