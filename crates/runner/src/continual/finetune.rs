@@ -72,6 +72,24 @@ pub(crate) fn attached_model(
     Ok(model)
 }
 
+/// The method's parameters of `model`: its trainable variables but the classifier's (views of
+/// the same variables), what LAE averages and MOS keeps per stage.
+pub(crate) fn method_params(model: &PeftModel) -> NamedVars {
+    let head: Vec<&str> = model
+        .head()
+        .params()
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut method = NamedVars::default();
+    for p in model.trainable().iter() {
+        if !head.contains(&p.name.as_str()) {
+            method.push(p.name.clone(), p.var.clone());
+        }
+    }
+    method
+}
+
 /// Trains `model` on stage `t`'s data with logits over the first `seen` classes; every stage
 /// starts a fresh optimizer and draws its randomness from the run seed and `t`.
 pub(crate) fn train_stage(

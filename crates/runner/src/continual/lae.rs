@@ -27,7 +27,7 @@ use peftbench_data_vision::ImageDataset;
 use peftbench_methods::PeftModel;
 use peftbench_train::{derive_seed, train, TrainConfig, TrainModel, TrainOutcome};
 
-use super::finetune::attached_model;
+use super::finetune::{attached_model, method_params};
 use super::{
     exemplar_free, joined, stage_cross_entropy, StageContext, StageLearner, StageOutcome, Stream,
     STAGE,
@@ -57,21 +57,13 @@ impl Lae {
         exemplar_free(stage.spec, "lae")?;
         let online = attached_model(stage, stream, progress)?;
         let offline = attached_model(stage, stream, progress)?;
-        let head: Vec<&str> = online
-            .head()
-            .params()
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
         let offline_vars: BTreeMap<&str, &Var> = offline
             .trainable()
             .iter()
             .map(|p| (p.name.as_str(), &p.var))
             .collect();
-        let pairs: Vec<(Var, Var)> = online
-            .trainable()
+        let pairs: Vec<(Var, Var)> = method_params(&online)
             .iter()
-            .filter(|p| !head.contains(&p.name.as_str()))
             .map(|p| (p.var.clone(), offline_vars[p.name.as_str()].clone()))
             .collect();
         anyhow::ensure!(

@@ -53,7 +53,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::finetune::attached_model;
+use super::finetune::{attached_model, method_params};
 use super::simplecil::Prototypes;
 use super::{
     continual, exemplar_free, features_of, joined, stage_cross_entropy, unit_rows, StageContext,
@@ -103,18 +103,7 @@ impl Mos {
     ) -> anyhow::Result<Self> {
         exemplar_free(stage.spec, "mos")?;
         let model = attached_model(stage, stream, progress)?;
-        let head: Vec<&str> = model
-            .head()
-            .params()
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
-        let mut method = NamedVars::default();
-        for p in model.trainable().iter() {
-            if !head.contains(&p.name.as_str()) {
-                method.push(p.name.clone(), p.var.clone());
-            }
-        }
+        let method = method_params(&model);
         anyhow::ensure!(
             !method.is_empty(),
             "learner `mos` keeps one adapter per stage, and method `{}` trains none besides the \
