@@ -189,3 +189,23 @@ pub fn write_to_cache(
         weights: snapshot.join(FILES[1]),
     })
 }
+
+/// Reads tensor `key` of a checkpoint, checking its shape, as f32; errors name `origin` and the
+/// tensor (every model's `from_tensors` reads through this).
+pub(crate) fn get_tensor(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    key: &str,
+    shape: &[usize],
+    origin: &str,
+) -> candle_core::Result<candle_core::Tensor> {
+    let t = tensors
+        .get(key)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`")))?;
+    if t.dims() != shape {
+        candle_core::bail!(
+            "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
+            t.dims()
+        );
+    }
+    t.to_dtype(candle_core::DType::F32)
+}

@@ -9,8 +9,9 @@ use candle_core::{Device, Result, Tensor};
 use peftbench_core::ops::Activation;
 use peftbench_core::SeededInit;
 
-use super::model::{get_tensor, read_config, Norm};
+use super::model::{read_config, Norm};
 use super::BertConfig;
+use crate::checkpoint::get_tensor;
 use crate::sites::Linear;
 
 #[derive(Debug, Clone)]

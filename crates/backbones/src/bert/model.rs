@@ -5,6 +5,7 @@ use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
 use peftbench_core::{ops, ForwardCtx, SeededInit};
 
 use super::BertConfig;
+use crate::checkpoint::get_tensor;
 use crate::sites::{Hooks, Linear, LinearSite, NormSite, Sublayer};
 use crate::{Backbone, BackboneInfo};
 
@@ -109,25 +110,6 @@ pub(crate) fn encoder_prefix(tensors: &HashMap<String, Tensor>, origin: &str) ->
         "{origin}: no `embeddings.word_embeddings.weight` (with or without a `bert.` / `roberta.` \
          prefix): not a BERT-family checkpoint"
     )
-}
-
-/// Reads a tensor by name, checking its shape, as f32.
-pub(crate) fn get_tensor(
-    tensors: &HashMap<String, Tensor>,
-    key: &str,
-    shape: &[usize],
-    origin: &str,
-) -> Result<Tensor> {
-    let t = tensors
-        .get(key)
-        .ok_or_else(|| candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`")))?;
-    if t.dims() != shape {
-        candle_core::bail!(
-            "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-            t.dims()
-        );
-    }
-    t.to_dtype(DType::F32)
 }
 
 /// Reads `config.json`, naming the file in errors.

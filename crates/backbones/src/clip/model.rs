@@ -288,18 +288,8 @@ impl Clip {
     ) -> Result<Self> {
         cfg.validate()
             .map_err(|e| candle_core::Error::Msg(format!("{origin}: {e}")))?;
-        let get = |key: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.get(key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
-            })?;
-            if t.dims() != shape {
-                candle_core::bail!(
-                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
-            }
-            t.to_dtype(DType::F32)
-        };
+        let get =
+            |key: &str, shape: &[usize]| crate::checkpoint::get_tensor(tensors, key, shape, origin);
         let (vc, tc) = (&cfg.vision_config, &cfg.text_config);
         let (dv, dt) = (vc.hidden_size, tc.hidden_size);
         let p = vc.patch_size;

@@ -253,18 +253,8 @@ impl Musicgen {
         let dec = &cfg.decoder;
         dec.validate()
             .map_err(|e| candle_core::Error::Msg(format!("{origin}: {e}")))?;
-        let get = |key: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.get(key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
-            })?;
-            if t.dims() != shape {
-                candle_core::bail!(
-                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
-            }
-            t.to_dtype(DType::F32)
-        };
+        let get =
+            |key: &str, shape: &[usize]| crate::checkpoint::get_tensor(tensors, key, shape, origin);
         let (d, text_d, v) = (dec.hidden_size, cfg.text_encoder.d_model, dec.vocab_size);
         let enc_to_dec_proj = if text_d == d {
             None

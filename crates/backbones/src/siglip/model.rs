@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use peftbench_core::{ops, ForwardCtx};
 
 use super::SiglipVisionConfig;
@@ -191,18 +191,8 @@ impl SiglipVision {
                 "{origin}: no SigLIP vision tower (neither `{TOWER}.{PATCH}` nor `{PATCH}`)"
             )
         };
-        let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let key = format!("{prefix}{name}");
-            let t = tensors.get(&key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
-            })?;
-            if t.dims() != shape {
-                candle_core::bail!(
-                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
-            }
-            t.to_dtype(DType::F32)
+        let get = |name: &str, shape: &[usize]| {
+            crate::checkpoint::get_tensor(tensors, &format!("{prefix}{name}"), shape, origin)
         };
         let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
         let blocks = (0..cfg.num_hidden_layers)

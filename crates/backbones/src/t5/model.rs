@@ -308,18 +308,8 @@ impl T5 {
     ) -> Result<Self> {
         cfg.validate()
             .map_err(|e| candle_core::Error::Msg(format!("{origin}: {e}")))?;
-        let get = |key: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.get(key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
-            })?;
-            if t.dims() != shape {
-                candle_core::bail!(
-                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
-            }
-            t.to_dtype(DType::F32)
-        };
+        let get =
+            |key: &str, shape: &[usize]| crate::checkpoint::get_tensor(tensors, key, shape, origin);
         let (v, d) = (cfg.vocab_size, cfg.d_model);
         // Older files store the embeddings only under the stacks' names.
         let shared_key = ["shared.weight", "encoder.embed_tokens.weight"]
@@ -363,18 +353,8 @@ impl T5 {
             num_decoder_layers: Some(0),
             ..cfg
         };
-        let get = |key: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors.get(key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
-            })?;
-            if t.dims() != shape {
-                candle_core::bail!(
-                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
-            }
-            t.to_dtype(DType::F32)
-        };
+        let get =
+            |key: &str, shape: &[usize]| crate::checkpoint::get_tensor(tensors, key, shape, origin);
         let shared_key = ["shared.weight", "encoder.embed_tokens.weight"]
             .into_iter()
             .find(|k| tensors.contains_key(*k))

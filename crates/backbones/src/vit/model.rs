@@ -74,18 +74,8 @@ impl Vit {
         } else {
             ""
         };
-        let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let key = format!("{prefix}{name}");
-            let t = tensors.get(&key).ok_or_else(|| {
-                candle_core::Error::Msg(format!("{origin}: missing tensor `{key}`"))
-            })?;
-            if t.dims() != shape {
-                candle_core::bail!(
-                    "{origin}: tensor `{key}` has shape {:?}, expected {shape:?}",
-                    t.dims()
-                );
-            }
-            t.to_dtype(DType::F32)
+        let get = |name: &str, shape: &[usize]| {
+            crate::checkpoint::get_tensor(tensors, &format!("{prefix}{name}"), shape, origin)
         };
         let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
         let encoder = Encoder::from_tensors(cfg.encoder_dims(), &get)?;
