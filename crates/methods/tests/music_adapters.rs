@@ -29,8 +29,8 @@ fn max_abs(t: &Tensor) -> f32 {
         .unwrap()
 }
 
-#[test]
-fn adapters_attach_at_every_placement_and_keep_the_decoder_causal() {
+/// The backbones crate's MusicGen miniature and its expected values.
+fn miniature() -> (Musicgen, std::collections::HashMap<String, Tensor>) {
     let device = Device::Cpu;
     let model = Musicgen::load(
         &fixture("config.json"),
@@ -40,6 +40,28 @@ fn adapters_attach_at_every_placement_and_keep_the_decoder_causal() {
     .unwrap();
     let expected =
         candle_core::safetensors::load(fixture("expected.safetensors"), &device).unwrap();
+    (model, expected)
+}
+
+/// Random up-projections: the adapters no longer start at zero.
+fn wake(adapters: &MusicAdapters) {
+    for p in adapters
+        .trainable()
+        .iter()
+        .filter(|p| p.name.ends_with("up.weight"))
+    {
+        let values = SeededInit::new(5, &Device::Cpu)
+            .fork(&p.name)
+            .uniform(p.var.shape().clone(), -0.5, 0.5)
+            .unwrap();
+        p.var.set(values.as_tensor()).unwrap();
+    }
+}
+
+#[test]
+fn adapters_attach_at_every_placement_and_keep_the_decoder_causal() {
+    let device = Device::Cpu;
+    let (model, expected) = miniature();
     let ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
     let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
     let tokens = expected["decoder_input_ids"].to_dtype(DType::U32).unwrap();
@@ -91,17 +113,7 @@ fn adapters_attach_at_every_placement_and_keep_the_decoder_causal() {
                 "{what}: not zero at init"
             );
 
-            for p in adapters
-                .trainable()
-                .iter()
-                .filter(|p| p.name.ends_with("up.weight"))
-            {
-                let values = SeededInit::new(5, &device)
-                    .fork(&p.name)
-                    .uniform(p.var.shape().clone(), -0.5, 0.5)
-                    .unwrap();
-                p.var.set(values.as_tensor()).unwrap();
-            }
+            wake(&adapters);
             let awake = model
                 .forward(&ids, Some(&mask), &tokens, &adapters, &ctx)
                 .unwrap();
@@ -170,14 +182,7 @@ fn generation_runs_the_trained_model_and_text_padding_is_ignored() {
     }
 
     let device = Device::Cpu;
-    let model = Musicgen::load(
-        &fixture("config.json"),
-        &fixture("model.safetensors"),
-        &device,
-    )
-    .unwrap();
-    let expected =
-        candle_core::safetensors::load(fixture("expected.safetensors"), &device).unwrap();
+    let (model, expected) = miniature();
     let ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
     let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
     let (hidden, layers) = (
@@ -197,17 +202,7 @@ fn generation_runs_the_trained_model_and_text_padding_is_ignored() {
             &SeededInit::new(3, &device),
         )
         .unwrap();
-        for p in adapters
-            .trainable()
-            .iter()
-            .filter(|p| p.name.ends_with("up.weight"))
-        {
-            let values = SeededInit::new(5, &device)
-                .fork(&p.name)
-                .uniform(p.var.shape().clone(), -0.5, 0.5)
-                .unwrap();
-            p.var.set(values.as_tensor()).unwrap();
-        }
+        wake(&adapters);
         adapters
     };
     let options = GenerationOptions {
