@@ -109,10 +109,15 @@ impl BackboneInfo {
 }
 
 /// Families whose blocks call neither [`Hooks::tokens`] nor [`Hooks::prefix`].
-pub const PROMPT_FREE_FAMILIES: &[&str] = &["t5", clip::CLIP_VISION_FAMILY, clip::CLIP_TEXT_FAMILY];
+pub const PROMPT_FREE_FAMILIES: &[&str] = &[
+    "t5",
+    clip::CLIP_VISION_FAMILY,
+    clip::CLIP_TEXT_FAMILY,
+    musicgen::MUSICGEN_FAMILY,
+];
 
 /// Families whose blocks include a decoder cross-attention ([`LinearSite::CROSS_ATTENTION`]).
-pub const ENCODER_DECODER_FAMILIES: &[&str] = &["t5"];
+pub const ENCODER_DECODER_FAMILIES: &[&str] = &["t5", musicgen::MUSICGEN_FAMILY];
 
 /// The sizes of the checkpoint whose Hugging Face `config.json` is at `path`, without loading its
 /// weights (the architecture is read off `model_type`): enough to check methods' configurations.
@@ -139,6 +144,9 @@ pub fn info_from_config(path: &std::path::Path) -> std::result::Result<BackboneI
         "t5" => Ok(T5::info_for(
             &serde_json::from_value(value).map_err(parse_error)?,
         )),
+        "musicgen" => Ok(Musicgen::info_for(
+            &serde_json::from_value(value).map_err(parse_error)?,
+        )),
         // A dual encoder's methods are checked against its image tower (both towers are).
         "clip" => Ok(clip::vision_info(
             &serde_json::from_value(value).map_err(parse_error)?,
@@ -147,7 +155,7 @@ pub fn info_from_config(path: &std::path::Path) -> std::result::Result<BackboneI
             .map(|c| SiglipVision::info_for(&c))
             .map_err(|e| format!("{}: {e}", path.display())),
         other => Err(format!(
-            "{}: model_type `{other}` is not a supported backbone (vit, audio-spectrogram-transformer, bert, roberta, xlm-roberta, t5, clip, siglip)",
+            "{}: model_type `{other}` is not a supported backbone (vit, audio-spectrogram-transformer, bert, roberta, xlm-roberta, t5, clip, siglip, musicgen)",
             path.display()
         )),
     }

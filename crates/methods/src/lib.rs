@@ -46,6 +46,7 @@ pub mod madx;
 mod model;
 pub mod mosa;
 pub mod music_adapters;
+pub mod music_generation;
 pub mod peft_format;
 pub mod per_task;
 pub mod poly;
@@ -60,6 +61,7 @@ pub mod vpt;
 pub use dual_encoder::{DualEncoderModel, LogitScale};
 pub use head::ClassifierHead;
 pub use model::PeftModel;
+pub use music_generation::MusicModel;
 pub use registry::{find_method, registry};
 pub use vision_language::{ParameterCounts, VisionLanguageModel};
 

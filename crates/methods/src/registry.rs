@@ -32,6 +32,9 @@ static METHODS: &[&dyn Method] = &[
     &crate::hyperformer::Hyperformer,
     &crate::poly::POLY,
     &crate::poly::MHR,
+    &crate::music_adapters::method::MUSIC_LINEAR,
+    &crate::music_adapters::method::MUSIC_CONV,
+    &crate::music_adapters::method::MUSIC_TRANSFORMER,
 ];
 
 /// Every registered method, in the order `harness list methods` prints them.
@@ -69,7 +72,7 @@ mod tests {
         let mut dedup = names.clone();
         dedup.dedup();
         assert_eq!(names, dedup, "duplicate method names");
-        assert_eq!(names.len(), 27);
+        assert_eq!(names.len(), 30);
         for m in registry() {
             let info = m.info();
             assert!(

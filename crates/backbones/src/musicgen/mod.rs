@@ -15,4 +15,6 @@ mod config;
 mod model;
 
 pub use config::{MusicgenConfig, MusicgenDecoderConfig};
-pub use model::{sinusoidal_positions, GenerationOptions, Musicgen, MusicgenCache};
+pub use model::{
+    sinusoidal_positions, GenerationOptions, Musicgen, MusicgenCache, MUSICGEN_FAMILY,
+};

@@ -9,6 +9,7 @@ use super::{MusicgenConfig, MusicgenDecoderConfig};
 use crate::encoder::Norm;
 use crate::sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
 use crate::t5::T5;
+use crate::{Backbone, BackboneInfo};
 
 /// Looks a tensor up by its checkpoint name, checking its shape.
 type Getter<'a> = dyn Fn(&str, &[usize]) -> Result<Tensor> + 'a;
@@ -111,8 +112,10 @@ pub fn sinusoidal_positions(
 
 /// MusicGen: the T5 text encoder, `enc_to_dec_proj` and the multi-codebook decoder with its
 /// heads. See the module documentation.
+#[derive(Debug, Clone)]
 pub struct Musicgen {
     cfg: MusicgenConfig,
+    info: BackboneInfo,
     text_encoder: T5,
     /// `[decoder hidden, text hidden]` with a bias; absent when the widths agree.
     enc_to_dec_proj: Option<Linear>,
@@ -275,6 +278,7 @@ impl Musicgen {
                 .map(|k| get(&format!("decoder.lm_heads.{k}.weight"), &[v, d]))
                 .collect::<Result<_>>()?,
             text_encoder,
+            info: Self::info_for(&cfg),
             cfg,
         })
     }
@@ -836,5 +840,104 @@ mod tests {
             ..GenerationOptions::default()
         };
         assert_eq!(choose(&logits, &top1, &mut rng), 1);
+    }
+}
+
+impl Musicgen {
+    /// The sizes methods build from: the decoder's (the frozen text encoder is not adapted);
+    /// `num_tokens` is 0 because the length varies per batch.
+    pub fn info_for(cfg: &MusicgenConfig) -> BackboneInfo {
+        let dec = &cfg.decoder;
+        BackboneInfo {
+            family: MUSICGEN_FAMILY.into(),
+            hidden_size: dec.hidden_size,
+            num_layers: dec.num_hidden_layers,
+            num_heads: dec.num_attention_heads,
+            intermediate_size: dec.ffn_dim,
+            num_tokens: 0,
+        }
+    }
+}
+
+/// The family name methods check for (`BackboneInfo::family`).
+pub const MUSICGEN_FAMILY: &str = "musicgen";
+
+/// MusicGen's decoder as a PEFT backbone: its blocks are the decoder's layers, each with
+/// self-attention, cross-attention to the text and the feed-forward sites, under transformers'
+/// module names (`decoder.model.decoder.layers.3.self_attn.q_proj`), so LoRA and the other
+/// registry methods attach as they do to any backbone and save in PEFT's layout. The model
+/// generates codec tokens: it has no pooled or per-token features for a classifier, and training
+/// and generation go through [`Musicgen::forward`] and [`Musicgen::generate`] with the method's
+/// hooks.
+impl Backbone for Musicgen {
+    fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    fn linear_dims(&self, site: LinearSite) -> (usize, usize) {
+        self.info.linear_dims(site)
+    }
+
+    /// Every decoder layer has every site, cross-attention included.
+    fn has_linear(&self, layer: usize, _site: LinearSite) -> bool {
+        layer < self.layers.len()
+    }
+
+    fn linear(&self, layer: usize, site: LinearSite) -> &Linear {
+        let l = &self.layers[layer];
+        match site {
+            LinearSite::Query => &l.self_attn.q_proj,
+            LinearSite::Key => &l.self_attn.k_proj,
+            LinearSite::Value => &l.self_attn.v_proj,
+            LinearSite::AttentionOutput => &l.self_attn.out_proj,
+            LinearSite::CrossQuery => &l.encoder_attn.q_proj,
+            LinearSite::CrossKey => &l.encoder_attn.k_proj,
+            LinearSite::CrossValue => &l.encoder_attn.v_proj,
+            LinearSite::CrossAttentionOutput => &l.encoder_attn.out_proj,
+            LinearSite::Fc1 => &l.fc1,
+            LinearSite::Fc2 => &l.fc2,
+        }
+    }
+
+    fn block_path(&self, layer: usize) -> String {
+        format!("decoder.model.decoder.layers.{layer}")
+    }
+
+    fn final_norm_path(&self) -> Option<String> {
+        Some("decoder.model.decoder.layer_norm".into())
+    }
+
+    fn module_path(&self, layer: usize, site: LinearSite) -> String {
+        let module = match site {
+            LinearSite::Query => "self_attn.q_proj",
+            LinearSite::Key => "self_attn.k_proj",
+            LinearSite::Value => "self_attn.v_proj",
+            LinearSite::AttentionOutput => "self_attn.out_proj",
+            LinearSite::CrossQuery => "encoder_attn.q_proj",
+            LinearSite::CrossKey => "encoder_attn.k_proj",
+            LinearSite::CrossValue => "encoder_attn.v_proj",
+            LinearSite::CrossAttentionOutput => "encoder_attn.out_proj",
+            LinearSite::Fc1 => "fc1",
+            LinearSite::Fc2 => "fc2",
+        };
+        format!("{}.{module}", self.block_path(layer))
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+        Musicgen::visit_params(self, f)
+    }
+
+    fn forward_features(&self, _: &Tensor, _: &dyn Hooks, _: &ForwardCtx) -> Result<Tensor> {
+        candle_core::bail!(
+            "MusicGen generates codec tokens and has no pooled features: music suites train it \
+             through its own loss (the music-generation task kind)"
+        )
+    }
+
+    fn forward_sequence(&self, _: &Tensor, _: &dyn Hooks, _: &ForwardCtx) -> Result<Tensor> {
+        candle_core::bail!(
+            "MusicGen generates codec tokens and has no per-token features for a classifier: \
+             music suites train it through its own loss (the music-generation task kind)"
+        )
     }
 }

@@ -24,9 +24,10 @@
 //! The study sizes adapters by absolute parameter count (2 to 70M on musicgen-small; large sizes
 //! fit only as stacks): [`MusicAdapterConfig::count`] is the closed form and
 //! [`width_for_params`] the width that comes closest to a target. The kinds attach to MusicGen
-//! only; they join the method registry with the music task kind.
+//! only, as the registry's `music-linear`, `music-conv` and `music-transformer` ([`method`]).
 
 pub mod conv;
+pub mod method;
 pub mod transformer;
 
 use std::collections::BTreeMap;
