@@ -794,55 +794,6 @@ fn biased_attention(
         .reshape((b, tq, d))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Top-k sampling draws only among the k largest logits, with the softmax's frequencies;
-    /// greedy takes the argmax, the lowest index on ties.
-    #[test]
-    fn top_k_sampling_follows_the_softmax_of_the_k_largest() {
-        let logits = [0.0f32, 2.0, 1.0, 2.0, -1.0];
-        let greedy = GenerationOptions {
-            top_k: None,
-            ..GenerationOptions::default()
-        };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        assert_eq!(choose(&logits, &greedy, &mut rng), 1);
-        let top3 = GenerationOptions {
-            top_k: Some(3),
-            ..GenerationOptions::default()
-        };
-        let mut counts = [0usize; 5];
-        let draws = 30_000;
-        for _ in 0..draws {
-            counts[choose(&logits, &top3, &mut rng) as usize] += 1;
-        }
-        assert_eq!(counts[0] + counts[4], 0, "outside the top 3: {counts:?}");
-        // softmax over (2, 2, 1): e²/(2e² + e), e/(2e² + e).
-        let e = std::f64::consts::E;
-        let (high, low) = (e * e / (2.0 * e * e + e), e / (2.0 * e * e + e));
-        for (i, want) in [(1, high), (3, high), (2, low)] {
-            let got = counts[i] as f64 / draws as f64;
-            assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
-        }
-        let everything = GenerationOptions {
-            top_k: Some(0),
-            ..GenerationOptions::default()
-        };
-        let mut seen = [false; 5];
-        for _ in 0..2000 {
-            seen[choose(&logits, &everything, &mut rng) as usize] = true;
-        }
-        assert_eq!(seen, [true; 5], "top_k 0 samples from every token");
-        let top1 = GenerationOptions {
-            top_k: Some(1),
-            ..GenerationOptions::default()
-        };
-        assert_eq!(choose(&logits, &top1, &mut rng), 1);
-    }
-}
-
 impl Musicgen {
     /// The sizes methods build from: the decoder's (the frozen text encoder is not adapted);
     /// `num_tokens` is 0 because the length varies per batch.
@@ -939,5 +890,54 @@ impl Backbone for Musicgen {
             "MusicGen generates codec tokens and has no per-token features for a classifier: \
              music suites train it through its own loss (the music-generation task kind)"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Top-k sampling draws only among the k largest logits, with the softmax's frequencies;
+    /// greedy takes the argmax, the lowest index on ties.
+    #[test]
+    fn top_k_sampling_follows_the_softmax_of_the_k_largest() {
+        let logits = [0.0f32, 2.0, 1.0, 2.0, -1.0];
+        let greedy = GenerationOptions {
+            top_k: None,
+            ..GenerationOptions::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(choose(&logits, &greedy, &mut rng), 1);
+        let top3 = GenerationOptions {
+            top_k: Some(3),
+            ..GenerationOptions::default()
+        };
+        let mut counts = [0usize; 5];
+        let draws = 30_000;
+        for _ in 0..draws {
+            counts[choose(&logits, &top3, &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[0] + counts[4], 0, "outside the top 3: {counts:?}");
+        // softmax over (2, 2, 1): e²/(2e² + e), e/(2e² + e).
+        let e = std::f64::consts::E;
+        let (high, low) = (e * e / (2.0 * e * e + e), e / (2.0 * e * e + e));
+        for (i, want) in [(1, high), (3, high), (2, low)] {
+            let got = counts[i] as f64 / draws as f64;
+            assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
+        }
+        let everything = GenerationOptions {
+            top_k: Some(0),
+            ..GenerationOptions::default()
+        };
+        let mut seen = [false; 5];
+        for _ in 0..2000 {
+            seen[choose(&logits, &everything, &mut rng) as usize] = true;
+        }
+        assert_eq!(seen, [true; 5], "top_k 0 samples from every token");
+        let top1 = GenerationOptions {
+            top_k: Some(1),
+            ..GenerationOptions::default()
+        };
+        assert_eq!(choose(&logits, &top1, &mut rng), 1);
     }
 }
