@@ -57,6 +57,7 @@ pub mod shira;
 pub mod ssf;
 pub mod vision_language;
 pub mod vpt;
+pub mod zero_shot;
 
 pub use dual_encoder::{DualEncoderModel, LogitScale};
 pub use head::ClassifierHead;

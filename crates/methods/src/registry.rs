@@ -35,6 +35,7 @@ static METHODS: &[&dyn Method] = &[
     &crate::music_adapters::method::MUSIC_LINEAR,
     &crate::music_adapters::method::MUSIC_CONV,
     &crate::music_adapters::method::MUSIC_TRANSFORMER,
+    &crate::zero_shot::ZeroShot,
 ];
 
 /// Every registered method, in the order `harness list methods` prints them.
@@ -72,7 +73,7 @@ mod tests {
         let mut dedup = names.clone();
         dedup.dedup();
         assert_eq!(names, dedup, "duplicate method names");
-        assert_eq!(names.len(), 30);
+        assert_eq!(names.len(), 31);
         for m in registry() {
             let info = m.info();
             assert!(

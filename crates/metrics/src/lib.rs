@@ -29,6 +29,7 @@ pub mod nlvr2;
 pub mod pitch_class;
 pub mod retrieval;
 pub mod seqeval;
+pub mod token_diversity;
 pub mod vqa;
 
 pub use allocation::allocation_recovery;

@@ -44,6 +44,26 @@ pub fn non_pentatonic_fraction(histogram: &[f64; 12]) -> Option<f64> {
     (total > 0.0).then(|| 1.0 - best / total)
 }
 
+/// `histogram` rotated so that its strongest pitch class comes first (the lowest on a tie): a
+/// key-free profile, so that clips in different keys can be averaged and compared (pooling
+/// their raw histograms would mix the keys into a flat one).
+pub fn key_normalised(histogram: &[f64; 12]) -> [f64; 12] {
+    let top = (0..12).fold(0, |best, i| {
+        if histogram[i] > histogram[best] {
+            i
+        } else {
+            best
+        }
+    });
+    std::array::from_fn(|i| histogram[(top + i) % 12])
+}
+
+/// The total variation distance between two pitch-class histograms (half their L1 distance): 0
+/// for the same distribution of energy over the pitch classes, 1 for disjoint ones.
+pub fn total_variation(a: &[f64; 12], b: &[f64; 12]) -> f64 {
+    0.5 * a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +93,26 @@ mod tests {
         assert!((non_pentatonic_fraction(&h).unwrap() - 2.0 / 7.0).abs() < 1e-12);
         let silent = pitch_class_histogram(&vec![vec![0f32; 88]; 3], 21);
         assert_eq!(non_pentatonic_fraction(&silent), None);
+    }
+
+    /// Total variation: 0 against itself, 1 between disjoint classes, half the L1 distance.
+    #[test]
+    fn total_variation_is_half_the_l1_distance() {
+        let c = pitch_class_histogram(&frames_of(&[60]), 21);
+        let g = pitch_class_histogram(&frames_of(&[67]), 21);
+        let both = pitch_class_histogram(&frames_of(&[60, 67]), 21);
+        assert_eq!(total_variation(&c, &c), 0.0);
+        assert_eq!(total_variation(&c, &g), 1.0);
+        assert!((total_variation(&c, &both) - 0.5).abs() < 1e-12);
+    }
+
+    /// A key-normalised profile does not depend on the key.
+    #[test]
+    fn key_normalised_profiles_ignore_the_key() {
+        let c_major = pitch_class_histogram(&frames_of(&[60, 60, 62, 64, 65, 67, 69, 71]), 21);
+        let d_major = pitch_class_histogram(&frames_of(&[62, 62, 64, 66, 67, 69, 71, 73]), 21);
+        assert_ne!(c_major, d_major);
+        assert_eq!(key_normalised(&c_major), key_normalised(&d_major));
+        assert!(key_normalised(&c_major)[0] > 0.2);
     }
 }

@@ -51,6 +51,7 @@ pub mod compare;
 pub mod continual;
 mod export;
 mod multi_task;
+pub mod music;
 pub mod plots;
 mod select;
 
@@ -368,6 +369,9 @@ pub struct Leaderboard {
     /// Class-incremental runs: Ā, A_T, forgetting and the accuracy curve per row and task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continual: Option<continual::ContinualTable>,
+    /// Music-generation runs: likelihoods and generated-clip measures per row and task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub music: Option<music::MusicTable>,
 }
 
 /// Run-level metrics of multi-task runs that a report lists beside the table: name, column title.
@@ -559,6 +563,7 @@ impl Leaderboard {
             diagnostics,
             chance: layout.chance.clone(),
             continual: continual::continual_table(&used, &labels, &layout.tasks),
+            music: music::music_table(&used, &labels, &layout.tasks),
         }
     }
 
@@ -751,6 +756,9 @@ impl Leaderboard {
         }
         out.push('\n');
         if let Some(table) = &self.continual {
+            out.push_str(&table.markdown());
+        }
+        if let Some(table) = &self.music {
             out.push_str(&table.markdown());
         }
         out.push_str(&self.markdown_intervals());

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use peftbench_backbones::bert::{find_minilm, MINILM_ENV};
 use peftbench_backbones::{
-    resolve_checkpoint, Ast, Backbone, BackboneInfo, Bert, Clip, ClipVisionBackbone, Pooling,
-    ResolvedCheckpoint, SiglipVision, Vit, T5,
+    resolve_checkpoint, Ast, Backbone, BackboneInfo, Bert, Clip, ClipVisionBackbone, Musicgen,
+    Pooling, ResolvedCheckpoint, SiglipVision, Vit, T5,
 };
 use peftbench_suite::{BackboneSpec, Modality, RunSpec, TextPooling};
 
-use crate::{demo, demo_audio, demo_clip, demo_t5, demo_text, Paths};
+use crate::{demo, demo_audio, demo_clip, demo_music, demo_t5, demo_text, Paths};
 
 /// The hub caches searched, in order: the project's own, then Hugging Face's.
 pub fn hub_caches(paths: &Paths) -> Vec<hf_hub::Cache> {
@@ -34,6 +34,10 @@ pub enum BackboneModel {
     T5(T5),
     /// CLIP, both towers (image-text retrieval); as an image backbone, its vision tower.
     Clip(Clip),
+    /// MusicGen: the frozen T5 text encoder and the decoder over codec tokens (music
+    /// generation).
+    /// (Boxed: its text encoder makes it the largest variant by far.)
+    Musicgen(Box<Musicgen>),
 }
 
 impl BackboneModel {
@@ -62,9 +66,12 @@ impl BackboneModel {
             }
             Some("t5") => Ok(Self::T5(T5::load(config, weights, device)?)),
             Some("clip") => Ok(Self::Clip(Clip::load(config, weights, device)?)),
+            Some("musicgen") => Ok(Self::Musicgen(Box::new(Musicgen::load(
+                config, weights, device,
+            )?))),
             Some(other) => anyhow::bail!(
                 "{}: model_type `{other}` is not a backbone the runner loads (vit, \
-                 audio-spectrogram-transformer, bert, roberta, xlm-roberta, camembert, siglip, t5, clip)",
+                 audio-spectrogram-transformer, bert, roberta, xlm-roberta, camembert, siglip, t5, clip, musicgen)",
                 config.display()
             ),
         }
@@ -89,6 +96,7 @@ impl BackboneModel {
             Self::Siglip(m) => Box::new(m.clone()),
             Self::T5(m) => Box::new(m.clone()),
             Self::Clip(m) => Box::new(ClipVisionBackbone::new(m.clone()).without_projection()),
+            Self::Musicgen(m) => Box::new(m.as_ref().clone()),
         }
     }
 
@@ -114,6 +122,10 @@ impl BackboneModel {
                 m.config().vision_config.attention_dropout,
                 m.config().text_config.attention_dropout,
             ),
+            Self::Musicgen(m) => (
+                m.config().decoder.dropout,
+                m.config().decoder.attention_dropout,
+            ),
         };
         hidden == 0.0 && attention == 0.0
     }
@@ -132,6 +144,7 @@ impl BackboneModel {
             Self::Siglip(_) => "siglip",
             Self::T5(_) => "t5",
             Self::Clip(_) => "clip",
+            Self::Musicgen(_) => "musicgen",
         }
     }
 
@@ -145,6 +158,7 @@ impl BackboneModel {
             // T5 reads text; vision-language suites give it visual features beside it.
             Self::T5(_) => Modality::VisionLanguage,
             Self::Clip(_) => Modality::ImageText,
+            Self::Musicgen(_) => Modality::Music,
         }
     }
 
@@ -159,6 +173,9 @@ impl BackboneModel {
             Modality::Text => "a BERT-family checkpoint",
             Modality::VisionLanguage => "a T5 checkpoint",
             Modality::ImageText => "a CLIP checkpoint",
+            Modality::Music => {
+                "a MusicGen checkpoint (`facebook/musicgen-small`, or `demo-musicgen`)"
+            }
         };
         anyhow::ensure!(
             given == wanted,
@@ -227,6 +244,16 @@ pub fn load_backbone(
     quiet: bool,
     audio_frames: Option<usize>,
 ) -> anyhow::Result<LoadedBackbone> {
+    if spec.checkpoint == demo_music::DEMO_MUSICGEN_CHECKPOINT {
+        // Pretrained on the suite's source style when the music kind prepares its data
+        // (`demo_music`); until then a random miniature of its shape.
+        return Ok(LoadedBackbone {
+            model: BackboneModel::Musicgen(Box::new(demo_music::unpretrained(device)?)),
+            name: demo_music::DEMO_MUSICGEN_REPO_ID.to_string(),
+            tokenizer: None,
+            mlm_head: None,
+        });
+    }
     let (files, name) = if spec.checkpoint == demo_t5::DEMO_T5_CHECKPOINT {
         let corpus = peftbench_data_vision::vl_scenes::text_corpus;
         (
@@ -257,7 +284,10 @@ pub fn load_backbone(
     let model = BackboneModel::from_config(&files.config, &files.weights, device, audio_frames)?;
     // Text encoders come with the tokenizer they were trained with, beside their config.
     let tokenizer = match model {
-        BackboneModel::Bert(_) | BackboneModel::T5(_) | BackboneModel::Clip(_) => {
+        BackboneModel::Bert(_)
+        | BackboneModel::T5(_)
+        | BackboneModel::Clip(_)
+        | BackboneModel::Musicgen(_) => {
             let path = files.config.with_file_name("tokenizer.json");
             anyhow::ensure!(
                 path.is_file(),

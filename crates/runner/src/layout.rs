@@ -52,7 +52,9 @@ pub fn report_layout(suite: &Suite) -> ReportLayout {
             | TaskKind::VisionLanguage
             | TaskKind::ImageTextRetrieval
             // Average incremental accuracy averages over ever more classes: no one level.
-            | TaskKind::ClassIncremental => None,
+            | TaskKind::ClassIncremental
+            // The unadapted model is the level (a reduction of 0).
+            | TaskKind::MusicGeneration => None,
             TaskKind::ImageClassification
             | TaskKind::AudioClassification
             | TaskKind::TextClassification

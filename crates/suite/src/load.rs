@@ -50,6 +50,8 @@ struct RawSuite {
     #[serde(default)]
     continual: Option<ContinualSpec>,
     #[serde(default)]
+    music: Option<MusicSpec>,
+    #[serde(default)]
     protocol: Option<Protocol>,
     #[serde(default)]
     recipe: Recipe,
@@ -547,7 +549,9 @@ pub fn parse_suite(
     // `keywords`) in `audio`, text suites (text formats, generated `sentiment` / `topics`) in
     // `text`; a suite is one kind.
     let kind_of = |g: Generator| {
-        if g.is_vision_language() {
+        if g.is_music() {
+            Modality::Music
+        } else if g.is_vision_language() {
             Modality::VisionLanguage
         } else if g.is_audio() {
             Modality::Audio
@@ -557,7 +561,25 @@ pub fn parse_suite(
             Modality::Image
         }
     };
-    let modality = if raw.retrieval.is_some() {
+    let modality = if raw.music.is_some() {
+        if !matches!(
+            raw.data.format,
+            DataFormat::MusicFolder | DataFormat::Generated
+        ) {
+            return Err(invalid(
+                key_line(src, &["data", "format"]).or(section("data")),
+                "a suite with a `music` section reads music clips in styles (`data.format: \
+                 music-folder`) or generates them (`generated`, generator `melodies`)"
+                    .into(),
+            ));
+        }
+        Modality::Music
+    } else if raw.data.format == DataFormat::MusicFolder {
+        return Err(invalid(
+            key_line(src, &["data", "format"]).or(section("data")),
+            "data format `music-folder` needs a `music` section (at least `source_style`)".into(),
+        ));
+    } else if raw.retrieval.is_some() {
         if !matches!(raw.data.format, DataFormat::Trec | DataFormat::Generated) {
             return Err(invalid(
                 key_line(src, &["data", "format"]).or(section("data")),
@@ -623,6 +645,7 @@ pub fn parse_suite(
             raw.image_text_retrieval.is_some(),
             Modality::ImageText,
         ),
+        ("music", raw.music.is_some(), Modality::Music),
     ];
     for (name, present, owner) in sections {
         if present && owner != modality {
@@ -696,6 +719,12 @@ pub fn parse_suite(
                         .into(),
                 ));
             }
+        }
+        Modality::Music => {
+            let music = raw.music.as_ref().expect("the section makes the modality");
+            check_music(music).map_err(|(field, m)| {
+                invalid(key_line(src, &["music", field]).or(section("music")), m)
+            })?;
         }
         Modality::Image => match &raw.preprocess {
             None => {
@@ -895,9 +924,21 @@ pub fn parse_suite(
         if task_lines.insert(tname.clone(), line).is_some() {
             return Err(invalid(line, format!("task `{tname}` is listed twice")));
         }
-        let generative = matches!(modality, Modality::VisionLanguage | Modality::ImageText);
+        let generative = matches!(
+            modality,
+            Modality::VisionLanguage | Modality::ImageText | Modality::Music
+        );
         let num_classes = match (generative, t.num_classes) {
             (true, None) => 0,
+            (true, Some(_)) if modality == Modality::Music => {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "task `{tname}`: `num_classes` does not apply to music tasks, which \
+                         generate audio in the style the task names"
+                    ),
+                ))
+            }
             (true, Some(_)) => {
                 return Err(invalid(
                     line,
@@ -1361,6 +1402,7 @@ pub fn parse_suite(
         vision_language: raw.vision_language,
         image_text_retrieval: raw.image_text_retrieval,
         continual: raw.continual,
+        music: raw.music,
         protocol,
         recipe: raw.recipe,
         seeds: raw.seeds.value,
@@ -1450,6 +1492,68 @@ fn check_continual(
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A `music` section's sizes and sampling are usable; an error names the field.
+fn check_music(music: &MusicSpec) -> Result<(), (&'static str, String)> {
+    if music.source_style.trim().is_empty() {
+        return Err(("source_style", "`music.source_style` is empty".into()));
+    }
+    if music.train_clips == Some(0) {
+        return Err((
+            "train_clips",
+            "`music.train_clips` must be at least 1".into(),
+        ));
+    }
+    if music.test_clips.is_some_and(|n| n < 2) {
+        return Err((
+            "test_clips",
+            "`music.test_clips` must be at least 2 (the noise floor compares two halves)".into(),
+        ));
+    }
+    if !(music.clip_seconds > 0.0 && music.clip_seconds <= 60.0) {
+        return Err((
+            "clip_seconds",
+            format!(
+                "`music.clip_seconds` must be in (0, 60], not {}",
+                music.clip_seconds
+            ),
+        ));
+    }
+    if music.max_prompt_tokens < 1 {
+        return Err((
+            "max_prompt_tokens",
+            "`music.max_prompt_tokens` must be at least 1".into(),
+        ));
+    }
+    let g = &music.generation;
+    if g.clips < 2 {
+        return Err((
+            "generation",
+            "`music.generation.clips` must be at least 2 (distances compare sets)".into(),
+        ));
+    }
+    let usable = g.guidance_scale.is_finite()
+        && g.guidance_scale >= 1.0
+        && g.temperature.is_finite()
+        && g.temperature > 0.0;
+    if !usable {
+        return Err((
+            "generation",
+            "`music.generation.guidance_scale` must be at least 1 and `temperature` positive"
+                .into(),
+        ));
+    }
+    if music.wav_clips > g.clips {
+        return Err((
+            "wav_clips",
+            format!(
+                "`music.wav_clips` {} exceeds the {} clips generated",
+                music.wav_clips, g.clips
+            ),
+        ));
     }
     Ok(())
 }

@@ -142,6 +142,9 @@ pub struct RunSpec {
     /// Continual runs: the stream of classes and the learner; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continual: Option<ContinualRun>,
+    /// Music-generation runs: source style, training size, codec and generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub music: Option<MusicSpec>,
     /// Protocol (splits, selection rule).
     pub protocol: Protocol,
     /// Cap on train and eval examples (`--limit`).
@@ -187,6 +190,8 @@ struct SerialisedRunSpec {
     image_text_retrieval: Option<ImageTextRetrievalSpec>,
     #[serde(default)]
     continual: Option<ContinualRun>,
+    #[serde(default)]
+    music: Option<MusicSpec>,
     protocol: Protocol,
     limit: Option<usize>,
     #[serde(default)]
@@ -195,7 +200,9 @@ struct SerialisedRunSpec {
 
 impl From<SerialisedRunSpec> for RunSpec {
     fn from(s: SerialisedRunSpec) -> Self {
-        let modality = if s.image_text_retrieval.is_some() {
+        let modality = if s.music.is_some() {
+            Modality::Music
+        } else if s.image_text_retrieval.is_some() {
             Modality::ImageText
         } else if s.vision_language.is_some() {
             Modality::VisionLanguage
@@ -234,6 +241,7 @@ impl From<SerialisedRunSpec> for RunSpec {
             vision_language: s.vision_language,
             image_text_retrieval: s.image_text_retrieval,
             continual: s.continual,
+            music: s.music,
             protocol: s.protocol,
             limit: s.limit,
             fold: s.fold,
@@ -645,6 +653,7 @@ pub fn plan(
                             learner: m.learner.unwrap_or_default(),
                             learner_params: m.learner_params.clone(),
                         }),
+                        music: suite.music.clone(),
                         protocol: protocol.clone(),
                         limit: opts.limit,
                         fold,

@@ -79,6 +79,11 @@ pub enum DataFormat {
     /// CIFAR-100 (or CIFAR-10, by the task's `num_classes`) in its binary release:
     /// `<root>/<task>/cifar-100-binary/{train,test}.bin` (or the release folder as the task folder).
     Cifar,
+    /// Music clips with text prompts in styles, the project's folder format:
+    /// `<root>/<style>/{train,val,test}.jsonl` (`path`, `prompt`, `work` per clip; see
+    /// `peftbench_data_audio::music::folder`); each task is a target style.
+    #[serde(rename = "music-folder")]
+    MusicFolder,
 }
 
 impl DataFormat {
@@ -632,6 +637,10 @@ pub enum Generator {
     /// written in the published files of the task's `vl_task`: vision-language.
     #[serde(rename = "vl-scenes")]
     VlScenes,
+    /// Folk-like melodies in two styles (`pentatonic`, prompted as Chinese folk songs, and
+    /// `diatonic`, as German ones), rendered by additive synthesis; the task's name is its
+    /// target style: music.
+    Melodies,
 }
 
 impl Generator {
@@ -648,6 +657,11 @@ impl Generator {
     /// Generators of vision-language examples (an image, a prompt and the text to generate).
     pub fn is_vision_language(self) -> bool {
         matches!(self, Generator::VlScenes)
+    }
+
+    /// Generators of music clips with prompts.
+    pub fn is_music(self) -> bool {
+        matches!(self, Generator::Melodies)
     }
 }
 
@@ -1313,11 +1327,15 @@ pub enum TaskKind {
     /// Image classes arriving in stages, each stage trained on its new classes and evaluated on
     /// every class seen so far (`continual` section).
     ClassIncremental,
+    /// A text-to-music model adapted to a target style from a few clips, scored by per-codebook
+    /// likelihoods on held-out clips of the target and source styles and by measures of the
+    /// audio it generates (`music` section).
+    MusicGeneration,
 }
 
 impl TaskKind {
     /// Every kind, in the order `harness list` and errors show them.
-    pub const ALL: [TaskKind; 10] = [
+    pub const ALL: [TaskKind; 11] = [
         TaskKind::ImageClassification,
         TaskKind::AudioClassification,
         TaskKind::TextClassification,
@@ -1328,6 +1346,7 @@ impl TaskKind {
         TaskKind::VisionLanguage,
         TaskKind::ImageTextRetrieval,
         TaskKind::ClassIncremental,
+        TaskKind::MusicGeneration,
     ];
 
     /// The name a suite declares it by (`kind: image-classification`).
@@ -1343,6 +1362,7 @@ impl TaskKind {
             TaskKind::VisionLanguage => "vision-language",
             TaskKind::ImageTextRetrieval => "image-text-retrieval",
             TaskKind::ClassIncremental => "class-incremental",
+            TaskKind::MusicGeneration => "music-generation",
         }
     }
 
@@ -1360,6 +1380,7 @@ impl TaskKind {
         match modality {
             Modality::VisionLanguage => TaskKind::VisionLanguage,
             Modality::ImageText => TaskKind::ImageTextRetrieval,
+            Modality::Music => TaskKind::MusicGeneration,
             Modality::Image if continual => TaskKind::ClassIncremental,
             Modality::Image if multitask => TaskKind::ImageMultiTask,
             Modality::Text if multitask => TaskKind::TextMultiTask,
@@ -1384,6 +1405,7 @@ impl TaskKind {
             | TaskKind::TextMultiTask => Modality::Text,
             TaskKind::VisionLanguage => Modality::VisionLanguage,
             TaskKind::ImageTextRetrieval => Modality::ImageText,
+            TaskKind::MusicGeneration => Modality::Music,
         }
     }
 }
@@ -1404,6 +1426,8 @@ pub enum Modality {
     VisionLanguage,
     /// Images and texts encoded apart, by a dual encoder's two towers.
     ImageText,
+    /// Codec tokens of music clips, generated from a text prompt.
+    Music,
 }
 
 impl Modality {
@@ -1415,6 +1439,7 @@ impl Modality {
             Modality::Text => "text",
             Modality::VisionLanguage => "vision-language",
             Modality::ImageText => "image-text",
+            Modality::Music => "music",
         }
     }
 
@@ -1426,6 +1451,7 @@ impl Modality {
             Modality::Text => "a text",
             Modality::VisionLanguage => "a vision-language",
             Modality::ImageText => "an image-text",
+            Modality::Music => "a music",
         }
     }
 
@@ -1437,6 +1463,110 @@ impl Modality {
             Modality::Text => "text",
             Modality::VisionLanguage => "vision_language",
             Modality::ImageText => "image_text_retrieval",
+            Modality::Music => "music",
+        }
+    }
+}
+
+/// How a music-generation suite adapts its backbone (YAML section `music`): each task is a
+/// target style, learnt from `train_clips` of its training clips (whole works, nested across
+/// sizes), scored by per-codebook cross-entropy on its test clips and on the `source_style`'s
+/// (what adaptation forgot), and by the audio the adapted model generates from the target's test
+/// prompts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MusicSpec {
+    /// The style the base model knows (the demo backbone is pretrained on it).
+    pub source_style: String,
+    /// Training clips of the target style (the study's low-resource sizes: 32, 128, 512);
+    /// `None`: every training clip.
+    #[serde(default)]
+    pub train_clips: Option<usize>,
+    /// How audio becomes tokens and back.
+    #[serde(default)]
+    pub codec: MusicCodec,
+    /// Seconds of each clip the model reads (longer clips are cut, shorter ones skipped).
+    #[serde(default = "default_clip_seconds")]
+    pub clip_seconds: f64,
+    /// Prompt tokens kept (the rest cut).
+    #[serde(default = "default_prompt_tokens")]
+    pub max_prompt_tokens: usize,
+    /// Test clips scored per style (`None`: all); generated clips are compared with them.
+    #[serde(default)]
+    pub test_clips: Option<usize>,
+    /// How clips are generated for the audio measures.
+    #[serde(default)]
+    pub generation: MusicGenerationSpec,
+    /// Generated clips written as WAV beside each run's record, to be listened to.
+    #[serde(default = "default_wav_clips")]
+    pub wav_clips: usize,
+}
+
+fn default_clip_seconds() -> f64 {
+    4.0
+}
+
+fn default_prompt_tokens() -> usize {
+    16
+}
+
+fn default_wav_clips() -> usize {
+    2
+}
+
+/// The codec between audio and the model's tokens.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MusicCodec {
+    /// Residual k-means quantisation (4 levels of 128 codes) of 88 semitone-band energies at
+    /// 25 frames a second, fitted on the suite's training clips (never a test split), decoded by
+    /// additive resynthesis: the project's own frozen codec, where EnCodec's weights are absent.
+    #[default]
+    RvqSemitone,
+}
+
+/// How the adapted model generates clips (MusicGen's released sampling by default: guidance 3,
+/// top-k 250, temperature 1).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MusicGenerationSpec {
+    /// Clips generated per run, from the target's test prompts in order (cycled); fixed, so that
+    /// Fréchet distances compare like with like.
+    #[serde(default = "default_generated_clips")]
+    pub clips: usize,
+    /// Classifier-free guidance scale (1: none).
+    #[serde(default = "default_guidance")]
+    pub guidance_scale: f64,
+    /// Sample among the `top_k` most likely tokens (0: all).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default = "default_sampling_temperature")]
+    pub temperature: f64,
+}
+
+fn default_generated_clips() -> usize {
+    32
+}
+
+fn default_guidance() -> f64 {
+    3.0
+}
+
+fn default_top_k() -> usize {
+    250
+}
+
+fn default_sampling_temperature() -> f64 {
+    1.0
+}
+
+impl Default for MusicGenerationSpec {
+    fn default() -> Self {
+        Self {
+            clips: default_generated_clips(),
+            guidance_scale: default_guidance(),
+            top_k: default_top_k(),
+            temperature: default_sampling_temperature(),
         }
     }
 }
@@ -1475,6 +1605,9 @@ pub struct Suite {
     pub image_text_retrieval: Option<ImageTextRetrievalSpec>,
     /// Continual-learning suites: how the task's classes arrive in stages.
     pub continual: Option<ContinualSpec>,
+    /// Music-generation suites: the source style, the low-resource size, the codec and the
+    /// generation.
+    pub music: Option<MusicSpec>,
     /// Splits and model selection.
     pub protocol: Protocol,
     /// Suite-wide recipe (methods may override fields).

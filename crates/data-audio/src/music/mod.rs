@@ -11,6 +11,7 @@ pub mod folder;
 pub mod melodies;
 pub mod musiccaps;
 pub mod song_describer;
+pub mod synth;
 pub mod wav;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -17,6 +17,7 @@ mod class_incremental;
 mod image_classification;
 mod image_text_retrieval;
 mod multi_task;
+mod music_generation;
 mod reranking;
 mod text_classification;
 mod text_input;
@@ -36,6 +37,7 @@ pub(crate) use class_incremental::ClassIncremental;
 pub(crate) use image_classification::ImageClassification;
 pub(crate) use image_text_retrieval::ImageTextRetrieval;
 pub(crate) use multi_task::MultiTask;
+pub(crate) use music_generation::MusicGeneration;
 pub(crate) use reranking::Reranking;
 pub(crate) use text_classification::TextClassification;
 pub(crate) use token_tagging::TokenTagging;
@@ -114,6 +116,7 @@ pub(crate) fn with_kind<V: KindVisitor>(kind: TaskKind, visitor: V) -> V::Output
         TaskKind::VisionLanguage => visitor.visit::<VisionLanguage>(),
         TaskKind::ImageTextRetrieval => visitor.visit::<ImageTextRetrieval>(),
         TaskKind::ClassIncremental => visitor.visit::<ClassIncremental>(),
+        TaskKind::MusicGeneration => visitor.visit::<MusicGeneration>(),
     }
 }
 
@@ -155,6 +158,7 @@ mod tests {
             ("cil-imagenet-a", TaskKind::ClassIncremental),
             ("cil-cub", TaskKind::ClassIncremental),
             ("cil-vtab", TaskKind::ClassIncremental),
+            ("demo-music", TaskKind::MusicGeneration),
         ];
         for (name, kind) in expected {
             let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
@@ -258,6 +262,48 @@ mod tests {
         assert!(e.contains("give it `vl_task: captions`"), "{e}");
     }
 
+    /// A music suite's section is checked field by field, with the field's line; music tasks
+    /// have no classes, and the folder format needs the section.
+    #[test]
+    fn music_sections_are_checked() {
+        let path = suites_dir().join("demo-music.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let error = |text: &str| {
+            parse_suite(text, &path, &RegistryCatalog)
+                .unwrap_err()
+                .to_string()
+        };
+        let line_of =
+            |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let zero = text.replace("train_clips: 32", "train_clips: 0");
+        let e = error(&zero);
+        assert!(
+            e.contains(&format!(
+                "demo-music.yaml:{}",
+                line_of(&zero, "train_clips: 0")
+            )) && e.contains("`music.train_clips` must be at least 1"),
+            "{e}"
+        );
+        let e = error(&text.replace("wav_clips: 2", "wav_clips: 40"));
+        assert!(e.contains("exceeds the 32 clips generated"), "{e}");
+        let e = error(&text.replace(
+            "{ name: pentatonic, generator: melodies }",
+            "{ name: pentatonic, generator: melodies, num_classes: 2 }",
+        ));
+        assert!(e.contains("does not apply to music tasks"), "{e}");
+        let e = error(&text.replace("format: generated", "format: noah"));
+        assert!(e.contains("reads music clips in styles"), "{e}");
+        let demo = std::fs::read_to_string(suites_dir().join("demo.yaml")).unwrap();
+        let e = parse_suite(
+            &demo.replace("format: generated", "format: music-folder"),
+            &suites_dir().join("demo.yaml"),
+            &RegistryCatalog,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs a `music` section"), "{e}");
+    }
+
     /// A declared `kind:` that agrees changes nothing, not even a configuration hash; one that
     /// contradicts the sections is an error naming its line and the kind the sections make.
     #[test]
@@ -335,6 +381,7 @@ mod tests {
             ("demo-rerank", "ndcg_cut_10"),
             ("demo-vl", "task_score"),
             ("demo-clip-retrieval", "rsum"),
+            ("demo-music", "ce_reduction"),
         ] {
             let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();
             let specs = plan(&suite, &PlanOptions::default(), &RegistryCatalog).unwrap();

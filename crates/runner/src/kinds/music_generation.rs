@@ -1,0 +1,619 @@
+//! Music generation: a text-to-music model in MusicGen's layout adapted to a target style from
+//! a few clips (section `music`; each task is a target style), after "Exploring Adapter Design
+//! Tradeoffs for Low Resource Music Generation" (Mehta, Chauhan, Choudhury, 2025).
+//!
+//! What every run shares ([`MusicEncoders`], built once per sweep): the codec fitted on the
+//! training clips of every style (never a test split), the prompt tokenizer, and, for the
+//! `demo-musicgen` backbone, the base model pretrained on the source style. A run attaches its
+//! method, trains on the target's `music.train_clips` clips with MusicGen's loss (`zero-shot`,
+//! which trains nothing, scores the unadapted model), then:
+//!
+//! - scores held-out clips teacher-forced, per codebook as AudioCraft logs them: `ce_q1..K` and
+//!   their mean `ce` on the target's test clips, `ce_source` on the source style's (what
+//!   adaptation forgot), the unadapted model's `ce_base` and the primary metric `ce_reduction`
+//!   (`1 − ce / ce_base`, the share of the base model's cross-entropy the adaptation removed; a
+//!   fraction, higher is better, as every primary metric);
+//! - generates `music.generation.clips` clips from the target's test prompts (guidance, top-k,
+//!   fixed seeds), decodes them with the codec, writes the first `music.wav_clips` as WAV under
+//!   the run's artifact folder (`generated/`), and measures them against the target's test clips
+//!   passed through the same codec (AudioCraft's `use_gt`): the Fréchet distance of their
+//!   semitone frames to the second half of the test clips `fd_codec`, with its noise floor
+//!   `fd_codec_floor` (the first half against the second) and the source style's distance
+//!   `fd_codec_source` (as many source clips against the second half), FAD∞ `fd_codec_inf`, the
+//!   kernel distance `kd_codec`; the total variation between the mean key-normalised pitch-class
+//!   profiles of the generated clips and the target's or the source's (`pitch_class_tv_target`,
+//!   `pitch_class_tv_source`; each clip in its own key), and the clips' mean non-pentatonic
+//!   share of energy; and the distinct-4-gram rate of codebook 0 (redundancy). The sizes
+//!   (`generated_clips`, `reference_clips`, `clip_seconds`) are recorded beside them: these
+//!   distances are over the codec's 88 semitone bands, never a published FAD.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use peftbench_backbones::musicgen::GenerationOptions;
+use peftbench_backbones::TextEncoder;
+use peftbench_core::SeededInit;
+use peftbench_data_audio::music::codec::{
+    band_power, resynthesise, Rvq, BANDS, LOWEST_NOTE, SAMPLE_RATE,
+};
+use peftbench_data_audio::music::wav::{normalise_peak, write_wav};
+use peftbench_methods::MusicModel;
+use peftbench_metrics::frechet::{
+    frechet_distance, frechet_distance_infinity, kernel_distance, Embeddings, GaussianStats,
+};
+use peftbench_metrics::pitch_class::{
+    key_normalised, non_pentatonic_fraction, pitch_class_histogram, total_variation,
+};
+use peftbench_metrics::token_diversity::distinct_ngram_rate;
+use peftbench_suite::{MusicSpec, RunSpec, Suite};
+use peftbench_train::{derive_seed, train, TrainOutcome, TrainReport};
+
+use super::Kind;
+use crate::backbone::{BackboneModel, LoadedBackbone};
+use crate::demo_music::{self, per_codebook_cross_entropy, TEXT_PAD};
+use crate::music::{
+    clip_frames, fitted_codec, framed_clips, locate_style, prompts, suite_styles, tokenise,
+    training_clips, FramedClip, LocatedStyle, MusicBatches, Split, TokenClip,
+};
+use crate::run::{train_config, Finished, RunContext, Trained, MODEL_INIT};
+use crate::Paths;
+
+pub(crate) struct MusicGeneration;
+
+/// The primary metric: the share of the base model's target cross-entropy removed.
+pub(crate) const CE_REDUCTION: &str = "ce_reduction";
+
+/// Purpose mixed into the run seed for generation ("gen").
+const GENERATION: u64 = 0x0067_656e;
+/// The training subset is the same for every run of a task (and nested across sizes).
+const SUBSET_SEED: u64 = 0;
+/// FAD∞'s sample sizes (fadtk's defaults), and its resampling seed.
+const FD_INF_MIN: usize = 500;
+const FD_INF_STEPS: usize = 25;
+/// Frames per set the kernel distance reads at most (evenly spaced; it is quadratic in them).
+const KERNEL_FRAMES: usize = 1500;
+
+/// What every run of the suite shares.
+pub(crate) struct MusicEncoders {
+    codec: Rvq,
+    tokenizer: tokenizers::Tokenizer,
+    /// Each style's clips in frames, by name (source first): training and test.
+    styles: BTreeMap<String, (Vec<FramedClip>, Vec<FramedClip>)>,
+    source: String,
+}
+
+/// A target style's runs' inputs.
+pub(crate) struct PreparedMusic {
+    codec: Rvq,
+    /// To write the prompts of the clips generated.
+    tokenizer: tokenizers::Tokenizer,
+    train: Vec<TokenClip>,
+    test: Vec<TokenClip>,
+    source_test: Vec<TokenClip>,
+    /// The test clips' frames through the codec (what generated clips are compared with).
+    reference: Vec<Vec<[f32; BANDS]>>,
+    source_reference: Vec<Vec<[f32; BANDS]>>,
+    /// Measures of the references alone, the same for every run.
+    constants: BTreeMap<String, f64>,
+}
+
+fn music(spec: &RunSpec) -> &MusicSpec {
+    spec.music
+        .as_ref()
+        .expect("music runs carry their `music` section")
+}
+
+impl Kind for MusicGeneration {
+    type Encoders = MusicEncoders;
+    type Located = LocatedStyle;
+    type Prepared = PreparedMusic;
+
+    fn locate(spec: &RunSpec, paths: &Paths, _quiet: bool) -> anyhow::Result<LocatedStyle> {
+        let m = music(spec);
+        // The source style too, so a missing one fails before anything trains.
+        locate_style(&m.source_style, &spec.data, paths)?;
+        locate_style(&spec.task.name, &spec.data, paths)
+    }
+
+    fn check_backbone(spec: &RunSpec, backbone: &BackboneModel) -> anyhow::Result<()> {
+        backbone.check_modality(spec)
+    }
+
+    fn encoders(
+        suite: &Suite,
+        backbone: &mut LoadedBackbone,
+        paths: &Paths,
+    ) -> anyhow::Result<MusicEncoders> {
+        let m = suite.music.as_ref().expect("music suites have the section");
+        let started = Instant::now();
+        let mut styles = BTreeMap::new();
+        for style in suite_styles(suite, paths)? {
+            let (train, short_train) = framed_clips(&style, Split::Train, m.clip_seconds, None)?;
+            let (test, short_test) =
+                framed_clips(&style, Split::Test, m.clip_seconds, m.test_clips)?;
+            if short_train + short_test > 0 {
+                eprintln!(
+                    "style `{}`: {} training and {} test clips shorter than {} s skipped",
+                    style.name, short_train, short_test, m.clip_seconds
+                );
+            }
+            styles.insert(style.name.clone(), (train, test));
+        }
+        let training: Vec<&FramedClip> = styles.values().flat_map(|(train, _)| train).collect();
+        let (codec, codec_id) = fitted_codec(&training, paths, false)?;
+        eprintln!(
+            "music data: {} styles, {} training clips, read and framed in {:.1} s",
+            styles.len(),
+            training.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let tokenizer = match &backbone.tokenizer {
+            Some(path) => tokenizers::Tokenizer::from_file(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            None => crate::demo_t5::word_level_tokenizer(&prompts(&training), 0)?,
+        };
+        let source = m.source_style.clone();
+        if backbone.name == demo_music::DEMO_MUSICGEN_REPO_ID {
+            let (train, test) = &styles[&source];
+            let train = tokenise(train, &tokenizer, &codec, m.max_prompt_tokens)?;
+            let test = tokenise(test, &tokenizer, &codec, m.max_prompt_tokens)?;
+            let identity = serde_json::json!({
+                "codec": codec_id,
+                "source": crate::music::fingerprint(&styles[&source].0),
+                "clip_seconds": m.clip_seconds,
+                "max_prompt_tokens": m.max_prompt_tokens,
+            });
+            let model = demo_music::pretrained(
+                paths,
+                &tokenizer,
+                &train,
+                &test,
+                &identity,
+                &format!("{} training clips of style `{source}`", train.len()),
+                false,
+            )?;
+            backbone.model = BackboneModel::Musicgen(Box::new(model));
+        }
+        let BackboneModel::Musicgen(model) = &backbone.model else {
+            anyhow::bail!("music suites adapt a MusicGen backbone");
+        };
+        let dec = &model.config().decoder;
+        anyhow::ensure!(
+            dec.vocab_size == crate::music::CODEC_CODES
+                && dec.num_codebooks == crate::music::CODEC_LEVELS,
+            "backbone `{}` reads {} codebooks of {} codes, and codec `rvq-semitone` writes {} of \
+             {}: this codec pairs with `demo-musicgen` (EnCodec, which musicgen-small reads, is \
+             not built yet)",
+            backbone.name,
+            dec.num_codebooks,
+            dec.vocab_size,
+            crate::music::CODEC_LEVELS,
+            crate::music::CODEC_CODES
+        );
+        Ok(MusicEncoders {
+            codec,
+            tokenizer,
+            styles,
+            source,
+        })
+    }
+
+    fn text_encoder(_: &MusicEncoders) -> Option<&TextEncoder> {
+        None
+    }
+
+    fn prepare(
+        spec: &RunSpec,
+        located: &LocatedStyle,
+        encoders: &MusicEncoders,
+        _device: &Device,
+        quiet: bool,
+    ) -> anyhow::Result<PreparedMusic> {
+        let m = music(spec);
+        let (train_pool, test) = &encoders.styles[&located.name];
+        let (_, source_test) = &encoders.styles[&encoders.source];
+        let mut train = training_clips(train_pool, m.train_clips, SUBSET_SEED)?;
+        let mut test = test.clone();
+        let mut source_test = source_test.clone();
+        if let Some(limit) = spec.limit {
+            train.truncate(limit);
+            test.truncate(limit.max(2));
+            source_test.truncate(limit.max(2));
+        }
+        let tokenise = |clips: &[FramedClip]| {
+            tokenise(
+                clips,
+                &encoders.tokenizer,
+                &encoders.codec,
+                m.max_prompt_tokens,
+            )
+        };
+        let (train, test_tokens, source_tokens) =
+            (tokenise(&train)?, tokenise(&test)?, tokenise(&source_test)?);
+        let round_trip = |clips: &[TokenClip]| -> anyhow::Result<Vec<Vec<[f32; BANDS]>>> {
+            clips
+                .iter()
+                .map(|c| Ok(encoders.codec.decode(&c.codes)?))
+                .collect()
+        };
+        let reference = round_trip(&test_tokens)?;
+        let source_reference = round_trip(&source_tokens)?;
+        let constants = reference_measures(&reference, &source_reference, &test_tokens, &train)?;
+        if !quiet {
+            eprintln!(
+                "music task `{}`: {} training clips (of {}), {} test clips, {} source test clips",
+                spec.task.name,
+                train.len(),
+                train_pool.len(),
+                test_tokens.len(),
+                source_tokens.len()
+            );
+        }
+        Ok(PreparedMusic {
+            codec: encoders.codec.clone(),
+            tokenizer: encoders.tokenizer.clone(),
+            train,
+            test: test_tokens,
+            source_test: source_tokens,
+            reference,
+            source_reference,
+            constants,
+        })
+    }
+
+    fn run(
+        spec: &RunSpec,
+        task: &PreparedMusic,
+        ctx: &RunContext<'_>,
+        progress: &mut dyn FnMut(peftbench_train::Progress),
+    ) -> anyhow::Result<Finished> {
+        let m = music(spec);
+        let BackboneModel::Musicgen(base) = &ctx.backbone.model else {
+            anyhow::bail!("music runs adapt a MusicGen backbone");
+        };
+        let code_pad = base.config().decoder.pad_token_id;
+        let batches = |clips| MusicBatches {
+            clips,
+            text_pad: TEXT_PAD,
+            code_pad,
+            device: ctx.device,
+        };
+        let init = SeededInit::new(derive_seed(&[spec.seed, MODEL_INIT]), ctx.device);
+        let model = MusicModel::new(&spec.method, &spec.params, base.as_ref().clone(), &init)?;
+        anyhow::ensure!(
+            model.adaptation().phases().is_empty() && model.adaptation().calibration().is_none(),
+            "method `{}` trains in phases or calibrates on data first, which music runs do not \
+             support",
+            spec.method
+        );
+        // A method that trains nothing (`zero-shot`) is scored as the base model is.
+        let zero_shot = model.trainable_count() == 0;
+        let cfg = train_config(spec);
+        let outcome = if zero_shot {
+            TrainOutcome::Completed(TrainReport {
+                history: Vec::new(),
+                selected_epoch: 0,
+                train_seconds: 0.0,
+                examples_per_second: 0.0,
+                steps: 0,
+            })
+        } else {
+            train(&model, &batches(&task.train), None, &cfg, progress)?
+        };
+        let trainable = model.trainable_count() as u64;
+        let trained = match Trained::save_with(
+            spec,
+            outcome,
+            trainable,
+            model.total_count() as u64,
+            ctx,
+            |dir| model.save(dir, &ctx.backbone.name),
+        )? {
+            Ok(trained) => trained,
+            Err(diverged) => return Ok(diverged),
+        };
+
+        let started = Instant::now();
+        let mut metrics = task.constants.clone();
+        let unadapted =
+            MusicModel::new("full", &serde_json::json!({}), base.as_ref().clone(), &init)?;
+        let target = per_codebook_cross_entropy(&model, &batches(&task.test))?;
+        let base_target = per_codebook_cross_entropy(&unadapted, &batches(&task.test))?;
+        let source = per_codebook_cross_entropy(&model, &batches(&task.source_test))?;
+        let base_source = per_codebook_cross_entropy(&unadapted, &batches(&task.source_test))?;
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        for (k, ce) in target.iter().enumerate() {
+            metrics.insert(format!("ce_q{}", k + 1), *ce);
+            metrics.insert(format!("ppl_q{}", k + 1), ce.exp());
+        }
+        let (ce, ce_base) = (mean(&target), mean(&base_target));
+        metrics.insert("ce".into(), ce);
+        metrics.insert("ppl".into(), ce.exp());
+        metrics.insert("ce_base".into(), ce_base);
+        metrics.insert(CE_REDUCTION.into(), 1.0 - ce / ce_base);
+        metrics.insert("ce_source".into(), mean(&source));
+        metrics.insert("ce_source_base".into(), mean(&base_source));
+        metrics.insert("forgetting_ce".into(), mean(&source) - mean(&base_source));
+
+        // Generation from the target's test prompts, in order, cycled to the fixed count.
+        let g = &m.generation;
+        let prompts: Vec<&TokenClip> = task.test.iter().cycle().take(g.clips).collect();
+        let frames = clip_frames(m.clip_seconds);
+        let codebooks = base.config().decoder.num_codebooks;
+        let options = GenerationOptions {
+            max_new_tokens: frames + codebooks - 1,
+            guidance_scale: g.guidance_scale,
+            top_k: Some(g.top_k),
+            temperature: g.temperature,
+            seed: derive_seed(&[spec.seed, GENERATION]),
+        };
+        let (ids, mask) = prompt_batch(&prompts, ctx.device)?;
+        let codes = model
+            .generate(&ids, Some(&mask), &options)?
+            .to_vec3::<u32>()?;
+        let generated: Vec<Vec<[f32; BANDS]>> = codes
+            .iter()
+            .map(|c| Ok(task.codec.decode(c)?))
+            .collect::<anyhow::Result<_>>()?;
+        metrics.extend(generated_measures(
+            &generated,
+            &codes,
+            &task.reference,
+            &task.source_reference,
+            derive_seed(&[spec.seed, GENERATION]),
+        )?);
+        metrics.insert("generated_clips".into(), generated.len() as f64);
+        metrics.insert("reference_clips".into(), task.reference.len() as f64);
+        metrics.insert("clip_seconds".into(), m.clip_seconds);
+        write_clips(
+            &crate::music::generated_dir(&trained.adapter_dir),
+            &generated[..m.wav_clips.min(generated.len())],
+            &prompts
+                .iter()
+                .map(|p| decode_prompt(&task.tokenizer, &p.prompt))
+                .collect::<Vec<_>>(),
+        )?;
+        Ok(Finished::completed(
+            &trained,
+            ctx,
+            metrics,
+            started.elapsed().as_secs_f64(),
+            None,
+        ))
+    }
+
+    fn primary_metric(_: &RunSpec) -> String {
+        CE_REDUCTION.into()
+    }
+}
+
+/// Prompts `[B, S]` right-padded with the text pad token, and their 0/1 mask.
+fn prompt_batch(prompts: &[&TokenClip], device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+    let len = prompts.iter().map(|p| p.prompt.len()).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(prompts.len() * len);
+    let mut mask = Vec::with_capacity(prompts.len() * len);
+    for p in prompts {
+        ids.extend(p.prompt.iter().copied());
+        ids.extend(std::iter::repeat_n(TEXT_PAD, len - p.prompt.len()));
+        mask.extend(std::iter::repeat_n(1u32, p.prompt.len()));
+        mask.extend(std::iter::repeat_n(0u32, len - p.prompt.len()));
+    }
+    Ok((
+        Tensor::from_vec(ids, (prompts.len(), len), device)?,
+        Tensor::from_vec(mask, (prompts.len(), len), device)?,
+    ))
+}
+
+/// Every frame of `clips` as one set of 88-value embeddings.
+fn frame_set(clips: &[Vec<[f32; BANDS]>], at_most: Option<usize>) -> anyhow::Result<Embeddings> {
+    let all: Vec<&[f32; BANDS]> = clips.iter().flatten().collect();
+    let stride = at_most.map_or(1, |n| all.len().div_ceil(n).max(1));
+    let kept: Vec<&[f32; BANDS]> = all.into_iter().step_by(stride).collect();
+    let values = kept
+        .iter()
+        .flat_map(|f| f.iter().map(|&v| f64::from(v)))
+        .collect();
+    Embeddings::new(kept.len(), BANDS, values).map_err(anyhow::Error::msg)
+}
+
+/// Each clip's pitch-class histogram of its band powers (the frames hold `log1p(100 · P)`,
+/// whose compressed floor would flatten it).
+fn clip_histograms(clips: &[Vec<[f32; BANDS]>]) -> Vec<[f64; 12]> {
+    clips
+        .iter()
+        .map(|frames| {
+            let powers: Vec<[f32; BANDS]> = frames.iter().map(band_power).collect();
+            pitch_class_histogram(&powers, LOWEST_NOTE)
+        })
+        .collect()
+}
+
+/// The mean of clips' key-normalised pitch-class profiles (each clip in its own key).
+fn profile(clips: &[Vec<[f32; BANDS]>]) -> [f64; 12] {
+    let histograms = clip_histograms(clips);
+    let mut mean = [0f64; 12];
+    for h in &histograms {
+        for (m, v) in mean.iter_mut().zip(key_normalised(h)) {
+            *m += v / histograms.len() as f64;
+        }
+    }
+    mean
+}
+
+/// The mean over clips of each clip's non-pentatonic share (silent clips left out).
+fn non_pentatonic(clips: &[Vec<[f32; BANDS]>]) -> Option<f64> {
+    let shares: Vec<f64> = clip_histograms(clips)
+        .iter()
+        .filter_map(non_pentatonic_fraction)
+        .collect();
+    (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
+}
+
+fn frechet(a: &[Vec<[f32; BANDS]>], b: &[Vec<[f32; BANDS]>]) -> anyhow::Result<f64> {
+    let stats = |c| -> anyhow::Result<GaussianStats> {
+        GaussianStats::of(&frame_set(c, None)?).map_err(anyhow::Error::msg)
+    };
+    frechet_distance(&stats(a)?, &stats(b)?).map_err(anyhow::Error::msg)
+}
+
+/// The test clips' first and second halves: distances of generated clips are taken against the
+/// second, and the first against the second is their noise floor (equal set sizes when as many
+/// clips are generated as half the test clips).
+fn halves<T>(clips: &[T]) -> (&[T], &[T]) {
+    clips.split_at(clips.len() / 2)
+}
+
+/// Codebook 0's tokens of each clip.
+fn first_codebook(clips: &[TokenClip]) -> Vec<Vec<u32>> {
+    clips.iter().map(|c| c.codes[0].clone()).collect()
+}
+
+/// What the references alone give, the same in every run of a task: the noise floor of the
+/// Fréchet distance (the test clips' first half against their second), the source's distance,
+/// the references' pitch measures and redundancy, and the cross-entropy of a unigram model of
+/// each codebook fitted on the training clips (add-one smoothing): the floor a model that
+/// ignores context reaches.
+fn reference_measures(
+    reference: &[Vec<[f32; BANDS]>],
+    source: &[Vec<[f32; BANDS]>],
+    test: &[TokenClip],
+    train: &[TokenClip],
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    let (first, second) = halves(reference);
+    out.insert("fd_codec_floor".into(), frechet(first, second)?);
+    out.insert(
+        "fd_codec_source".into(),
+        frechet(&source[..first.len().min(source.len())], second)?,
+    );
+    out.insert(
+        "pitch_class_tv_source_reference".into(),
+        total_variation(&profile(source), &profile(reference)),
+    );
+    if let Some(f) = non_pentatonic(reference) {
+        out.insert("non_pentatonic_reference".into(), f);
+    }
+    if let Some(f) = non_pentatonic(source) {
+        out.insert("non_pentatonic_source_reference".into(), f);
+    }
+    if let Some(r) = distinct_ngram_rate(&first_codebook(test), 4) {
+        out.insert("distinct_4gram_reference".into(), r);
+    }
+    let k = train.first().map_or(0, |c| c.codes.len());
+    let mut unigram = 0.0;
+    for q in 0..k {
+        let mut counts: BTreeMap<u32, f64> = BTreeMap::new();
+        let mut total = 0.0;
+        for c in train {
+            for &t in &c.codes[q] {
+                *counts.entry(t).or_default() += 1.0;
+                total += 1.0;
+            }
+        }
+        let vocab = crate::music::CODEC_CODES as f64;
+        let (mut nll, mut n) = (0f64, 0f64);
+        for c in test {
+            for &t in &c.codes[q] {
+                let p = (counts.get(&t).copied().unwrap_or(0.0) + 1.0) / (total + vocab);
+                nll -= p.ln();
+                n += 1.0;
+            }
+        }
+        unigram += nll / n.max(1.0);
+    }
+    if k > 0 {
+        out.insert("ce_unigram".into(), unigram / k as f64);
+    }
+    Ok(out)
+}
+
+/// The measures of generated clips (frames through the codec, and their codes) against the
+/// target's references and the source's.
+fn generated_measures(
+    generated: &[Vec<[f32; BANDS]>],
+    codes: &[Vec<Vec<u32>>],
+    reference: &[Vec<[f32; BANDS]>],
+    source: &[Vec<[f32; BANDS]>],
+    seed: u64,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    let (_, second) = halves(reference);
+    let generated_set = frame_set(generated, None)?;
+    let reference_stats =
+        GaussianStats::of(&frame_set(second, None)?).map_err(anyhow::Error::msg)?;
+    out.insert(
+        "fd_codec".into(),
+        frechet_distance(
+            &GaussianStats::of(&generated_set).map_err(anyhow::Error::msg)?,
+            &reference_stats,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    if generated_set.rows > FD_INF_MIN {
+        let inf = frechet_distance_infinity(
+            &generated_set,
+            &reference_stats,
+            FD_INF_MIN,
+            FD_INF_STEPS,
+            seed,
+        )
+        .map_err(anyhow::Error::msg)?;
+        out.insert("fd_codec_inf".into(), inf.intercept);
+    }
+    out.insert(
+        "kd_codec".into(),
+        kernel_distance(
+            &frame_set(generated, Some(KERNEL_FRAMES))?,
+            &frame_set(second, Some(KERNEL_FRAMES))?,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let mine = profile(generated);
+    out.insert(
+        "pitch_class_tv_target".into(),
+        total_variation(&mine, &profile(reference)),
+    );
+    out.insert(
+        "pitch_class_tv_source".into(),
+        total_variation(&mine, &profile(source)),
+    );
+    if let Some(f) = non_pentatonic(generated) {
+        out.insert("non_pentatonic".into(), f);
+    }
+    let first: Vec<Vec<u32>> = codes.iter().map(|c| c[0].clone()).collect();
+    if let Some(r) = distinct_ngram_rate(&first, 4) {
+        out.insert("distinct_4gram".into(), r);
+    }
+    Ok(out)
+}
+
+/// A prompt's text from its ids (special tokens dropped).
+fn decode_prompt(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> String {
+    tokenizer.decode(ids, true).unwrap_or_default()
+}
+
+/// Writes `clips` (codec frames) resynthesised as `clip-NN.wav` in `dir`, with `prompts.txt`
+/// naming each clip's prompt.
+fn write_clips(
+    dir: &std::path::Path,
+    clips: &[Vec<[f32; BANDS]>],
+    prompts: &[String],
+) -> anyhow::Result<()> {
+    if clips.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut listing = String::new();
+    for (i, frames) in clips.iter().enumerate() {
+        let name = format!("clip-{i:02}.wav");
+        let audio = normalise_peak(&resynthesise(frames), 0.9);
+        write_wav(&dir.join(&name), &audio, SAMPLE_RATE)?;
+        listing.push_str(&format!(
+            "{name}\t{}\n",
+            prompts.get(i).map_or("", String::as_str)
+        ));
+    }
+    std::fs::write(dir.join("prompts.txt"), listing)?;
+    Ok(())
+}
