@@ -17,7 +17,9 @@ use peftbench_fetch::install::receipt_path;
 use peftbench_fetch::manifest::{self, ArtifactKind};
 use peftbench_fetch::progress::Mode;
 use peftbench_fetch::{FetchOptions, FileState, Mirrors, Report, SuiteManifest, VerifyOptions};
-use peftbench_runner::{demo, demo_audio, demo_clip, demo_t5, demo_text, RegistryCatalog};
+use peftbench_runner::{
+    demo, demo_audio, demo_clip, demo_music, demo_t5, demo_text, RegistryCatalog,
+};
 use peftbench_suite::{load_suite, DataFormat, Suite};
 
 use super::{emit, suites_dir};
@@ -344,6 +346,7 @@ fn hub_backbone(suite: &Suite) -> Option<&str> {
         demo_text::DEMO_TEXT_CHECKPOINT,
         demo_t5::DEMO_T5_CHECKPOINT,
         demo_clip::DEMO_CLIP_CHECKPOINT,
+        demo_music::DEMO_MUSICGEN_CHECKPOINT,
     ];
     // Old hub ids have no `org/` (`bert-base-multilingual-cased`): they are hub ids too.
     (!embedded.contains(&checkpoint) && !Path::new(checkpoint).is_dir()).then_some(checkpoint)
@@ -383,6 +386,11 @@ fn required_data_paths(suite: &Suite) -> Vec<String> {
                     add(&t.run);
                 }
             }
+        }
+        // Style folders: the target styles and the source style.
+        DataFormat::MusicFolder => {
+            paths.extend(suite.tasks.iter().map(|t| t.name.clone()));
+            paths.extend(suite.music.iter().map(|m| m.source_style.clone()));
         }
         _ => paths.extend(suite.tasks.iter().map(|t| t.name.clone())),
     }
