@@ -109,6 +109,13 @@ pub trait Method: Sync {
         Ok(())
     }
 
+    /// The backbone families the method adapts (`BackboneInfo::family`), when it adapts only
+    /// some: MusicGen's own adapters and `zero-shot` adapt generative MusicGen only. `None`:
+    /// every backbone whose sites it finds ([`Method::check_backbone`] says which).
+    fn backbone_families(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Whether [`PeftModel::new`] hands `attach` the run's random stream forked by the method's
     /// name (the default) or the run's stream itself: a wrapper whose copies should start where a
     /// single-task run of the wrapped method starts (`per-task`) forks by that method's name.

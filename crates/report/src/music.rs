@@ -188,10 +188,11 @@ impl MusicTable {
         out.push('\n');
         for r in &self.references {
             out.push_str(&format!(
-                "References for `{}`: {} generated clips and {} test clips of {} s; FD noise \
-                 floor (first half of the test clips against the second) {}, source style \
-                 against the target {}; unigram cross-entropy {}; test clips through the codec: \
-                 non-pentatonic {} (source style {}), distinct-4 {}.\n\n",
+                "References for `{}`: {} generated clips (prompted from the first half of the \
+                 test clips) against {} test clips (the second half) of {} s; FD noise floor \
+                 (first half against second half) {}, source style against the target {}; \
+                 unigram cross-entropy {}; test clips through the codec: non-pentatonic {} \
+                 (source style {}), distinct-4 {} (second half).\n\n",
                 r.task,
                 optional(r.generated_clips, 0),
                 optional(r.reference_clips, 0),

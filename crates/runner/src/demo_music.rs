@@ -156,6 +156,7 @@ pub(crate) fn pretrained(
     source_test: &[TokenClip],
     identity: &serde_json::Value,
     upstream: &str,
+    device: &Device,
     quiet: bool,
 ) -> anyhow::Result<Musicgen> {
     let recipe = DemoMusicRecipe::default();
@@ -164,7 +165,12 @@ pub(crate) fn pretrained(
         .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
     let commit = recipe_commit(
         "demo-musicgen-v1",
-        &serde_json::json!({ "recipe": recipe, "data": identity, "tokenizer": tokenizer_json }),
+        &serde_json::json!({
+            "recipe": recipe,
+            "data": identity,
+            "tokenizer": tokenizer_json,
+            "prompt_dropout": crate::music::PROMPT_DROPOUT,
+        }),
     );
     let snapshot = DemoSnapshot {
         repo_id: DEMO_MUSICGEN_REPO_ID,
@@ -183,7 +189,7 @@ pub(crate) fn pretrained(
             quiet,
         )
     })?;
-    Ok(Musicgen::load(&files.config, &files.weights, &Device::Cpu)?)
+    Ok(Musicgen::load(&files.config, &files.weights, device)?)
 }
 
 /// Trains the miniature's decoder and projection on the source clips.

@@ -1,6 +1,6 @@
 //! Music clips as the music-generation kind reads them: found (generated melodies, or the
 //! folder format's styles), turned into the codec's semitone frames once, quantised into codes
-//! by the `rvq-semitone` codec (fitted on training clips only and cached), and batched for
+//! by the `rvq-semitone` codec (fitted on training clips only, and cached), and batched for
 //! MusicGen as prompts and delayed codes.
 //!
 //! A style's clips are cut to `music.clip_seconds` (shorter clips are skipped and counted), so
@@ -186,6 +186,9 @@ pub(crate) fn framed_clips(
                 "generated melodies last {} s; `music.clip_seconds` {seconds} is longer",
                 melodies::SECONDS
             );
+            // The style joins the seed: melody `i` of one style is not melody `i` of the other
+            // in another scale.
+            let seed = derive_seed(&[seed, *s as u64]);
             let clips = melodies::generate(*s, count, seed)
                 .into_par_iter()
                 .map(|m| FramedClip {
@@ -280,7 +283,7 @@ pub(crate) fn training_clips(
         .collect())
 }
 
-/// The codec fitted on `clips` (every style's training clips, never a test split), cached under
+/// The codec fitted on `clips` (training clips only, never a test split), cached under
 /// the project cache by a fingerprint of the frames it is fitted on.
 pub(crate) fn fitted_codec(
     clips: &[&FramedClip],

@@ -149,6 +149,10 @@ impl Method for MusicAdapterMethod {
         }
     }
 
+    fn backbone_families(&self) -> Option<&'static [&'static str]> {
+        Some(&[MUSICGEN_FAMILY])
+    }
+
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         self.parse(params).map(|_| ())
     }

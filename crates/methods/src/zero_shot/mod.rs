@@ -28,6 +28,10 @@ impl Method for ZeroShot {
         }
     }
 
+    fn backbone_families(&self) -> Option<&'static [&'static str]> {
+        Some(&[MUSICGEN_FAMILY])
+    }
+
     fn validate(&self, params: &serde_json::Value) -> Result<(), String> {
         parse_config::<ZeroShotConfig>("zero-shot", params).map(|_| ())
     }

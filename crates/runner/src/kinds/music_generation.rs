@@ -3,7 +3,8 @@
 //! Tradeoffs for Low Resource Music Generation" (Mehta, Chauhan, Choudhury, 2025).
 //!
 //! What every run shares ([`MusicEncoders`], built once per sweep): the codec fitted on the
-//! training clips of every style (never a test split), the prompt tokenizer, and, for the
+//! source style's training clips and the target clips the runs train on (so it has heard no more
+//! of a target than its runs; never a test split), the prompt tokenizer, and, for the
 //! `demo-musicgen` backbone, the base model pretrained on the source style. A run attaches its
 //! method, trains on the target's `music.train_clips` clips with MusicGen's loss (`zero-shot`,
 //! which trains nothing, scores the unadapted model), then:
@@ -140,8 +141,18 @@ impl Kind for MusicGeneration {
             }
             styles.insert(style.name.clone(), (train, test));
         }
+        // The codec sees the source style's training clips and, of each target style, only the
+        // clips its runs train on: a low-resource run's codec has not heard more of the target.
+        let mut fit: Vec<FramedClip> = styles[&m.source_style].0.clone();
+        for task in &suite.tasks {
+            if task.name != m.source_style {
+                let pool = &styles[&task.name].0;
+                fit.extend(training_clips(pool, m.train_clips, SUBSET_SEED)?);
+            }
+        }
+        let fit: Vec<&FramedClip> = fit.iter().collect();
+        let (codec, codec_id) = fitted_codec(&fit, paths, false)?;
         let training: Vec<&FramedClip> = styles.values().flat_map(|(train, _)| train).collect();
-        let (codec, codec_id) = fitted_codec(&training, paths, false)?;
         eprintln!(
             "music data: {} styles, {} training clips, read and framed in {:.1} s",
             styles.len(),
@@ -164,6 +175,10 @@ impl Kind for MusicGeneration {
                 "clip_seconds": m.clip_seconds,
                 "max_prompt_tokens": m.max_prompt_tokens,
             });
+            let BackboneModel::Musicgen(placeholder) = &backbone.model else {
+                anyhow::bail!("`demo-musicgen` loads as a MusicGen");
+            };
+            let device = placeholder.text_encoder().device().clone();
             let model = demo_music::pretrained(
                 paths,
                 &tokenizer,
@@ -171,6 +186,7 @@ impl Kind for MusicGeneration {
                 &test,
                 &identity,
                 &format!("{} training clips of style `{source}`", train.len()),
+                &device,
                 false,
             )?;
             backbone.model = BackboneModel::Musicgen(Box::new(model));
@@ -336,9 +352,12 @@ impl Kind for MusicGeneration {
         metrics.insert("ce_source_base".into(), mean(&base_source));
         metrics.insert("forgetting_ce".into(), mean(&source) - mean(&base_source));
 
-        // Generation from the target's test prompts, in order, cycled to the fixed count.
+        // Generation from the prompts of the first half of the target's test clips, in order,
+        // cycled to the fixed count: the distances are taken against the second half, which the
+        // generated clips must not have been prompted with (neither was the noise floor).
         let g = &m.generation;
-        let prompts: Vec<&TokenClip> = task.test.iter().cycle().take(g.clips).collect();
+        let (prompt_half, _) = halves(&task.test);
+        let prompts: Vec<&TokenClip> = prompt_half.iter().cycle().take(g.clips).collect();
         let frames = clip_frames(m.clip_seconds);
         let codebooks = base.config().decoder.num_codebooks;
         let options = GenerationOptions {
@@ -364,7 +383,11 @@ impl Kind for MusicGeneration {
             derive_seed(&[spec.seed, GENERATION]),
         )?);
         metrics.insert("generated_clips".into(), generated.len() as f64);
-        metrics.insert("reference_clips".into(), task.reference.len() as f64);
+        // The clips the distances are taken against (the test clips' second half).
+        metrics.insert(
+            "reference_clips".into(),
+            halves(&task.reference).1.len() as f64,
+        );
         metrics.insert("clip_seconds".into(), m.clip_seconds);
         write_clips(
             &crate::music::generated_dir(&trained.adapter_dir),
@@ -497,7 +520,8 @@ fn reference_measures(
     if let Some(f) = non_pentatonic(source) {
         out.insert("non_pentatonic_source_reference".into(), f);
     }
-    if let Some(r) = distinct_ngram_rate(&first_codebook(test), 4) {
+    // On the second half, as many clips as are compared with (the rate falls as clips are added).
+    if let Some(r) = distinct_ngram_rate(&first_codebook(halves(test).1), 4) {
         out.insert("distinct_4gram_reference".into(), r);
     }
     let k = train.first().map_or(0, |c| c.codes.len());
