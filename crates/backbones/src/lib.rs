@@ -11,6 +11,7 @@ pub mod ast;
 pub mod bert;
 pub mod checkpoint;
 pub mod clip;
+pub mod encodec;
 mod encoder;
 pub mod musicgen;
 mod pre_norm_layer;
