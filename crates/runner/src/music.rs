@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use peftbench_backbones::encodec::Encodec;
 use peftbench_data_audio::music::codec::{self, Rvq, BANDS, SAMPLE_RATE};
 use peftbench_data_audio::music::{folder, melodies, training_subset, MusicClip, MusicSplits};
 use peftbench_methods::music_generation::delayed_labels;
@@ -46,12 +47,61 @@ fn melody_style(name: &str) -> anyhow::Result<melodies::Style> {
     }
 }
 
-/// One clip in the codec's frames: `frames` × 88 semitone-band energies.
+/// One clip in the codec's frames: `frames` × 88 semitone-band energies; and, when the codec is
+/// EnCodec (which reads audio, not these frames), its codes.
 #[derive(Debug, Clone)]
 pub(crate) struct FramedClip {
     pub frames: Vec<[f32; BANDS]>,
+    pub codes: Option<Vec<Vec<u32>>>,
     pub prompt: String,
     pub work: String,
+}
+
+/// How audio becomes the model's tokens and back (the suite's `music.codec`).
+#[derive(Clone)]
+pub(crate) enum Codec {
+    RvqSemitone(Rvq),
+    Encodec(std::sync::Arc<Encodec>),
+}
+
+impl Codec {
+    /// A clip's codes `[codebooks][frames]`.
+    pub fn encode(&self, clip: &FramedClip) -> anyhow::Result<Vec<Vec<u32>>> {
+        match (self, &clip.codes) {
+            (_, Some(codes)) => Ok(codes.clone()),
+            (Codec::RvqSemitone(rvq), None) => Ok(rvq.encode(&clip.frames)),
+            (Codec::Encodec(_), None) => {
+                anyhow::bail!("an EnCodec clip is coded from its audio when it is read")
+            }
+        }
+    }
+
+    /// The semitone frames of codes (at most `frames` of them) and their audio at 32 kHz.
+    pub fn decode(
+        &self,
+        codes: &[Vec<u32>],
+        frames: usize,
+    ) -> anyhow::Result<(Vec<[f32; BANDS]>, Vec<f32>)> {
+        match self {
+            Codec::RvqSemitone(rvq) => {
+                let f = rvq.decode(codes)?;
+                let audio = codec::resynthesise(&f);
+                Ok((f, audio))
+            }
+            Codec::Encodec(e) => {
+                let audio = e.decode(codes)?;
+                let audio = peftbench_data_audio::resample(
+                    &audio,
+                    e.config().sampling_rate as u32,
+                    SAMPLE_RATE,
+                )
+                .map_err(anyhow::Error::msg)?;
+                let mut f = codec::semitone_features(&audio);
+                f.truncate(frames);
+                Ok((f, audio))
+            }
+        }
+    }
 }
 
 /// Where a style's clips come from.
@@ -162,6 +212,7 @@ pub(crate) fn framed_clips(
     split: Split,
     seconds: f64,
     limit: Option<usize>,
+    encodec: Option<&Encodec>,
 ) -> anyhow::Result<(Vec<FramedClip>, usize)> {
     let frames = clip_frames(seconds);
     let samples = (seconds * f64::from(SAMPLE_RATE)).round() as usize;
@@ -169,6 +220,17 @@ pub(crate) fn framed_clips(
         let mut f = codec::semitone_features(&audio[..samples.min(audio.len())]);
         f.truncate(frames);
         f
+    };
+    // EnCodec reads the clip's audio at its own rate.
+    let codes_of = |audio: &[f32]| -> anyhow::Result<Option<Vec<Vec<u32>>>> {
+        let Some(e) = encodec else {
+            return Ok(None);
+        };
+        let clip = &audio[..samples.min(audio.len())];
+        let rate = e.config().sampling_rate as u32;
+        let clip =
+            peftbench_data_audio::resample(clip, SAMPLE_RATE, rate).map_err(anyhow::Error::msg)?;
+        Ok(Some(e.encode(&clip)?))
     };
     match &style.source {
         StyleSource::Generated {
@@ -191,12 +253,15 @@ pub(crate) fn framed_clips(
             let seed = derive_seed(&[seed, *s as u64]);
             let clips = melodies::generate(*s, count, seed)
                 .into_par_iter()
-                .map(|m| FramedClip {
-                    frames: frame_of(&m.samples),
-                    prompt: m.prompt,
-                    work: m.work,
+                .map(|m| {
+                    Ok(FramedClip {
+                        frames: frame_of(&m.samples),
+                        codes: codes_of(&m.samples)?,
+                        prompt: m.prompt,
+                        work: m.work,
+                    })
                 })
-                .collect();
+                .collect::<anyhow::Result<_>>()?;
             Ok((clips, 0))
         }
         StyleSource::Folder { root, splits } => {
@@ -217,6 +282,7 @@ pub(crate) fn framed_clips(
                     }
                     Ok(Some(FramedClip {
                         frames: frame_of(&audio.samples),
+                        codes: codes_of(&audio.samples)?,
                         prompt: clip.prompt.clone(),
                         work: clip.work.clone(),
                     }))
@@ -352,7 +418,7 @@ pub(crate) struct TokenClip {
 pub(crate) fn tokenise(
     clips: &[FramedClip],
     tokenizer: &tokenizers::Tokenizer,
-    codec: &Rvq,
+    codec: &Codec,
     max_tokens: usize,
 ) -> anyhow::Result<Vec<TokenClip>> {
     clips
@@ -360,7 +426,7 @@ pub(crate) fn tokenise(
         .map(|c| {
             Ok(TokenClip {
                 prompt: prompt_ids(tokenizer, &c.prompt, max_tokens)?,
-                codes: codec.encode(&c.frames),
+                codes: codec.encode(c)?,
             })
         })
         .collect()

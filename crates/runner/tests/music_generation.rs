@@ -135,3 +135,118 @@ fn music_runs_score_likelihoods_and_generated_clips() {
     let e = format!("{:#}", sweep(&suite, &opts, &paths).unwrap_err());
     assert!(e.contains("irish") && e.contains("train.jsonl"), "{e}");
 }
+
+/// A random MusicGen checkpoint folder in `facebook/musicgen-small`'s layout (`config.json` with
+/// `model_type: musicgen` and an `audio_encoder`, `model.safetensors` with `audio_encoder.*`,
+/// `tokenizer.json`): the demo's miniature shape over 2048 codes, and the backbones crate's
+/// random 32 kHz EnCodec (`ci/fixtures/encodec_random.py`) as its codec.
+fn musicgen_checkpoint(dir: &Path, prompts: &[String]) -> std::path::PathBuf {
+    use peftbench_backbones::{Backbone, Musicgen};
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../backbones/tests/fixtures/encodec_random");
+    let tokenizer = peftbench_runner::demo_t5::word_level_tokenizer(prompts, 0).unwrap();
+    let recipe = peftbench_runner::demo_music::DemoMusicRecipe {
+        codes: 2048,
+        ..Default::default()
+    };
+    let mut cfg = recipe.config(tokenizer.get_vocab_size(true));
+    cfg.audio_encoder =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+            .unwrap();
+    let device = candle_core::Device::Cpu;
+    let mut model =
+        Musicgen::random(cfg.clone(), &peftbench_core::SeededInit::new(3, &device)).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    Backbone::visit_params(&mut model, &mut |name, t| {
+        tensors.insert(name.to_string(), t.clone());
+        Ok(())
+    })
+    .unwrap();
+    let mut text = model.text_encoder().clone();
+    text.visit_params(&mut |name, t| {
+        tensors.insert(format!("text_encoder.{name}"), t.clone());
+        Ok(())
+    })
+    .unwrap();
+    for (name, t) in
+        candle_core::safetensors::load(fixture.join("model.safetensors"), &device).unwrap()
+    {
+        tensors.insert(format!("audio_encoder.{name}"), t);
+    }
+    let folder = dir.join("musicgen");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut json = serde_json::to_value(&cfg).unwrap();
+    json["model_type"] = "musicgen".into();
+    std::fs::write(folder.join("config.json"), json.to_string()).unwrap();
+    candle_core::safetensors::save(&tensors, folder.join("model.safetensors")).unwrap();
+    std::fs::write(
+        folder.join("tokenizer.json"),
+        tokenizer.to_string(false).unwrap(),
+    )
+    .unwrap();
+    folder
+}
+
+/// The real-model path on CPU: a MusicGen checkpoint with its own EnCodec (`music.codec:
+/// encodec`) adapts, scores and generates as the demo does; the clips are coded from their audio
+/// by EnCodec and the generated codes decoded back to audio by it.
+#[test]
+fn a_musicgen_checkpoint_runs_with_its_encodec() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    write_style(&root, "german", Style::Diatonic, 4, 4);
+    write_style(&root, "han", Style::Pentatonic, 4, 4);
+    let prompts: Vec<String> = generate(Style::Diatonic, 4, 1)
+        .into_iter()
+        .chain(generate(Style::Pentatonic, 4, 1))
+        .map(|m| m.prompt)
+        .collect();
+    let checkpoint = musicgen_checkpoint(dir.path(), &prompts);
+    let text = suite_text(&root)
+        .replace(
+            "backbone: { checkpoint: demo-musicgen }",
+            &format!("backbone: {{ checkpoint: \"{}\" }}", checkpoint.display()),
+        )
+        .replace(
+            "  source_style: german\n",
+            "  source_style: german\n  codec: encodec\n",
+        )
+        .replace(
+            "  - method: music-conv\n    params: { placement: post, width: 8 }\n",
+            "",
+        );
+    let suite = parse_suite(&text, &dir.path().join("suite.yaml"), &RegistryCatalog).unwrap();
+    let opts = SweepOptions {
+        plan: PlanOptions::default(),
+        dry_run: false,
+        device: Default::default(),
+        retry_failed: false,
+        quiet: true,
+    };
+    let paths = Paths::under(dir.path());
+    let summary = sweep(&suite, &opts, &paths).unwrap();
+    assert_eq!(summary.failed, 0, "{}", summary.runs);
+    let store = peftbench_records::RecordStore::open(&paths.results).unwrap();
+    let records = store.load_all().unwrap();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        for key in ["ce", "ce_base", "fd_codec", "distinct_4gram"] {
+            assert!(r.metrics[key].is_finite(), "{}: {key}", r.label);
+        }
+        let wav = paths
+            .results
+            .join(r.adapter_dir.as_deref().unwrap())
+            .join("generated/clip-00.wav");
+        let audio = peftbench_data_audio::decode_file(&wav).unwrap();
+        // 50 EnCodec frames of 640 samples.
+        assert_eq!(audio.samples.len(), 32_000, "{}", r.label);
+    }
+    // Vocabulary 2048 against `rvq-semitone`'s 128 codes is refused, naming both.
+    let wrong = text.replace("  codec: encodec\n", "");
+    let suite = parse_suite(&wrong, &dir.path().join("suite.yaml"), &RegistryCatalog).unwrap();
+    let e = format!(
+        "{:#}",
+        sweep(&suite, &opts, &Paths::under(&dir.path().join("again"))).unwrap_err()
+    );
+    assert!(e.contains("2048") && e.contains("rvq-semitone"), "{e}");
+}

@@ -1523,6 +1523,10 @@ pub enum MusicCodec {
     /// additive resynthesis: the project's own frozen codec, where EnCodec's weights are absent.
     #[default]
     RvqSemitone,
+    /// EnCodec, read from the backbone's checkpoint (`audio_encoder.*` and its configuration in
+    /// `config.json`: `facebook/musicgen-small`'s 32 kHz model, 4 codebooks of 2048 codes at 50
+    /// frames a second).
+    Encodec,
 }
 
 /// How the adapted model generates clips (MusicGen's released sampling by default: guidance 3,

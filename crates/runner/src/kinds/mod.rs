@@ -160,6 +160,7 @@ mod tests {
             ("cil-vtab", TaskKind::ClassIncremental),
             ("demo-music", TaskKind::MusicGeneration),
             ("folk-songs", TaskKind::MusicGeneration),
+            ("musicgen-adapters", TaskKind::MusicGeneration),
         ];
         for (name, kind) in expected {
             let suite = load_suite(name, suites_dir(), &RegistryCatalog).unwrap();

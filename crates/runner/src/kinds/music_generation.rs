@@ -35,9 +35,7 @@ use candle_core::{Device, Tensor};
 use peftbench_backbones::musicgen::GenerationOptions;
 use peftbench_backbones::TextEncoder;
 use peftbench_core::SeededInit;
-use peftbench_data_audio::music::codec::{
-    band_power, resynthesise, Rvq, BANDS, LOWEST_NOTE, SAMPLE_RATE,
-};
+use peftbench_data_audio::music::codec::{band_power, BANDS, LOWEST_NOTE, SAMPLE_RATE};
 use peftbench_data_audio::music::wav::{normalise_peak, write_wav};
 use peftbench_methods::MusicModel;
 use peftbench_metrics::frechet::{
@@ -47,7 +45,7 @@ use peftbench_metrics::pitch_class::{
     key_normalised, non_pentatonic_fraction, pitch_class_histogram, total_variation,
 };
 use peftbench_metrics::token_diversity::distinct_ngram_rate;
-use peftbench_suite::{MusicSpec, RunSpec, Suite};
+use peftbench_suite::{MusicCodec, MusicSpec, RunSpec, Suite};
 use peftbench_train::{derive_seed, train, TrainOutcome, TrainReport};
 
 use super::Kind;
@@ -55,7 +53,7 @@ use crate::backbone::{BackboneModel, LoadedBackbone};
 use crate::demo_music::{self, per_codebook_cross_entropy, TEXT_PAD};
 use crate::music::{
     clip_frames, fitted_codec, framed_clips, locate_style, prompts, suite_styles, tokenise,
-    training_clips, FramedClip, LocatedStyle, MusicBatches, Split, TokenClip,
+    training_clips, Codec, FramedClip, LocatedStyle, MusicBatches, Split, TokenClip,
 };
 use crate::run::{train_config, Finished, RunContext, Trained, MODEL_INIT};
 use crate::Paths;
@@ -77,7 +75,7 @@ const KERNEL_FRAMES: usize = 1500;
 
 /// What every run of the suite shares.
 pub(crate) struct MusicEncoders {
-    codec: Rvq,
+    codec: Codec,
     tokenizer: tokenizers::Tokenizer,
     /// Each style's clips in frames, by name (source first): training and test.
     styles: BTreeMap<String, (Vec<FramedClip>, Vec<FramedClip>)>,
@@ -86,7 +84,7 @@ pub(crate) struct MusicEncoders {
 
 /// A target style's runs' inputs.
 pub(crate) struct PreparedMusic {
-    codec: Rvq,
+    codec: Codec,
     /// To write the prompts of the clips generated.
     tokenizer: tokenizers::Tokenizer,
     train: Vec<TokenClip>,
@@ -128,11 +126,26 @@ impl Kind for MusicGeneration {
     ) -> anyhow::Result<MusicEncoders> {
         let m = suite.music.as_ref().expect("music suites have the section");
         let started = Instant::now();
+        let encodec = match m.codec {
+            MusicCodec::RvqSemitone => None,
+            MusicCodec::Encodec => Some(std::sync::Arc::new(load_encodec(suite, paths)?)),
+        };
         let mut styles = BTreeMap::new();
         for style in suite_styles(suite, paths)? {
-            let (train, short_train) = framed_clips(&style, Split::Train, m.clip_seconds, None)?;
-            let (test, short_test) =
-                framed_clips(&style, Split::Test, m.clip_seconds, m.test_clips)?;
+            let (train, short_train) = framed_clips(
+                &style,
+                Split::Train,
+                m.clip_seconds,
+                None,
+                encodec.as_deref(),
+            )?;
+            let (test, short_test) = framed_clips(
+                &style,
+                Split::Test,
+                m.clip_seconds,
+                m.test_clips,
+                encodec.as_deref(),
+            )?;
             if short_train + short_test > 0 {
                 eprintln!(
                     "style `{}`: {} training and {} test clips shorter than {} s skipped",
@@ -151,7 +164,13 @@ impl Kind for MusicGeneration {
             }
         }
         let fit: Vec<&FramedClip> = fit.iter().collect();
-        let (codec, codec_id) = fitted_codec(&fit, paths, false)?;
+        let (codec, codec_id) = match encodec {
+            Some(e) => (Codec::Encodec(e), "encodec".to_string()),
+            None => {
+                let (rvq, id) = fitted_codec(&fit, paths, false)?;
+                (Codec::RvqSemitone(rvq), id)
+            }
+        };
         let training: Vec<&FramedClip> = styles.values().flat_map(|(train, _)| train).collect();
         eprintln!(
             "music data: {} styles, {} training clips, read and framed in {:.1} s",
@@ -195,17 +214,22 @@ impl Kind for MusicGeneration {
             anyhow::bail!("music suites adapt a MusicGen backbone");
         };
         let dec = &model.config().decoder;
+        let (levels, codes) = match &codec {
+            Codec::RvqSemitone(_) => (crate::music::CODEC_LEVELS, crate::music::CODEC_CODES),
+            Codec::Encodec(e) => (e.codebooks(), e.config().codebook_size),
+        };
         anyhow::ensure!(
-            dec.vocab_size == crate::music::CODEC_CODES
-                && dec.num_codebooks == crate::music::CODEC_LEVELS,
-            "backbone `{}` reads {} codebooks of {} codes, and codec `rvq-semitone` writes {} of \
-             {}: this codec pairs with `demo-musicgen` (EnCodec, which musicgen-small reads, is \
-             not built yet)",
+            dec.vocab_size == codes && dec.num_codebooks == levels,
+            "backbone `{}` reads {} codebooks of {} codes, and codec `{}` writes {levels} of \
+             {codes}: `rvq-semitone` pairs with `demo-musicgen`, `encodec` with a MusicGen \
+             checkpoint (its own `audio_encoder`)",
             backbone.name,
             dec.num_codebooks,
             dec.vocab_size,
-            crate::music::CODEC_LEVELS,
-            crate::music::CODEC_CODES
+            match m.codec {
+                MusicCodec::RvqSemitone => "rvq-semitone",
+                MusicCodec::Encodec => "encodec",
+            }
         );
         Ok(MusicEncoders {
             codec,
@@ -247,10 +271,11 @@ impl Kind for MusicGeneration {
         };
         let (train, test_tokens, source_tokens) =
             (tokenise(&train)?, tokenise(&test)?, tokenise(&source_test)?);
+        let frames = clip_frames(m.clip_seconds);
         let round_trip = |clips: &[TokenClip]| -> anyhow::Result<Vec<Vec<[f32; BANDS]>>> {
             clips
                 .iter()
-                .map(|c| Ok(encoders.codec.decode(&c.codes)?))
+                .map(|c| Ok(encoders.codec.decode(&c.codes, frames)?.0))
                 .collect()
         };
         let reference = round_trip(&test_tokens)?;
@@ -358,10 +383,13 @@ impl Kind for MusicGeneration {
         let g = &m.generation;
         let (prompt_half, _) = halves(&task.test);
         let prompts: Vec<&TokenClip> = prompt_half.iter().cycle().take(g.clips).collect();
+        // Semitone frames (25 a second) for the measures; codec frames (the clips' own length in
+        // tokens: 25 a second for `rvq-semitone`, 50 for EnCodec) for the generation.
         let frames = clip_frames(m.clip_seconds);
+        let code_frames = task.test.first().map_or(frames, |c| c.codes[0].len());
         let codebooks = base.config().decoder.num_codebooks;
         let options = GenerationOptions {
-            max_new_tokens: frames + codebooks - 1,
+            max_new_tokens: code_frames + codebooks - 1,
             guidance_scale: g.guidance_scale,
             top_k: Some(g.top_k),
             temperature: g.temperature,
@@ -371,10 +399,11 @@ impl Kind for MusicGeneration {
         let codes = model
             .generate(&ids, Some(&mask), &options)?
             .to_vec3::<u32>()?;
-        let generated: Vec<Vec<[f32; BANDS]>> = codes
+        let decoded: Vec<(Vec<[f32; BANDS]>, Vec<f32>)> = codes
             .iter()
-            .map(|c| Ok(task.codec.decode(c)?))
+            .map(|c| task.codec.decode(c, frames))
             .collect::<anyhow::Result<_>>()?;
+        let generated: Vec<Vec<[f32; BANDS]>> = decoded.iter().map(|(f, _)| f.clone()).collect();
         metrics.extend(generated_measures(
             &generated,
             &codes,
@@ -389,9 +418,10 @@ impl Kind for MusicGeneration {
             halves(&task.reference).1.len() as f64,
         );
         metrics.insert("clip_seconds".into(), m.clip_seconds);
+        let audio: Vec<Vec<f32>> = decoded.into_iter().map(|(_, a)| a).collect();
         write_clips(
             &crate::music::generated_dir(&trained.adapter_dir),
-            &generated[..m.wav_clips.min(generated.len())],
+            &audio[..m.wav_clips.min(audio.len())],
             &prompts
                 .iter()
                 .map(|p| decode_prompt(&task.tokenizer, &p.prompt))
@@ -617,11 +647,11 @@ fn decode_prompt(tokenizer: &tokenizers::Tokenizer, ids: &[u32]) -> String {
     tokenizer.decode(ids, true).unwrap_or_default()
 }
 
-/// Writes `clips` (codec frames) resynthesised as `clip-NN.wav` in `dir`, with `prompts.txt`
-/// naming each clip's prompt.
+/// Writes `clips` (decoded audio at 32 kHz) as `clip-NN.wav` in `dir`, with `prompts.txt` naming
+/// each clip's prompt.
 fn write_clips(
     dir: &std::path::Path,
-    clips: &[Vec<[f32; BANDS]>],
+    clips: &[Vec<f32>],
     prompts: &[String],
 ) -> anyhow::Result<()> {
     if clips.is_empty() {
@@ -629,9 +659,9 @@ fn write_clips(
     }
     std::fs::create_dir_all(dir)?;
     let mut listing = String::new();
-    for (i, frames) in clips.iter().enumerate() {
+    for (i, audio) in clips.iter().enumerate() {
         let name = format!("clip-{i:02}.wav");
-        let audio = normalise_peak(&resynthesise(frames), 0.9);
+        let audio = normalise_peak(audio, 0.9);
         write_wav(&dir.join(&name), &audio, SAMPLE_RATE)?;
         listing.push_str(&format!(
             "{name}\t{}\n",
@@ -640,4 +670,29 @@ fn write_clips(
     }
     std::fs::write(dir.join("prompts.txt"), listing)?;
     Ok(())
+}
+
+/// EnCodec from the suite's backbone checkpoint: `config.json`'s `audio_encoder` and the
+/// `audio_encoder.*` tensors of its weights (a MusicGen checkpoint carries both).
+fn load_encodec(
+    suite: &Suite,
+    paths: &Paths,
+) -> anyhow::Result<peftbench_backbones::encodec::Encodec> {
+    let files = crate::backbone::resolve_files(&suite.backbone, paths)?;
+    let text = std::fs::read_to_string(&files.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", files.config.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", files.config.display()))?;
+    let config = json.get("audio_encoder").ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: `music.codec: encodec` reads the checkpoint's `audio_encoder`, and it has none",
+            files.config.display()
+        )
+    })?;
+    Ok(peftbench_backbones::encodec::Encodec::load(
+        config,
+        &files.weights,
+        "audio_encoder.",
+        &candle_core::Device::Cpu,
+    )?)
 }
