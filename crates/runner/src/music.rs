@@ -76,29 +76,27 @@ impl Codec {
         }
     }
 
-    /// The semitone frames of codes (at most `frames` of them) and their audio at 32 kHz.
-    pub fn decode(
-        &self,
-        codes: &[Vec<u32>],
-        frames: usize,
-    ) -> anyhow::Result<(Vec<[f32; BANDS]>, Vec<f32>)> {
+    /// The semitone frames of codes (at most `frames` of them): the codec's own for
+    /// `rvq-semitone`, those of the decoded audio for EnCodec.
+    pub fn frames(&self, codes: &[Vec<u32>], frames: usize) -> anyhow::Result<Vec<[f32; BANDS]>> {
         match self {
-            Codec::RvqSemitone(rvq) => {
-                let f = rvq.decode(codes)?;
-                let audio = codec::resynthesise(&f);
-                Ok((f, audio))
+            Codec::RvqSemitone(rvq) => Ok(rvq.decode(codes)?),
+            Codec::Encodec(_) => {
+                let mut f = codec::semitone_features(&self.audio(codes)?);
+                f.truncate(frames);
+                Ok(f)
             }
+        }
+    }
+
+    /// The audio of codes at 32 kHz: resynthesised from the semitone frames, or EnCodec's.
+    pub fn audio(&self, codes: &[Vec<u32>]) -> anyhow::Result<Vec<f32>> {
+        match self {
+            Codec::RvqSemitone(rvq) => Ok(codec::resynthesise(&rvq.decode(codes)?)),
             Codec::Encodec(e) => {
                 let audio = e.decode(codes)?;
-                let audio = peftbench_data_audio::resample(
-                    &audio,
-                    e.config().sampling_rate as u32,
-                    SAMPLE_RATE,
-                )
-                .map_err(anyhow::Error::msg)?;
-                let mut f = codec::semitone_features(&audio);
-                f.truncate(frames);
-                Ok((f, audio))
+                peftbench_data_audio::resample(&audio, e.config().sampling_rate as u32, SAMPLE_RATE)
+                    .map_err(anyhow::Error::msg)
             }
         }
     }

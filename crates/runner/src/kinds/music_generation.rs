@@ -275,7 +275,7 @@ impl Kind for MusicGeneration {
         let round_trip = |clips: &[TokenClip]| -> anyhow::Result<Vec<Vec<[f32; BANDS]>>> {
             clips
                 .iter()
-                .map(|c| Ok(encoders.codec.decode(&c.codes, frames)?.0))
+                .map(|c| encoders.codec.frames(&c.codes, frames))
                 .collect()
         };
         let reference = round_trip(&test_tokens)?;
@@ -399,11 +399,10 @@ impl Kind for MusicGeneration {
         let codes = model
             .generate(&ids, Some(&mask), &options)?
             .to_vec3::<u32>()?;
-        let decoded: Vec<(Vec<[f32; BANDS]>, Vec<f32>)> = codes
+        let generated: Vec<Vec<[f32; BANDS]>> = codes
             .iter()
-            .map(|c| task.codec.decode(c, frames))
+            .map(|c| task.codec.frames(c, frames))
             .collect::<anyhow::Result<_>>()?;
-        let generated: Vec<Vec<[f32; BANDS]>> = decoded.iter().map(|(f, _)| f.clone()).collect();
         metrics.extend(generated_measures(
             &generated,
             &codes,
@@ -418,10 +417,15 @@ impl Kind for MusicGeneration {
             halves(&task.reference).1.len() as f64,
         );
         metrics.insert("clip_seconds".into(), m.clip_seconds);
-        let audio: Vec<Vec<f32>> = decoded.into_iter().map(|(_, a)| a).collect();
+        // Audio only for the clips written (resynthesis costs more than the measures).
+        let audio: Vec<Vec<f32>> = codes
+            .iter()
+            .take(m.wav_clips)
+            .map(|c| task.codec.audio(c))
+            .collect::<anyhow::Result<_>>()?;
         write_clips(
             &crate::music::generated_dir(&trained.adapter_dir),
-            &audio[..m.wav_clips.min(audio.len())],
+            &audio,
             &prompts
                 .iter()
                 .map(|p| decode_prompt(&task.tokenizer, &p.prompt))
