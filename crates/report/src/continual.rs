@@ -7,36 +7,10 @@ use std::collections::BTreeMap;
 use peftbench_records::{RunRecord, RunStatus};
 use serde::Serialize;
 
+pub use crate::spread::Spread;
+
 /// The primary metric of class-incremental records.
 pub const AVERAGE_INCREMENTAL_ACCURACY: &str = "avg_incremental_accuracy";
-
-/// Mean and sample standard deviation over runs, in percent.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Spread {
-    pub mean: f64,
-    /// `None` with one run.
-    pub std: Option<f64>,
-}
-
-impl Spread {
-    fn of(values: &[f64]) -> Option<Spread> {
-        if values.is_empty() {
-            return None;
-        }
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let std = (values.len() > 1)
-            .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
-        Some(Spread { mean, std })
-    }
-
-    fn text(&self) -> String {
-        match self.std {
-            Some(s) => format!("{:.1} ±{s:.1}", self.mean),
-            None => format!("{:.1}", self.mean),
-        }
-    }
-}
 
 /// One method on one task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,9 +116,9 @@ impl ContinualTable {
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
                 row.label,
                 row.task,
-                row.average.text(),
-                row.last.text(),
-                row.forgetting.map_or("—".into(), |f| f.text()),
+                row.average.text(1),
+                row.last.text(1),
+                row.forgetting.map_or("—".into(), |f| f.text(1)),
                 row.stages,
                 row.runs
             ));

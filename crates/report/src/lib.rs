@@ -54,6 +54,7 @@ mod multi_task;
 pub mod music;
 pub mod plots;
 mod select;
+pub mod spread;
 
 pub use compare::{compare, Comparison, Verdict};
 pub use export::{csv, json};

@@ -7,36 +7,10 @@
 use peftbench_records::{RunRecord, RunStatus};
 use serde::Serialize;
 
+pub use crate::spread::Spread;
+
 /// The primary metric of music-generation records.
 pub const CE_REDUCTION: &str = "ce_reduction";
-
-/// Mean and sample standard deviation over runs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Spread {
-    pub mean: f64,
-    /// `None` with one run.
-    pub std: Option<f64>,
-}
-
-impl Spread {
-    fn of(values: &[f64]) -> Option<Spread> {
-        if values.is_empty() {
-            return None;
-        }
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let std = (values.len() > 1)
-            .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
-        Some(Spread { mean, std })
-    }
-
-    fn text(&self, decimals: usize) -> String {
-        match self.std {
-            Some(s) => format!("{:.*} ±{s:.*}", decimals, self.mean, decimals),
-            None => format!("{:.*}", decimals, self.mean),
-        }
-    }
-}
 
 /// The columns, in order: record metric, column title, decimals.
 pub const COLUMNS: &[(&str, &str, usize)] = &[

@@ -30,6 +30,26 @@ fn write_style(root: &Path, name: &str, style: Style, train: usize, test: usize)
     }
 }
 
+fn quiet() -> SweepOptions {
+    SweepOptions {
+        plan: PlanOptions::default(),
+        dry_run: false,
+        device: Default::default(),
+        retry_failed: false,
+        quiet: true,
+    }
+}
+
+/// Sweeps the suite `text` with everything under `dir`; every run must complete.
+fn run_suite(text: &str, dir: &Path) -> (Paths, Vec<peftbench_records::RunRecord>) {
+    let suite = parse_suite(text, &dir.join("suite.yaml"), &RegistryCatalog).unwrap();
+    let paths = Paths::under(dir);
+    let summary = sweep(&suite, &quiet(), &paths).unwrap();
+    assert_eq!(summary.failed, 0, "{}", summary.runs);
+    let store = peftbench_records::RecordStore::open(&paths.results).unwrap();
+    (paths, store.load_all().unwrap())
+}
+
 fn suite_text(root: &Path) -> String {
     format!(
         r#"
@@ -67,19 +87,7 @@ fn music_runs_score_likelihoods_and_generated_clips() {
     write_style(&root, "german", Style::Diatonic, 16, 4);
     write_style(&root, "han", Style::Pentatonic, 8, 4);
     let text = suite_text(&root);
-    let suite = parse_suite(&text, &dir.path().join("suite.yaml"), &RegistryCatalog).unwrap();
-    let opts = SweepOptions {
-        plan: PlanOptions::default(),
-        dry_run: false,
-        device: Default::default(),
-        retry_failed: false,
-        quiet: true,
-    };
-    let paths = Paths::under(dir.path());
-    let summary = sweep(&suite, &opts, &paths).unwrap();
-    assert_eq!(summary.failed, 0, "{}", summary.runs);
-    let store = peftbench_records::RecordStore::open(&paths.results).unwrap();
-    let records = store.load_all().unwrap();
+    let (paths, records) = run_suite(&text, dir.path());
     assert_eq!(records.len(), 3);
     for r in &records {
         assert_eq!(r.primary_metric, "ce_reduction", "{}", r.label);
@@ -132,7 +140,7 @@ fn music_runs_score_likelihoods_and_generated_clips() {
     let missing = text.replace("tasks: [{ name: han }]", "tasks: [{ name: irish }]");
     let suite = parse_suite(&missing, &dir.path().join("suite.yaml"), &RegistryCatalog).unwrap();
     let paths = Paths::under(&dir.path().join("again"));
-    let e = format!("{:#}", sweep(&suite, &opts, &paths).unwrap_err());
+    let e = format!("{:#}", sweep(&suite, &quiet(), &paths).unwrap_err());
     assert!(e.contains("irish") && e.contains("train.jsonl"), "{e}");
 }
 
@@ -215,19 +223,7 @@ fn a_musicgen_checkpoint_runs_with_its_encodec() {
             "  - method: music-conv\n    params: { placement: post, width: 8 }\n",
             "",
         );
-    let suite = parse_suite(&text, &dir.path().join("suite.yaml"), &RegistryCatalog).unwrap();
-    let opts = SweepOptions {
-        plan: PlanOptions::default(),
-        dry_run: false,
-        device: Default::default(),
-        retry_failed: false,
-        quiet: true,
-    };
-    let paths = Paths::under(dir.path());
-    let summary = sweep(&suite, &opts, &paths).unwrap();
-    assert_eq!(summary.failed, 0, "{}", summary.runs);
-    let store = peftbench_records::RecordStore::open(&paths.results).unwrap();
-    let records = store.load_all().unwrap();
+    let (paths, records) = run_suite(&text, dir.path());
     assert_eq!(records.len(), 2);
     for r in &records {
         for key in ["ce", "ce_base", "fd_codec", "distinct_4gram"] {
@@ -246,7 +242,7 @@ fn a_musicgen_checkpoint_runs_with_its_encodec() {
     let suite = parse_suite(&wrong, &dir.path().join("suite.yaml"), &RegistryCatalog).unwrap();
     let e = format!(
         "{:#}",
-        sweep(&suite, &opts, &Paths::under(&dir.path().join("again"))).unwrap_err()
+        sweep(&suite, &quiet(), &Paths::under(&dir.path().join("again"))).unwrap_err()
     );
     assert!(e.contains("2048") && e.contains("rvq-semitone"), "{e}");
 }
