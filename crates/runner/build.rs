@@ -18,14 +18,25 @@ fn main() {
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
     let mut found = Vec::new();
-    let mut name: Option<String> = None;
-    for line in text.lines() {
-        if let Some(n) = line.strip_prefix("name = ") {
-            name = Some(n.trim_matches('"').to_string());
-        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
-            if TRACKED.contains(&n.as_str()) {
-                found.push(format!("{n}={}", v.trim_matches('"')));
-            }
+    // Each `[[package]]` block: name, version, and a `source` line unless it is a path crate of
+    // this workspace (as `gemm` is: crates/gemm, patched in for the upstream crate).
+    for block in text.split("[[package]]") {
+        let field = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        };
+        let (Some(name), Some(version)) = (field("name = "), field("version = ")) else {
+            continue;
+        };
+        if TRACKED.contains(&name.as_str()) {
+            let ours = if field("source = ").is_none() {
+                " (this workspace)"
+            } else {
+                ""
+            };
+            found.push(format!("{name}={version}{ours}"));
         }
     }
     println!("cargo:rustc-env=PEFTBENCH_DEP_VERSIONS={}", found.join(","));

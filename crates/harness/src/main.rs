@@ -41,7 +41,10 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 regression found, 2 error, 3 some runs failed.";
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 regression found, 2 error, 3 some runs failed.
+
+Environment: PEFTBENCH_KERNELS=portable|avx2|avx512 forces the CPU kernels' instruction set (default:
+the widest the CPU has). Every path gives the same bits for the same seed; only speed differs.";
 
 /// Where suite files are read from (`list`, `compare`, and inside [`Locations`]). Each
 /// subcommand flattens only the locations it reads, so its `--help` lists no option it ignores.
@@ -122,6 +125,10 @@ enum Command {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if let Err(e) = peftbench_core::kernels::check_kernels_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Suite(args) => commands::suite::run(args),
         Command::Report(args) => commands::report::run(args),

@@ -167,7 +167,7 @@ pub const PARQUET_COLUMNS: &[(&str, &str, bool, &str)] = &[
         "kernels",
         "Utf8",
         true,
-        "instruction sets of the CPU kernels (`gemm avx2+fma; elementwise avx2+fma`)",
+        "instruction sets of the CPU kernels (`gemm avx512f+fma; elementwise avx2+fma`)",
     ),
     (
         "data",

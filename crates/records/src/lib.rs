@@ -105,8 +105,8 @@ pub struct Environment {
     /// `std::thread::available_parallelism()`.
     pub threads: usize,
     pub hostname: Option<String>,
-    /// The instruction sets the CPU kernels ran with (`gemm avx2+fma; elementwise avx2+fma;
-    /// unused: avx512f`), as the runner reports them; absent in records written before it existed.
+    /// The instruction sets the CPU kernels ran with (`gemm avx512f+fma; elementwise avx2+fma`),
+    /// as the runner reports them; absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<String>,
 }

@@ -4,18 +4,19 @@
 //! the compiler then vectorises the elementwise loops (exp, erf, softmax) four lanes wide. Compiled
 //! for AVX2 they run eight wide, about twice as fast. Rust never fuses a multiply and an add by
 //! itself and keeps the order of float sums, so the AVX2 code computes the same IEEE results bit
-//! for bit: which path ran never changes a number.
+//! for bit: which path ran never changes a number. (The matrix products have their own paths, in
+//! the `gemm` crate, with the same guarantee.)
 
 // `#[target_feature]` functions are unsafe to call; the one call is guarded by the CPU check.
 #![allow(unsafe_code)]
 
-/// `f()`, with `f` inlined into a function compiled for AVX2 + FMA when the CPU supports them.
+/// `f()`, with `f` inlined into a function compiled for AVX2 + FMA when the CPU supports them and
+/// `PEFTBENCH_KERNELS` (see the `gemm` crate's `isa`) does not ask for the portable path.
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if gemm::isa::selected() != gemm::Isa::Portable && gemm::Isa::Avx2.is_available() {
             // SAFETY: the CPU was just checked to support both features.
             return unsafe { avx2_fma(f) };
         }
@@ -30,47 +31,36 @@ unsafe fn avx2_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether `PEFTBENCH_KERNELS`, when set, names a path this CPU can run: an error says what is
+/// wrong, so a forced run never silently falls back to another path.
+pub fn check_kernels_env() -> Result<(), String> {
+    gemm::isa::from_env().map(|_| ())
+}
+
 /// The instruction sets the CPU kernels run with on this machine, and the wider ones the CPU has
-/// that they do not use, in one line (`gemm avx2+fma; elementwise avx2+fma; unused: avx512f`):
-/// what a benchmark ratio or a run record needs beside it, since speed and, through the GEMM's
-/// blocking, rounding depend on the machine.
+/// that they do not use, in one line (`gemm avx512f+fma; elementwise avx2+fma; cpu has avx512f`):
+/// what a benchmark ratio or a run record needs beside it. Speed depends on it; since every
+/// product is a fixed-order chain and the elementwise loops are the same scalar arithmetic on each
+/// path, the numbers do not.
 pub fn instruction_sets() -> String {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let has = |f: &str| match f {
-            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-            "fma" => std::arch::is_x86_feature_detected!("fma"),
-            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-            _ => false,
-        };
-        // gemm 0.19 takes its FMA kernels when the CPU has FMA (its AVX-512 kernels need the
-        // `x86-v4` feature, which is not built); the elementwise loops, AVX2 + FMA as above.
-        let gemm = if has("fma") { "avx2+fma" } else { "sse2" };
-        let elementwise = if has("avx2") && has("fma") {
-            "avx2+fma"
-        } else {
-            "sse2"
-        };
-        let unused: Vec<&str> = ["avx512f"].into_iter().filter(|f| has(f)).collect();
-        let mut line = format!("gemm {gemm}; elementwise {elementwise}");
-        if !unused.is_empty() {
-            line.push_str(&format!("; unused: {}", unused.join(", ")));
-        }
-        line
+    let gemm = gemm::isa::selected();
+    let elementwise = if gemm != gemm::Isa::Portable && gemm::Isa::Avx2.is_available() {
+        "avx2+fma"
+    } else {
+        "portable"
+    };
+    let mut line = format!("gemm {}; elementwise {elementwise}", gemm.name());
+    let best = gemm::isa::detected();
+    if best != gemm {
+        line.push_str(&format!("; cpu has {}", best.name()));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        format!(
-            "gemm and elementwise: portable code for {}",
-            std::env::consts::ARCH
-        )
-    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
     /// The line agrees with the CPU flags the kernel reports in `/proc/cpuinfo` (Linux, x86-64):
-    /// AVX2 + FMA kernels exactly when both flags are there, AVX-512 named unused when it is.
+    /// the widest path the flags allow, unless `PEFTBENCH_KERNELS` forces another.
     #[test]
     fn instruction_sets_agree_with_the_cpu_flags() {
         let line = super::instruction_sets();
@@ -82,7 +72,7 @@ mod tests {
             eprintln!("SKIPPED: no /proc/cpuinfo to compare with");
             return;
         };
-        if !cfg!(target_arch = "x86_64") {
+        if !cfg!(target_arch = "x86_64") || std::env::var_os(gemm::isa::KERNELS_ENV).is_some() {
             return;
         }
         let flags: Vec<&str> = cpuinfo
@@ -91,12 +81,19 @@ mod tests {
             .map(|l| l.split_whitespace().collect())
             .unwrap_or_default();
         let has = |f: &str| flags.contains(&f);
+        let gemm = if has("avx512f") && has("fma") {
+            "avx512f+fma"
+        } else if has("avx2") && has("fma") {
+            "avx2+fma"
+        } else {
+            "portable"
+        };
+        assert!(line.starts_with(&format!("gemm {gemm};")), "{line}");
         let simd = if has("avx2") && has("fma") {
             "avx2+fma"
         } else {
-            "sse2"
+            "portable"
         };
         assert!(line.contains(&format!("elementwise {simd}")), "{line}");
-        assert_eq!(line.contains("unused: avx512f"), has("avx512f"), "{line}");
     }
 }
