@@ -41,8 +41,10 @@ impl Element for f64 {
 const KC: usize = 256;
 /// Columns of a packed B panel (L2/L3).
 const NC: usize = 2048;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_WORK: usize = 1 << 17;
+/// Below this many multiply-adds a product runs on the calling thread (the upstream crate's
+/// threshold). Waking rayon's threads for less costs more than it saves, and on a small machine
+/// their spinning steals the cores that candle's own elementwise pool spins on.
+const PARALLEL_WORK: usize = 48 * 48 * 256;
 
 /// The operands of `C = A B`: element `(i, j)` of a matrix at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -172,7 +174,7 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
     let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK;
     // Row blocks: about 64 rows (a multiple of MR); fewer, taller ones would leave threads idle.
     let mc = MR * 64usize.div_ceil(MR);
-    let mut packed_rhs = vec![E::ZERO; KC * NC.min(n.next_multiple_of(NR))];
+    let mut packed_rhs = vec![E::ZERO; KC.min(k) * NC.min(n.next_multiple_of(NR))];
     let mut col = 0;
     while col < n {
         let width = NC.min(n - col);

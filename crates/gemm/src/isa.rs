@@ -119,6 +119,75 @@ pub fn from_env() -> Result<Option<Isa>, String> {
     Ok(Some(isa))
 }
 
+/// The environment variable that picks the summation order of every product: `fixed-order` (each
+/// output one chain over the depth in order: the same bits on any x86-64 CPU) or `upstream` (the
+/// upstream crate's kernels, whose depth blocks follow the machine's cache sizes; the default, so
+/// that the committed reports, made with it, still reproduce until they are regenerated).
+pub const ORDER_ENV: &str = "PEFTBENCH_GEMM";
+
+/// How a product orders its sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// Every output one fused multiply-add chain over the depth in order.
+    Fixed,
+    /// The upstream `gemm` crate's kernels and blocking.
+    Upstream,
+}
+
+impl Order {
+    /// The name `PEFTBENCH_GEMM` takes and run records keep.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Fixed => "fixed-order",
+            Order::Upstream => "upstream",
+        }
+    }
+
+    /// Parses a `PEFTBENCH_GEMM` value.
+    pub fn parse(value: &str) -> Result<Order, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "fixed-order" | "fixed" => Ok(Order::Fixed),
+            "upstream" => Ok(Order::Upstream),
+            other => Err(format!(
+                "{ORDER_ENV}={other:?} is not a summation order: use fixed-order or upstream"
+            )),
+        }
+    }
+}
+
+/// The order `PEFTBENCH_GEMM` asks for (`Ok(None)` when unset), or an error naming the value.
+pub fn order_from_env() -> Result<Option<Order>, String> {
+    match std::env::var(ORDER_ENV) {
+        Ok(value) if !value.trim().is_empty() => Order::parse(&value).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// 0: no override set by [`force_order`].
+static FORCED_ORDER: AtomicU8 = AtomicU8::new(0);
+
+/// Forces the summation order for the whole process (`None`: back to the environment's).
+pub fn force_order(order: Option<Order>) {
+    let code = match order {
+        None => 0,
+        Some(Order::Fixed) => 1,
+        Some(Order::Upstream) => 2,
+    };
+    FORCED_ORDER.store(code, Ordering::SeqCst);
+}
+
+/// The summation order products use now: [`force_order`]'s, else `PEFTBENCH_GEMM`'s, else
+/// upstream.
+pub fn order() -> Order {
+    match FORCED_ORDER.load(Ordering::Relaxed) {
+        1 => return Order::Fixed,
+        2 => return Order::Upstream,
+        _ => {}
+    }
+    static FROM_ENV: OnceLock<Order> = OnceLock::new();
+    *FROM_ENV.get_or_init(|| order_from_env().ok().flatten().unwrap_or(Order::Upstream))
+}
+
 /// 0: no override set by [`force`].
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
@@ -165,6 +234,15 @@ mod tests {
             err.contains("PEFTBENCH_KERNELS") && err.contains("sse9"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn orders_parse_back_and_nonsense_is_refused() {
+        for order in [Order::Fixed, Order::Upstream] {
+            assert_eq!(Order::parse(order.name()), Ok(order));
+        }
+        let err = Order::parse("random").unwrap_err();
+        assert!(err.contains("PEFTBENCH_GEMM"), "{err}");
     }
 
     #[test]

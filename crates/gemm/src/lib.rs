@@ -9,7 +9,10 @@
 //! bit-identical on any x86-64 CPU, on the portable, AVX2 and AVX-512 paths, and for any number of
 //! threads. Half-precision inputs are widened to f32 and the result rounded back.
 //!
-//! [`isa`] picks the path: the widest the CPU has, or the one `PEFTBENCH_KERNELS` names.
+//! [`isa`] picks the path: the widest the CPU has, or the one `PEFTBENCH_KERNELS` names. Until
+//! every committed report is regenerated with these products, they are opt-in
+//! (`PEFTBENCH_GEMM=fixed-order`), and by default products run the upstream crate's kernels
+//! (`gemm-f16`/`-f32`/`-f64`, which `gemm` 0.19 itself dispatches to), bit for bit as before.
 
 // Raw pointers and strides are this crate's interface (as the upstream crate's), and the kernels
 // are compiled per instruction set with `#[target_feature]`, which makes them unsafe to call.
@@ -21,7 +24,7 @@ pub mod isa;
 use std::any::TypeId;
 
 pub use half::{bf16, f16};
-pub use isa::Isa;
+pub use isa::{Isa, Order};
 
 use blocked::{multiply, Element, Product};
 
@@ -79,6 +82,30 @@ pub unsafe fn gemm<T: 'static>(
     _conj_rhs: bool,
     parallelism: Parallelism,
 ) {
+    if isa::order() == Order::Upstream {
+        // SAFETY: the caller's guarantee, which is the upstream crate's.
+        unsafe {
+            upstream(
+                m,
+                n,
+                k,
+                dst,
+                dst_cs,
+                dst_rs,
+                read_dst,
+                lhs,
+                lhs_cs,
+                lhs_rs,
+                rhs,
+                rhs_cs,
+                rhs_rs,
+                alpha,
+                beta,
+                parallelism,
+            )
+        };
+        return;
+    }
     let isa = isa::selected();
     let threads = parallelism.threads();
     let id = TypeId::of::<T>();
@@ -150,6 +177,73 @@ pub unsafe fn gemm<T: 'static>(
                 std::any::type_name::<T>()
             );
         }
+    }
+}
+
+/// The upstream `gemm` 0.19 entry point, as it dispatches: f16, f32 and f64 to their crates' kernels.
+#[allow(clippy::too_many_arguments)]
+unsafe fn upstream<T: 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_cs: isize,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const T,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const T,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    alpha: T,
+    beta: T,
+    parallelism: Parallelism,
+) {
+    let parallelism = match parallelism {
+        Parallelism::None => gemm_common::Parallelism::None,
+        Parallelism::Rayon(n) => gemm_common::Parallelism::Rayon(n),
+    };
+    let id = TypeId::of::<T>();
+    macro_rules! call {
+        ($ty:ty, $kernels:path) => {
+            // SAFETY: `T` is `$ty`; the caller's guarantee.
+            unsafe {
+                $kernels()(
+                    m,
+                    n,
+                    k,
+                    dst.cast::<$ty>(),
+                    dst_cs,
+                    dst_rs,
+                    read_dst,
+                    lhs.cast::<$ty>(),
+                    lhs_cs,
+                    lhs_rs,
+                    rhs.cast::<$ty>(),
+                    rhs_cs,
+                    rhs_rs,
+                    *(&alpha as *const T).cast::<$ty>(),
+                    *(&beta as *const T).cast::<$ty>(),
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                )
+            }
+        };
+    }
+    if id == TypeId::of::<f32>() {
+        call!(f32, gemm_f32::gemm::f32::get_gemm_fn);
+    } else if id == TypeId::of::<f64>() {
+        call!(f64, gemm_f64::gemm::f64::get_gemm_fn);
+    } else if id == TypeId::of::<f16>() {
+        call!(f16, gemm_f16::gemm::f16::get_gemm_fn);
+    } else {
+        panic!(
+            "gemm: unsupported element type {}",
+            std::any::type_name::<T>()
+        );
     }
 }
 

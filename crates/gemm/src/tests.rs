@@ -156,6 +156,9 @@ fn every_tile_size_computes_the_definition_bit_for_bit() {
 
 #[test]
 fn the_public_entry_point_scales_adds_and_widens() {
+    // The other tests call the fixed-order kernels directly; only this one goes through the
+    // switch, so setting it here cannot affect them.
+    isa::force_order(Some(Order::Fixed));
     let (m, n, k) = (9, 14, 600);
     let a = values(m * k, 7);
     let b = values(k * n, 8);
@@ -290,8 +293,52 @@ fn the_public_entry_point_scales_adds_and_widens() {
     }
 }
 
+/// The upstream order (the default until the reports are regenerated) runs the upstream kernels:
+/// right to rounding, and not the fixed-order chain on a depth long enough to be blocked.
+#[test]
+fn the_upstream_order_runs_the_upstream_kernels() {
+    let (m, n, k) = (70, 80, 3000);
+    let a = values(m * k, 31);
+    let b = values(k * n, 32);
+    let expected = chain(&a, &b, m, n, k);
+    let mut c = vec![f32::NAN; m * n];
+    // SAFETY: the buffers hold the matrices.
+    unsafe {
+        upstream(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0f32,
+            1f32,
+            Parallelism::None,
+        )
+    };
+    let worst = c
+        .iter()
+        .zip(&expected)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "{worst}");
+    assert_ne!(
+        bits(&c),
+        bits(&expected),
+        "the upstream kernels block the depth"
+    );
+}
+
 #[test]
 fn empty_products_write_zeros_or_nothing() {
+    isa::force_order(Some(Order::Fixed));
     let mut c = vec![f32::NAN; 6];
     let a = [1f32; 1];
     unsafe {

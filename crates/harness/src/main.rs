@@ -43,8 +43,12 @@ struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 regression found, 2 error, 3 some runs failed.
 
-Environment: PEFTBENCH_KERNELS=portable|avx2|avx512 forces the CPU kernels' instruction set (default:
-the widest the CPU has). Every path gives the same bits for the same seed; only speed differs.";
+Environment:
+  PEFTBENCH_GEMM=fixed-order|upstream   summation order of the CPU matrix products. fixed-order: the
+      same bits for a seed on any x86-64 CPU; upstream (default for now): the upstream gemm crate's
+      kernels, whose blocking follows the machine, as the committed reports were made.
+  PEFTBENCH_KERNELS=portable|avx2|avx512   the CPU kernels' instruction set (default: the widest the
+      CPU has). With fixed-order products every path gives the same bits; only speed differs.";
 
 /// Where suite files are read from (`list`, `compare`, and inside [`Locations`]). Each
 /// subcommand flattens only the locations it reads, so its `--help` lists no option it ignores.

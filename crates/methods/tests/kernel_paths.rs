@@ -4,7 +4,8 @@
 //! fixed-order chains and the elementwise kernels through the same scalar arithmetic on each path,
 //! so this is what makes a committed report reproducible on another x86-64 machine.
 //!
-//! One test in its own binary: it switches the process-wide path.
+//! One test in its own binary: it switches the process-wide path, and the products to the fixed
+//! order (`PEFTBENCH_GEMM=fixed-order`; the upstream order's blocking follows the machine).
 
 use candle_core::{DType, Device, Tensor};
 use peftbench_backbones::{Vit, VitConfig};
@@ -64,6 +65,7 @@ fn train(method: &str, params: serde_json::Value) -> (Vec<u32>, Vec<u32>) {
 
 #[test]
 fn every_kernel_path_trains_to_the_same_bits() {
+    gemm::isa::force_order(Some(gemm::Order::Fixed));
     let paths = gemm::isa::available();
     for isa in gemm::Isa::ALL {
         if !isa.is_available() {

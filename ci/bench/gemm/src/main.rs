@@ -3,8 +3,14 @@
 
 use std::time::Instant;
 
-/// (m, n, k, lhs transposed, rhs transposed, what it is), for ViT-Tiny at batch 32 (6,304 tokens).
-const SHAPES: [(usize, usize, usize, bool, bool, &str); 8] = [
+/// (m, n, k, lhs transposed, rhs transposed, what it is), for ViT-Tiny at batch 32 (6,304 tokens)
+/// and the demo ViT (64 wide, 65 tokens, batch 64).
+const SHAPES: [(usize, usize, usize, bool, bool, &str); 13] = [
+    (4160, 64, 64, false, true, "demo forward"),
+    (64, 64, 4160, true, false, "demo weight gradient"),
+    (65, 65, 16, false, true, "demo attention scores"),
+    (65, 16, 65, false, false, "demo attention output"),
+    (64, 10, 64, false, true, "demo head"),
     (6304, 192, 192, false, true, "qkv/proj forward  x W^T"),
     (6304, 768, 192, false, true, "MLP up forward"),
     (6304, 192, 768, false, true, "MLP down forward"),
@@ -29,6 +35,8 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|t| t.parse().ok())
         .unwrap_or(1usize);
+    // Ours in its fixed order (the crate's default is still the upstream kernels).
+    fixed_order::isa::force_order(Some(fixed_order::Order::Fixed));
     println!(
         "threads {threads}; ours runs {} (`PEFTBENCH_KERNELS` forces a path)",
         fixed_order::isa::selected().name()
