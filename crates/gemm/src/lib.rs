@@ -111,40 +111,31 @@ pub unsafe fn gemm<T: 'static>(
     let id = TypeId::of::<T>();
     // SAFETY (each arm): `T` is the type the arm casts to, and the caller's guarantee.
     unsafe {
+        // The same product of `T` read as `$ty` (f32 or f64).
+        macro_rules! fixed_order {
+            ($ty:ty) => {{
+                let cast = |x: T| *(&x as *const T).cast::<$ty>();
+                let product = Product::<$ty> {
+                    m,
+                    n,
+                    k,
+                    dst: dst.cast(),
+                    dst_rs,
+                    dst_cs,
+                    lhs: lhs.cast(),
+                    lhs_rs,
+                    lhs_cs,
+                    rhs: rhs.cast(),
+                    rhs_rs,
+                    rhs_cs,
+                };
+                scaled(product, read_dst, cast(alpha), cast(beta), isa, threads);
+            }};
+        }
         if id == TypeId::of::<f32>() {
-            let cast = |x: T| *(&x as *const T).cast::<f32>();
-            let product = Product {
-                m,
-                n,
-                k,
-                dst: dst.cast(),
-                dst_rs,
-                dst_cs,
-                lhs: lhs.cast(),
-                lhs_rs,
-                lhs_cs,
-                rhs: rhs.cast(),
-                rhs_rs,
-                rhs_cs,
-            };
-            scaled(product, read_dst, cast(alpha), cast(beta), isa, threads);
+            fixed_order!(f32);
         } else if id == TypeId::of::<f64>() {
-            let cast = |x: T| *(&x as *const T).cast::<f64>();
-            let product = Product {
-                m,
-                n,
-                k,
-                dst: dst.cast(),
-                dst_rs,
-                dst_cs,
-                lhs: lhs.cast(),
-                lhs_rs,
-                lhs_cs,
-                rhs: rhs.cast(),
-                rhs_rs,
-                rhs_cs,
-            };
-            scaled(product, read_dst, cast(alpha), cast(beta), isa, threads);
+            fixed_order!(f64);
         } else if id == TypeId::of::<f16>() {
             let cast = |x: T| *(&x as *const T).cast::<f16>();
             widened(
