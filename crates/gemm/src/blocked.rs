@@ -10,6 +10,9 @@
 //! outputs). Tile sizes and blocking are tuned per instruction set for speed, and cannot change a
 //! bit of the result.
 
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
 use rayon::prelude::*;
 
 use crate::isa::Isa;
@@ -45,6 +48,37 @@ const NC: usize = 2048;
 /// threshold). Waking rayon's threads for less costs more than it saves, and on a small machine
 /// their spinning steals the cores that candle's own elementwise pool spins on.
 const PARALLEL_WORK: usize = 48 * 48 * 256;
+
+thread_local! {
+    /// Packing buffers, kept by each thread between products: small products are common (one
+    /// per attention head and batch element) and would otherwise spend much of their time
+    /// allocating and zeroing. Stored as f64 so that they are aligned for either element type.
+    static RHS_BUFFER: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    static LHS_BUFFER: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` elements of the thread's `buffer` (any contents: the packing overwrites
+/// what it reads), or on a fresh one when the thread is already using it (a rayon thread can
+/// start another product while it waits inside one).
+fn with_buffer<E: Element, R>(
+    buffer: &'static LocalKey<RefCell<Vec<f64>>>,
+    len: usize,
+    f: impl FnOnce(&mut [E]) -> R,
+) -> R {
+    const { assert!(std::mem::size_of::<E>() <= 8 && std::mem::align_of::<E>() <= 8) };
+    buffer.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut words) => {
+            let needed = (len * std::mem::size_of::<E>()).div_ceil(8);
+            if words.len() < needed {
+                words.resize(needed, 0.0);
+            }
+            // SAFETY: the words hold at least `len` elements, suitably aligned, and every bit
+            // pattern is a valid f32 or f64.
+            f(unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<E>(), len) })
+        }
+        Err(_) => f(&mut vec![E::ZERO; len]),
+    })
+}
 
 /// The operands of `C = A B`: element `(i, j)` of a matrix at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
@@ -93,16 +127,36 @@ pub(crate) unsafe fn multiply<E: Element>(product: Product<E>, isa: Isa, threads
     }
     // Tile sizes: as many accumulators as the registers hold (AVX2: 12 of 16 ymm, AVX-512: 16
     // of 32 zmm, two vectors of B and one broadcast of A beside them).
+    // A product with at most one vector of columns (a classifier head, a LoRA down-projection's
+    // gradient) runs on tiles one vector wide and twice as tall: a two-vector tile would spend
+    // half its work on padding.
     let f32_lanes = std::mem::size_of::<E>() == 4;
+    let narrow = |vector: usize| product.n <= vector;
     match (isa, f32_lanes) {
         (Isa::Portable, true) => unsafe { run::<E, 4, 8>(product, threads, Kernels::portable()) },
         (Isa::Portable, false) => unsafe { run::<E, 4, 4>(product, threads, Kernels::portable()) },
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, true) if narrow(8) => unsafe {
+            run::<E, 12, 8>(product, threads, Kernels::avx2())
+        },
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, true) => unsafe { run::<E, 6, 16>(product, threads, Kernels::avx2()) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, false) if narrow(4) => unsafe {
+            run::<E, 12, 4>(product, threads, Kernels::avx2())
+        },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, false) => unsafe { run::<E, 6, 8>(product, threads, Kernels::avx2()) },
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, true) if narrow(16) => unsafe {
+            run::<E, 16, 16>(product, threads, Kernels::avx512())
+        },
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, true) => unsafe { run::<E, 8, 32>(product, threads, Kernels::avx512()) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, false) if narrow(8) => unsafe {
+            run::<E, 16, 8>(product, threads, Kernels::avx512())
+        },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, false) => unsafe { run::<E, 8, 16>(product, threads, Kernels::avx512()) },
         #[cfg(not(target_arch = "x86_64"))]
@@ -126,9 +180,14 @@ struct Panel<E> {
     kc: usize,
     /// Whether C already holds the running sums of earlier depth slices.
     continues: bool,
-    /// Whether tiles read full strips of B in place (row-major B and few rows of A: packing B
-    /// would cost about as much as the product); only a last, partial strip is packed.
+    /// Whether tiles read full strips of B in place (row-major B with few rows of A, or with
+    /// short rows: packing B would cost about as much as the product, or save nothing); only a
+    /// last, partial strip is packed.
     direct_rhs: bool,
+    /// Whether tiles read full row strips of A in place (A row- or column-major, B narrow:
+    /// packed A would be read by too few strips of B to repay the copy); only a last, partial
+    /// row strip is packed.
+    direct_lhs: bool,
 }
 
 /// The packing and tile loops of one instruction set.
@@ -171,10 +230,48 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
     kernels: Kernels<E, MR, NR>,
 ) {
     let Product { m, n, k, .. } = product;
-    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK;
     // Row blocks: about 64 rows (a multiple of MR); fewer, taller ones would leave threads idle.
     let mc = MR * 64usize.div_ceil(MR);
-    let mut packed_rhs = vec![E::ZERO; KC.min(k) * NC.min(n.next_multiple_of(NR))];
+    let unit_stride = |rs: isize, cs: isize| rs == 1 || cs == 1;
+    let row_bytes = product
+        .rhs_rs
+        .unsigned_abs()
+        .saturating_mul(std::mem::size_of::<E>());
+    let direct_rhs = product.rhs_cs == 1 && (m <= 2 * MR || row_bytes <= DIRECT_ROW_BYTES);
+    let direct_lhs = unit_stride(product.lhs_rs, product.lhs_cs) && n <= DIRECT_LHS_COLUMNS;
+    with_buffer(
+        &RHS_BUFFER,
+        KC.min(k) * NC.min(n.next_multiple_of(NR)),
+        |packed_rhs: &mut [E]| unsafe {
+            panels::<E, MR, NR>(
+                product,
+                threads,
+                &kernels,
+                mc,
+                (direct_lhs, direct_rhs),
+                packed_rhs,
+            )
+        },
+    );
+}
+
+/// Row strides of B up to this many bytes are read in place: a `KC`-deep strip then spans few
+/// pages, and packing it would only copy it.
+const DIRECT_ROW_BYTES: usize = 256;
+/// Products up to this many columns read A in place.
+const DIRECT_LHS_COLUMNS: usize = 64;
+
+/// The panels of one product, B packed into `packed_rhs`.
+unsafe fn panels<E: Element, const MR: usize, const NR: usize>(
+    product: Product<E>,
+    threads: usize,
+    kernels: &Kernels<E, MR, NR>,
+    mc: usize,
+    (direct_lhs, direct_rhs): (bool, bool),
+    packed_rhs: &mut [E],
+) {
+    let Product { m, n, k, .. } = product;
+    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK;
     let mut col = 0;
     while col < n {
         let width = NC.min(n - col);
@@ -188,10 +285,11 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
                 width,
                 kc: KC.min(k - depth),
                 continues: depth > 0,
-                direct_rhs: product.rhs_cs == 1 && m <= 2 * MR,
+                direct_rhs,
+                direct_lhs,
             };
             // SAFETY: the panel lies inside the product; the buffer holds KC x NC.
-            unsafe { (kernels.pack_rhs)(&panel, &mut packed_rhs) };
+            unsafe { (kernels.pack_rhs)(&panel, packed_rhs) };
             let row_blocks = m.div_ceil(mc);
             let groups = if parallel && row_blocks < 2 * threads {
                 (2 * threads).div_ceil(row_blocks).min(strips)
@@ -200,25 +298,23 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
             };
             let per_group = strips.div_ceil(groups);
             let packed_rhs = &packed_rhs[..];
-            let task = |t: usize, packed_lhs: &mut Vec<E>| {
+            let task = |t: usize| {
                 let (block_index, group) = (t / groups, t % groups);
                 let rows = block_index * mc..m.min((block_index + 1) * mc);
                 let strip_range = group * per_group..strips.min((group + 1) * per_group);
                 if strip_range.is_empty() {
                     return;
                 }
-                packed_lhs.resize(mc * panel.kc, E::ZERO);
-                // SAFETY: rows and strips lie inside the panel; tasks write disjoint tiles.
-                unsafe { (kernels.block)(&panel, packed_rhs, rows, strip_range, packed_lhs) };
+                with_buffer(&LHS_BUFFER, mc * panel.kc, |packed_lhs: &mut [E]| {
+                    // SAFETY: rows and strips lie inside the panel; tasks write disjoint tiles.
+                    unsafe { (kernels.block)(&panel, packed_rhs, rows, strip_range, packed_lhs) }
+                });
             };
             let tasks = row_blocks * groups;
             if parallel {
-                (0..tasks)
-                    .into_par_iter()
-                    .for_each_init(Vec::new, |buffer, t| task(t, buffer));
+                (0..tasks).into_par_iter().for_each(task);
             } else {
-                let mut buffer = Vec::new();
-                (0..tasks).for_each(|t| task(t, &mut buffer));
+                (0..tasks).for_each(task);
             }
             depth += KC;
         }
@@ -321,7 +417,8 @@ unsafe fn pack_lhs<E: Element, const MR: usize>(
     }
 }
 
-/// Packs rows `rows` of A and runs every tile of those rows against the strips `strips` of B.
+/// Packs rows `rows` of A (or, reading A in place, only a last partial row strip) and runs every
+/// tile of those rows against the strips `strips` of B.
 #[inline(always)]
 unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
     panel: &Panel<E>,
@@ -332,34 +429,51 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
 ) {
     let p = &panel.product;
     let kc = panel.kc;
-    unsafe { pack_lhs::<E, MR>(panel, &rows, packed_lhs) };
+    let full_rows = rows.start + rows.len() / MR * MR;
+    if !panel.direct_lhs {
+        unsafe { pack_lhs::<E, MR>(panel, &rows, packed_lhs) };
+    } else if full_rows < rows.end {
+        unsafe { pack_lhs::<E, MR>(panel, &(full_rows..rows.end), packed_lhs) };
+    }
     for s in strips {
         let col = panel.col + s * NR;
         let cols = NR.min(panel.col + panel.width - col);
-        let (b, b_stride) = if panel.direct_rhs && cols == NR {
+        let rhs = if panel.direct_rhs && cols == NR {
             // SAFETY: the strip's rows and columns lie inside B.
-            (
-                unsafe { p.rhs.offset(offset(panel.depth, col, p.rhs_rs, 1)) },
-                p.rhs_rs,
-            )
+            Operand {
+                ptr: unsafe { p.rhs.offset(offset(panel.depth, col, p.rhs_rs, 1)) },
+                rs: p.rhs_rs,
+                cs: 1,
+            }
         } else {
-            (
-                packed_rhs[s * kc * NR..(s + 1) * kc * NR].as_ptr(),
-                NR as isize,
-            )
+            Operand {
+                ptr: packed_rhs[s * kc * NR..(s + 1) * kc * NR].as_ptr(),
+                rs: NR as isize,
+                cs: 1,
+            }
         };
-        for (t, a) in packed_lhs[..rows.len().div_ceil(MR) * kc * MR]
-            .chunks_exact(kc * MR)
-            .enumerate()
-        {
+        for t in 0..rows.len().div_ceil(MR) {
             let row = rows.start + t * MR;
             let count = MR.min(rows.end - row);
+            let lhs = if panel.direct_lhs && count == MR {
+                // SAFETY: rows `row..row + MR` and the panel's depths lie inside A.
+                Operand {
+                    ptr: unsafe { p.lhs.offset(offset(row, panel.depth, p.lhs_rs, p.lhs_cs)) },
+                    rs: p.lhs_rs,
+                    cs: p.lhs_cs,
+                }
+            } else {
+                let strip = if panel.direct_lhs { 0 } else { t };
+                Operand {
+                    ptr: packed_lhs[strip * kc * MR..(strip + 1) * kc * MR].as_ptr(),
+                    rs: 1,
+                    cs: MR as isize,
+                }
+            };
             // SAFETY: (row, col) is inside C, and so is the tile's valid part.
             let c = unsafe { p.dst.offset(offset(row, col, p.dst_rs, p.dst_cs)) };
             if count == MR && cols == NR {
-                unsafe {
-                    tile::<E, MR, NR>(kc, a, (b, b_stride), c, p.dst_rs, p.dst_cs, panel.continues)
-                };
+                unsafe { tile::<E, MR, NR>(kc, lhs, rhs, c, p.dst_rs, p.dst_cs, panel.continues) };
             } else {
                 // An edge tile runs on a full-size copy, of which only the valid part goes back.
                 let mut scratch = [[E::ZERO; NR]; MR];
@@ -371,7 +485,7 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
                     }
                 }
                 let tmp = scratch.as_mut_ptr().cast::<E>();
-                unsafe { tile::<E, MR, NR>(kc, a, (b, b_stride), tmp, NR as isize, 1, true) };
+                unsafe { tile::<E, MR, NR>(kc, lhs, rhs, tmp, NR as isize, 1, true) };
                 for (i, line) in scratch.iter().enumerate().take(count) {
                     for (j, &value) in line.iter().enumerate().take(cols) {
                         unsafe { *c.offset(offset(i, j, p.dst_rs, p.dst_cs)) = value };
@@ -382,13 +496,22 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
     }
 }
 
+/// A tile's view of A or B: element `(i, j)` at `ptr + i * rs + j * cs`.
+#[derive(Clone, Copy)]
+struct Operand<E> {
+    ptr: *const E,
+    rs: isize,
+    cs: isize,
+}
+
 /// The register tile: `MR x NR` running sums, loaded from C when `continues` (else `+0.0`), one
-/// fused multiply-add each per depth step, stored back to C.
+/// fused multiply-add each per depth step, stored back to C. `a` addresses `MR x kc` values, `b`
+/// `kc` rows of `NR` contiguous values.
 #[inline(always)]
 unsafe fn tile<E: Element, const MR: usize, const NR: usize>(
     kc: usize,
-    a: &[E],
-    (b, b_stride): (*const E, isize),
+    a: Operand<E>,
+    b: Operand<E>,
     c: *mut E,
     rs: isize,
     cs: isize,
@@ -408,14 +531,13 @@ unsafe fn tile<E: Element, const MR: usize, const NR: usize>(
             }
         }
     }
-    for (d, a) in a.chunks_exact(MR).take(kc).enumerate() {
-        // SAFETY: `kc` rows of `NR` values `b_stride` apart lie in the strip.
-        let b = unsafe {
-            b.offset(d as isize * b_stride)
-                .cast::<[E; NR]>()
-                .read_unaligned()
-        };
-        for (line, &a) in acc.iter_mut().zip(a) {
+    let rows: [*const E; MR] = std::array::from_fn(|i| unsafe { a.ptr.offset(i as isize * a.rs) });
+    for d in 0..kc as isize {
+        // SAFETY: `kc` rows of `NR` values `b.rs` apart lie in the strip, and `kc` columns of
+        // `MR` rows in A.
+        let b = unsafe { b.ptr.offset(d * b.rs).cast::<[E; NR]>().read_unaligned() };
+        for (line, row) in acc.iter_mut().zip(&rows) {
+            let a = unsafe { *row.offset(d * a.cs) };
             for (value, &b) in line.iter_mut().zip(&b) {
                 *value = a.fma(b, *value);
             }
@@ -504,6 +626,8 @@ pub(crate) mod tests_support {
                 (4, 8) => run::<f32, 4, 8>(product, threads, Kernels::portable()),
                 (6, 16) => run::<f32, 6, 16>(product, threads, Kernels::portable()),
                 (8, 32) => run::<f32, 8, 32>(product, threads, Kernels::portable()),
+                (12, 8) => run::<f32, 12, 8>(product, threads, Kernels::portable()),
+                (16, 16) => run::<f32, 16, 16>(product, threads, Kernels::portable()),
                 (1, 1) => run::<f32, 1, 1>(product, threads, Kernels::portable()),
                 (3, 5) => run::<f32, 3, 5>(product, threads, Kernels::portable()),
                 other => panic!("no instance for tiles {other:?}"),

@@ -79,7 +79,7 @@ fn product_of(
     (lhs, rhs, make)
 }
 
-const SHAPES: [(usize, usize, usize); 12] = [
+const SHAPES: [(usize, usize, usize); 16] = [
     (1, 1, 1),
     (1, 37, 300),
     (5, 3, 7),
@@ -92,6 +92,11 @@ const SHAPES: [(usize, usize, usize); 12] = [
     (130, 100, 600),
     (197, 197, 64),
     (300, 40, 1100),
+    // Attention's per-head products and a classifier head (A read in place, narrow tiles).
+    (65, 16, 65),
+    (65, 65, 16),
+    (64, 10, 64),
+    (75, 4, 520),
 ];
 
 #[test]
@@ -145,7 +150,7 @@ fn every_tile_size_computes_the_definition_bit_for_bit() {
         let expected = bits(&chain(&a, &b, m, n, k));
         for layout in [(false, false, false), (true, true, false)] {
             let (_lhs, _rhs, make) = product_of(&a, &b, (m, n, k), layout);
-            for tiles in [(4, 8), (6, 16), (8, 32), (1, 1), (3, 5)] {
+            for tiles in [(4, 8), (6, 16), (8, 32), (12, 8), (16, 16), (1, 1), (3, 5)] {
                 let mut c = vec![f32::NAN; m * n];
                 unsafe { run_with_tiles(make(&mut c), tiles, 2) };
                 assert_eq!(bits(&c), expected, "{m}x{n}x{k} tiles {tiles:?} {layout:?}");
@@ -293,8 +298,8 @@ fn the_public_entry_point_scales_adds_and_widens() {
     }
 }
 
-/// The upstream order (the default until the reports are regenerated) runs the upstream kernels:
-/// right to rounding, and not the fixed-order chain on a depth long enough to be blocked.
+/// The upstream order (`PEFTBENCH_GEMM=upstream`) runs the upstream kernels: right to rounding,
+/// and not the fixed-order chain on a depth long enough to be blocked.
 #[test]
 fn the_upstream_order_runs_the_upstream_kernels() {
     let (m, n, k) = (70, 80, 3000);
