@@ -120,9 +120,9 @@ pub fn from_env() -> Result<Option<Isa>, String> {
 }
 
 /// The environment variable that picks the summation order of every product: `fixed-order` (each
-/// output one chain over the depth in order: the same bits on any x86-64 CPU) or `upstream` (the
-/// upstream crate's kernels, whose depth blocks follow the machine's cache sizes; the default, so
-/// that the committed reports, made with it, still reproduce until they are regenerated).
+/// output one chain over the depth in order: the same bits on any x86-64 CPU; the default) or
+/// `upstream` (the upstream crate's kernels, whose depth blocks follow the machine's cache sizes:
+/// sometimes faster, but a seed's numbers then depend on the CPU).
 pub const ORDER_ENV: &str = "PEFTBENCH_GEMM";
 
 /// How a product orders its sums.
@@ -177,7 +177,7 @@ pub fn force_order(order: Option<Order>) {
 }
 
 /// The summation order products use now: [`force_order`]'s, else `PEFTBENCH_GEMM`'s, else
-/// upstream.
+/// the fixed order.
 pub fn order() -> Order {
     match FORCED_ORDER.load(Ordering::Relaxed) {
         1 => return Order::Fixed,
@@ -185,7 +185,7 @@ pub fn order() -> Order {
         _ => {}
     }
     static FROM_ENV: OnceLock<Order> = OnceLock::new();
-    *FROM_ENV.get_or_init(|| order_from_env().ok().flatten().unwrap_or(Order::Upstream))
+    *FROM_ENV.get_or_init(|| order_from_env().ok().flatten().unwrap_or(Order::Fixed))
 }
 
 /// 0: no override set by [`force`].

@@ -9,10 +9,9 @@
 //! bit-identical on any x86-64 CPU, on the portable, AVX2 and AVX-512 paths, and for any number of
 //! threads. Half-precision inputs are widened to f32 and the result rounded back.
 //!
-//! [`isa`] picks the path: the widest the CPU has, or the one `PEFTBENCH_KERNELS` names. Until
-//! every committed report is regenerated with these products, they are opt-in
-//! (`PEFTBENCH_GEMM=fixed-order`), and by default products run the upstream crate's kernels
-//! (`gemm-f16`/`-f32`/`-f64`, which `gemm` 0.19 itself dispatches to), bit for bit as before.
+//! [`isa`] picks the path: the widest the CPU has, or the one `PEFTBENCH_KERNELS` names.
+//! `PEFTBENCH_GEMM=upstream` runs the upstream crate's kernels instead (`gemm-f16`/`-f32`/`-f64`,
+//! which `gemm` 0.19 itself dispatches to), for comparison: their numbers depend on the CPU.
 
 // Raw pointers and strides are this crate's interface (as the upstream crate's), and the kernels
 // are compiled per instruction set with `#[target_feature]`, which makes them unsafe to call.

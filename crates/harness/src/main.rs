@@ -44,9 +44,9 @@ struct Cli {
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 regression found, 2 error, 3 some runs failed.
 
 Environment:
-  PEFTBENCH_GEMM=fixed-order|upstream   summation order of the CPU matrix products. fixed-order: the
-      same bits for a seed on any x86-64 CPU; upstream (default for now): the upstream gemm crate's
-      kernels, whose blocking follows the machine, as the committed reports were made.
+  PEFTBENCH_GEMM=fixed-order|upstream   summation order of the CPU matrix products. fixed-order
+      (default): the same bits for a seed on any x86-64 CPU with FMA; upstream: the upstream gemm
+      crate's kernels, whose blocking follows the machine (for comparison).
   PEFTBENCH_KERNELS=portable|avx2|avx512   the CPU kernels' instruction set (default: the widest the
       CPU has). With fixed-order products every path gives the same bits; only speed differs.";
 

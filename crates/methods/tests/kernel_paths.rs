@@ -4,8 +4,9 @@
 //! fixed-order chains and the elementwise kernels through the same scalar arithmetic on each path,
 //! so this is what makes a committed report reproducible on another x86-64 machine.
 //!
-//! One test in its own binary: it switches the process-wide path, and the products to the fixed
-//! order (`PEFTBENCH_GEMM=fixed-order`; the upstream order's blocking follows the machine).
+//! One test in its own binary: it switches the process-wide path, and holds the products to the
+//! fixed order (the default, which `PEFTBENCH_GEMM=upstream` would replace by blocking that follows
+//! the machine).
 
 use candle_core::{DType, Device, Tensor};
 use peftbench_backbones::{Vit, VitConfig};

@@ -105,12 +105,14 @@ pub fn backbone_tensors(
     Ok(tensors)
 }
 
-/// The snapshot name of a demo recipe: SHA-256 of `tag:<recipe as JSON>`, first 20 bytes in hex
-/// (the length of a git commit, as the hub cache expects). `tag` versions the file format, so
-/// either a changed recipe or a changed format retrains.
+/// The snapshot name of a demo recipe: SHA-256 of `tag:<summation order>:<recipe as JSON>`,
+/// first 20 bytes in hex (the length of a git commit, as the hub cache expects). `tag` versions
+/// the file format, so a changed recipe, a changed format or another arithmetic
+/// (`PEFTBENCH_GEMM`) retrains.
 pub fn recipe_commit(tag: &str, recipe: &impl Serialize) -> String {
     let json = serde_json::to_string(recipe).expect("recipe serialises");
-    let digest = Sha256::digest(format!("{tag}:{json}").as_bytes());
+    let order = peftbench_core::kernels::summation_order();
+    let digest = Sha256::digest(format!("{tag}:{order}:{json}").as_bytes());
     digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
 }
 

@@ -33,7 +33,7 @@ pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use lora::lora_linear;
-pub use simd::{check_kernels_env, instruction_sets};
+pub use simd::{check_kernels_env, instruction_sets, summation_order};
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 

@@ -48,6 +48,14 @@ pub fn check_kernels_env() -> Result<(), String> {
     gemm::isa::from_env().map(|_| ())
 }
 
+/// What decides the rounding of this process's products, for keys of anything cached from a
+/// computation (a pretrained demo backbone): `fixed-order` names the same arithmetic on every
+/// x86-64 CPU; `upstream` (`PEFTBENCH_GEMM=upstream`) an arithmetic that depends on the CPU, and
+/// a cache made under it is kept apart.
+pub fn summation_order() -> &'static str {
+    gemm::isa::order().name()
+}
+
 /// The instruction sets the CPU kernels run with on this machine, and the wider ones the CPU has
 /// that they do not use, in one line (`gemm fixed-order avx2+fma; elementwise avx2+fma; cpu has
 /// avx512f+fma` when `PEFTBENCH_KERNELS=avx2` on an AVX-512 machine):
