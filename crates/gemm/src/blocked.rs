@@ -239,15 +239,23 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
         .saturating_mul(std::mem::size_of::<E>());
     let direct_rhs = product.rhs_cs == 1 && (m <= 2 * MR || row_bytes <= DIRECT_ROW_BYTES);
     let direct_lhs = unit_stride(product.lhs_rs, product.lhs_cs) && n <= DIRECT_LHS_COLUMNS;
+    // Products with many row blocks sweep as many depth blocks as fit in SWEEP_BYTES at once.
+    let panel_width = NC.min(n.next_multiple_of(NR));
+    let fitting = SWEEP_BYTES / (panel_width * std::mem::size_of::<E>()) / KC * KC;
+    let sweep = if m >= SWEEP_ROW_BLOCKS * mc {
+        fitting.max(KC)
+    } else {
+        KC
+    };
     with_buffer(
         &RHS_BUFFER,
-        KC.min(k) * NC.min(n.next_multiple_of(NR)),
+        sweep.min(k) * panel_width,
         |packed_rhs: &mut [E]| unsafe {
             panels::<E, MR, NR>(
                 product,
                 threads,
                 &kernels,
-                mc,
+                (mc, sweep),
                 (direct_lhs, direct_rhs),
                 packed_rhs,
             )
@@ -255,18 +263,29 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
     );
 }
 
+/// Packed B a sweep over several depth blocks may take (see [`panels`]).
+const SWEEP_BYTES: usize = 1 << 20;
+/// Row blocks from which a product sweeps several depth blocks at once.
+const SWEEP_ROW_BLOCKS: usize = 4;
+
 /// Row strides of B up to this many bytes are read in place: a `KC`-deep strip then spans few
 /// pages, and packing it would only copy it.
 const DIRECT_ROW_BYTES: usize = 256;
 /// Products up to this many columns read A in place.
 const DIRECT_LHS_COLUMNS: usize = 64;
 
-/// The panels of one product, B packed into `packed_rhs`.
+/// The panels of one product, B packed into `packed_rhs`, `sweep` depths of it at a time.
+///
+/// A sweep of one depth block is the BLIS order: each packed block of B is read by every row block
+/// while it is in cache, and C is read back from memory at every depth block. A sweep of several
+/// packs them all first, and each row block then runs through them in order while its part of C
+/// stays in cache: better for products with many rows and a long depth (a ViT's MLP down-projection),
+/// whose C is too large to stay in cache between depth blocks.
 unsafe fn panels<E: Element, const MR: usize, const NR: usize>(
     product: Product<E>,
     threads: usize,
     kernels: &Kernels<E, MR, NR>,
-    mc: usize,
+    (mc, sweep): (usize, usize),
     (direct_lhs, direct_rhs): (bool, bool),
     packed_rhs: &mut [E],
 ) {
@@ -276,20 +295,25 @@ unsafe fn panels<E: Element, const MR: usize, const NR: usize>(
     while col < n {
         let width = NC.min(n - col);
         let strips = width.div_ceil(NR);
-        let mut depth = 0;
-        while depth < k {
-            let panel = Panel {
-                product,
-                col,
-                depth,
-                width,
-                kc: KC.min(k - depth),
-                continues: depth > 0,
-                direct_rhs,
-                direct_lhs,
-            };
-            // SAFETY: the panel lies inside the product; the buffer holds KC x NC.
-            unsafe { (kernels.pack_rhs)(&panel, packed_rhs) };
+        let panel_at = |depth: usize| Panel {
+            product,
+            col,
+            depth,
+            width,
+            kc: KC.min(k - depth),
+            continues: depth > 0,
+            direct_rhs,
+            direct_lhs,
+        };
+        let mut start = 0;
+        while start < k {
+            let depths = (start..k.min(start + sweep)).step_by(KC);
+            // Depth block `depth` of the sweep, packed at this offset.
+            let at = |depth: usize| (depth - start) * strips * NR;
+            for depth in depths.clone() {
+                // SAFETY: the panel lies inside the product; the buffer holds the sweep.
+                unsafe { (kernels.pack_rhs)(&panel_at(depth), &mut packed_rhs[at(depth)..]) };
+            }
             let row_blocks = m.div_ceil(mc);
             let groups = if parallel && row_blocks < 2 * threads {
                 (2 * threads).div_ceil(row_blocks).min(strips)
@@ -305,9 +329,14 @@ unsafe fn panels<E: Element, const MR: usize, const NR: usize>(
                 if strip_range.is_empty() {
                     return;
                 }
-                with_buffer(&LHS_BUFFER, mc * panel.kc, |packed_lhs: &mut [E]| {
-                    // SAFETY: rows and strips lie inside the panel; tasks write disjoint tiles.
-                    unsafe { (kernels.block)(&panel, packed_rhs, rows, strip_range, packed_lhs) }
+                with_buffer(&LHS_BUFFER, mc * KC.min(k), |packed_lhs: &mut [E]| {
+                    for depth in depths.clone() {
+                        let (panel, rhs) = (panel_at(depth), &packed_rhs[at(depth)..]);
+                        let (rows, strips) = (rows.clone(), strip_range.clone());
+                        // SAFETY: rows and strips lie inside the panel; tasks write disjoint
+                        // tiles.
+                        unsafe { (kernels.block)(&panel, rhs, rows, strips, packed_lhs) }
+                    }
                 });
             };
             let tasks = row_blocks * groups;
@@ -316,7 +345,7 @@ unsafe fn panels<E: Element, const MR: usize, const NR: usize>(
             } else {
                 (0..tasks).for_each(task);
             }
-            depth += KC;
+            start += sweep;
         }
         col += NC;
     }

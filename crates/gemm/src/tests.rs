@@ -79,7 +79,7 @@ fn product_of(
     (lhs, rhs, make)
 }
 
-const SHAPES: [(usize, usize, usize); 16] = [
+const SHAPES: [(usize, usize, usize); 17] = [
     (1, 1, 1),
     (1, 37, 300),
     (5, 3, 7),
@@ -97,6 +97,8 @@ const SHAPES: [(usize, usize, usize); 16] = [
     (65, 65, 16),
     (64, 10, 64),
     (75, 4, 520),
+    // Enough row blocks to sweep several depth blocks at once, in two sweeps (768 + 132 deep).
+    (270, 300, 900),
 ];
 
 #[test]
