@@ -120,37 +120,6 @@ fn commit_under(tag: &str, order: &str, recipe: &impl Serialize) -> String {
     digest.iter().take(20).map(|b| format!("{b:02x}")).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A backbone cached under one arithmetic is never found under another: the snapshot name
-    /// is SHA-256 of `tag:order:recipe` (checked against the digest computed here by hand), and
-    /// differs between the two orders.
-    #[test]
-    fn snapshot_names_separate_summation_orders() {
-        let recipe = serde_json::json!({ "epochs": 3 });
-        let fixed = commit_under("demo-v2", "fixed-order", &recipe);
-        let upstream = commit_under("demo-v2", "upstream", &recipe);
-        assert_ne!(fixed, upstream);
-        let expected: String = Sha256::digest(br#"demo-v2:fixed-order:{"epochs":3}"#)
-            .iter()
-            .take(20)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(fixed, expected);
-        assert_eq!(fixed.len(), 40);
-        assert_eq!(
-            recipe_commit("demo-v2", &recipe),
-            commit_under(
-                "demo-v2",
-                peftbench_core::kernels::summation_order(),
-                &recipe
-            )
-        );
-    }
-}
-
 /// Where a demo backbone lives in the project's hub cache.
 pub struct DemoSnapshot<'a> {
     /// Its hub id (`peftbench/demo-vit`).
@@ -263,4 +232,35 @@ pub fn publish_dir(
     }
     anyhow::ensure!(dir.exists(), "could not publish {}", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backbone cached under one arithmetic is never found under another: the snapshot name
+    /// is SHA-256 of `tag:order:recipe` (checked against the digest computed here by hand), and
+    /// differs between the two orders.
+    #[test]
+    fn snapshot_names_separate_summation_orders() {
+        let recipe = serde_json::json!({ "epochs": 3 });
+        let fixed = commit_under("demo-v2", "fixed-order", &recipe);
+        let upstream = commit_under("demo-v2", "upstream", &recipe);
+        assert_ne!(fixed, upstream);
+        let expected: String = Sha256::digest(br#"demo-v2:fixed-order:{"epochs":3}"#)
+            .iter()
+            .take(20)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(fixed, expected);
+        assert_eq!(fixed.len(), 40);
+        assert_eq!(
+            recipe_commit("demo-v2", &recipe),
+            commit_under(
+                "demo-v2",
+                peftbench_core::kernels::summation_order(),
+                &recipe
+            )
+        );
+    }
 }
