@@ -81,10 +81,15 @@ echo "== writing MIDI and splits into $out"
 
 # 4. The audio.
 echo "== rendering with $soundfont"
-cargo build "${profile[@]}" --quiet --workspace --locked --example render_folk_songs
-target_dir="${CARGO_TARGET_DIR:-target}"
-if [[ ${#profile[@]} -gt 0 ]]; then renderer="$target_dir/release/examples/render_folk_songs"
-else renderer="$target_dir/debug/examples/render_folk_songs"; fi
+# cargo names the binary it built (wherever the target directory and profile put it).
+renderer=$(cargo build "${profile[@]}" --quiet --workspace --locked --example render_folk_songs \
+  --message-format json-render-diagnostics | "$venv/bin/python" -c '
+import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "render_folk_songs":
+        print(message["executable"])')
+[[ -x $renderer ]] || { echo "error: cargo built no render_folk_songs executable" >&2; exit 1; }
 "$renderer" --soundfont "$soundfont" --jobs "$out/render_jobs.jsonl"
 
 echo "== done in $((SECONDS - started)) s: $out"
