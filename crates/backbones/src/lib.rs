@@ -11,10 +11,12 @@ pub mod ast;
 pub mod bert;
 pub mod checkpoint;
 pub mod clip;
+pub mod crepe;
 pub mod encodec;
 mod encoder;
 pub mod musicgen;
 mod pre_norm_layer;
+mod python_package;
 pub mod siglip;
 pub mod sites;
 pub mod t5;
@@ -26,6 +28,7 @@ pub use checkpoint::{resolve_checkpoint, CheckpointError, ResolvedCheckpoint};
 pub use clip::{
     Clip, ClipConfig, ClipTextBackbone, ClipTextOutput, ClipVisionBackbone, ClipVisionOutput,
 };
+pub use crepe::{Crepe, CrepeCapacity};
 pub use musicgen::{Musicgen, MusicgenConfig, MusicgenDecoderConfig};
 pub use siglip::{SiglipVision, SiglipVisionConfig, SiglipVisionOutput};
 pub use sites::{Hooks, Linear, LinearSite, NoHooks, NormSite, Sublayer};
