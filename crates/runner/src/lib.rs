@@ -23,6 +23,7 @@
 //! then lists every exhaustive match that must learn the new kind (its input modality, its name).
 
 pub mod audio;
+pub mod audio_embedding;
 pub mod backbone;
 pub mod bench;
 pub mod catalog;

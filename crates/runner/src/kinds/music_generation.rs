@@ -27,8 +27,13 @@
 //!   share of energy; and the distinct-4-gram rate of codebook 0 (redundancy). The sizes
 //!   (`generated_clips`, `reference_clips`, `clip_seconds`) are recorded beside them: these
 //!   distances are over the codec's 88 semitone bands, never a published FAD.
+//! - with `music.embedding` (e.g. `crepe-tiny`), the same distances again in that pretrained
+//!   network's space over the clips' audio (generated clips decoded by the codec, test clips
+//!   through it): `fd_<name>`, `fd_<name>_floor`, `fd_<name>_source`, `fd_<name>_inf`,
+//!   `kd_<name>` (`crate::audio_embedding`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -49,6 +54,7 @@ use peftbench_suite::{MusicCodec, MusicSpec, RunSpec, Suite};
 use peftbench_train::{derive_seed, train, TrainOutcome, TrainReport};
 
 use super::Kind;
+use crate::audio_embedding::AudioEmbedder;
 use crate::backbone::{BackboneModel, LoadedBackbone};
 use crate::demo_music::{self, per_codebook_cross_entropy, TEXT_PAD};
 use crate::music::{
@@ -80,6 +86,8 @@ pub(crate) struct MusicEncoders {
     /// Each style's clips in frames, by name (source first): training and test.
     styles: BTreeMap<String, (Vec<FramedClip>, Vec<FramedClip>)>,
     source: String,
+    /// `music.embedding`'s network, loaded once.
+    embedder: Option<Arc<AudioEmbedder>>,
 }
 
 /// A target style's runs' inputs.
@@ -95,6 +103,17 @@ pub(crate) struct PreparedMusic {
     source_reference: Vec<Vec<[f32; BANDS]>>,
     /// Measures of the references alone, the same for every run.
     constants: BTreeMap<String, f64>,
+    /// With `music.embedding`: the second half of the test clips through the codec, embedded.
+    embedded: Option<EmbeddedReference>,
+}
+
+/// What generated clips are compared with in a pretrained embedding's space.
+struct EmbeddedReference {
+    embedder: Arc<AudioEmbedder>,
+    hop_seconds: f64,
+    /// The test clips' second half through the codec, every frame embedded.
+    second: Embeddings,
+    second_stats: GaussianStats,
 }
 
 fn music(spec: &RunSpec) -> &MusicSpec {
@@ -231,11 +250,17 @@ impl Kind for MusicGeneration {
                 MusicCodec::Encodec => "encodec",
             }
         );
+        // The embedding's weights are found before anything trains.
+        let embedder = match &m.embedding {
+            Some(e) => Some(Arc::new(AudioEmbedder::load(e.name, &Device::Cpu)?)),
+            None => None,
+        };
         Ok(MusicEncoders {
             codec,
             tokenizer,
             styles,
             source,
+            embedder,
         })
     }
 
@@ -280,7 +305,53 @@ impl Kind for MusicGeneration {
         };
         let reference = round_trip(&test_tokens)?;
         let source_reference = round_trip(&source_tokens)?;
-        let constants = reference_measures(&reference, &source_reference, &test_tokens, &train)?;
+        let mut constants =
+            reference_measures(&reference, &source_reference, &test_tokens, &train)?;
+        let embedded = match (&encoders.embedder, &m.embedding) {
+            (Some(embedder), Some(e)) => {
+                let started = Instant::now();
+                let hop_seconds = e.hop_ms / 1000.0;
+                let stem = e.name.metric_stem();
+                let embed = |clips: &[TokenClip]| -> anyhow::Result<Embeddings> {
+                    let audio: Vec<Vec<f32>> = clips
+                        .iter()
+                        .map(|c| encoders.codec.audio(&c.codes))
+                        .collect::<anyhow::Result<_>>()?;
+                    Ok(embedder
+                        .embed_clips(&audio, SAMPLE_RATE, hop_seconds)?
+                        .embeddings)
+                };
+                let (first, second) = halves(&test_tokens);
+                let (first, second) = (embed(first)?, embed(second)?);
+                let source =
+                    embed(&source_tokens[..halves(&test_tokens).0.len().min(source_tokens.len())])?;
+                let second_stats = GaussianStats::of(&second).map_err(anyhow::Error::msg)?;
+                let fd = |a: &Embeddings| -> anyhow::Result<f64> {
+                    frechet_distance(
+                        &GaussianStats::of(a).map_err(anyhow::Error::msg)?,
+                        &second_stats,
+                    )
+                    .map_err(anyhow::Error::msg)
+                };
+                constants.insert(format!("fd_{stem}_floor"), fd(&first)?);
+                constants.insert(format!("fd_{stem}_source"), fd(&source)?);
+                if !quiet {
+                    eprintln!(
+                        "music task `{}`: test and source clips embedded by {} in {:.1} s",
+                        spec.task.name,
+                        e.name,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Some(EmbeddedReference {
+                    embedder: embedder.clone(),
+                    hop_seconds,
+                    second,
+                    second_stats,
+                })
+            }
+            _ => None,
+        };
         if !quiet {
             eprintln!(
                 "music task `{}`: {} training clips (of {}), {} test clips, {} source test clips",
@@ -300,6 +371,7 @@ impl Kind for MusicGeneration {
             reference,
             source_reference,
             constants,
+            embedded,
         })
     }
 
@@ -417,12 +489,27 @@ impl Kind for MusicGeneration {
             halves(&task.reference).1.len() as f64,
         );
         metrics.insert("clip_seconds".into(), m.clip_seconds);
-        // Audio only for the clips written (resynthesis costs more than the measures).
-        let audio: Vec<Vec<f32>> = codes
+        // Audio only for the clips written (resynthesis costs more than the measures), or for
+        // every clip when an embedding measures it.
+        let audio_clips = if task.embedded.is_some() {
+            codes.len()
+        } else {
+            m.wav_clips
+        };
+        let mut audio: Vec<Vec<f32>> = codes
             .iter()
-            .take(m.wav_clips)
+            .take(audio_clips)
             .map(|c| task.codec.audio(c))
             .collect::<anyhow::Result<_>>()?;
+        if let (Some(reference), Some(e)) = (&task.embedded, &m.embedding) {
+            metrics.extend(embedded_measures(
+                reference,
+                &audio,
+                &e.name.metric_stem(),
+                derive_seed(&[spec.seed, GENERATION]),
+            )?);
+        }
+        audio.truncate(m.wav_clips);
         write_clips(
             &crate::music::generated_dir(&trained.adapter_dir),
             &audio,
@@ -644,6 +731,60 @@ fn generated_measures(
         out.insert("distinct_4gram".into(), r);
     }
     Ok(out)
+}
+
+/// Generated audio against the reference in a pretrained embedding's space: `fd_<stem>`,
+/// `fd_<stem>_inf` (with enough frames) and `kd_<stem>`, as the codec's distances are taken.
+fn embedded_measures(
+    reference: &EmbeddedReference,
+    audio: &[Vec<f32>],
+    stem: &str,
+    seed: u64,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let generated = reference
+        .embedder
+        .embed_clips(audio, SAMPLE_RATE, reference.hop_seconds)?
+        .embeddings;
+    let mut out = BTreeMap::new();
+    out.insert(
+        format!("fd_{stem}"),
+        frechet_distance(
+            &GaussianStats::of(&generated).map_err(anyhow::Error::msg)?,
+            &reference.second_stats,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    if generated.rows > FD_INF_MIN {
+        let inf = frechet_distance_infinity(
+            &generated,
+            &reference.second_stats,
+            FD_INF_MIN,
+            FD_INF_STEPS,
+            seed,
+        )
+        .map_err(anyhow::Error::msg)?;
+        out.insert(format!("fd_{stem}_inf"), inf.intercept);
+    }
+    out.insert(
+        format!("kd_{stem}"),
+        kernel_distance(
+            &evenly_thinned(&generated, KERNEL_FRAMES)?,
+            &evenly_thinned(&reference.second, KERNEL_FRAMES)?,
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    Ok(out)
+}
+
+/// At most `at_most` rows of `set`, evenly spaced (as `frame_set` keeps frames).
+fn evenly_thinned(set: &Embeddings, at_most: usize) -> anyhow::Result<Embeddings> {
+    let stride = set.rows.div_ceil(at_most).max(1);
+    let rows: Vec<usize> = (0..set.rows).step_by(stride).collect();
+    let values = rows
+        .iter()
+        .flat_map(|&r| set.values[r * set.dim..(r + 1) * set.dim].iter().copied())
+        .collect();
+    Embeddings::new(rows.len(), set.dim, values).map_err(anyhow::Error::msg)
 }
 
 /// A prompt's text from its ids (special tokens dropped).
