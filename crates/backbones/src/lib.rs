@@ -20,6 +20,7 @@ mod python_package;
 pub mod siglip;
 pub mod sites;
 pub mod t5;
+pub mod vggish;
 pub mod vit;
 
 pub use ast::{Ast, AstConfig};
