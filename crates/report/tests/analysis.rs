@@ -554,3 +554,63 @@ fn class_incremental_runs_get_their_table_and_curve() {
     assert!(plain.continual.is_none());
     assert!(!plain.markdown().contains("Class-incremental"));
 }
+
+/// Music records measured in a pretrained embedding's space (`music.embedding`) get its Fréchet
+/// and kernel distances as columns after the codec's, and its references in the task's line;
+/// records without one keep the codec's columns only.
+#[test]
+fn music_table_shows_embedding_distances_when_recorded() {
+    use peftbench_report::music::{music_table, COLUMNS};
+    let music = |label: &str, seed: u64, crepe: bool| {
+        let mut r = record(label, "han", seed, Some(0.5));
+        r.metrics.clear();
+        r.primary_metric = "ce_reduction".into();
+        for (k, v) in [
+            ("ce", 3.5),
+            ("fd_codec", 1.0),
+            ("fd_codec_floor", 0.5),
+            ("kd_codec", 0.002),
+        ] {
+            r.metrics.insert(k.into(), v);
+        }
+        if crepe {
+            for (k, v) in [
+                ("fd_crepe_tiny", 40.0 + seed as f64),
+                ("kd_crepe_tiny", 0.25),
+                ("fd_crepe_tiny_floor", 12.5),
+                ("fd_crepe_tiny_source", 30.0),
+            ] {
+                r.metrics.insert(k.into(), v);
+            }
+        }
+        r
+    };
+    let labels = vec!["lora".to_string()];
+    let tasks = vec!["han".to_string()];
+
+    let records = [music("lora", 0, true), music("lora", 1, true)];
+    let refs: Vec<&RunRecord> = records.iter().collect();
+    let table = music_table(&refs, &labels, &tasks).unwrap();
+    let titles: Vec<&str> = table.columns.iter().map(|c| c.title.as_str()).collect();
+    let kd_codec = titles.iter().position(|t| *t == "KD codec ×1e3").unwrap();
+    assert_eq!(
+        titles[kd_codec + 1..kd_codec + 3],
+        ["FD crepe-tiny", "KD crepe-tiny"]
+    );
+    let fd = table.rows[0].values[kd_codec + 1].unwrap();
+    assert!((fd.mean - 40.5).abs() < 1e-12, "{fd:?}");
+    let kd = table.rows[0].values[kd_codec + 2].unwrap();
+    assert!((kd.mean - 0.25).abs() < 1e-12, "{kd:?}");
+    let md = table.markdown();
+    assert!(
+        md.contains("crepe-tiny: FD noise floor 12.500, source style against the target 30.000"),
+        "{md}"
+    );
+    assert!(md.contains("not a VGGish FAD"), "{md}");
+
+    let records = [music("lora", 0, false)];
+    let refs: Vec<&RunRecord> = records.iter().collect();
+    let table = music_table(&refs, &labels, &tasks).unwrap();
+    assert_eq!(table.columns.len(), COLUMNS.len());
+    assert!(!table.markdown().contains("crepe"));
+}

