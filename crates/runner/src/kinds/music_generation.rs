@@ -310,10 +310,9 @@ impl Kind for MusicGeneration {
         let source_reference = round_trip(&source_tokens)?;
         let mut constants =
             reference_measures(&reference, &source_reference, &test_tokens, &train)?;
-        let embedded = match (&encoders.embedder, &m.embedding) {
-            (Some(embedder), Some(e)) => {
+        let embedded = match &encoders.embedder {
+            Some(embedder) => {
                 let started = Instant::now();
-                let stem = e.name.metric_stem();
                 let embed = |clips: &[TokenClip]| -> anyhow::Result<Embeddings> {
                     let audio: Vec<Vec<f32>> = clips
                         .iter()
@@ -321,25 +320,22 @@ impl Kind for MusicGeneration {
                         .collect::<anyhow::Result<_>>()?;
                     Ok(embedder.embed_clips(&audio, SAMPLE_RATE)?.embeddings)
                 };
+                // The same halves and source clips as the codec's distances.
                 let (first, second) = halves(&test_tokens);
+                let source = embed(&source_tokens[..first.len().min(source_tokens.len())])?;
                 let (first, second) = (embed(first)?, embed(second)?);
-                let source =
-                    embed(&source_tokens[..halves(&test_tokens).0.len().min(source_tokens.len())])?;
-                let second_stats = GaussianStats::of(&second).map_err(anyhow::Error::msg)?;
-                let fd = |a: &Embeddings| -> anyhow::Result<f64> {
-                    frechet_distance(
-                        &GaussianStats::of(a).map_err(anyhow::Error::msg)?,
-                        &second_stats,
-                    )
-                    .map_err(anyhow::Error::msg)
-                };
-                constants.insert(format!("fd_{stem}_floor"), fd(&first)?);
-                constants.insert(format!("fd_{stem}_source"), fd(&source)?);
+                let second_stats = stats(&second)?;
+                constants.extend(reference_distances(
+                    &embedder.name().metric_stem(),
+                    &first,
+                    &source,
+                    &second_stats,
+                )?);
                 if !quiet {
                     eprintln!(
                         "music task `{}`: test and source clips embedded by {} in {:.1} s",
                         spec.task.name,
-                        e.name,
+                        embedder.name(),
                         started.elapsed().as_secs_f64()
                     );
                 }
@@ -349,7 +345,7 @@ impl Kind for MusicGeneration {
                     second_stats,
                 })
             }
-            _ => None,
+            None => None,
         };
         if !quiet {
             eprintln!(
@@ -500,11 +496,13 @@ impl Kind for MusicGeneration {
             .take(audio_clips)
             .map(|c| task.codec.audio(c))
             .collect::<anyhow::Result<_>>()?;
-        if let (Some(reference), Some(e)) = (&task.embedded, &m.embedding) {
-            metrics.extend(embedded_measures(
-                reference,
-                &audio,
-                &e.name.metric_stem(),
+        if let Some(reference) = &task.embedded {
+            let generated = reference.embedder.embed_clips(&audio, SAMPLE_RATE)?;
+            metrics.extend(distances(
+                &reference.embedder.name().metric_stem(),
+                &generated.embeddings,
+                &reference.second,
+                &reference.second_stats,
                 derive_seed(&[spec.seed, GENERATION]),
             )?);
         }
@@ -549,15 +547,17 @@ fn prompt_batch(prompts: &[&TokenClip], device: &Device) -> anyhow::Result<(Tens
 }
 
 /// Every frame of `clips` as one set of 88-value embeddings.
-fn frame_set(clips: &[Vec<[f32; BANDS]>], at_most: Option<usize>) -> anyhow::Result<Embeddings> {
-    let all: Vec<&[f32; BANDS]> = clips.iter().flatten().collect();
-    let stride = at_most.map_or(1, |n| all.len().div_ceil(n).max(1));
-    let kept: Vec<&[f32; BANDS]> = all.into_iter().step_by(stride).collect();
-    let values = kept
+fn frame_set(clips: &[Vec<[f32; BANDS]>]) -> anyhow::Result<Embeddings> {
+    let values: Vec<f64> = clips
         .iter()
+        .flatten()
         .flat_map(|f| f.iter().map(|&v| f64::from(v)))
         .collect();
-    Embeddings::new(kept.len(), BANDS, values).map_err(anyhow::Error::msg)
+    Embeddings::new(values.len() / BANDS, BANDS, values).map_err(anyhow::Error::msg)
+}
+
+fn stats(set: &Embeddings) -> anyhow::Result<GaussianStats> {
+    GaussianStats::of(set).map_err(anyhow::Error::msg)
 }
 
 /// Each clip's pitch-class histogram of its band powers (the frames hold `log1p(100 · P)`,
@@ -593,13 +593,6 @@ fn non_pentatonic(clips: &[Vec<[f32; BANDS]>]) -> Option<f64> {
     (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
 }
 
-fn frechet(a: &[Vec<[f32; BANDS]>], b: &[Vec<[f32; BANDS]>]) -> anyhow::Result<f64> {
-    let stats = |c| -> anyhow::Result<GaussianStats> {
-        GaussianStats::of(&frame_set(c, None)?).map_err(anyhow::Error::msg)
-    };
-    frechet_distance(&stats(a)?, &stats(b)?).map_err(anyhow::Error::msg)
-}
-
 /// The test clips' first and second halves: distances of generated clips are taken against the
 /// second, and the first against the second is their noise floor (equal set sizes when as many
 /// clips are generated as half the test clips).
@@ -623,13 +616,13 @@ fn reference_measures(
     test: &[TokenClip],
     train: &[TokenClip],
 ) -> anyhow::Result<BTreeMap<String, f64>> {
-    let mut out = BTreeMap::new();
     let (first, second) = halves(reference);
-    out.insert("fd_codec_floor".into(), frechet(first, second)?);
-    out.insert(
-        "fd_codec_source".into(),
-        frechet(&source[..first.len().min(source.len())], second)?,
-    );
+    let mut out = reference_distances(
+        "codec",
+        &frame_set(first)?,
+        &frame_set(&source[..first.len().min(source.len())])?,
+        &stats(&frame_set(second)?)?,
+    )?;
     out.insert(
         "pitch_class_tv_source_reference".into(),
         total_variation(&profile(source), &profile(reference)),
@@ -681,38 +674,15 @@ fn generated_measures(
     source: &[Vec<[f32; BANDS]>],
     seed: u64,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
-    let mut out = BTreeMap::new();
     let (_, second) = halves(reference);
-    let generated_set = frame_set(generated, None)?;
-    let reference_stats =
-        GaussianStats::of(&frame_set(second, None)?).map_err(anyhow::Error::msg)?;
-    out.insert(
-        "fd_codec".into(),
-        frechet_distance(
-            &GaussianStats::of(&generated_set).map_err(anyhow::Error::msg)?,
-            &reference_stats,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
-    if generated_set.rows > FD_INF_MIN {
-        let inf = frechet_distance_infinity(
-            &generated_set,
-            &reference_stats,
-            FD_INF_MIN,
-            FD_INF_STEPS,
-            seed,
-        )
-        .map_err(anyhow::Error::msg)?;
-        out.insert("fd_codec_inf".into(), inf.intercept);
-    }
-    out.insert(
-        "kd_codec".into(),
-        kernel_distance(
-            &frame_set(generated, Some(KERNEL_FRAMES))?,
-            &frame_set(second, Some(KERNEL_FRAMES))?,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let second = frame_set(second)?;
+    let mut out = distances(
+        "codec",
+        &frame_set(generated)?,
+        &second,
+        &stats(&second)?,
+        seed,
+    )?;
     let mine = profile(generated);
     out.insert(
         "pitch_class_tv_target".into(),
@@ -732,50 +702,57 @@ fn generated_measures(
     Ok(out)
 }
 
-/// Generated audio against the reference in a pretrained embedding's space: `fd_<stem>`,
-/// `fd_<stem>_inf` (with enough frames) and `kd_<stem>`, as the codec's distances are taken.
-fn embedded_measures(
-    reference: &EmbeddedReference,
-    audio: &[Vec<f32>],
+/// A generated set against the reference set (the test clips' second half) in one embedding
+/// space, named by `stem`: the Fréchet distance `fd_<stem>`, FAD∞ `fd_<stem>_inf` (with more than
+/// `FD_INF_MIN` embeddings) and the kernel distance `kd_<stem>` (on at most `KERNEL_FRAMES` of
+/// each, evenly spaced).
+fn distances(
     stem: &str,
+    generated: &Embeddings,
+    reference: &Embeddings,
+    reference_stats: &GaussianStats,
     seed: u64,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
-    let generated = reference
-        .embedder
-        .embed_clips(audio, SAMPLE_RATE)?
-        .embeddings;
     let mut out = BTreeMap::new();
     out.insert(
         format!("fd_{stem}"),
-        frechet_distance(
-            &GaussianStats::of(&generated).map_err(anyhow::Error::msg)?,
-            &reference.second_stats,
-        )
-        .map_err(anyhow::Error::msg)?,
+        frechet_distance(&stats(generated)?, reference_stats).map_err(anyhow::Error::msg)?,
     );
     if generated.rows > FD_INF_MIN {
-        let inf = frechet_distance_infinity(
-            &generated,
-            &reference.second_stats,
-            FD_INF_MIN,
-            FD_INF_STEPS,
-            seed,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let inf =
+            frechet_distance_infinity(generated, reference_stats, FD_INF_MIN, FD_INF_STEPS, seed)
+                .map_err(anyhow::Error::msg)?;
         out.insert(format!("fd_{stem}_inf"), inf.intercept);
     }
     out.insert(
         format!("kd_{stem}"),
         kernel_distance(
-            &evenly_thinned(&generated, KERNEL_FRAMES)?,
-            &evenly_thinned(&reference.second, KERNEL_FRAMES)?,
+            &evenly_thinned(generated, KERNEL_FRAMES)?,
+            &evenly_thinned(reference, KERNEL_FRAMES)?,
         )
         .map_err(anyhow::Error::msg)?,
     );
     Ok(out)
 }
 
-/// At most `at_most` rows of `set`, evenly spaced (as `frame_set` keeps frames).
+/// The references' own distances in one embedding space: the noise floor `fd_<stem>_floor` (the
+/// test clips' first half against the second) and the source style's `fd_<stem>_source`.
+fn reference_distances(
+    stem: &str,
+    first: &Embeddings,
+    source: &Embeddings,
+    second_stats: &GaussianStats,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let fd = |set: &Embeddings| -> anyhow::Result<f64> {
+        frechet_distance(&stats(set)?, second_stats).map_err(anyhow::Error::msg)
+    };
+    Ok(BTreeMap::from([
+        (format!("fd_{stem}_floor"), fd(first)?),
+        (format!("fd_{stem}_source"), fd(source)?),
+    ]))
+}
+
+/// At most `at_most` rows of `set`, evenly spaced.
 fn evenly_thinned(set: &Embeddings, at_most: usize) -> anyhow::Result<Embeddings> {
     let stride = set.rows.div_ceil(at_most).max(1);
     let rows: Vec<usize> = (0..set.rows).step_by(stride).collect();
