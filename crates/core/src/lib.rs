@@ -10,6 +10,7 @@ pub mod device;
 pub mod init;
 pub mod kernels;
 pub mod ops;
+pub mod optional;
 pub mod params;
 pub mod shuffle;
 

