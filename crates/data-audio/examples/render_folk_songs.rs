@@ -129,7 +129,7 @@ fn main() -> Result<()> {
             let result = render(&renderer, job)
                 .with_context(|| format!("{} -> {}", job.midi.display(), job.wav.display()));
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % every == 0 || n == jobs.len() {
+            if n.is_multiple_of(every) || n == jobs.len() {
                 println!(
                     "  {n}/{} rendered ({:.1} s)",
                     jobs.len(),

@@ -207,7 +207,7 @@ pub fn parse_records(
     variant: CifarVariant,
 ) -> Result<(Vec<ImageSource>, Vec<u32>), DataError> {
     let record = variant.record_bytes();
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         return Err(DataError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(

@@ -157,7 +157,7 @@ pub fn stages(
         ));
     }
     let left = n_classes - first;
-    if left % increment != 0 {
+    if !left.is_multiple_of(increment) {
         return Err(format!(
             "stages: increment {increment} does not divide the {left} classes left after a first \
              stage of {first} (of {n_classes})"

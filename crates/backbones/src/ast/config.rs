@@ -118,7 +118,7 @@ impl AstConfig {
 
     /// Checks the sizes are consistent, with a message naming the offending fields.
     pub fn validate(&self) -> Result<(), String> {
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

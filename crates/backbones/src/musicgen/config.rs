@@ -86,7 +86,7 @@ impl MusicgenDecoderConfig {
                 return Err(format!("decoder field `{name}` is 0"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "decoder `hidden_size` {} is not a multiple of `num_attention_heads` {}",
                 self.hidden_size, self.num_attention_heads

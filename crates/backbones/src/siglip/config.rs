@@ -82,7 +82,7 @@ impl SiglipVisionConfig {
                 "hidden_size {d} is not divisible by num_attention_heads {h}"
             ));
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "image_size {} is not divisible by patch_size {}",
                 self.image_size, self.patch_size

@@ -47,10 +47,10 @@ impl CompacterConfig {
     /// The bottleneck width on a backbone of width `hidden`, once divisibility holds.
     pub fn bottleneck(&self, method: &str, hidden: usize) -> Result<usize, String> {
         let k = hidden / self.reduction_factor;
-        if k == 0 || hidden % self.reduction_factor != 0 {
+        if k == 0 || !hidden.is_multiple_of(self.reduction_factor) {
             return Err(format!("method `{method}`: field `reduction_factor` is {} but the hidden size {hidden} is not a multiple of it; allowed: divisors of {hidden} below it", self.reduction_factor));
         }
-        if hidden % self.phm_dim != 0 || k % self.phm_dim != 0 {
+        if !hidden.is_multiple_of(self.phm_dim) || !k.is_multiple_of(self.phm_dim) {
             return Err(format!("method `{method}`: field `phm_dim` is {} but must divide the hidden size {hidden} and the bottleneck {k}; allowed: common divisors of {hidden} and {k}", self.phm_dim));
         }
         let limit = (hidden / self.phm_dim).min(k / self.phm_dim);

@@ -28,7 +28,7 @@ impl ConvAdapterConfig {
         if self.bottleneck == 0 {
             return Err("method `conv-adapter`: field `bottleneck` is 0; allowed range: 1 to the hidden size".into());
         }
-        if self.kernel_size == 0 || self.kernel_size % 2 == 0 {
+        if self.kernel_size == 0 || self.kernel_size.is_multiple_of(2) {
             return Err(format!("method `conv-adapter`: field `kernel_size` is {}; allowed: odd values >= 1 (same padding)", self.kernel_size));
         }
         Ok(())

@@ -80,7 +80,7 @@ impl MadxConfig {
             hidden / self.task_reduction,
             half / self.invertible_reduction,
         );
-        if self.invertible && hidden % 2 != 0 {
+        if self.invertible && !hidden.is_multiple_of(2) {
             return Err(format!("method `madx`: the invertible adapter splits the hidden size in halves; {hidden} is odd"));
         }
         if widths.0 == 0 || widths.1 == 0 || (self.invertible && widths.2 == 0) {

@@ -37,7 +37,7 @@ impl MosaConfig {
                 self.modules
             ));
         }
-        if self.hierarchical && self.modules % 2 != 0 {
+        if self.hierarchical && !self.modules.is_multiple_of(2) {
             return Err(format!("method `mosa`: modules {} must be even with hierarchical: true (modules are paired)", self.modules));
         }
         if self.bottleneck == 0 {
