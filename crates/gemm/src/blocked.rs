@@ -17,6 +17,9 @@ use rayon::prelude::*;
 
 use crate::isa::Isa;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// A float the kernels multiply: `f32` or `f64`.
 pub(crate) trait Element: Copy + Send + Sync + 'static {
     const ZERO: Self;
@@ -125,8 +128,8 @@ pub(crate) unsafe fn multiply<E: Element>(product: Product<E>, isa: Isa, threads
         }
         return;
     }
-    // Tile sizes: as many accumulators as the registers hold (AVX2: 12 of 16 ymm, AVX-512: 16
-    // of 32 zmm, two vectors of B and one broadcast of A beside them).
+    // Tile sizes: as many accumulators as the registers hold (AVX2: 12 of 16 ymm, AVX-512: 24
+    // of 32 zmm, as BLIS' 512-bit kernels; two vectors of B and one broadcast of A beside them).
     // A product with at most one vector of columns (a classifier head, a LoRA down-projection's
     // gradient) runs on tiles one vector wide and twice as tall: a two-vector tile would spend
     // half its work on padding.
@@ -152,7 +155,7 @@ pub(crate) unsafe fn multiply<E: Element>(product: Product<E>, isa: Isa, threads
             run::<E, 16, 16>(product, threads, Kernels::avx512())
         },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, true) => unsafe { run::<E, 8, 32>(product, threads, Kernels::avx512()) },
+        (Isa::Avx512, true) => unsafe { run::<E, 12, 32>(product, threads, Kernels::avx512()) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, false) if narrow(8) => unsafe {
             run::<E, 16, 8>(product, threads, Kernels::avx512())
@@ -455,6 +458,7 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
     rows: std::ops::Range<usize>,
     strips: std::ops::Range<usize>,
     packed_lhs: &mut [E],
+    tile: Tile<E>,
 ) {
     let p = &panel.product;
     let kc = panel.kc;
@@ -502,7 +506,7 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
             // SAFETY: (row, col) is inside C, and so is the tile's valid part.
             let c = unsafe { p.dst.offset(offset(row, col, p.dst_rs, p.dst_cs)) };
             if count == MR && cols == NR {
-                unsafe { tile::<E, MR, NR>(kc, lhs, rhs, c, p.dst_rs, p.dst_cs, panel.continues) };
+                unsafe { tile(kc, lhs, rhs, c, p.dst_rs, p.dst_cs, panel.continues) };
             } else {
                 // An edge tile runs on a full-size copy, of which only the valid part goes back.
                 let mut scratch = [[E::ZERO; NR]; MR];
@@ -514,7 +518,7 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
                     }
                 }
                 let tmp = scratch.as_mut_ptr().cast::<E>();
-                unsafe { tile::<E, MR, NR>(kc, lhs, rhs, tmp, NR as isize, 1, true) };
+                unsafe { tile(kc, lhs, rhs, tmp, NR as isize, 1, true) };
                 for (i, line) in scratch.iter().enumerate().take(count) {
                     for (j, &value) in line.iter().enumerate().take(cols) {
                         unsafe { *c.offset(offset(i, j, p.dst_rs, p.dst_cs)) = value };
@@ -525,6 +529,9 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
     }
 }
 
+/// A register tile: `tile(kc, a, b, c, rs, cs, continues)` (see [`tile`]).
+type Tile<E> = unsafe fn(usize, Operand<E>, Operand<E>, *mut E, isize, isize, bool);
+
 /// A tile's view of A or B: element `(i, j)` at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
 struct Operand<E> {
@@ -533,11 +540,12 @@ struct Operand<E> {
     cs: isize,
 }
 
-/// The register tile: `MR x NR` running sums, loaded from C when `continues` (else `+0.0`), one
+/// The register tile, written once for every element type and compiled per instruction set:
+/// `MR x NR` running sums, loaded from C when `continues` (else `+0.0`), one
 /// fused multiply-add each per depth step, stored back to C. `a` addresses `MR x kc` values, `b`
 /// `kc` rows of `NR` contiguous values.
 #[inline(always)]
-unsafe fn tile<E: Element, const MR: usize, const NR: usize>(
+unsafe fn tile_generic<E: Element, const MR: usize, const NR: usize>(
     kc: usize,
     a: Operand<E>,
     b: Operand<E>,
@@ -601,7 +609,8 @@ unsafe fn block<E: Element, const MR: usize, const NR: usize>(
     strips: std::ops::Range<usize>,
     packed_lhs: &mut [E],
 ) {
-    unsafe { block_generic::<E, MR, NR>(panel, packed_rhs, rows, strips, packed_lhs) }
+    let tile = tile_generic::<E, MR, NR>;
+    unsafe { block_generic::<E, MR, NR>(panel, packed_rhs, rows, strips, packed_lhs, tile) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -619,7 +628,22 @@ unsafe fn block_avx2<E: Element, const MR: usize, const NR: usize>(
     strips: std::ops::Range<usize>,
     packed_lhs: &mut [E],
 ) {
-    unsafe { block_generic::<E, MR, NR>(panel, packed_rhs, rows, strips, packed_lhs) }
+    let tile = tile_avx2::<E, MR, NR>;
+    unsafe { block_generic::<E, MR, NR>(panel, packed_rhs, rows, strips, packed_lhs, tile) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<E: Element, const MR: usize, const NR: usize>(
+    kc: usize,
+    a: Operand<E>,
+    b: Operand<E>,
+    c: *mut E,
+    rs: isize,
+    cs: isize,
+    continues: bool,
+) {
+    unsafe { tile_generic::<E, MR, NR>(kc, a, b, c, rs, cs, continues) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -637,7 +661,8 @@ unsafe fn block_avx512<E: Element, const MR: usize, const NR: usize>(
     strips: std::ops::Range<usize>,
     packed_lhs: &mut [E],
 ) {
-    unsafe { block_generic::<E, MR, NR>(panel, packed_rhs, rows, strips, packed_lhs) }
+    let tile = avx512::tile::<E, MR, NR>;
+    unsafe { block_generic::<E, MR, NR>(panel, packed_rhs, rows, strips, packed_lhs, tile) }
 }
 
 #[cfg(test)]
@@ -654,7 +679,7 @@ pub(crate) mod tests_support {
             match tiles {
                 (4, 8) => run::<f32, 4, 8>(product, threads, Kernels::portable()),
                 (6, 16) => run::<f32, 6, 16>(product, threads, Kernels::portable()),
-                (8, 32) => run::<f32, 8, 32>(product, threads, Kernels::portable()),
+                (12, 32) => run::<f32, 12, 32>(product, threads, Kernels::portable()),
                 (12, 8) => run::<f32, 12, 8>(product, threads, Kernels::portable()),
                 (16, 16) => run::<f32, 16, 16>(product, threads, Kernels::portable()),
                 (1, 1) => run::<f32, 1, 1>(product, threads, Kernels::portable()),

@@ -152,7 +152,7 @@ fn every_tile_size_computes_the_definition_bit_for_bit() {
         let expected = bits(&chain(&a, &b, m, n, k));
         for layout in [(false, false, false), (true, true, false)] {
             let (_lhs, _rhs, make) = product_of(&a, &b, (m, n, k), layout);
-            for tiles in [(4, 8), (6, 16), (8, 32), (12, 8), (16, 16), (1, 1), (3, 5)] {
+            for tiles in [(4, 8), (6, 16), (12, 32), (12, 8), (16, 16), (1, 1), (3, 5)] {
                 let mut c = vec![f32::NAN; m * n];
                 unsafe { run_with_tiles(make(&mut c), tiles, 2) };
                 assert_eq!(bits(&c), expected, "{m}x{n}x{k} tiles {tiles:?} {layout:?}");
