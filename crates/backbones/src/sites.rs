@@ -119,7 +119,9 @@ impl Linear {
 }
 
 /// Callbacks a backbone makes during its forward pass. Every default leaves the pretrained model
-/// unchanged, so a method overrides only the sites it uses.
+/// unchanged, so a method overrides only the sites it uses. A decoder generating step by step
+/// passes only the new steps; a hook that mixes steps (a causal convolution, attention over the
+/// states) reads the earlier ones with [`peftbench_core::ForwardCtx::steps_so_far`].
 pub trait Hooks {
     /// Output of projection `site` of block `layer` for input `x`. Default: the frozen projection.
     fn linear(
@@ -172,13 +174,6 @@ pub trait Hooks {
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         Ok(states)
-    }
-
-    /// Whether these hooks mix information across a decoder's steps (a causal convolution or
-    /// attention over its states): a decoder stepping through a cache cannot feed them one step
-    /// at a time, so it recomputes the steps so far at every step instead. Default: no.
-    fn mixes_steps(&self) -> bool {
-        false
     }
 
     /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the

@@ -1,7 +1,9 @@
-//! The context of one forward pass: training or evaluation, and the seeded randomness that
-//! dropout and stochastic depth draw from (candle's own RNG is not seedable on every device).
+//! The context of one forward pass: training or evaluation, the seeded randomness that
+//! dropout and stochastic depth draw from (candle's own RNG is not seedable on every device),
+//! and, while a decoder generates step by step, the earlier steps that hooks mixing steps read.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use candle_core::{Device, Result, Tensor};
 use rand::{Rng, SeedableRng};
@@ -16,6 +18,9 @@ pub struct ForwardCtx {
     /// Multi-task data: the task of each example of the batch, u32 `[B]`, for methods that condition
     /// on it (per-task adapters, Hyperformer, Poly/MHR routing). `None` for single-task runs.
     task_ids: Option<Tensor>,
+    /// While stepping through a decoder's cache ([`ForwardCtx::stepping`]): each hook site's
+    /// inputs so far, by site.
+    steps: Option<RefCell<HashMap<String, Tensor>>>,
 }
 
 impl ForwardCtx {
@@ -26,7 +31,36 @@ impl ForwardCtx {
             drop_path: 0.0,
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(0)),
             task_ids: None,
+            steps: None,
         }
+    }
+
+    /// Evaluation of a decoder generating step by step through its key-value cache: each pass
+    /// sees only its new steps, and hooks that mix steps read the earlier ones with
+    /// [`ForwardCtx::steps_so_far`]. One per generated sequence.
+    pub fn stepping() -> Self {
+        Self {
+            steps: Some(RefCell::new(HashMap::new())),
+            ..Self::eval()
+        }
+    }
+
+    /// For a hook that mixes a decoder's steps (a causal convolution, attention over the
+    /// states) at `site`: its input at every step so far, `[batch, steps, hidden]`, ending with
+    /// this pass's `input`. Stepping ([`ForwardCtx::stepping`]), that is the inputs of the
+    /// earlier passes at `site` with `input` appended (and kept for the next pass); otherwise a
+    /// pass sees all its steps at once, and it is `input`.
+    pub fn steps_so_far(&self, site: &str, input: &Tensor) -> Result<Tensor> {
+        let Some(steps) = &self.steps else {
+            return Ok(input.clone());
+        };
+        let mut steps = steps.borrow_mut();
+        let all = match steps.get(site) {
+            Some(earlier) => Tensor::cat(&[earlier, input], 1)?,
+            None => input.clone(),
+        };
+        steps.insert(site.to_string(), all.clone());
+        Ok(all)
     }
 
     /// Training with masks drawn from `seed`.
@@ -36,6 +70,7 @@ impl ForwardCtx {
             drop_path,
             rng: RefCell::new(ChaCha8Rng::seed_from_u64(seed)),
             task_ids: None,
+            steps: None,
         }
     }
 
@@ -130,6 +165,22 @@ mod tests {
         for chunk in a.chunks(6) {
             assert!(chunk.iter().all(|&v| v == 0.0) || chunk.iter().all(|&v| v == 2.0));
         }
+        Ok(())
+    }
+
+    #[test]
+    fn stepping_keeps_each_sites_steps_and_other_passes_see_their_own() -> Result<()> {
+        let step = |v: f32| Tensor::full(v, (2, 1, 3), &Device::Cpu);
+        let stepping = ForwardCtx::stepping();
+        stepping.steps_so_far("a", &step(1.0)?)?;
+        stepping.steps_so_far("b", &step(9.0)?)?;
+        let a = stepping.steps_so_far("a", &step(2.0)?)?;
+        assert_eq!(a.dims3()?, (2, 2, 3));
+        assert_eq!(a.to_vec3::<f32>()?[1], vec![vec![1.0; 3], vec![2.0; 3]]);
+        assert_eq!(stepping.steps_so_far("b", &step(8.0)?)?.dims3()?, (2, 2, 3));
+        let whole = ForwardCtx::eval();
+        whole.steps_so_far("a", &step(1.0)?)?;
+        assert_eq!(whole.steps_so_far("a", &step(2.0)?)?.dims3()?, (2, 1, 3));
         Ok(())
     }
 }

@@ -145,46 +145,19 @@ fn adapters_attach_at_every_placement_and_keep_the_decoder_causal() {
     }
 }
 
-/// Hooks that say they mix steps make generation recompute the steps so far at every step: for
-/// token-wise adapters, which the cache serves as well, both paths give the same codes; the
-/// convolutional and transformer adapters in the decoder say so, the linear ones and every
-/// adapter on the text do not. On the text, the transformer adapter leaves padded positions
-/// out: a padded prompt conditions exactly as the same prompt without its padding.
+/// Generation steps through the decoder's cache, one step a pass: every adapter in the decoder,
+/// including those that read earlier steps (convolutional and transformer ones, through
+/// `ForwardCtx::steps_so_far`), gives each step the logits that teacher forcing gives it. On the
+/// text, the transformer adapter leaves padded positions out: a padded prompt conditions exactly
+/// as the same prompt without its padding.
 #[test]
-fn generation_runs_the_trained_model_and_text_padding_is_ignored() {
-    use peftbench_backbones::{Hooks, NormSite, Sublayer};
-
-    /// `inner`, claiming to mix steps.
-    struct Recompute<'a>(&'a MusicAdapters);
-    impl Hooks for Recompute<'_> {
-        fn sublayer(
-            &self,
-            layer: usize,
-            kind: Sublayer,
-            input: &Tensor,
-            output: Tensor,
-            ctx: &ForwardCtx,
-        ) -> candle_core::Result<Tensor> {
-            self.0.sublayer(layer, kind, input, output, ctx)
-        }
-        fn norm(
-            &self,
-            layer: Option<usize>,
-            site: NormSite,
-            output: Tensor,
-            ctx: &ForwardCtx,
-        ) -> candle_core::Result<Tensor> {
-            self.0.norm(layer, site, output, ctx)
-        }
-        fn mixes_steps(&self) -> bool {
-            true
-        }
-    }
-
+fn stepping_through_the_cache_runs_the_trained_model_and_text_padding_is_ignored() {
     let device = Device::Cpu;
     let (model, expected) = miniature();
     let ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
     let mask = expected["attention_mask"].to_dtype(DType::U32).unwrap();
+    let tokens = expected["decoder_input_ids"].to_dtype(DType::U32).unwrap();
+    let steps = tokens.dim(2).unwrap();
     let (hidden, layers) = (
         model.config().decoder.hidden_size,
         model.config().decoder.num_hidden_layers,
@@ -195,7 +168,7 @@ fn generation_runs_the_trained_model_and_text_padding_is_ignored() {
                 kind,
                 placement,
                 width: 4,
-                depth: 1,
+                depth: if placement == Placement::Block { 1 } else { 2 },
             },
             hidden,
             layers,
@@ -205,30 +178,49 @@ fn generation_runs_the_trained_model_and_text_padding_is_ignored() {
         wake(&adapters);
         adapters
     };
-    let options = GenerationOptions {
-        max_new_tokens: 8,
-        top_k: None,
-        ..GenerationOptions::default()
-    };
-    for placement in [Placement::Block, Placement::Post] {
-        let linear = woken(AdapterKind::Linear, placement);
-        assert!(!linear.mixes_steps());
-        let cached = model
-            .generate(&ids, Some(&mask), &options, &linear)
-            .unwrap();
-        let recomputed = model
-            .generate(&ids, Some(&mask), &options, &Recompute(&linear))
-            .unwrap();
-        assert_eq!(
-            cached.to_vec3::<u32>().unwrap(),
-            recomputed.to_vec3::<u32>().unwrap(),
-            "{placement:?}"
-        );
-        assert!(woken(AdapterKind::Conv, placement).mixes_steps());
-        assert!(woken(AdapterKind::Transformer, placement).mixes_steps());
+    for kind in [
+        AdapterKind::Linear,
+        AdapterKind::Conv,
+        AdapterKind::Transformer,
+    ] {
+        for placement in [Placement::Block, Placement::Post] {
+            let adapters = woken(kind, placement);
+            let eval = ForwardCtx::eval();
+            let states = model
+                .encode_text(&ids, Some(&mask), &adapters, &eval)
+                .unwrap();
+            let forced = model
+                .decode(&tokens, &states, Some(&mask), &adapters, &eval)
+                .unwrap();
+            // Each step's largest difference from teacher forcing, through a context that keeps
+            // the earlier steps or (as a check that this test can fail) one that does not.
+            let step_by_step = |ctx: &ForwardCtx| -> Vec<f32> {
+                let mut cache = model
+                    .start_decoding(&states, Some(&mask), &adapters, ctx)
+                    .unwrap();
+                (0..steps)
+                    .map(|t| {
+                        let step = tokens.narrow(2, t, 1).unwrap();
+                        let logits = model
+                            .decode_step(&step, &mut cache, &adapters, ctx)
+                            .unwrap();
+                        max_abs(&(logits - forced.narrow(2, t, 1).unwrap()).unwrap())
+                    })
+                    .collect()
+            };
+            let what = format!("{kind:?} at {placement:?}");
+            let stepped = step_by_step(&ForwardCtx::stepping());
+            assert!(stepped.iter().all(|&d| d < 1e-5), "{what}: {stepped:?}");
+            let blind = step_by_step(&ForwardCtx::eval());
+            let reads_earlier_steps = kind != AdapterKind::Linear;
+            assert_eq!(
+                blind.iter().any(|&d| d > 1e-3),
+                reads_earlier_steps,
+                "{what}: {blind:?}"
+            );
+        }
     }
     let on_text = woken(AdapterKind::Transformer, Placement::Conditioning);
-    assert!(!on_text.mixes_steps());
     // Row 1's prompt is 4 tokens and a pad: alone and unpadded, it conditions the same.
     let ctx = ForwardCtx::eval();
     let padded = model

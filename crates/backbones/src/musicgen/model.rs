@@ -652,7 +652,9 @@ impl Musicgen {
                 options.temperature
             );
         }
-        let ctx = ForwardCtx::eval();
+        // Hooks that mix steps read the earlier ones from the context (the cache holds only the
+        // decoder's own keys and values).
+        let ctx = ForwardCtx::stepping();
         let (b, source) = input_ids.dims2()?;
         // transformers' generate always has a prompt mask (all ones when none is given), so the
         // null prompt of guidance is masked out either way.
@@ -682,19 +684,10 @@ impl Musicgen {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(options.seed);
         let mut sequence: Vec<Vec<Vec<u32>>> = vec![vec![vec![start]; codebooks]; b];
         let mut last = Tensor::full(start, (rows, codebooks, 1), states.device())?;
-        // Hooks that mix steps see the whole sequence so far at every step (no cache).
-        let recompute = hooks.mixes_steps();
-        let mut history = last.clone();
         for step in 1..length {
-            let logits = if recompute {
-                let mut fresh = self.start_decoding(&states, Some(&mask), hooks, &ctx)?;
-                let all = self.decode_step(&history, &mut fresh, hooks, &ctx)?;
-                let t = all.dim(2)?;
-                all.narrow(2, t - 1, 1)?.squeeze(2)?
-            } else {
-                self.decode_step(&last, &mut cache, hooks, &ctx)?
-                    .squeeze(2)?
-            }; // [rows, codebooks, vocab]
+            let logits = self
+                .decode_step(&last, &mut cache, hooks, &ctx)?
+                .squeeze(2)?; // [rows, codebooks, vocab]
             let logits = if guided {
                 let cond = logits.narrow(0, 0, b)?;
                 let uncond = logits.narrow(0, b, b)?;
@@ -721,9 +714,6 @@ impl Musicgen {
             } else {
                 next
             };
-            if recompute {
-                history = Tensor::cat(&[&history, &last], 2)?;
-            }
         }
         let frames = length - codebooks;
         let codes: Vec<u32> = sequence

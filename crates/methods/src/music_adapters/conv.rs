@@ -5,7 +5,7 @@
 //! squeeze is the running mean over the steps so far rather than over the whole clip.
 
 use candle_core::{Result, Tensor, Var};
-use peftbench_core::{ops, NamedVars, SeededInit};
+use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
 
 /// Taps of every convolution.
 pub const KERNEL: usize = 3;
@@ -128,11 +128,28 @@ impl ConvAdapter {
 
     /// The adapter's output `[batch, steps, hidden]` for `x` `[batch, steps, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = ops::linear(
+        self.run(x, None)
+    }
+
+    /// The output for the new steps `x` of a decoder stepping through its cache: the bottleneck
+    /// states of the earlier steps come from `ctx` under `site` (outside stepping, as
+    /// [`ConvAdapter::forward`]).
+    pub fn forward_steps(&self, site: &str, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.run(x, Some((site, ctx)))
+    }
+
+    fn run(&self, x: &Tensor, steps: Option<(&str, &ForwardCtx)>) -> Result<Tensor> {
+        let new = ops::linear(
             x,
             self.down_weight.as_tensor(),
             Some(self.down_bias.as_tensor()),
         )?;
+        // The convolutions and the squeeze read earlier steps: they run over all of them, in the
+        // bottleneck's width, and only the new steps go on.
+        let mut h = match steps {
+            Some((site, ctx)) => ctx.steps_so_far(site, &new)?,
+            None => new,
+        };
         for conv in &self.convs {
             h = (&h + conv.forward(&h)?.gelu_erf()?)?;
         }
@@ -153,7 +170,7 @@ impl ConvAdapter {
             Some(self.se_expand.1.as_tensor()),
         )?;
         let gate = candle_nn::ops::sigmoid(&gate)?;
-        let h = (h * gate)?;
+        let h = (h * gate)?.narrow(1, t - x.dim(1)?, x.dim(1)?)?;
         ops::linear(
             &h,
             self.up_weight.as_tensor(),

@@ -18,9 +18,11 @@
 //! - `post`: a stack after the decoder's final norm, before the codebook heads.
 //!
 //! Every adapter's up-projection starts at zero, so the model is unchanged at initialisation.
-//! Adapters that read earlier steps (convolutional and transformer ones in the decoder) say so
-//! ([`Hooks::mixes_steps`]), and generation then recomputes the steps so far at every step
-//! rather than feeding them one step from the cache, so it runs the model that was trained.
+//! Adapters that read earlier steps (convolutional and transformer ones in the decoder) keep
+//! what they need of them in [`ForwardCtx::steps_so_far`] while the decoder generates from its
+//! cache one step at a time (the convolutional one its bottleneck states, the transformer one
+//! its keys and values): each step's output is the one teacher forcing computes, so generation
+//! runs the model that was trained.
 //! The study sizes adapters by absolute parameter count (2 to 70M on musicgen-small; large sizes
 //! fit only as stacks): [`MusicAdapterConfig::count`] is the closed form and
 //! [`width_for_params`] the width that comes closest to a target. The kinds attach to MusicGen
@@ -164,6 +166,17 @@ impl Layer {
         }
     }
 
+    /// The output for `x`'s steps inside the decoder, where `site` names this adapter: a layer
+    /// that reads earlier steps gets those of earlier passes from `ctx` while generation steps
+    /// through the decoder's cache.
+    fn forward_steps(&self, site: &str, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        match self {
+            Layer::Linear(b) => b.forward(x),
+            Layer::Conv(c) => c.forward_steps(site, x, ctx),
+            Layer::Transformer(t) => t.forward_steps(site, x, ctx),
+        }
+    }
+
     fn params(&self, prefix: &str, params: &mut NamedVars) {
         match self {
             Layer::Linear(b) => b.push_params(prefix, params),
@@ -227,11 +240,21 @@ impl MusicAdapters {
         &self.params
     }
 
-    /// `x` through the stack, each adapter added to its input.
-    fn stack(&self, x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// The text states through the conditioning stack, each adapter added to its input; `mask`
+    /// marks the real positions.
+    fn text_stack(&self, x: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x;
         for layer in self.layers.values() {
             x = (&x + layer.forward(&x, mask)?)?;
+        }
+        Ok(x)
+    }
+
+    /// The decoder's states through the `post` stack, each adapter added to its input.
+    fn post_stack(&self, x: Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        let mut x = x;
+        for (i, layer) in &self.layers {
+            x = (&x + layer.forward_steps(&format!("music_adapter.post.{i}"), &x, ctx)?)?;
         }
         Ok(x)
     }
@@ -244,11 +267,12 @@ impl Hooks for MusicAdapters {
         kind: Sublayer,
         input: &Tensor,
         output: Tensor,
-        _ctx: &ForwardCtx,
+        ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         match (self.config.placement, kind, self.layers.get(&layer)) {
             (Placement::Block, Sublayer::Mlp, Some(adapter)) => {
-                output + adapter.forward(input, None)?
+                let site = format!("music_adapter.block.{layer}");
+                output + adapter.forward_steps(&site, input, ctx)?
             }
             _ => Ok(output),
         }
@@ -261,18 +285,9 @@ impl Hooks for MusicAdapters {
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         match self.config.placement {
-            Placement::Conditioning => self.stack(states, mask),
+            Placement::Conditioning => self.text_stack(states, mask),
             _ => Ok(states),
         }
-    }
-
-    /// Convolutional and transformer adapters in the decoder read earlier steps.
-    fn mixes_steps(&self) -> bool {
-        self.config.placement != Placement::Conditioning
-            && matches!(
-                self.config.kind,
-                AdapterKind::Conv | AdapterKind::Transformer
-            )
     }
 
     fn norm(
@@ -280,10 +295,10 @@ impl Hooks for MusicAdapters {
         layer: Option<usize>,
         site: NormSite,
         output: Tensor,
-        _ctx: &ForwardCtx,
+        ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         match (self.config.placement, layer, site) {
-            (Placement::Post, None, NormSite::Final) => self.stack(output, None),
+            (Placement::Post, None, NormSite::Final) => self.post_stack(output, ctx),
             _ => Ok(output),
         }
     }

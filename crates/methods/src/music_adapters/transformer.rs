@@ -4,7 +4,7 @@
 //! conditioning it sees the whole prompt.
 
 use candle_core::{Result, Tensor, Var};
-use peftbench_core::{ops, NamedVars, SeededInit};
+use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
 
 /// The feed-forward's expansion of the adapter width.
 pub const FFN_FACTOR: usize = 2;
@@ -54,7 +54,10 @@ impl TransformerAdapter {
         causal: bool,
         init: &SeededInit,
     ) -> Result<Self> {
-        let heads = (1..=MAX_HEADS).rev().find(|h| width % h == 0).unwrap_or(1);
+        let heads = (1..=MAX_HEADS)
+            .rev()
+            .find(|h| width.is_multiple_of(*h))
+            .unwrap_or(1);
         let ffn = FFN_FACTOR * width;
         let blocks = (0..blocks)
             .map(|i| {
@@ -106,44 +109,77 @@ impl TransformerAdapter {
     /// The adapter's output `[batch, steps, hidden]` for `x` `[batch, steps, hidden]`; `mask`
     /// (0/1 `[batch, steps]`) keeps padded positions out of the attention's keys.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.run(x, mask, None)
+    }
+
+    /// The output for the new steps `x` of a decoder stepping through its cache: every block's
+    /// keys and values of the earlier steps come from `ctx` under `site` (a cache of the
+    /// adapter's own), so only the new steps are computed (outside stepping, as
+    /// [`TransformerAdapter::forward`] without a mask).
+    pub fn forward_steps(&self, site: &str, x: &Tensor, ctx: &ForwardCtx) -> Result<Tensor> {
+        self.run(x, None, Some((site, ctx)))
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        steps: Option<(&str, &ForwardCtx)>,
+    ) -> Result<Tensor> {
         let mut h = apply(x, &self.down)?;
         let (b, t, w) = h.dims3()?;
         let head_dim = w / self.heads;
-        let bias: Vec<f32> = (0..t)
-            .flat_map(|i| {
-                (0..t).map(move |j| {
-                    if j <= i || !self.causal {
-                        0.0
-                    } else {
-                        f32::MIN
-                    }
+        // The new steps are the last `t` of `total`: query `i` is step `total - t + i`.
+        let bias = |total: usize| -> Result<Tensor> {
+            let earlier = total - t;
+            let bias: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j <= earlier + i || !self.causal {
+                            0.0
+                        } else {
+                            f32::MIN
+                        }
+                    })
                 })
-            })
-            .collect();
-        let mut bias = Tensor::from_vec(bias, (1, 1, t, t), x.device())?.to_dtype(x.dtype())?;
-        if let Some(mask) = mask {
-            let keys = mask
-                .to_dtype(x.dtype())?
-                .affine(-f64::from(f32::MIN), f64::from(f32::MIN))?
-                .reshape((b, 1, 1, t))?;
-            bias = bias.broadcast_add(&keys)?;
-        }
+                .collect();
+            let bias = Tensor::from_vec(bias, (1, 1, t, total), x.device())?.to_dtype(x.dtype())?;
+            match mask {
+                Some(mask) => {
+                    let keys = mask
+                        .to_dtype(x.dtype())?
+                        .affine(-f64::from(f32::MIN), f64::from(f32::MIN))?
+                        .reshape((b, 1, 1, total))?;
+                    bias.broadcast_add(&keys)
+                }
+                None => Ok(bias),
+            }
+        };
         let split = |x: &Tensor| {
-            x.reshape((b, t, self.heads, head_dim))?
+            let len = x.dim(1)?;
+            x.reshape((b, len, self.heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        for block in &self.blocks {
+        // With the earlier steps' keys or values of block `j`, when stepping.
+        let so_far = |j: usize, what: &str, new: Tensor| match steps {
+            Some((site, ctx)) => ctx.steps_so_far(&format!("{site}.block{j}.{what}"), &new),
+            None => Ok(new),
+        };
+        for (j, block) in self.blocks.iter().enumerate() {
             let n = ops::layer_norm(
                 &h,
                 block.norm1.0.as_tensor(),
                 block.norm1.1.as_tensor(),
                 1e-5,
             )?;
+            let keys = so_far(j, "key", apply(&n, &block.k)?)?;
+            let values = so_far(j, "value", apply(&n, &block.v)?)?;
+            let bias = bias(keys.dim(1)?)?;
             let (q, k, v) = (
                 split(&apply(&n, &block.q)?)?,
-                split(&apply(&n, &block.k)?)?,
-                split(&apply(&n, &block.v)?)?,
+                split(&keys)?,
+                split(&values)?,
             );
             let scores =
                 (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?.broadcast_add(&bias)?;
