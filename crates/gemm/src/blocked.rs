@@ -529,7 +529,7 @@ unsafe fn block_generic<E: Element, const MR: usize, const NR: usize>(
     }
 }
 
-/// A register tile: `tile(kc, a, b, c, rs, cs, continues)` (see [`tile`]).
+/// A register tile: `tile(kc, a, b, c, rs, cs, continues)`, as [`tile_generic`].
 type Tile<E> = unsafe fn(usize, Operand<E>, Operand<E>, *mut E, isize, isize, bool);
 
 /// A tile's view of A or B: element `(i, j)` at `ptr + i * rs + j * cs`.
