@@ -187,9 +187,10 @@ struct Panel<E> {
     /// short rows: packing B would cost about as much as the product, or save nothing); only a
     /// last, partial strip is packed.
     direct_rhs: bool,
-    /// Whether tiles read full row strips of A in place (A row- or column-major, B narrow:
-    /// packed A would be read by too few strips of B to repay the copy); only a last, partial
-    /// row strip is packed.
+    /// Whether tiles read full row strips of A in place (A row- or column-major: a tile's rows
+    /// are then a few contiguous runs, which the broadcasts read as well from cache as a packed
+    /// copy, and the transposing copy cost more than it saved: 6304 x 192 x 768 ran 16-30%
+    /// faster without it); only a last, partial row strip is packed.
     direct_lhs: bool,
 }
 
@@ -241,7 +242,7 @@ unsafe fn run<E: Element, const MR: usize, const NR: usize>(
         .unsigned_abs()
         .saturating_mul(std::mem::size_of::<E>());
     let direct_rhs = product.rhs_cs == 1 && (m <= 2 * MR || row_bytes <= DIRECT_ROW_BYTES);
-    let direct_lhs = unit_stride(product.lhs_rs, product.lhs_cs) && n <= DIRECT_LHS_COLUMNS;
+    let direct_lhs = unit_stride(product.lhs_rs, product.lhs_cs);
     // Products with many row blocks sweep as many depth blocks as fit in SWEEP_BYTES at once.
     let panel_width = NC.min(n.next_multiple_of(NR));
     let fitting = SWEEP_BYTES / (panel_width * std::mem::size_of::<E>()) / KC * KC;
@@ -274,8 +275,6 @@ const SWEEP_ROW_BLOCKS: usize = 4;
 /// Row strides of B up to this many bytes are read in place: a `KC`-deep strip then spans few
 /// pages, and packing it would only copy it.
 const DIRECT_ROW_BYTES: usize = 256;
-/// Products up to this many columns read A in place.
-const DIRECT_LHS_COLUMNS: usize = 64;
 
 /// The panels of one product, B packed into `packed_rhs`, `sweep` depths of it at a time.
 ///
