@@ -19,6 +19,11 @@ use super::{tile_generic, Element, Operand};
 /// [`super::Tile`] on the AVX-512 path: the intrinsic tile for f32 tiles one or two vectors wide,
 /// the portable tile (compiled for AVX-512) for anything else.
 ///
+/// The seven arguments are spelled out here and in [`tile_f32`] on purpose: bundled into one
+/// struct, LLVM recomputed the row pointers of A serially at every depth step and spilled an
+/// accumulator, and the tile ran at half its speed (`ci/bench/gemm`, measured). Check that bench
+/// after any change to these two functions.
+///
 /// # Safety
 /// As [`tile_generic`]; the CPU must have AVX-512 F.
 #[target_feature(enable = "avx512f,fma")]
