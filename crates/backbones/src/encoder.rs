@@ -4,6 +4,7 @@
 //! attaches to either through the same [`Hooks`] calls.
 
 use candle_core::{Result, Tensor};
+use peftbench_core::kernels;
 use peftbench_core::ops::{self, Activation};
 use peftbench_core::ForwardCtx;
 
@@ -85,6 +86,15 @@ pub(crate) struct Norm {
 impl Norm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+
+    /// The norm as a fused kernel's parameters.
+    pub fn params(&self) -> kernels::NormParams<'_> {
+        kernels::NormParams {
+            weight: &self.weight,
+            bias: &self.bias,
+            eps: self.eps,
+        }
     }
 }
 
@@ -294,19 +304,67 @@ impl Encoder {
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         for l in layers {
-            let block = &self.blocks[l];
             x = hooks.tokens(l, x, ctx)?;
-            let h = block.layernorm_before.forward(&x)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeAttention, h, ctx)?;
-            let a = self.attention(l, &h, hooks, ctx)?;
+            let a = self.attention_branch(l, &x, hooks, ctx)?;
             let a = hooks.sublayer(l, Sublayer::Attention, &x, a, ctx)?;
             x = (&x + ctx.drop_path(&a)?)?;
-            let h = block.layernorm_after.forward(&x)?;
-            let h = hooks.norm(Some(l), NormSite::BeforeMlp, h, ctx)?;
-            let m = self.mlp(l, &h, hooks, ctx)?;
+            let m = self.mlp_branch(l, &x, hooks, ctx)?;
             let m = hooks.sublayer(l, Sublayer::Mlp, &x, m, ctx)?;
             x = (&x + ctx.drop_path(&m)?)?;
         }
         Ok(x)
+    }
+
+    /// Block `layer`'s attention branch on the stream `x`, norm included: one fused node where
+    /// the method adapts nothing inside it (its weights frozen or trained), else composed with
+    /// every hook.
+    fn attention_branch(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let block = &self.blocks[layer];
+        let dropout = self.dims.attention_dropout > 0.0 && ctx.is_train();
+        if !dropout && !hooks.adapts_inside(layer, Sublayer::Attention) {
+            let projections = [
+                &block.query,
+                &block.key,
+                &block.value,
+                &block.attention_output,
+            ]
+            .map(Linear::projection);
+            let norm = block.layernorm_before.params();
+            let fused = ops::fused_attention_sublayer(x, norm, projections, self.dims.num_heads)?;
+            if let Some(a) = fused {
+                return Ok(a);
+            }
+        }
+        let h = block.layernorm_before.forward(x)?;
+        let h = hooks.norm(Some(layer), NormSite::BeforeAttention, h, ctx)?;
+        self.attention(layer, &h, hooks, ctx)
+    }
+
+    /// Block `layer`'s MLP branch on the stream `x`, norm and dropout included; fused as
+    /// [`Encoder::attention_branch`].
+    fn mlp_branch(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        hooks: &dyn Hooks,
+        ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        let block = &self.blocks[layer];
+        if !hooks.adapts_inside(layer, Sublayer::Mlp) {
+            let norm = block.layernorm_after.params();
+            let (fc1, fc2) = (block.fc1.projection(), block.fc2.projection());
+            if let Some(m) = ops::fused_mlp_sublayer(x, norm, fc1, fc2, self.dims.act)? {
+                return ctx.dropout(&m, self.dims.hidden_dropout);
+            }
+        }
+        let h = block.layernorm_after.forward(x)?;
+        let h = hooks.norm(Some(layer), NormSite::BeforeMlp, h, ctx)?;
+        self.mlp(layer, &h, hooks, ctx)
     }
 }

@@ -96,6 +96,21 @@ pub enum Sublayer {
     Mlp,
 }
 
+impl Sublayer {
+    /// The projections inside the branch.
+    pub fn sites(self) -> &'static [LinearSite] {
+        match self {
+            Self::Attention => &[
+                LinearSite::Query,
+                LinearSite::Key,
+                LinearSite::Value,
+                LinearSite::AttentionOutput,
+            ],
+            Self::Mlp => &[LinearSite::Fc1, LinearSite::Fc2],
+        }
+    }
+}
+
 /// Normalisation layers (for methods that scale/shift features after them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NormSite {
@@ -115,6 +130,14 @@ pub struct Linear {
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+
+    /// The projection as a fused kernel's parameters.
+    pub fn projection(&self) -> peftbench_core::kernels::Projection<'_> {
+        peftbench_core::kernels::Projection {
+            weight: &self.weight,
+            bias: self.bias.as_ref(),
+        }
     }
 }
 
@@ -176,6 +199,17 @@ pub trait Hooks {
         Ok(states)
     }
 
+    /// Whether the hooks inside residual branch `kind` of block `layer` may change it: [`Hooks::norm`]
+    /// at the branch's norm, [`Hooks::linear`] at its projections ([`Sublayer::sites`]) and, for
+    /// attention, [`Hooks::prefix`]. `false` promises that those keep their defaults there; a
+    /// ViT-style encoder then runs the branch as one fused node
+    /// (`peftbench_core::ops::fused_attention_sublayer`) that calls none of them. The methods'
+    /// `fused_sublayers` test holds each promise to the composed path bit for bit, so a wrong one
+    /// fails a test instead of changing results. Default: `true` (the composed path, always right).
+    fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        true
+    }
+
     /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the
     /// batch's task ids, so a multi-task method can choose per example.
     fn norm(
@@ -192,4 +226,8 @@ pub trait Hooks {
 /// The pretrained model unchanged.
 pub struct NoHooks;
 
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+}

@@ -125,6 +125,52 @@ pub fn attention(
     }
 }
 
+/// A pre-norm block's attention branch `out(attention(q(h), k(h), v(h)))`, `h = LN(x)`, as one
+/// fused node ([`kernels::attention_sublayer`]) when it can be: CPU f32/f64, fused sublayers not
+/// turned off. `None` when it cannot: the caller then composes the branch from [`layer_norm`],
+/// [`linear`] and [`attention`], which give the same numbers.
+pub fn fused_attention_sublayer(
+    x: &Tensor,
+    norm: kernels::NormParams<'_>,
+    projections: [kernels::Projection<'_>; 4],
+    heads: usize,
+) -> Result<Option<Tensor>> {
+    let mut params = vec![norm.weight, norm.bias];
+    for p in &projections {
+        params.push(p.weight);
+        params.extend(p.bias);
+    }
+    if !fits_fused_kernel(x, &params) {
+        return Ok(None);
+    }
+    kernels::attention_sublayer(x, norm, projections, heads).map(Some)
+}
+
+/// A pre-norm block's MLP branch `fc2(act(fc1(LN(x))))` as one fused node
+/// ([`kernels::mlp_sublayer`]) when it can be: as [`fused_attention_sublayer`], and `act` is the
+/// exact GELU. `None` when it cannot.
+pub fn fused_mlp_sublayer(
+    x: &Tensor,
+    norm: kernels::NormParams<'_>,
+    fc1: kernels::Projection<'_>,
+    fc2: kernels::Projection<'_>,
+    act: Activation,
+) -> Result<Option<Tensor>> {
+    let mut params = vec![norm.weight, norm.bias, fc1.weight, fc2.weight];
+    params.extend(fc1.bias);
+    params.extend(fc2.bias);
+    if act != Activation::Gelu || !fits_fused_kernel(x, &params) {
+        return Ok(None);
+    }
+    kernels::mlp_sublayer(x, norm, fc1, fc2).map(Some)
+}
+
+/// Whether a fused sublayer can run on `x` with `params`: the kernels support `x`, every
+/// parameter matches its dtype and device, and fused sublayers are on.
+fn fits_fused_kernel(x: &Tensor, params: &[&Tensor]) -> bool {
+    kernels::fused_sublayers() && kernels::supports(x) && same_dtype(x, params)
+}
+
 fn same_dtype(x: &Tensor, others: &[&Tensor]) -> bool {
     others
         .iter()

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor, Var};
-use peftbench_backbones::{Backbone, Linear, LinearSite};
+use peftbench_backbones::{Backbone, Linear, LinearSite, Sublayer};
 use peftbench_core::{NamedVars, SeededInit};
 
 /// The adapters of one method, by (block, site), each with its projection's module path.
@@ -74,6 +74,14 @@ impl<T> ProjectionAdapters<T> {
             Some((_, adapter)) => forward(adapter),
             None => base.forward(x),
         }
+    }
+
+    /// Whether any projection of branch `kind` in block `layer` has an adapter
+    /// ([`peftbench_backbones::Hooks::adapts_inside`] for methods that hook projections only).
+    pub fn adapts_inside(&self, layer: usize, kind: Sublayer) -> bool {
+        kind.sites()
+            .iter()
+            .any(|&site| self.adapters.contains_key(&(layer, site)))
     }
 
     /// Blocks below the lowest adapted one: there the projections are the frozen ones.

@@ -54,15 +54,15 @@ pub fn attention(
         .apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
-struct Attention {
-    batch: usize,
-    queries: usize,
-    keys: usize,
-    hidden: usize,
-    heads: usize,
-    mask: Option<Tensor>,
+pub(super) struct Attention {
+    pub(super) batch: usize,
+    pub(super) queries: usize,
+    pub(super) keys: usize,
+    pub(super) hidden: usize,
+    pub(super) heads: usize,
+    pub(super) mask: Option<Tensor>,
     /// The forward pass's probabilities, taken by the backward pass.
-    probs: Mutex<Option<Tensor>>,
+    pub(super) probs: Mutex<Option<Tensor>>,
 }
 
 impl Attention {
@@ -75,7 +75,13 @@ impl Attention {
     }
 
     /// Output `[batch, queries, hidden]` and probabilities `[batch, heads, queries, keys]`.
-    fn forward<T: Real>(&self, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> (Vec<T>, Vec<T>) {
+    pub(super) fn forward<T: Real>(
+        &self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        mask: Option<&[T]>,
+    ) -> (Vec<T>, Vec<T>) {
         let (tq, tk, d, hd) = (self.queries, self.keys, self.hidden, self.head_dim());
         let scale = T::of(self.scale());
         let mut out = vec![T::ZERO; self.batch * tq * d];
@@ -116,7 +122,7 @@ impl Attention {
 
     /// `(dq, dk, dv)`, each `None` when not wanted.
     #[allow(clippy::type_complexity)]
-    fn backward<T: Real>(
+    pub(super) fn backward<T: Real>(
         &self,
         (q, k, v): (&[T], &[T], &[T]),
         probs: &[T],

@@ -16,10 +16,10 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(GeluErf)
 }
 
-struct GeluErf;
+pub(super) struct GeluErf;
 
 impl GeluErf {
-    fn forward<T: Real>(x: &[T]) -> Vec<T> {
+    pub(super) fn forward<T: Real>(x: &[T]) -> Vec<T> {
         let mut y = vec![T::ZERO; x.len()];
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
@@ -43,6 +43,18 @@ impl GeluErf {
                 )
             });
         dx
+    }
+
+    /// `g = dL/dy` becomes `dL/dx` in place (the same arithmetic as [`GeluErf::backward`]).
+    pub(super) fn backward_in_place<T: Real>(x: &[T], g: &mut [T]) {
+        g.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(g, x)| {
+                vectorized(
+                    #[inline(always)]
+                    || backward_in_place_chunk(g, x),
+                )
+            });
     }
 
     fn run<T: Real>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -71,14 +83,28 @@ fn forward_chunk<T: Real>(y: &mut [T], x: &[T]) {
 /// `dx = dy (Phi(x) + x phi(x))`.
 #[inline(always)]
 fn backward_chunk<T: Real>(dx: &mut [T], x: &[T], dy: &[T]) {
+    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+        *dx = g * derivative(x);
+    }
+}
+
+/// `g = g (Phi(x) + x phi(x))` in place: [`backward_chunk`]'s arithmetic on a gradient the caller owns.
+#[inline(always)]
+fn backward_in_place_chunk<T: Real>(g: &mut [T], x: &[T]) {
+    for (g, &x) in g.iter_mut().zip(x) {
+        *g *= derivative(x);
+    }
+}
+
+/// `Phi(x) + x phi(x)`, GELU's derivative.
+#[inline(always)]
+fn derivative<T: Real>(x: T) -> T {
     let half = T::of(0.5);
     let inv_sqrt2 = T::of(std::f64::consts::FRAC_1_SQRT_2);
     let inv_sqrt_2pi = T::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
-    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-        let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
-        let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
-        *dx = g * (cdf + x * pdf);
-    }
+    let cdf = half * (T::ONE + (x * inv_sqrt2).erf());
+    let pdf = (-half * x * x).exp() * inv_sqrt_2pi;
+    cdf + x * pdf
 }
 
 impl CustomOp1 for GeluErf {

@@ -24,9 +24,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     )
 }
 
-struct LayerNorm {
-    dim: usize,
-    eps: f64,
+pub(super) struct LayerNorm {
+    pub(super) dim: usize,
+    pub(super) eps: f64,
 }
 
 /// Rows per parallel task: enough work to amortise the task, few enough partial sums.
@@ -48,25 +48,53 @@ impl LayerNorm {
         (T::of(mean), T::of(1.0 / (var + self.eps).sqrt()))
     }
 
-    fn forward<T: Real>(&self, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
+    pub(super) fn forward<T: Real>(&self, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
         let d = self.dim.max(1);
         let mut y = vec![T::ZERO; x.len()];
         y.par_chunks_mut(d)
             .zip(x.par_chunks(d))
             .for_each(|(out, row)| {
                 let (mean, rstd) = self.stats(row);
-                for j in 0..row.len() {
-                    out[j] = (row[j] - mean) * rstd * w[j] + b[j];
-                }
+                Self::normalise_row(out, row, (mean, rstd), w, b);
             });
         y
     }
 
-    /// `(dx, dw, db)`; `dx` is `None` when not wanted, `dw` and `db` are zeros unless
-    /// `want_params` (a frozen norm's are never accumulated).
-    fn backward<T: Real>(
+    /// [`LayerNorm::forward`], also returning each row's mean and `1 / sqrt(var + eps)`
+    /// (interleaved, `[rows, 2]`) for [`LayerNorm::backward`].
+    pub(super) fn forward_keeping_stats<T: Real>(
         &self,
         x: &[T],
+        w: &[T],
+        b: &[T],
+    ) -> (Vec<T>, Vec<T>) {
+        let d = self.dim.max(1);
+        let mut y = vec![T::ZERO; x.len()];
+        let mut stats = vec![T::ZERO; 2 * (x.len() / d)];
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .zip(stats.par_chunks_mut(2))
+            .for_each(|((out, row), kept)| {
+                let (mean, rstd) = self.stats(row);
+                kept.copy_from_slice(&[mean, rstd]);
+                Self::normalise_row(out, row, (mean, rstd), w, b);
+            });
+        (y, stats)
+    }
+
+    #[inline]
+    fn normalise_row<T: Real>(out: &mut [T], row: &[T], (mean, rstd): (T, T), w: &[T], b: &[T]) {
+        for j in 0..row.len() {
+            out[j] = (row[j] - mean) * rstd * w[j] + b[j];
+        }
+    }
+
+    /// `(dx, dw, db)`; `dx` is `None` when not wanted, `dw` and `db` are zeros unless
+    /// `want_params` (a frozen norm's are never accumulated). `stats`, when given, are the forward
+    /// pass's ([`LayerNorm::forward_keeping_stats`]); otherwise they are computed again from `x`.
+    pub(super) fn backward<T: Real>(
+        &self,
+        (x, stats): (&[T], Option<&[T]>),
         w: &[T],
         dy: &[T],
         want_dx: bool,
@@ -76,11 +104,17 @@ impl LayerNorm {
         let mut dx = vec![T::ZERO; if want_dx { x.len() } else { 0 }];
         let block = BLOCK_ROWS * d;
         let zeros = || (vec![T::ZERO; d], vec![T::ZERO; d]);
-        let per_block = |(xb, dyb): (&[T], &[T]), mut dxb: Option<&mut [T]>| {
+        let per_block = |(b, (xb, dyb)): (usize, (&[T], &[T])), mut dxb: Option<&mut [T]>| {
             let (mut dw, mut db) = zeros();
             let mut g = vec![T::ZERO; d];
             for (r, (row, dyr)) in xb.chunks(d).zip(dyb.chunks(d)).enumerate() {
-                let (mean, rstd) = self.stats(row);
+                let (mean, rstd) = match stats {
+                    Some(s) => {
+                        let at = 2 * (b * BLOCK_ROWS + r);
+                        (s[at], s[at + 1])
+                    }
+                    None => self.stats(row),
+                };
                 let (mut sum_g, mut sum_gx) = (T::ZERO, T::ZERO);
                 for j in 0..d {
                     let xhat = (row[j] - mean) * rstd;
@@ -106,7 +140,7 @@ impl LayerNorm {
         };
         // The per-block partial sums are collected in block order and added sequentially: a rayon
         // `reduce` groups them by how work was stolen, which changes the rounding from run to run.
-        let inputs = x.par_chunks(block).zip(dy.par_chunks(block));
+        let inputs = x.par_chunks(block).zip(dy.par_chunks(block)).enumerate();
         let partials: Vec<(Vec<T>, Vec<T>)> = if want_dx {
             inputs
                 .zip(dx.par_chunks_mut(block))
@@ -147,7 +181,13 @@ impl LayerNorm {
         let (dx, dw, db) = with_slice::<T, _>(x, "layer_norm backward", |xs| {
             with_slice::<T, _>(w, "layer_norm backward", |ws| {
                 with_slice::<T, _>(grad, "layer_norm backward", |dy| {
-                    self.backward(xs, ws, dy, x.track_op(), w.track_op() || b.track_op())
+                    self.backward(
+                        (xs, None),
+                        ws,
+                        dy,
+                        x.track_op(),
+                        w.track_op() || b.track_op(),
+                    )
                 })
             })
         })???;

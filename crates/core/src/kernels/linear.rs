@@ -38,31 +38,49 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
 }
 
-struct Linear {
-    in_features: usize,
-    out_features: usize,
+/// `y[r, j] = b[j] + y[r, j]` for every row `r` of `y` `[rows, b.len()]`, in parallel: the bias
+/// added to a finished product. (The same sum as a product accumulated onto rows holding the
+/// bias, whose epilogue adds the product to them, without its scratch copy and serial pass.)
+pub(super) fn add_bias<T: Real>(y: &mut [T], b: &[T]) {
+    let width = b.len().max(1);
+    y.par_chunks_mut(BIAS_BLOCK_ROWS * width).for_each(|rows| {
+        super::simd::vectorized(
+            #[inline(always)]
+            || {
+                for row in rows.chunks_mut(width) {
+                    for (v, &bj) in row.iter_mut().zip(b) {
+                        *v = bj + *v;
+                    }
+                }
+            },
+        )
+    });
+}
+
+pub(super) struct Linear {
+    pub(super) in_features: usize,
+    pub(super) out_features: usize,
 }
 
 impl Linear {
-    fn forward<T: Real>(&self, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
+    pub(super) fn forward<T: Real>(&self, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = x.len() / i.max(1);
         let mut y = vec![T::ZERO; rows * o];
-        if let Some(b) = b {
-            y.par_chunks_mut(o.max(1))
-                .for_each(|row| row.copy_from_slice(b));
-        }
         matmul(
             MatMut::rows(&mut y, 0, rows, o, o),
             MatRef::rows(x, 0, rows, i, i),
             MatRef::rows(w, 0, o, i, i).t(),
-            b.is_some(),
+            false,
             true,
         );
+        if let Some(b) = b {
+            add_bias(&mut y, b);
+        }
         y
     }
 
-    fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Vec<T> {
+    pub(super) fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = dy.len() / o.max(1);
         let mut dx = vec![T::ZERO; rows * i];
@@ -76,7 +94,7 @@ impl Linear {
         dx
     }
 
-    fn grad_weight<T: Real>(&self, dy: &[T], x: &[T]) -> Vec<T> {
+    pub(super) fn grad_weight<T: Real>(&self, dy: &[T], x: &[T]) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = dy.len() / o.max(1);
         let mut dw = vec![T::ZERO; o * i];
@@ -92,7 +110,7 @@ impl Linear {
 
     /// Column sums of `dy` `[rows, out]`: partial sums over fixed row blocks in parallel, then added
     /// in block order, so the rounding depends on neither the thread count nor work stealing.
-    fn grad_bias<T: Real>(&self, dy: &[T]) -> Vec<T> {
+    pub(super) fn grad_bias<T: Real>(&self, dy: &[T]) -> Vec<T> {
         let o = self.out_features.max(1);
         let partials: Vec<Vec<T>> = dy
             .par_chunks(BIAS_BLOCK_ROWS * o)

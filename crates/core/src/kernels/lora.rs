@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
-use super::linear::custom_op3;
+use super::linear::{add_bias, custom_op3};
 use super::{contiguous, tensor, with_slice, Real};
 
 /// `x` `[rows, in]`, frozen `weight` `[out, in]` and `bias` `[out]`, `a` `[r, in]`, `b` `[out, r]`;
@@ -96,17 +96,16 @@ impl LoraLinear {
         let rows = x.len() / i.max(1);
         let merged = self.merged(w, a, b);
         let mut y = vec![T::ZERO; rows * o];
-        if let Some(bias) = bias {
-            y.par_chunks_mut(o.max(1))
-                .for_each(|row| row.copy_from_slice(bias));
-        }
         matmul(
             MatMut::rows(&mut y, 0, rows, o, o),
             MatRef::rows(x, 0, rows, i, i),
             MatRef::rows(&merged, 0, o, i, i).t(),
-            bias.is_some(),
+            false,
             true,
         );
+        if let Some(bias) = bias {
+            add_bias(&mut y, bias);
+        }
         y
     }
 

@@ -14,6 +14,9 @@
 //!   merged weight `W + s B A`, so the low-rank branch costs only its own parameter gradients.
 //! - [`attention`]: `softmax(Q K^T / sqrt(d) + mask) V` per head, reading heads in place from
 //!   `[batch, tokens, hidden]` (no transposes), keeping the probabilities for the backward pass.
+//! - [`attention_sublayer`], [`mlp_sublayer`]: a pre-norm block's residual branch as one node
+//!   built from the kernels above, so that the backward pass skips candle's zero-filled buffer and
+//!   add on every edge inside it; same arithmetic, same bits.
 //!
 //! They run on the CPU for f32 and f64; `crate::ops` falls back to composite candle ops elsewhere
 //! (CUDA, half precision) so results never depend on which path ran, beyond float rounding. Every
@@ -27,6 +30,7 @@ mod linear;
 mod lora;
 mod real;
 mod simd;
+mod sublayer;
 
 pub use attention::attention;
 pub use gelu::gelu_erf;
@@ -34,6 +38,10 @@ pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use lora::lora_linear;
 pub use simd::{check_kernels_env, instruction_sets, summation_order};
+pub use sublayer::{
+    attention_sublayer, fused_sublayers, mlp_sublayer, set_fused_sublayers, NormParams, Projection,
+    FUSED_SUBLAYERS_ENV,
+};
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 

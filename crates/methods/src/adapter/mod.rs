@@ -89,6 +89,11 @@ impl AdapterAdaptation {
 }
 
 impl Hooks for AdapterAdaptation {
+    /// The adapters sit on the branches' outputs ([`Hooks::sublayer`]), outside them.
+    fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+
     fn sublayer(
         &self,
         layer: usize,

@@ -75,6 +75,11 @@ impl AdaptFormerAdaptation {
 }
 
 impl Hooks for AdaptFormerAdaptation {
+    /// The parallel branch reads the MLP branch's input and joins its output, outside it.
+    fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+
     fn sublayer(
         &self,
         layer: usize,

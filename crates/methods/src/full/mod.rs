@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Var;
-use peftbench_backbones::{Backbone, Hooks};
+use peftbench_backbones::{Backbone, Hooks, Sublayer};
 use peftbench_core::{NamedVars, SeededInit};
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,12 @@ pub(crate) struct Unfrozen<C> {
     pub(crate) params: NamedVars,
 }
 
-impl<C> Hooks for Unfrozen<C> {}
+/// No hooks: the branches are the pretrained ones, with their weights trained in place.
+impl<C> Hooks for Unfrozen<C> {
+    fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+}
 
 impl<C: Serialize> Adaptation for Unfrozen<C> {
     fn trainable(&self) -> &NamedVars {

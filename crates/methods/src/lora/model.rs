@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite};
+use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite, Sublayer};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use super::{LoraConfig, LoraLayer};
@@ -58,6 +58,10 @@ impl LoraAdaptation {
 }
 
 impl Hooks for LoraAdaptation {
+    fn adapts_inside(&self, layer: usize, kind: Sublayer) -> bool {
+        self.layers.adapts_inside(layer, kind)
+    }
+
     fn linear(
         &self,
         layer: usize,

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Tensor, Var};
-use peftbench_backbones::{Backbone, Hooks};
+use peftbench_backbones::{Backbone, Hooks, Sublayer};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +117,11 @@ impl VptAdaptation {
 }
 
 impl Hooks for VptAdaptation {
+    /// Prompts enter the token stream between blocks ([`Hooks::tokens`]).
+    fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+
     fn tokens(
         &self,
         layer: usize,
