@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, MatMut, MatRef};
+use super::gemm::{product, MatRef};
 use super::{add_into, contiguous, tensor, with_slice, Real};
 
 /// Rows per partial sum of the bias gradient: fixed, so the summation order is too.
@@ -66,12 +66,9 @@ impl Linear {
     pub(super) fn forward<T: Real>(&self, x: &[T], w: &[T], b: Option<&[T]>) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = x.len() / i.max(1);
-        let mut y = vec![T::ZERO; rows * o];
-        matmul(
-            MatMut::rows(&mut y, 0, rows, o, o),
+        let mut y = product(
             MatRef::rows(x, 0, rows, i, i),
             MatRef::rows(w, 0, o, i, i).t(),
-            false,
             true,
         );
         if let Some(b) = b {
@@ -83,29 +80,21 @@ impl Linear {
     pub(super) fn grad_input<T: Real>(&self, dy: &[T], w: &[T]) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = dy.len() / o.max(1);
-        let mut dx = vec![T::ZERO; rows * i];
-        matmul(
-            MatMut::rows(&mut dx, 0, rows, i, i),
+        product(
             MatRef::rows(dy, 0, rows, o, o),
             MatRef::rows(w, 0, o, i, i),
-            false,
             true,
-        );
-        dx
+        )
     }
 
     pub(super) fn grad_weight<T: Real>(&self, dy: &[T], x: &[T]) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = dy.len() / o.max(1);
-        let mut dw = vec![T::ZERO; o * i];
-        matmul(
-            MatMut::rows(&mut dw, 0, o, i, i),
+        product(
             MatRef::rows(dy, 0, rows, o, o).t(),
             MatRef::rows(x, 0, rows, i, i),
-            false,
             true,
-        );
-        dw
+        )
     }
 
     /// Column sums of `dy` `[rows, out]`: partial sums over fixed row blocks in parallel, then added

@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, MatMut, MatRef};
+use super::gemm::{matmul, product, MatMut, MatRef};
 use super::linear::{add_bias, custom_op3};
 use super::{contiguous, tensor, with_slice, Real};
 
@@ -95,12 +95,9 @@ impl LoraLinear {
         let (i, o) = (self.in_features, self.out_features);
         let rows = x.len() / i.max(1);
         let merged = self.merged(w, a, b);
-        let mut y = vec![T::ZERO; rows * o];
-        matmul(
-            MatMut::rows(&mut y, 0, rows, o, o),
+        let mut y = product(
             MatRef::rows(x, 0, rows, i, i),
             MatRef::rows(&merged, 0, o, i, i).t(),
-            false,
             true,
         );
         if let Some(bias) = bias {
@@ -125,15 +122,11 @@ impl LoraLinear {
             // Recomputed rather than kept from the forward pass: `r out in` multiply-adds are
             // nothing next to the products over the batch's rows, and the op stays stateless.
             let merged = self.merged(w, a, b);
-            let mut dx = vec![T::ZERO; rows * i];
-            matmul(
-                MatMut::rows(&mut dx, 0, rows, i, i),
+            product(
                 MatRef::rows(dy, 0, rows, o, o),
                 MatRef::rows(&merged, 0, o, i, i),
-                false,
                 true,
-            );
-            dx
+            )
         });
         let da = want.1.then(|| {
             // dA = s (dy B)^T x
