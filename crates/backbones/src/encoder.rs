@@ -305,66 +305,90 @@ impl Encoder {
     ) -> Result<Tensor> {
         for l in layers {
             x = hooks.tokens(l, x, ctx)?;
-            let a = self.attention_branch(l, &x, hooks, ctx)?;
-            let a = hooks.sublayer(l, Sublayer::Attention, &x, a, ctx)?;
-            x = (&x + ctx.drop_path(&a)?)?;
-            let m = self.mlp_branch(l, &x, hooks, ctx)?;
-            let m = hooks.sublayer(l, Sublayer::Mlp, &x, m, ctx)?;
-            x = (&x + ctx.drop_path(&m)?)?;
+            x = self.residual(l, Sublayer::Attention, x, hooks, ctx)?;
+            x = self.residual(l, Sublayer::Mlp, x, hooks, ctx)?;
         }
         Ok(x)
     }
 
-    /// Block `layer`'s attention branch on the stream `x`, norm included: one fused node where
-    /// the method adapts nothing inside it (its weights frozen or trained), else composed with
-    /// every hook.
-    fn attention_branch(
+    /// The stream after block `layer`'s branch `kind`: `x + drop_path(sublayer(branch(x)))`.
+    ///
+    /// The branch runs as one fused node where the method adapts nothing inside it
+    /// ([`Hooks::adapts_inside`]), its weights frozen or trained; the node adds `x` too where,
+    /// further, the method leaves the branch's output alone ([`Hooks::adapts_output`]) and nothing
+    /// random comes between (drop-path, the MLP's dropout). Otherwise the branch is composed and
+    /// every hook called. The numbers are the same on each path.
+    fn residual(
         &self,
         layer: usize,
-        x: &Tensor,
+        kind: Sublayer,
+        x: Tensor,
         hooks: &dyn Hooks,
         ctx: &ForwardCtx,
     ) -> Result<Tensor> {
-        let block = &self.blocks[layer];
-        let dropout = self.dims.attention_dropout > 0.0 && ctx.is_train();
-        if !dropout && !hooks.adapts_inside(layer, Sublayer::Attention) {
-            let projections = [
-                &block.query,
-                &block.key,
-                &block.value,
-                &block.attention_output,
-            ]
-            .map(Linear::projection);
-            let norm = block.layernorm_before.params();
-            let fused = ops::fused_attention_sublayer(x, norm, projections, self.dims.num_heads)?;
-            if let Some(a) = fused {
-                return Ok(a);
+        let dropout = |p: f64| p > 0.0 && ctx.is_train();
+        let random_inside = match kind {
+            Sublayer::Attention => dropout(self.dims.attention_dropout),
+            Sublayer::Mlp => false,
+        };
+        let random_after =
+            ctx.drops_paths() || (kind == Sublayer::Mlp && dropout(self.dims.hidden_dropout));
+        let mut fused = None;
+        if !random_inside && !hooks.adapts_inside(layer, kind) {
+            let residual = !random_after && !hooks.adapts_output(layer, kind);
+            fused = self.fused_branch(layer, kind, &x, residual)?;
+            if residual {
+                if let Some(stream) = fused {
+                    return Ok(stream);
+                }
             }
         }
-        let h = block.layernorm_before.forward(x)?;
-        let h = hooks.norm(Some(layer), NormSite::BeforeAttention, h, ctx)?;
-        self.attention(layer, &h, hooks, ctx)
+        let out = match (fused, kind) {
+            (Some(out), Sublayer::Attention) => out,
+            (Some(out), Sublayer::Mlp) => ctx.dropout(&out, self.dims.hidden_dropout)?,
+            (None, Sublayer::Attention) => {
+                let h = self.blocks[layer].layernorm_before.forward(&x)?;
+                let h = hooks.norm(Some(layer), NormSite::BeforeAttention, h, ctx)?;
+                self.attention(layer, &h, hooks, ctx)?
+            }
+            (None, Sublayer::Mlp) => {
+                let h = self.blocks[layer].layernorm_after.forward(&x)?;
+                let h = hooks.norm(Some(layer), NormSite::BeforeMlp, h, ctx)?;
+                self.mlp(layer, &h, hooks, ctx)?
+            }
+        };
+        let out = hooks.sublayer(layer, kind, &x, out, ctx)?;
+        &x + ctx.drop_path(&out)?
     }
 
-    /// Block `layer`'s MLP branch on the stream `x`, norm and dropout included; fused as
-    /// [`Encoder::attention_branch`].
-    fn mlp_branch(
+    /// Block `layer`'s branch `kind` on `x` as one fused node (plus `x` when `residual`), or
+    /// `None` where the kernels cannot run it (device, dtype, activation).
+    fn fused_branch(
         &self,
         layer: usize,
+        kind: Sublayer,
         x: &Tensor,
-        hooks: &dyn Hooks,
-        ctx: &ForwardCtx,
-    ) -> Result<Tensor> {
+        residual: bool,
+    ) -> Result<Option<Tensor>> {
         let block = &self.blocks[layer];
-        if !hooks.adapts_inside(layer, Sublayer::Mlp) {
-            let norm = block.layernorm_after.params();
-            let (fc1, fc2) = (block.fc1.projection(), block.fc2.projection());
-            if let Some(m) = ops::fused_mlp_sublayer(x, norm, fc1, fc2, self.dims.act)? {
-                return ctx.dropout(&m, self.dims.hidden_dropout);
+        match kind {
+            Sublayer::Attention => {
+                let projections = [
+                    &block.query,
+                    &block.key,
+                    &block.value,
+                    &block.attention_output,
+                ]
+                .map(Linear::projection);
+                let norm = block.layernorm_before.params();
+                let heads = self.dims.num_heads;
+                ops::fused_attention_sublayer(x, norm, projections, heads, residual)
+            }
+            Sublayer::Mlp => {
+                let norm = block.layernorm_after.params();
+                let (fc1, fc2) = (block.fc1.projection(), block.fc2.projection());
+                ops::fused_mlp_sublayer(x, norm, fc1, fc2, self.dims.act, residual)
             }
         }
-        let h = block.layernorm_after.forward(x)?;
-        let h = hooks.norm(Some(layer), NormSite::BeforeMlp, h, ctx)?;
-        self.mlp(layer, &h, hooks, ctx)
     }
 }

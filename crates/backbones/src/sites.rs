@@ -210,6 +210,14 @@ pub trait Hooks {
         true
     }
 
+    /// Whether [`Hooks::sublayer`] may change the output of residual branch `kind` of block
+    /// `layer`. `false` promises it returns the output unchanged there; with
+    /// [`Hooks::adapts_inside`] also `false`, the encoder then adds the branch to the stream
+    /// inside the fused node. Held to the composed path by the same test. Default: `true`.
+    fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
+        true
+    }
+
     /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the
     /// batch's task ids, so a multi-task method can choose per example.
     fn norm(
@@ -228,6 +236,10 @@ pub struct NoHooks;
 
 impl Hooks for NoHooks {
     fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+
+    fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
         false
     }
 }

@@ -117,6 +117,11 @@ impl ForwardCtx {
         x.mul(&mask.to_dtype(x.dtype())?)
     }
 
+    /// Whether [`ForwardCtx::drop_path`] can drop a branch (training with a positive rate).
+    pub fn drops_paths(&self) -> bool {
+        self.train && self.drop_path > 0.0
+    }
+
     /// Stochastic depth on a residual branch `[batch, ...]`: each example's branch is dropped with
     /// probability `drop_path` and the kept ones rescaled, as timm's `DropPath`.
     pub fn drop_path(&self, branch: &Tensor) -> Result<Tensor> {

@@ -125,15 +125,16 @@ pub fn attention(
     }
 }
 
-/// A pre-norm block's attention branch `out(attention(q(h), k(h), v(h)))`, `h = LN(x)`, as one
-/// fused node ([`kernels::attention_sublayer`]) when it can be: CPU f32/f64, fused sublayers not
-/// turned off. `None` when it cannot: the caller then composes the branch from [`layer_norm`],
-/// [`linear`] and [`attention`], which give the same numbers.
+/// A pre-norm block's attention branch `out(attention(q(h), k(h), v(h)))`, `h = LN(x)` (plus `x`
+/// when `residual`), as one fused node ([`kernels::attention_sublayer`]) when it can be: CPU
+/// f32/f64, fused sublayers not turned off. `None` when it cannot: the caller then composes the
+/// branch from [`layer_norm`], [`linear`] and [`attention`], which give the same numbers.
 pub fn fused_attention_sublayer(
     x: &Tensor,
     norm: kernels::NormParams<'_>,
     projections: [kernels::Projection<'_>; 4],
     heads: usize,
+    residual: bool,
 ) -> Result<Option<Tensor>> {
     let mut params = vec![norm.weight, norm.bias];
     for p in &projections {
@@ -143,10 +144,10 @@ pub fn fused_attention_sublayer(
     if !fits_fused_kernel(x, &params) {
         return Ok(None);
     }
-    kernels::attention_sublayer(x, norm, projections, heads).map(Some)
+    kernels::attention_sublayer(x, norm, projections, heads, residual).map(Some)
 }
 
-/// A pre-norm block's MLP branch `fc2(act(fc1(LN(x))))` as one fused node
+/// A pre-norm block's MLP branch `fc2(act(fc1(LN(x))))` (plus `x` when `residual`) as one fused node
 /// ([`kernels::mlp_sublayer`]) when it can be: as [`fused_attention_sublayer`], and `act` is the
 /// exact GELU. `None` when it cannot.
 pub fn fused_mlp_sublayer(
@@ -155,6 +156,7 @@ pub fn fused_mlp_sublayer(
     fc1: kernels::Projection<'_>,
     fc2: kernels::Projection<'_>,
     act: Activation,
+    residual: bool,
 ) -> Result<Option<Tensor>> {
     let mut params = vec![norm.weight, norm.bias, fc1.weight, fc2.weight];
     params.extend(fc1.bias);
@@ -162,7 +164,7 @@ pub fn fused_mlp_sublayer(
     if act != Activation::Gelu || !fits_fused_kernel(x, &params) {
         return Ok(None);
     }
-    kernels::mlp_sublayer(x, norm, fc1, fc2).map(Some)
+    kernels::mlp_sublayer(x, norm, fc1, fc2, residual).map(Some)
 }
 
 /// Whether a fused sublayer can run on `x` with `params`: the kernels support `x`, every

@@ -1,8 +1,10 @@
 //! A method that says it adapts nothing inside a block's residual branches
-//! (`Hooks::adapts_inside`) gets those branches as fused frozen nodes, which call none of the
-//! method's hooks. This holds every registered method that attaches to a ViT to the composed path
-//! bit for bit (logits, loss and every trainable gradient of a training step), so a wrong promise
-//! fails here instead of changing results; and shows that a false promise is caught.
+//! (`Hooks::adapts_inside`) gets those branches as fused nodes, which call none of the method's
+//! hooks, and where it also leaves a branch's output alone (`Hooks::adapts_output`) the node adds
+//! the branch to the stream itself. This holds every registered method that attaches to a ViT to
+//! the composed path bit for bit (logits, loss and every trainable gradient of a training step),
+//! so a wrong promise fails here instead of changing results; and shows that a false promise is
+//! caught.
 //!
 //! One test binary of its own: it switches the fused branches off for the whole process.
 
@@ -74,13 +76,16 @@ fn run(method: &str, params: &serde_json::Value, fused: bool) -> Option<Bits> {
     Some(step(&model))
 }
 
-/// The projection's output doubled at the query: a change inside the attention branch.
-struct DoubledQuery {
-    /// What the hooks claim.
+/// The query projection's output doubled (a change inside the attention branch), or the attention
+/// branch's output doubled (a change to its output), with what the hooks claim of each.
+struct Doubling {
+    query: bool,
+    output: bool,
     claims_inside: bool,
+    claims_output: bool,
 }
 
-impl Hooks for DoubledQuery {
+impl Hooks for Doubling {
     fn linear(
         &self,
         _layer: usize,
@@ -90,15 +95,34 @@ impl Hooks for DoubledQuery {
         _ctx: &ForwardCtx,
     ) -> Result<Tensor> {
         let y = base.forward(x)?;
-        if site == LinearSite::Query {
+        if self.query && site == LinearSite::Query {
             y * 2.0
         } else {
             Ok(y)
         }
     }
 
+    fn sublayer(
+        &self,
+        _layer: usize,
+        kind: Sublayer,
+        _input: &Tensor,
+        output: Tensor,
+        _ctx: &ForwardCtx,
+    ) -> Result<Tensor> {
+        if self.output && kind == Sublayer::Attention {
+            output * 2.0
+        } else {
+            Ok(output)
+        }
+    }
+
     fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
         self.claims_inside
+    }
+
+    fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
+        self.claims_output
     }
 }
 
@@ -161,17 +185,34 @@ fn a_false_promise_changes_the_output() {
     let vit = backbone();
     let x = pixels();
     let ctx = ForwardCtx::eval();
-    let forward = |claims_inside| {
-        let hooks = DoubledQuery { claims_inside };
-        bits(&vit.forward_features(&x, &hooks, &ctx).unwrap())
-    };
     kernels::set_fused_sublayers(true);
-    let honest = forward(true);
-    let lying = forward(false);
     let plain = bits(
         &vit.forward_features(&x, &peftbench_backbones::NoHooks, &ctx)
             .unwrap(),
     );
-    assert_ne!(honest, plain, "the hook changes the model");
-    assert_eq!(lying, plain, "a false promise skips the hook");
+    for (query, output) in [(true, false), (false, true)] {
+        let forward = |claims_inside, claims_output| {
+            let hooks = Doubling {
+                query,
+                output,
+                claims_inside,
+                claims_output,
+            };
+            bits(&vit.forward_features(&x, &hooks, &ctx).unwrap())
+        };
+        let honest = forward(true, true);
+        assert_ne!(honest, plain, "the hook changes the model");
+        // Claiming nothing inside and nothing at the output skips either hook.
+        assert_eq!(
+            forward(false, false),
+            plain,
+            "a false promise skips the hook"
+        );
+        // Claiming only what the hook does keeps it.
+        assert_eq!(
+            forward(query, output),
+            honest,
+            "a true promise keeps the hook"
+        );
+    }
 }

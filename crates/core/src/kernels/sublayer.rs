@@ -13,6 +13,10 @@
 //! itself reads every weight from the parameter tensors, so the concatenation is only a
 //! parameter-sized copy per step.
 //!
+//! With `residual`, the node also adds the branch to the stream it branched from (`x + branch(x)`),
+//! for a branch whose output no method changes: that removes the add and, in the backward pass,
+//! the zero-filled buffers and adds of its two edges.
+//!
 //! The arithmetic is the composed path's, op for op and in the same order (including the order in
 //! which the three projections' input gradients are summed), so results are the same bits; tests
 //! here and the methods' `fused_sublayers` test hold the two paths to that. The branch also keeps
@@ -74,12 +78,13 @@ pub struct NormParams<'a> {
 }
 
 /// `out(attention(q(h), k(h), v(h)))` with `h = LN(x)`, `x` `[batch, tokens, hidden]`, `heads`
-/// heads, no mask. CPU f32/f64, every parameter of `x`'s dtype.
+/// heads, no mask; plus `x` when `residual`. CPU f32/f64, every parameter of `x`'s dtype.
 pub fn attention_sublayer(
     x: &Tensor,
     norm: NormParams<'_>,
     [q, k, v, out]: [Projection<'_>; 4],
     heads: usize,
+    residual: bool,
 ) -> Result<Tensor> {
     let (batch, tokens, hidden) = x.dims3()?;
     if heads == 0 || !hidden.is_multiple_of(heads) {
@@ -91,6 +96,7 @@ pub fn attention_sublayer(
         tokens,
         hidden,
         heads,
+        residual,
         keep: x.track_op() || params.any_trained(),
         params,
         saved: Mutex::new(None),
@@ -98,13 +104,14 @@ pub fn attention_sublayer(
     apply(x, op)
 }
 
-/// `fc2(GELU(fc1(LN(x))))` with the exact (erf) GELU, `x` `[batch, tokens, hidden]`. CPU f32/f64,
-/// every parameter of `x`'s dtype.
+/// `fc2(GELU(fc1(LN(x))))` with the exact (erf) GELU, `x` `[batch, tokens, hidden]`; plus `x`
+/// when `residual`. CPU f32/f64, every parameter of `x`'s dtype.
 pub fn mlp_sublayer(
     x: &Tensor,
     norm: NormParams<'_>,
     fc1: Projection<'_>,
     fc2: Projection<'_>,
+    residual: bool,
 ) -> Result<Tensor> {
     let hidden = x.dim(candle_core::D::Minus1)?;
     let inner = fc1.weight.dim(0)?;
@@ -117,6 +124,7 @@ pub fn mlp_sublayer(
     let op = MlpSublayer {
         hidden,
         inner,
+        residual,
         keep: x.track_op() || params.any_trained(),
         params,
         saved: Mutex::new(None),
@@ -352,6 +360,8 @@ struct AttentionSublayer {
     tokens: usize,
     hidden: usize,
     heads: usize,
+    /// Whether the output is `x + branch(x)`.
+    residual: bool,
     params: Params,
     saved: Mutex<Option<AttentionSaved>>,
     /// Whether to keep what the backward pass needs (something is tracked).
@@ -397,7 +407,10 @@ impl AttentionSublayer {
             let k = lin.forward(&h, p[1].0, p[1].1);
             let v = lin.forward(&h, p[2].0, p[2].1);
             let (context, probs) = self.attention().forward(&q, &k, &v, None);
-            let out = lin.forward(&context, p[3].0, p[3].1);
+            let mut out = lin.forward(&context, p[3].0, p[3].1);
+            if self.residual {
+                par_add_into(&mut out, x);
+            }
             let normed = keep_normed.then_some(h);
             let context = keep_context.then_some(context);
             (out, (stats, q, k, v, probs, normed, context))
@@ -489,6 +502,15 @@ impl AttentionSublayer {
                 })
             })
         })?????????;
+        let dx = match dx {
+            // The stream's own gradient joins the branch's: `(0 + dy) + dx` in candle's
+            // accumulation for the composed add, the same sum.
+            Some(mut dx) if self.residual => {
+                with_slice::<T, _>(grad, name, |dy| par_add_into(&mut dx, dy))?;
+                Some(dx)
+            }
+            dx => dx,
+        };
         let dx = dx.map(|dx| tensor(dx, x.dims())).transpose()?;
         Ok((dx, self.params.pack_grads(grads)?))
     }
@@ -517,6 +539,8 @@ struct MlpSaved {
 struct MlpSublayer {
     hidden: usize,
     inner: usize,
+    /// Whether the output is `x + branch(x)`.
+    residual: bool,
     params: Params,
     saved: Mutex<Option<MlpSaved>>,
     /// Whether to keep what the backward pass needs (something is tracked).
@@ -554,7 +578,10 @@ impl MlpSublayer {
             let (h, stats) = norm.forward_keeping_stats(x, nw, nb);
             let pre = self.fc1().forward(&h, p[0].0, p[0].1);
             let activated = GeluErf::forward(&pre);
-            let out = self.fc2().forward(&activated, p[1].0, p[1].1);
+            let mut out = self.fc2().forward(&activated, p[1].0, p[1].1);
+            if self.residual {
+                par_add_into(&mut out, x);
+            }
             (
                 out,
                 (
@@ -629,6 +656,15 @@ impl MlpSublayer {
                 })
             })
         })??????;
+        let dx = match dx {
+            // The stream's own gradient joins the branch's: `(0 + dy) + dx` in candle's
+            // accumulation for the composed add, the same sum.
+            Some(mut dx) if self.residual => {
+                with_slice::<T, _>(grad, name, |dy| par_add_into(&mut dx, dy))?;
+                Some(dx)
+            }
+            dx => dx,
+        };
         let dx = dx.map(|dx| tensor(dx, x.dims())).transpose()?;
         Ok((dx, self.params.pack_grads(grads)?))
     }
@@ -821,13 +857,14 @@ mod tests {
             self.linear(&h, "fc2")
         }
 
-        fn attention_fused(&self, x: &Tensor, heads: usize) -> Tensor {
+        fn attention_fused(&self, x: &Tensor, heads: usize, residual: bool) -> Tensor {
             let projections = ["q", "k", "v", "o"].map(|n| self.proj(n));
-            attention_sublayer(x, self.norm("ln1"), projections, heads).unwrap()
+            attention_sublayer(x, self.norm("ln1"), projections, heads, residual).unwrap()
         }
 
-        fn mlp_fused(&self, x: &Tensor) -> Tensor {
-            mlp_sublayer(x, self.norm("ln2"), self.proj("fc1"), self.proj("fc2")).unwrap()
+        fn mlp_fused(&self, x: &Tensor, residual: bool) -> Tensor {
+            let (fc1, fc2) = (self.proj("fc1"), self.proj("fc2"));
+            mlp_sublayer(x, self.norm("ln2"), fc1, fc2, residual).unwrap()
         }
     }
 
@@ -884,22 +921,35 @@ mod tests {
             ))
             .unwrap();
             let heads = 3;
-            let (fused, composed) = (
-                run(&x, &block, |x| block.attention_fused(x, heads)),
-                run(&x, &block, |x| block.attention_composed(x, heads)),
-            );
-            assert!(
-                fused == composed,
-                "attention branch, {training:?} {batch} x {tokens}"
-            );
-            let (fused, composed) = (
-                run(&x, &block, |x| block.mlp_fused(x)),
-                run(&x, &block, |x| block.mlp_composed(x)),
-            );
-            assert!(
-                fused == composed,
-                "mlp branch, {training:?} {batch} x {tokens}"
-            );
+            for residual in [false, true] {
+                // The composed stream adds the branch to `x` as the encoder does.
+                let plus_x = |branch: Tensor, x: &Tensor| {
+                    if residual {
+                        (x + branch).unwrap()
+                    } else {
+                        branch
+                    }
+                };
+                let (fused, composed) = (
+                    run(&x, &block, |x| block.attention_fused(x, heads, residual)),
+                    run(&x, &block, |x| {
+                        plus_x(block.attention_composed(x, heads), x)
+                    }),
+                );
+                assert!(
+                    fused == composed,
+                    "attention branch, {training:?} {batch} x {tokens}, residual {residual}"
+                );
+                let (fused, composed) = (
+                    run(&x, &block, |x| block.mlp_fused(x, residual)),
+                    run(&x, &block, |x| plus_x(block.mlp_composed(x), x)),
+                );
+                assert!(
+                    fused == composed,
+                    "mlp branch, {training:?} {batch} x {tokens}, residual {residual}"
+                );
+            }
+            let fused = run(&x, &block, |x| block.mlp_fused(x, false));
             // Every trained parameter of a branch gets a gradient.
             let used = fused.2.iter().filter(|g| g.is_some()).count();
             let mlp_params = block.vars.len() - used;
@@ -912,9 +962,12 @@ mod tests {
     fn an_untracked_input_keeps_nothing() {
         let block = Block::new(6, Training::Frozen);
         let x = random(&SeededInit::new(1, &Device::Cpu), "x", &[2, 7, HIDDEN]);
-        assert_eq!(bits(&block.mlp_fused(&x)), bits(&block.mlp_composed(&x)));
         assert_eq!(
-            bits(&block.attention_fused(&x, 2)),
+            bits(&block.mlp_fused(&x, false)),
+            bits(&block.mlp_composed(&x))
+        );
+        assert_eq!(
+            bits(&block.attention_fused(&x, 2, false)),
             bits(&block.attention_composed(&x, 2))
         );
     }
@@ -924,10 +977,16 @@ mod tests {
         let block = Block::new(7, Training::Frozen);
         let x = random(&SeededInit::new(1, &Device::Cpu), "x", &[2, 7, HIDDEN]);
         let projections = ["q", "k", "v", "o"].map(|n| block.proj(n));
-        let err = attention_sublayer(&x, block.norm("ln1"), projections, 5).unwrap_err();
+        let err = attention_sublayer(&x, block.norm("ln1"), projections, 5, false).unwrap_err();
         assert!(err.to_string().contains("5 heads for width 24"), "{err}");
-        let err =
-            mlp_sublayer(&x, block.norm("ln2"), block.proj("fc2"), block.proj("fc1")).unwrap_err();
+        let err = mlp_sublayer(
+            &x,
+            block.norm("ln2"),
+            block.proj("fc2"),
+            block.proj("fc1"),
+            true,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("projection"), "{err}");
     }
 }

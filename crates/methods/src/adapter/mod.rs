@@ -94,6 +94,10 @@ impl Hooks for AdapterAdaptation {
         false
     }
 
+    fn adapts_output(&self, layer: usize, kind: Sublayer) -> bool {
+        self.adapters.contains_key(&(layer, kind.into()))
+    }
+
     fn sublayer(
         &self,
         layer: usize,

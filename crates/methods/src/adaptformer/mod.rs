@@ -80,6 +80,10 @@ impl Hooks for AdaptFormerAdaptation {
         false
     }
 
+    fn adapts_output(&self, layer: usize, kind: Sublayer) -> bool {
+        kind == Sublayer::Mlp && self.branches.contains_key(&layer)
+    }
+
     fn sublayer(
         &self,
         layer: usize,

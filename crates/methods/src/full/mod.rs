@@ -46,6 +46,10 @@ impl<C> Hooks for Unfrozen<C> {
     fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
         false
     }
+
+    fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
 }
 
 impl<C: Serialize> Adaptation for Unfrozen<C> {

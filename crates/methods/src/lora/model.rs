@@ -62,6 +62,10 @@ impl Hooks for LoraAdaptation {
         self.layers.adapts_inside(layer, kind)
     }
 
+    fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+
     fn linear(
         &self,
         layer: usize,

@@ -122,6 +122,10 @@ impl Hooks for VptAdaptation {
         false
     }
 
+    fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
+        false
+    }
+
     fn tokens(
         &self,
         layer: usize,
