@@ -336,7 +336,7 @@ impl Encoder {
         let mut fused = None;
         if !random_inside && !hooks.adapts_inside(layer, kind) {
             let residual = !random_after && !hooks.adapts_output(layer, kind);
-            fused = self.fused_branch(layer, kind, &x, residual)?;
+            fused = self.fused_branch(layer, kind, &x, hooks, residual)?;
             if residual {
                 if let Some(stream) = fused {
                     return Ok(stream);
@@ -361,32 +361,35 @@ impl Encoder {
         &x + ctx.drop_path(&out)?
     }
 
-    /// Block `layer`'s branch `kind` on `x` as one fused node (plus `x` when `residual`), or
-    /// `None` where the kernels cannot run it (device, dtype, activation).
+    /// Block `layer`'s branch `kind` on `x` as one fused node (plus `x` when `residual`), with
+    /// the method's LoRA updates ([`Hooks::low_rank`]), or `None` where the kernels cannot run it
+    /// (device, dtype, activation, a LoRA on trained weights).
     fn fused_branch(
         &self,
         layer: usize,
         kind: Sublayer,
         x: &Tensor,
+        hooks: &dyn Hooks,
         residual: bool,
     ) -> Result<Option<Tensor>> {
         let block = &self.blocks[layer];
+        let projection = |site| block.linear(site).projection(hooks.low_rank(layer, site));
         match kind {
             Sublayer::Attention => {
                 let projections = [
-                    &block.query,
-                    &block.key,
-                    &block.value,
-                    &block.attention_output,
+                    LinearSite::Query,
+                    LinearSite::Key,
+                    LinearSite::Value,
+                    LinearSite::AttentionOutput,
                 ]
-                .map(Linear::projection);
+                .map(projection);
                 let norm = block.layernorm_before.params();
                 let heads = self.dims.num_heads;
                 ops::fused_attention_sublayer(x, norm, projections, heads, residual)
             }
             Sublayer::Mlp => {
                 let norm = block.layernorm_after.params();
-                let (fc1, fc2) = (block.fc1.projection(), block.fc2.projection());
+                let (fc1, fc2) = (projection(LinearSite::Fc1), projection(LinearSite::Fc2));
                 ops::fused_mlp_sublayer(x, norm, fc1, fc2, self.dims.act, residual)
             }
         }

@@ -1,6 +1,7 @@
 //! The places in a transformer block where PEFT methods attach.
 
 use candle_core::{Result, Tensor};
+pub use peftbench_core::kernels::LowRank;
 use peftbench_core::{ops, ForwardCtx};
 
 /// A linear projection inside a block. Named by role; each backbone maps roles to its own module
@@ -132,11 +133,15 @@ impl Linear {
         ops::linear(x, &self.weight, self.bias.as_ref())
     }
 
-    /// The projection as a fused kernel's parameters.
-    pub fn projection(&self) -> peftbench_core::kernels::Projection<'_> {
+    /// The projection, with a LoRA update when `low_rank` is given, as a fused kernel's parameters.
+    pub fn projection<'a>(
+        &'a self,
+        low_rank: Option<LowRank<'a>>,
+    ) -> peftbench_core::kernels::Projection<'a> {
         peftbench_core::kernels::Projection {
             weight: &self.weight,
             bias: self.bias.as_ref(),
+            low_rank,
         }
     }
 }
@@ -201,13 +206,22 @@ pub trait Hooks {
 
     /// Whether the hooks inside residual branch `kind` of block `layer` may change it: [`Hooks::norm`]
     /// at the branch's norm, [`Hooks::linear`] at its projections ([`Sublayer::sites`]) and, for
-    /// attention, [`Hooks::prefix`]. `false` promises that those keep their defaults there; a
-    /// ViT-style encoder then runs the branch as one fused node
+    /// attention, [`Hooks::prefix`]. `false` promises that those keep their defaults there, except
+    /// for projections whose LoRA update [`Hooks::low_rank`] gives; a ViT-style encoder then runs
+    /// the branch as one fused node
     /// (`peftbench_core::ops::fused_attention_sublayer`) that calls none of them. The methods'
     /// `fused_sublayers` test holds each promise to the composed path bit for bit, so a wrong one
     /// fails a test instead of changing results. Default: `true` (the composed path, always right).
     fn adapts_inside(&self, _layer: usize, _kind: Sublayer) -> bool {
         true
+    }
+
+    /// The LoRA update `scaling * B A` of projection `site` of block `layer`, where
+    /// [`Hooks::linear`] there computes exactly `ops::lora_linear(x, W, bias, A, B, scaling)`
+    /// (LoRA without dropout): a fused branch then runs it itself, so a method whose only change
+    /// inside a branch is such updates can say `false` to [`Hooks::adapts_inside`]. Default: none.
+    fn low_rank(&self, _layer: usize, _site: LinearSite) -> Option<LowRank<'_>> {
+        None
     }
 
     /// Whether [`Hooks::sublayer`] may change the output of residual branch `kind` of block

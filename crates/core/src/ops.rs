@@ -136,12 +136,7 @@ pub fn fused_attention_sublayer(
     heads: usize,
     residual: bool,
 ) -> Result<Option<Tensor>> {
-    let mut params = vec![norm.weight, norm.bias];
-    for p in &projections {
-        params.push(p.weight);
-        params.extend(p.bias);
-    }
-    if !fits_fused_kernel(x, &params) {
+    if !fits_fused_kernel(x, norm, &projections) {
         return Ok(None);
     }
     kernels::attention_sublayer(x, norm, projections, heads, residual).map(Some)
@@ -158,19 +153,32 @@ pub fn fused_mlp_sublayer(
     act: Activation,
     residual: bool,
 ) -> Result<Option<Tensor>> {
-    let mut params = vec![norm.weight, norm.bias, fc1.weight, fc2.weight];
-    params.extend(fc1.bias);
-    params.extend(fc2.bias);
-    if act != Activation::Gelu || !fits_fused_kernel(x, &params) {
+    if act != Activation::Gelu || !fits_fused_kernel(x, norm, &[fc1, fc2]) {
         return Ok(None);
     }
     kernels::mlp_sublayer(x, norm, fc1, fc2, residual).map(Some)
 }
 
-/// Whether a fused sublayer can run on `x` with `params`: the kernels support `x`, every
-/// parameter matches its dtype and device, and fused sublayers are on.
-fn fits_fused_kernel(x: &Tensor, params: &[&Tensor]) -> bool {
-    kernels::fused_sublayers() && kernels::supports(x) && same_dtype(x, params)
+/// Whether a fused sublayer can run on `x` with these parameters: the kernels support `x`, every
+/// parameter matches its dtype and device, a LoRA's base weight and bias are frozen (as
+/// [`lora_linear`] needs to fuse), and fused sublayers are on.
+fn fits_fused_kernel(
+    x: &Tensor,
+    norm: kernels::NormParams<'_>,
+    projections: &[kernels::Projection<'_>],
+) -> bool {
+    let mut params = vec![norm.weight, norm.bias];
+    for p in projections {
+        params.push(p.weight);
+        params.extend(p.bias);
+        if let Some(lr) = p.low_rank {
+            if p.weight.track_op() || p.bias.is_some_and(Tensor::track_op) {
+                return false;
+            }
+            params.extend([lr.a, lr.b]);
+        }
+    }
+    kernels::fused_sublayers() && kernels::supports(x) && same_dtype(x, &params)
 }
 
 fn same_dtype(x: &Tensor, others: &[&Tensor]) -> bool {

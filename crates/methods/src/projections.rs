@@ -84,6 +84,13 @@ impl<T> ProjectionAdapters<T> {
             .any(|&site| self.adapters.contains_key(&(layer, site)))
     }
 
+    /// The adapter of projection `site` in block `layer`, if it has one.
+    pub fn get(&self, layer: usize, site: LinearSite) -> Option<&T> {
+        self.adapters
+            .get(&(layer, site))
+            .map(|(_, adapter)| adapter)
+    }
+
     /// Blocks below the lowest adapted one: there the projections are the frozen ones.
     pub fn untouched_blocks(&self) -> usize {
         self.adapters.keys().next().map_or(0, |&(layer, _)| layer)

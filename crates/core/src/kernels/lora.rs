@@ -63,13 +63,13 @@ pub fn lora_linear(
         .apply_op3(&a.contiguous()?, &b.contiguous()?, op)
 }
 
-struct LoraLinear {
-    in_features: usize,
-    out_features: usize,
-    rank: usize,
-    scaling: f64,
-    weight: Tensor,
-    bias: Option<Tensor>,
+pub(super) struct LoraLinear {
+    pub(super) in_features: usize,
+    pub(super) out_features: usize,
+    pub(super) rank: usize,
+    pub(super) scaling: f64,
+    pub(super) weight: Tensor,
+    pub(super) bias: Option<Tensor>,
 }
 
 impl LoraLinear {
@@ -91,7 +91,14 @@ impl LoraLinear {
         ba
     }
 
-    fn forward<T: Real>(&self, x: &[T], a: &[T], b: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    pub(super) fn forward<T: Real>(
+        &self,
+        x: &[T],
+        a: &[T],
+        b: &[T],
+        w: &[T],
+        bias: Option<&[T]>,
+    ) -> Vec<T> {
         let (i, o) = (self.in_features, self.out_features);
         let rows = x.len() / i.max(1);
         let merged = self.merged(w, a, b);
@@ -108,7 +115,7 @@ impl LoraLinear {
 
     /// `(dx, dA, dB)`, each `None` when its input is not tracked.
     #[allow(clippy::type_complexity)]
-    fn backward<T: Real>(
+    pub(super) fn backward<T: Real>(
         &self,
         (x, a, b): (&[T], &[T], &[T]),
         w: &[T],

@@ -39,8 +39,8 @@ pub use linear::linear;
 pub use lora::lora_linear;
 pub use simd::{check_kernels_env, instruction_sets, summation_order};
 pub use sublayer::{
-    attention_sublayer, fused_sublayers, mlp_sublayer, set_fused_sublayers, NormParams, Projection,
-    FUSED_SUBLAYERS_ENV,
+    attention_sublayer, fused_sublayers, mlp_sublayer, set_fused_sublayers, LowRank, NormParams,
+    Projection, FUSED_SUBLAYERS_ENV,
 };
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};

@@ -34,6 +34,7 @@ use super::attention::Attention;
 use super::gelu::GeluErf;
 use super::layer_norm::LayerNorm;
 use super::linear::{by_dtype, by_tensor_dtype, Linear};
+use super::lora::LoraLinear;
 use super::{contiguous, tensor, with_slice, Real};
 
 /// Environment variable that turns the fused branches off (`0`): every block then runs the
@@ -62,11 +63,21 @@ pub fn set_fused_sublayers(on: bool) {
     FUSED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// A projection in PyTorch's `[out, in]` layout.
+/// A projection in PyTorch's `[out, in]` layout, with a LoRA update when `low_rank` is given.
 #[derive(Debug, Clone, Copy)]
 pub struct Projection<'a> {
     pub weight: &'a Tensor,
     pub bias: Option<&'a Tensor>,
+    pub low_rank: Option<LowRank<'a>>,
+}
+
+/// A LoRA update `scaling * B A` of a frozen projection (`a` `[r, in]`, `b` `[out, r]`), run as
+/// [`super::lora_linear`] runs it: against the merged weight, with the same gradients.
+#[derive(Debug, Clone, Copy)]
+pub struct LowRank<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub scaling: f64,
 }
 
 /// A layer norm over the last dimension.
@@ -145,19 +156,32 @@ where
     }
 }
 
-/// The parameters of a branch: norm weight and bias, then each projection's weight and, where it
-/// has one, bias (contiguous). A parameter is trained when the graph tracks it.
+/// The parameters of a branch: norm weight and bias, then each projection's weight, bias (where
+/// it has one) and LoRA's A and B (where it has them), contiguous. A parameter is trained when the
+/// graph tracks it.
 struct Params {
     eps: f64,
     tensors: Vec<Tensor>,
-    has_bias: Vec<bool>,
+    slots: Vec<Slots>,
 }
 
-/// Where a projection's weight and bias are in [`Params::tensors`].
+/// A projection's sizes and where its tensors are in [`Params::tensors`].
 #[derive(Clone, Copy)]
 struct Slots {
+    inp: usize,
+    out: usize,
     weight: usize,
     bias: Option<usize>,
+    /// A's and B's indices, the rank and the scaling.
+    low_rank: Option<(usize, usize, usize, f64)>,
+}
+
+/// One projection's elements.
+struct ProjectionElems<'s, T> {
+    weight: &'s [T],
+    bias: Option<&'s [T]>,
+    /// A and B.
+    low_rank: Option<(&'s [T], &'s [T])>,
 }
 
 /// Each parameter's gradient by its index in [`Params::tensors`]; `None` for frozen ones.
@@ -179,7 +203,7 @@ impl Params {
             );
         }
         let mut tensors = vec![norm.weight.contiguous()?, norm.bias.contiguous()?];
-        let mut has_bias = Vec::new();
+        let mut slots = Vec::new();
         for (p, &(inp, out)) in projections.iter().zip(dims) {
             if p.weight.dims() != [out, inp] || p.bias.is_some_and(|b| b.dims() != [out]) {
                 candle_core::bail!(
@@ -188,16 +212,41 @@ impl Params {
                     p.bias.map(|b| b.dims().to_vec())
                 );
             }
-            tensors.push(p.weight.contiguous()?);
-            if let Some(b) = p.bias {
-                tensors.push(b.contiguous()?);
-            }
-            has_bias.push(p.bias.is_some());
+            let mut push = |t: &Tensor| -> Result<usize> {
+                tensors.push(t.contiguous()?);
+                Ok(tensors.len() - 1)
+            };
+            let weight = push(p.weight)?;
+            let bias = p.bias.map(&mut push).transpose()?;
+            let low_rank = match p.low_rank {
+                Some(lr) => {
+                    let rank = lr.a.dim(0)?;
+                    if lr.a.dims() != [rank, inp] || lr.b.dims() != [out, rank] {
+                        candle_core::bail!(
+                            "fused sublayer: LoRA A {:?}, B {:?} for a [{out}, {inp}] projection",
+                            lr.a.dims(),
+                            lr.b.dims()
+                        );
+                    }
+                    if p.weight.track_op() || p.bias.is_some_and(Tensor::track_op) {
+                        candle_core::bail!("fused sublayer: a LoRA's base weight must be frozen");
+                    }
+                    Some((push(lr.a)?, push(lr.b)?, rank, lr.scaling))
+                }
+                None => None,
+            };
+            slots.push(Slots {
+                inp,
+                out,
+                weight,
+                bias,
+                low_rank,
+            });
         }
         Ok(Self {
             eps: norm.eps,
             tensors,
-            has_bias,
+            slots,
         })
     }
 
@@ -213,19 +262,70 @@ impl Params {
         self.tensors.iter().any(Tensor::track_op)
     }
 
-    fn slots(&self) -> Vec<Slots> {
-        let mut next = 2;
-        self.has_bias
-            .iter()
-            .map(|&has| {
-                let weight = next;
-                next += 1 + usize::from(has);
-                Slots {
-                    weight,
-                    bias: has.then_some(weight + 1),
-                }
-            })
-            .collect()
+    /// Whether projection `i`'s backward pass needs its input: it trains its weight or has a LoRA.
+    fn needs_input(&self, i: usize) -> bool {
+        let slots = self.slots[i];
+        self.trained(slots.weight) || slots.low_rank.is_some()
+    }
+
+    /// Projection `i`'s LoRA kernel, when it has one.
+    fn lora(&self, i: usize) -> Option<LoraLinear> {
+        let slots = self.slots[i];
+        slots.low_rank.map(|(_, _, rank, scaling)| LoraLinear {
+            in_features: slots.inp,
+            out_features: slots.out,
+            rank,
+            scaling,
+            weight: self.tensors[slots.weight].clone(),
+            bias: slots.bias.map(|b| self.tensors[b].clone()),
+        })
+    }
+
+    fn linear(&self, i: usize) -> Linear {
+        Linear {
+            in_features: self.slots[i].inp,
+            out_features: self.slots[i].out,
+        }
+    }
+
+    /// Projection `i` of `x`: [`Linear::forward`], or [`LoraLinear::forward`] with a LoRA.
+    fn project<T: Real>(&self, i: usize, p: &ProjectionElems<'_, T>, x: &[T]) -> Vec<T> {
+        match (self.lora(i), p.low_rank) {
+            (Some(lora), Some((a, b))) => lora.forward(x, a, b, p.weight, p.bias),
+            _ => self.linear(i).forward(x, p.weight, p.bias),
+        }
+    }
+
+    /// Projection `i`'s input gradient for output gradient `dy`, with its trained parameters'
+    /// gradients into `grads` (`x`, its input, is kept when [`Params::needs_input`]).
+    fn project_backward<T: Real>(
+        &self,
+        i: usize,
+        p: &ProjectionElems<'_, T>,
+        dy: &[T],
+        x: Option<&[T]>,
+        grads: &mut ParamGrads<T>,
+    ) -> Vec<T> {
+        let slots = self.slots[i];
+        if let (Some(lora), Some((a, b)), Some((ai, bi, _, _))) =
+            (self.lora(i), p.low_rank, slots.low_rank)
+        {
+            let x = x.expect("a LoRA projection's input is kept");
+            let want = (true, self.trained(ai), self.trained(bi));
+            let (dx, da, db) = lora.backward((x, a, b), p.weight, dy, want);
+            grads[ai] = da;
+            grads[bi] = db;
+            return dx.expect("the input gradient was asked for");
+        }
+        let lin = self.linear(i);
+        if self.trained(slots.weight) {
+            let x = x.expect("the input of a trained projection is kept");
+            grads[slots.weight] = Some(lin.grad_weight(dy, x));
+        }
+        if let Some(b) = slots.bias.filter(|&b| self.trained(b)) {
+            grads[b] = Some(lin.grad_bias(dy));
+        }
+        lin.grad_input(dy, p.weight)
     }
 
     /// The trained parameters flattened and concatenated in order, or `None` if all are frozen.
@@ -259,10 +359,10 @@ impl Params {
         tensor(flat, &[len]).map(Some)
     }
 
-    /// `f(norm (weight, bias), [(weight, bias)] per projection)` on the elements.
+    /// `f(norm (weight, bias), projections)` on the elements.
     fn with<T: Real, R>(
         &self,
-        f: impl FnOnce((&[T], &[T]), &[(&[T], Option<&[T]>)]) -> R,
+        f: impl FnOnce((&[T], &[T]), &[ProjectionElems<'_, T>]) -> R,
     ) -> Result<R> {
         let guards: Vec<_> = self
             .tensors
@@ -276,34 +376,17 @@ impl Params {
                 _ => candle_core::bail!("fused sublayer: the kernel runs on the CPU only"),
             }
         }
-        let mut it = slices.into_iter();
-        let mut next = || it.next().expect("a slice per tensor");
-        let norm = (next(), next());
+        let norm = (slices[0], slices[1]);
         let projections: Vec<_> = self
-            .has_bias
+            .slots
             .iter()
-            .map(|&has| (next(), has.then(&mut next)))
+            .map(|s| ProjectionElems {
+                weight: slices[s.weight],
+                bias: s.bias.map(|b| slices[b]),
+                low_rank: s.low_rank.map(|(a, b, _, _)| (slices[a], slices[b])),
+            })
             .collect();
         Ok(f(norm, &projections))
-    }
-
-    /// Gradients of projection `slots`'s weight (`dy^T x`) and bias (column sums of `dy`) into
-    /// `grads`, for those that are trained.
-    fn projection_grads<T: Real>(
-        &self,
-        lin: &Linear,
-        slots: Slots,
-        dy: &[T],
-        x: Option<&[T]>,
-        grads: &mut ParamGrads<T>,
-    ) {
-        if self.trained(slots.weight) {
-            let x = x.expect("the input of a trained projection is kept");
-            grads[slots.weight] = Some(lin.grad_weight(dy, x));
-        }
-        if let Some(b) = slots.bias.filter(|&b| self.trained(b)) {
-            grads[b] = Some(lin.grad_bias(dy));
-        }
     }
 
     /// The norm's backward pass on `dh`, from its input `x`, the forward pass's `stats` and its
@@ -387,27 +470,19 @@ impl AttentionSublayer {
         }
     }
 
-    fn projection(&self) -> Linear {
-        Linear {
-            in_features: self.hidden,
-            out_features: self.hidden,
-        }
-    }
-
     fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous::<T>(s, l, "attention sublayer")?;
-        let norm = self.params.norm(self.hidden);
-        let lin = self.projection();
-        let slots = self.params.slots();
-        let keep_normed = slots[..3].iter().any(|s| self.params.trained(s.weight));
-        let keep_context = self.params.trained(slots[3].weight);
-        let (out, saved) = self.params.with::<T, _>(|(nw, nb), p| {
+        let params = &self.params;
+        let norm = params.norm(self.hidden);
+        let keep_normed = (0..3).any(|i| params.needs_input(i));
+        let keep_context = params.needs_input(3);
+        let (out, saved) = params.with::<T, _>(|(nw, nb), p| {
             let (h, stats) = norm.forward_keeping_stats(x, nw, nb);
-            let q = lin.forward(&h, p[0].0, p[0].1);
-            let k = lin.forward(&h, p[1].0, p[1].1);
-            let v = lin.forward(&h, p[2].0, p[2].1);
+            let q = params.project(0, &p[0], &h);
+            let k = params.project(1, &p[1], &h);
+            let v = params.project(2, &p[2], &h);
             let (context, probs) = self.attention().forward(&q, &k, &v, None);
-            let mut out = lin.forward(&context, p[3].0, p[3].1);
+            let mut out = params.project(3, &p[3], &context);
             if self.residual {
                 par_add_into(&mut out, x);
             }
@@ -442,8 +517,6 @@ impl AttentionSublayer {
             candle_core::bail!("{name}: no saved forward pass (backward ran twice?)");
         };
         let norm = self.params.norm(self.hidden);
-        let lin = self.projection();
-        let slots = self.params.slots();
         let mut grads: ParamGrads<T> = vec![None; self.params.tensors.len()];
         let optional = |t: &Option<Tensor>| t.as_ref().map(|t| t.contiguous()).transpose();
         let (normed, context) = (optional(&saved.normed)?, optional(&saved.context)?);
@@ -458,9 +531,8 @@ impl AttentionSublayer {
                                     with_optional::<T, _>(context.as_ref(), |context| {
                                         self.params.with::<T, _>(|(nw, _), p| {
                                             let params = &self.params;
-                                            let d_context = lin.grad_input(dy, p[3].0);
-                                            params.projection_grads(
-                                                &lin, slots[3], dy, context, &mut grads,
+                                            let d_context = params.project_backward(
+                                                3, &p[3], dy, context, &mut grads,
                                             );
                                             let (dq, dk, dv) = self.attention().backward(
                                                 (qs, ks, vs),
@@ -475,17 +547,17 @@ impl AttentionSublayer {
                                                 dk.expect(expect),
                                                 dv.expect(expect),
                                             );
-                                            for (i, d) in [(0, &dq), (1, &dk), (2, &dv)] {
-                                                params.projection_grads(
-                                                    &lin, slots[i], d, normed, &mut grads,
-                                                );
-                                            }
                                             // candle's backward pass reaches the three projections in
                                             // reverse order of use (v, k, q) and sums their input
                                             // gradients in that order: so does this.
-                                            let mut dh = lin.grad_input(&dv, p[2].0);
-                                            par_add_into(&mut dh, &lin.grad_input(&dk, p[1].0));
-                                            par_add_into(&mut dh, &lin.grad_input(&dq, p[0].0));
+                                            let mut back = |i: usize, d: &[T]| {
+                                                params.project_backward(
+                                                    i, &p[i], d, normed, &mut grads,
+                                                )
+                                            };
+                                            let mut dh = back(2, &dv);
+                                            par_add_into(&mut dh, &back(1, &dk));
+                                            par_add_into(&mut dh, &back(0, &dq));
                                             params.norm_backward(
                                                 &norm,
                                                 (xs, &stats, nw),
@@ -554,31 +626,17 @@ impl Branch for MlpSublayer {
 }
 
 impl MlpSublayer {
-    fn fc1(&self) -> Linear {
-        Linear {
-            in_features: self.hidden,
-            out_features: self.inner,
-        }
-    }
-
-    fn fc2(&self) -> Linear {
-        Linear {
-            in_features: self.inner,
-            out_features: self.hidden,
-        }
-    }
-
     fn run<T: Real>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous::<T>(s, l, "mlp sublayer")?;
-        let norm = self.params.norm(self.hidden);
-        let slots = self.params.slots();
-        let keep_normed = self.params.trained(slots[0].weight);
-        let keep_activated = self.params.trained(slots[1].weight);
-        let (out, (stats, pre, normed, activated)) = self.params.with::<T, _>(|(nw, nb), p| {
+        let params = &self.params;
+        let norm = params.norm(self.hidden);
+        let keep_normed = params.needs_input(0);
+        let keep_activated = params.needs_input(1);
+        let (out, (stats, pre, normed, activated)) = params.with::<T, _>(|(nw, nb), p| {
             let (h, stats) = norm.forward_keeping_stats(x, nw, nb);
-            let pre = self.fc1().forward(&h, p[0].0, p[0].1);
+            let pre = params.project(0, &p[0], &h);
             let activated = GeluErf::forward(&pre);
-            let mut out = self.fc2().forward(&activated, p[1].0, p[1].1);
+            let mut out = params.project(1, &p[1], &activated);
             if self.residual {
                 par_add_into(&mut out, x);
             }
@@ -615,7 +673,6 @@ impl MlpSublayer {
             candle_core::bail!("{name}: no saved forward pass (backward ran twice?)");
         };
         let norm = self.params.norm(self.hidden);
-        let slots = self.params.slots();
         let mut grads: ParamGrads<T> = vec![None; self.params.tensors.len()];
         let stats = saved.stats.flatten_all()?.to_vec1::<T>()?;
         let dx = with_slice::<T, _>(grad, name, |dy| {
@@ -625,23 +682,11 @@ impl MlpSublayer {
                         with_optional::<T, _>(saved.activated.as_ref(), |activated| {
                             self.params.with::<T, _>(|(nw, _), p| {
                                 let params = &self.params;
-                                let mut d_pre = self.fc2().grad_input(dy, p[1].0);
-                                params.projection_grads(
-                                    &self.fc2(),
-                                    slots[1],
-                                    dy,
-                                    activated,
-                                    &mut grads,
-                                );
+                                let mut d_pre =
+                                    params.project_backward(1, &p[1], dy, activated, &mut grads);
                                 GeluErf::backward_in_place(pre, &mut d_pre);
-                                params.projection_grads(
-                                    &self.fc1(),
-                                    slots[0],
-                                    &d_pre,
-                                    normed,
-                                    &mut grads,
-                                );
-                                let dh = self.fc1().grad_input(&d_pre, p[0].0);
+                                let dh =
+                                    params.project_backward(0, &p[0], &d_pre, normed, &mut grads);
                                 drop(d_pre);
                                 params.norm_backward(
                                     &norm,
@@ -756,12 +801,18 @@ mod tests {
         All,
         /// BitFit's choice, with the norms.
         BiasesAndNorms,
+        /// Frozen weights, LoRA on the query, value, output and fc2 projections.
+        Lora,
     }
+
+    const LORA_SCALING: f64 = 1.5;
 
     /// Weights of one block, `{name}.w` `[out, in]` and `{name}.b` `[out]`; the trained ones are
     /// variables, in `vars` in name order.
     struct Block {
         tensors: std::collections::BTreeMap<String, Tensor>,
+        /// LoRA's A and B by projection.
+        lora: std::collections::BTreeMap<&'static str, (Tensor, Tensor)>,
         vars: Vec<Var>,
     }
 
@@ -794,7 +845,7 @@ mod tests {
             let mut vars = Vec::new();
             for (name, t) in tensors.iter_mut() {
                 let trained = match training {
-                    Training::Frozen => false,
+                    Training::Frozen | Training::Lora => false,
                     Training::All => true,
                     Training::BiasesAndNorms => name.ends_with(".b") || name.starts_with("ln"),
                 };
@@ -804,7 +855,28 @@ mod tests {
                     vars.push(var);
                 }
             }
-            Self { tensors, vars }
+            let mut lora = std::collections::BTreeMap::new();
+            if training == Training::Lora {
+                for (name, out, inp) in [
+                    ("q", HIDDEN, HIDDEN),
+                    ("v", HIDDEN, HIDDEN),
+                    ("o", HIDDEN, HIDDEN),
+                    ("fc2", HIDDEN, INNER),
+                ] {
+                    let rank = 3;
+                    let a = Var::from_tensor(&random(&init, &format!("{name}A"), &[rank, inp]))
+                        .unwrap();
+                    let b = Var::from_tensor(&random(&init, &format!("{name}B"), &[out, rank]))
+                        .unwrap();
+                    lora.insert(name, (a.as_tensor().clone(), b.as_tensor().clone()));
+                    vars.extend([a, b]);
+                }
+            }
+            Self {
+                tensors,
+                lora,
+                vars,
+            }
         }
 
         fn t(&self, name: &str) -> &Tensor {
@@ -815,6 +887,11 @@ mod tests {
             Projection {
                 weight: self.t(&format!("{name}.w")),
                 bias: Some(self.t(&format!("{name}.b"))),
+                low_rank: self.lora.get(name).map(|(a, b)| LowRank {
+                    a,
+                    b,
+                    scaling: LORA_SCALING,
+                }),
             }
         }
 
@@ -828,7 +905,10 @@ mod tests {
 
         fn linear(&self, x: &Tensor, name: &str) -> Tensor {
             let p = self.proj(name);
-            ops::linear(x, p.weight, p.bias).unwrap()
+            match p.low_rank {
+                Some(lr) => ops::lora_linear(x, p.weight, p.bias, lr.a, lr.b, lr.scaling).unwrap(),
+                None => ops::linear(x, p.weight, p.bias).unwrap(),
+            }
         }
 
         fn layer_norm(&self, x: &Tensor, name: &str) -> Tensor {
@@ -912,6 +992,8 @@ mod tests {
             (Training::All, (2, 5)),
             (Training::All, (2, 33)),
             (Training::BiasesAndNorms, (3, 17)),
+            (Training::Lora, (2, 17)),
+            (Training::Lora, (1, 65)),
         ] {
             let block = Block::new(5, training);
             let x = Var::from_tensor(&random(

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Result, Tensor};
-use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite, Sublayer};
+use peftbench_backbones::{Backbone, Hooks, Linear, LinearSite, LowRank, Sublayer};
 use peftbench_core::{ForwardCtx, NamedVars, SeededInit};
 
 use super::{LoraConfig, LoraLayer};
@@ -58,8 +58,19 @@ impl LoraAdaptation {
 }
 
 impl Hooks for LoraAdaptation {
+    /// Without dropout every adapted projection is a LoRA update that a fused branch runs itself
+    /// ([`Hooks::low_rank`]).
     fn adapts_inside(&self, layer: usize, kind: Sublayer) -> bool {
-        self.layers.adapts_inside(layer, kind)
+        self.config.dropout > 0.0 && self.layers.adapts_inside(layer, kind)
+    }
+
+    fn low_rank(&self, layer: usize, site: LinearSite) -> Option<LowRank<'_>> {
+        let lora = self.layers.get(layer, site)?;
+        (lora.dropout == 0.0).then(|| LowRank {
+            a: lora.a.as_tensor(),
+            b: lora.b.as_tensor(),
+            scaling: lora.scaling,
+        })
     }
 
     fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
