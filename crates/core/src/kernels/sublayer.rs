@@ -11,7 +11,9 @@
 //! enter the graph as one flat tensor, their concatenation, which is the node's second input: its
 //! gradient, the parameters' gradients end to end, is how they reach the parameters. The kernel
 //! itself reads every weight from the parameter tensors, so the concatenation is only a
-//! parameter-sized copy per step.
+//! parameter-sized copy per step. A projection may carry a LoRA update (LoRA without dropout),
+//! which the node runs as [`super::lora_linear`] does: against the merged weight, with the same
+//! gradients for A and B.
 //!
 //! With `residual`, the node also adds the branch to the stream it branched from (`x + branch(x)`),
 //! for a branch whose output no method changes: that removes the add and, in the backward pass,
@@ -20,9 +22,9 @@
 //! The arithmetic is the composed path's, op for op and in the same order (including the order in
 //! which the three projections' input gradients are summed), so results are the same bits; tests
 //! here and the methods' `fused_sublayers` test hold the two paths to that. The branch also keeps
-//! less for its backward pass: with frozen weights the attention branch keeps q, k, v and the
-//! probabilities (not the normalised input or the attention output), the MLP branch only fc1's
-//! output.
+//! less for its backward pass: with frozen weights the attention branch keeps the norm's row
+//! statistics, q, k, v and the probabilities (not the normalised input or the attention output),
+//! the MLP branch the statistics and fc1's output.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
