@@ -48,7 +48,9 @@ Environment:
       (default): the same bits for a seed on any x86-64 CPU with FMA; upstream: the upstream gemm
       crate's kernels, whose blocking follows the machine (for comparison).
   PEFTBENCH_KERNELS=portable|avx2|avx512   the CPU kernels' instruction set (default: the widest the
-      CPU has). With fixed-order products every path gives the same bits; only speed differs.";
+      CPU has). With fixed-order products every path gives the same bits; only speed differs.
+  PEFTBENCH_FUSED_SUBLAYERS=1|0   1 (default): a ViT/AST block's attention and MLP branches run as
+      fused nodes where the method allows; 0: every block composed (same numbers, for timing).";
 
 /// Where suite files are read from (`list`, `compare`, and inside [`Locations`]). Each
 /// subcommand flattens only the locations it reads, so its `--help` lists no option it ignores.

@@ -41,10 +41,12 @@ unsafe fn avx512_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Whether `PEFTBENCH_KERNELS`, when set, names a path this CPU can run: an error says what is
+/// Whether `PEFTBENCH_KERNELS`, when set, names a path this CPU can run (and
+/// `PEFTBENCH_GEMM` and `PEFTBENCH_FUSED_SUBLAYERS` a value they take): an error says what is
 /// wrong, so a forced run never silently falls back to another path.
 pub fn check_kernels_env() -> Result<(), String> {
     gemm::isa::order_from_env()?;
+    super::sublayer::fused_sublayers_from_env()?;
     gemm::isa::from_env().map(|_| ())
 }
 

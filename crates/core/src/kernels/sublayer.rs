@@ -47,16 +47,34 @@ pub const FUSED_SUBLAYERS_ENV: &str = "PEFTBENCH_FUSED_SUBLAYERS";
 static FUSED: AtomicU8 = AtomicU8::new(0);
 
 /// Whether branches run fused: on unless `PEFTBENCH_FUSED_SUBLAYERS=0` or [`set_fused_sublayers`]
-/// turned them off.
+/// turned them off. A value other than `0` or `1` counts as on; [`fused_sublayers_from_env`]
+/// refuses it with a message (the harness checks it at start-up).
 pub fn fused_sublayers() -> bool {
     match FUSED.load(Ordering::Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let on = std::env::var(FUSED_SUBLAYERS_ENV).map_or(true, |v| v.trim() != "0");
+            let on = fused_sublayers_from_env().unwrap_or(true);
             FUSED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
             on
         }
+    }
+}
+
+/// `PEFTBENCH_FUSED_SUBLAYERS` read: `1` or unset = fused, `0` = composed, anything else an error
+/// that names the variable and the values it takes.
+pub fn fused_sublayers_from_env() -> std::result::Result<bool, String> {
+    parse_fused_sublayers(std::env::var(FUSED_SUBLAYERS_ENV).ok().as_deref())
+}
+
+fn parse_fused_sublayers(value: Option<&str>) -> std::result::Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("1") => Ok(true),
+        Some("0") => Ok(false),
+        Some(other) => Err(format!(
+            "{FUSED_SUBLAYERS_ENV}={other:?}: use 1 (fused residual branches, the default) or 0 \
+             (every block composed; the numbers are the same)"
+        )),
     }
 }
 
@@ -421,6 +439,29 @@ fn par_add_into<T: Real>(acc: &mut [T], part: &[T]) {
         .for_each(|(a, p)| super::add_into(a, p));
 }
 
+/// The node's gradients, `(dx, d_trained)`, from the branch's input gradient `dx` and the trained
+/// parameters' `grads`. With `residual` the stream's own gradient `dy` joins the branch's: candle
+/// accumulates `(0 + dy) + dx` for the composed add, the same sum.
+fn node_grads<T: Real>(
+    params: &Params,
+    residual: bool,
+    (x, grad): (&Tensor, &Tensor),
+    dx: Option<Vec<T>>,
+    grads: ParamGrads<T>,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = match dx {
+        Some(mut dx) if residual => {
+            with_slice::<T, _>(grad, "fused sublayer backward", |dy| {
+                par_add_into(&mut dx, dy)
+            })?;
+            Some(dx)
+        }
+        dx => dx,
+    };
+    let dx = dx.map(|dx| tensor(dx, x.dims())).transpose()?;
+    Ok((dx, params.pack_grads(grads)?))
+}
+
 /// What [`apply`] needs of a branch op.
 trait Branch {
     fn params(&self) -> &Params;
@@ -576,17 +617,7 @@ impl AttentionSublayer {
                 })
             })
         })?????????;
-        let dx = match dx {
-            // The stream's own gradient joins the branch's: `(0 + dy) + dx` in candle's
-            // accumulation for the composed add, the same sum.
-            Some(mut dx) if self.residual => {
-                with_slice::<T, _>(grad, name, |dy| par_add_into(&mut dx, dy))?;
-                Some(dx)
-            }
-            dx => dx,
-        };
-        let dx = dx.map(|dx| tensor(dx, x.dims())).transpose()?;
-        Ok((dx, self.params.pack_grads(grads)?))
+        node_grads(&self.params, self.residual, (x, grad), dx, grads)
     }
 }
 
@@ -703,17 +734,7 @@ impl MlpSublayer {
                 })
             })
         })??????;
-        let dx = match dx {
-            // The stream's own gradient joins the branch's: `(0 + dy) + dx` in candle's
-            // accumulation for the composed add, the same sum.
-            Some(mut dx) if self.residual => {
-                with_slice::<T, _>(grad, name, |dy| par_add_into(&mut dx, dy))?;
-                Some(dx)
-            }
-            dx => dx,
-        };
-        let dx = dx.map(|dx| tensor(dx, x.dims())).transpose()?;
-        Ok((dx, self.params.pack_grads(grads)?))
+        node_grads(&self.params, self.residual, (x, grad), dx, grads)
     }
 }
 
@@ -1053,6 +1074,18 @@ mod tests {
         assert_eq!(
             bits(&block.attention_fused(&x, 2, false)),
             bits(&block.attention_composed(&x, 2))
+        );
+    }
+
+    #[test]
+    fn the_switch_takes_0_or_1_and_names_itself_otherwise() {
+        assert_eq!(parse_fused_sublayers(None), Ok(true));
+        assert_eq!(parse_fused_sublayers(Some("1")), Ok(true));
+        assert_eq!(parse_fused_sublayers(Some(" 0 ")), Ok(false));
+        let err = parse_fused_sublayers(Some("off")).unwrap_err();
+        assert!(
+            err.starts_with("PEFTBENCH_FUSED_SUBLAYERS=\"off\": use 1"),
+            "{err}"
         );
     }
 
