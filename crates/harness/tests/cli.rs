@@ -1109,3 +1109,64 @@ fn score_fad_embeds_audio_folders_with_crepe() {
     assert!(!out.status.success());
     assert!(text(&out).contains("crepe-tiny"), "{}", text(&out));
 }
+
+#[test]
+fn bench_train_step_measures_several_methods_over_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "train-step",
+        "--method",
+        "linear,bitfit",
+        "--batch",
+        "2",
+        "--image",
+        "32",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--rounds",
+        "2",
+    ];
+    // A reference that cannot start leaves ours measured, with a note.
+    let out = run(harness(dir.path())
+        .args(args)
+        .args(["--python", "/nonexistent/python"]));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("2 rounds"), "{shown}");
+    assert!(shown.contains("no PyTorch reference"), "{shown}");
+    for (method, trainable) in [("linear", "19300 / -"), ("bitfit", "45028 / -")] {
+        let row = shown
+            .lines()
+            .find(|l| l.contains(&format!(" {method} ")))
+            .unwrap_or_else(|| panic!("no row for {method}: {shown}"));
+        assert!(row.contains(trainable), "{row}");
+    }
+
+    // Each round of each method is its own measurement, taken in a child process.
+    let out = run(harness(dir.path())
+        .args(args)
+        .args(["--no-reference", "--json"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let methods = json["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 2);
+    for m in methods {
+        let ours = m["peftbench"].as_array().unwrap();
+        assert_eq!(ours.len(), 2);
+        assert_eq!(ours[0]["method"], m["method"]);
+        assert!(ours
+            .iter()
+            .all(|o| o["median_step_s"].as_f64().unwrap() > 0.0));
+    }
+
+    let out = run(harness(dir.path()).args(["bench", "train-step", "--method", "lora,nope"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("invalid value 'nope'"),
+        "{}",
+        text(&out)
+    );
+}

@@ -4,6 +4,7 @@
 //!
 //! Random weights change nothing about speed; they keep the bench free of downloads.
 
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -17,7 +18,6 @@ use peftbench_methods::PeftModel;
 use peftbench_train::{cross_entropy, AdamW, AdamWConfig, TrainModel};
 
 use crate::frozen_prefix::ResumeFromPrefix;
-use serde::Serialize;
 
 /// The model sizes the bench knows by name (timm's names, so the reference script builds the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub struct TrainStepBench {
 }
 
 /// Timings of one bench, in seconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepTimings {
     pub backbone: String,
     pub method: String,

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use peftbench_runner::bench::{
-    run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench,
+    bench_method_params, run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench,
 };
 
 #[derive(clap::Args)]
@@ -27,6 +27,11 @@ pub enum What {
     /// Example: `harness bench train-step --backbone vit-tiny --method lora --batch 32 --image 224`.
     /// The reference is `ci/bench/train_step.py`, run with --python (default: $PEFTBENCH_PYTHON, else
     /// `python3`); it is skipped with a note when torch, timm or peft cannot be imported.
+    ///
+    /// Several methods and rounds: `--method full,lora,adapter --rounds 3` measures, in each round,
+    /// PyTorch and then ours for every method, each in a fresh process, and prints one table of
+    /// medians over the rounds with the range of the per-round ratios. On a shared machine whose
+    /// speed drifts, alternating the two sides puts the drift on both.
     TrainStep(TrainStepArgs),
     /// Kaldi filter banks with AST's settings (128 mel bins, 25/10 ms, 16 kHz) on 10 s clips: clips/s of
     /// ours on one thread and on every core, beside `torchaudio.compliance.kaldi.fbank` with one thread
@@ -42,10 +47,10 @@ pub struct TrainStepArgs {
     /// Model size: vit-tiny, vit-small or vit-base (patch 16, timm's sizes).
     #[arg(long, default_value = "vit-tiny", value_parser = backbone_names())]
     pub backbone: String,
-    /// Method: full, linear, bitfit, lora (r 8 on q,k,v), adapter (Pfeiffer, bottleneck 8),
-    /// adaptformer, vpt-shallow, vpt-deep (10 prompts).
-    #[arg(long, default_value = "lora")]
-    pub method: String,
+    /// Method, or several separated by commas: full, linear, bitfit, lora (r 8 on q,k,v), adapter
+    /// (Pfeiffer, bottleneck 8), adaptformer, vpt-shallow, vpt-deep (10 prompts).
+    #[arg(long, default_value = "lora", value_delimiter = ',', value_parser = method_names())]
+    pub method: Vec<String>,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Image side in pixels.
@@ -57,6 +62,11 @@ pub struct TrainStepArgs {
     /// Untimed steps first (allocator and caches warm up).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Rounds of measurements, each of every method on both sides in fresh processes; the table
+    /// gives medians over the rounds. More than one round, or more than one method, measures ours
+    /// in a child process too, so that each peak memory is its method's own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Device to run on: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
@@ -85,6 +95,22 @@ pub struct TrainStepArgs {
 
 fn backbone_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(BenchBackbone::ALL.map(BenchBackbone::name))
+}
+
+/// The methods [`bench_method_params`] has settings for.
+fn method_names() -> clap::builder::PossibleValuesParser {
+    let names = [
+        "full",
+        "linear",
+        "bitfit",
+        "lora",
+        "adapter",
+        "adaptformer",
+        "vpt-shallow",
+        "vpt-deep",
+    ];
+    debug_assert!(names.iter().all(|m| bench_method_params(m).is_some()));
+    clap::builder::PossibleValuesParser::new(names)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -116,11 +142,11 @@ fn reference_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ci/bench/train_step.py")
 }
 
-fn run_reference(a: &TrainStepArgs, threads: usize) -> Result<Reference, String> {
+fn run_reference(a: &TrainStepArgs, method: &str, threads: usize) -> Result<Reference, String> {
     let script = reference_script();
     let output = Command::new(&a.python)
         .arg(&script)
-        .args(["--backbone", &a.backbone, "--method", &a.method])
+        .args(["--backbone", &a.backbone, "--method", method])
         .args([
             "--batch",
             &a.batch.to_string(),
@@ -159,6 +185,10 @@ fn gib(bytes: Option<u64>) -> String {
 }
 
 fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
+    if a.method.len() > 1 || a.rounds > 1 {
+        return train_step_series(&a);
+    }
+    let method = a.method[0].clone();
     let backbone = BenchBackbone::from_name(&a.backbone).expect("clap checked the name");
     let device = a.device.open()?;
     let threads = candle_core::utils::get_num_threads();
@@ -167,13 +197,13 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
         Err("skipped (--no-reference)".to_string())
     } else {
         eprintln!("measuring the PyTorch reference ...");
-        run_reference(&a, threads)
+        run_reference(&a, &method, threads)
     };
     eprintln!("measuring peftbench ...");
     let ours: StepTimings = run_train_step(
         &TrainStepBench {
             backbone,
-            method: a.method.clone(),
+            method,
             batch: a.batch,
             image_size: a.image,
             num_classes: 100,
@@ -328,6 +358,244 @@ fn train_step(a: TrainStepArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a child `harness bench train-step --json --no-reference` prints.
+#[derive(serde::Deserialize)]
+struct ChildReport {
+    peftbench: StepTimings,
+    peftbench_kernels: String,
+}
+
+/// Our measurement of `method`, taken by this binary in a fresh process: its peak memory is then
+/// the method's own, as the reference's is, and no allocator state carries over between methods.
+fn run_ours_in_child(a: &TrainStepArgs, method: &str) -> anyhow::Result<ChildReport> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("locating the harness binary")?;
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "bench",
+            "train-step",
+            "--backbone",
+            &a.backbone,
+            "--method",
+            method,
+        ])
+        .args([
+            "--batch",
+            &a.batch.to_string(),
+            "--image",
+            &a.image.to_string(),
+        ])
+        .args([
+            "--steps",
+            &a.steps.to_string(),
+            "--warmup",
+            &a.warmup.to_string(),
+        ])
+        .args(["--device", &a.device.to_string(), "--input", &a.input])
+        .args(["--no-reference", "--json"]);
+    if let Some(n) = a.top_blocks {
+        command.args(["--top-blocks", &n.to_string()]);
+    }
+    let output = command
+        .output()
+        .context("starting the harness binary for a measurement")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        anyhow::bail!(
+            "measuring `{method}` failed ({}): {}",
+            output.status,
+            stderr.trim_end().lines().last().unwrap_or("")
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "unreadable measurement of `{method}`: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The median of `values`, `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    (n > 0).then(|| {
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    })
+}
+
+/// One method over the rounds: ours and the reference's measurements (`Err` where it failed).
+#[derive(serde::Serialize)]
+struct MethodRounds {
+    method: String,
+    peftbench: Vec<StepTimings>,
+    reference: Vec<Result<Reference, String>>,
+}
+
+impl MethodRounds {
+    /// Per-round ratios ours / theirs of `field`, for the rounds where the reference ran.
+    fn ratios(&self, field: impl Fn(&StepTimings, &Reference) -> Option<(f64, f64)>) -> Vec<f64> {
+        self.peftbench
+            .iter()
+            .zip(&self.reference)
+            .filter_map(|(ours, theirs)| {
+                let (x, y) = field(ours, theirs.as_ref().ok()?)?;
+                Some(x / y)
+            })
+            .collect()
+    }
+}
+
+/// `--method a,b,... --rounds N`: every round measures the reference and then ours for each method,
+/// each in its own process; one table gives the medians over the rounds.
+fn train_step_series(a: &TrainStepArgs) -> anyhow::Result<ExitCode> {
+    let threads = candle_core::utils::get_num_threads();
+    let mut kernels = String::new();
+    let mut methods: Vec<MethodRounds> = a
+        .method
+        .iter()
+        .map(|m| MethodRounds {
+            method: m.clone(),
+            peftbench: Vec::new(),
+            reference: Vec::new(),
+        })
+        .collect();
+    for round in 1..=a.rounds {
+        for m in &mut methods {
+            let reference = if a.no_reference {
+                Err("skipped (--no-reference)".to_string())
+            } else {
+                eprintln!(
+                    "round {round}/{}: {}, PyTorch reference ...",
+                    a.rounds, m.method
+                );
+                run_reference(a, &m.method, threads)
+            };
+            eprintln!("round {round}/{}: {}, peftbench ...", a.rounds, m.method);
+            let ours = run_ours_in_child(a, &m.method)?;
+            kernels = ours.peftbench_kernels;
+            m.peftbench.push(ours.peftbench);
+            m.reference.push(reference);
+        }
+    }
+    if a.json {
+        let value = serde_json::json!({
+            "methods": methods,
+            "peftbench_kernels": kernels,
+            "threads": threads,
+            "rounds": a.rounds,
+        });
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let several = a.rounds > 1;
+    let mut header = vec!["method", "peftbench", "PyTorch + peft", "ratio"];
+    if several {
+        header.push("ratio by round");
+    }
+    header.extend(["forward", "backward", "peak memory", "trainable params"]);
+    table.set_header(header);
+    let seconds = |v: Option<f64>| v.map_or("-".into(), |s| format!("{s:.3} s"));
+    let two = |v: Option<f64>| v.map_or("-".into(), |r| format!("{r:.2}"));
+    let mut reference_line = None;
+    let mut missing = None;
+    for m in &methods {
+        let theirs: Vec<&Reference> = m.reference.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if let Some(err) = m.reference.iter().find_map(|r| r.as_ref().err()) {
+            missing.get_or_insert_with(|| err.clone());
+        }
+        if let Some(r) = theirs.first() {
+            reference_line.get_or_insert_with(|| {
+                format!(
+                    "PyTorch {}: {} (BLAS {})",
+                    r.torch_version,
+                    r.cpu_capability.as_deref().unwrap_or("unknown"),
+                    r.blas.as_deref().unwrap_or("unknown")
+                )
+            });
+        }
+        let step_ratios = m.ratios(|o, r| Some((o.median_step_s, r.median_step_s)));
+        let mut row = vec![
+            m.method.clone(),
+            seconds(median(
+                m.peftbench.iter().map(|o| o.median_step_s).collect(),
+            )),
+            seconds(median(theirs.iter().map(|r| r.median_step_s).collect())),
+            two(median(step_ratios.clone())),
+        ];
+        if several {
+            row.push(if step_ratios.is_empty() {
+                "-".into()
+            } else {
+                step_ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+        }
+        row.extend([
+            two(median(m.ratios(|o, r| {
+                Some((o.median_forward_s, r.median_forward_s))
+            }))),
+            two(median(m.ratios(|o, r| {
+                Some((o.median_backward_s, r.median_backward_s))
+            }))),
+            match (
+                median(
+                    m.peftbench
+                        .iter()
+                        .filter_map(|o| o.peak_rss_bytes.map(|b| b as f64))
+                        .collect(),
+                ),
+                median(m.ratios(|o, r| Some((o.peak_rss_bytes? as f64, r.peak_rss_bytes as f64)))),
+            ) {
+                (Some(bytes), Some(ratio)) => format!("{} ({ratio:.2})", gib(Some(bytes as u64))),
+                (bytes, _) => gib(bytes.map(|b| b as u64)),
+            },
+            format!(
+                "{} / {}",
+                m.peftbench[0].trainable_params,
+                theirs
+                    .first()
+                    .map_or("-".into(), |r| r.trainable_params.to_string())
+            ),
+        ]);
+        table.add_row(row);
+    }
+    if let Some(why) = missing {
+        eprintln!("no PyTorch reference in some or all rounds: {why}");
+    }
+    let first = &methods[0].peftbench[0];
+    super::emit(&format!(
+        "train step: {} batch {} at {}px{}, {} timed steps, {} round{} (medians; ratios are ours / \
+         theirs), {} threads, {}, {} input\n{table}\nCPU kernels: peftbench {}; {}\n",
+        first.backbone,
+        first.batch,
+        first.image_size,
+        first
+            .top_blocks
+            .map_or(String::new(), |n| format!(", top {n} blocks")),
+        a.steps,
+        a.rounds,
+        if a.rounds == 1 { "" } else { "s" },
+        threads,
+        a.device,
+        a.input,
+        kernels,
+        reference_line.unwrap_or_else(|| "PyTorch -".into()),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn device_name(device: &candle_core::Device) -> String {
     match device {
         candle_core::Device::Cpu => "cpu".into(),
@@ -452,4 +720,62 @@ fn fbank(args: FbankArgs) -> anyhow::Result<ExitCode> {
         args.clips, args.seconds
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
+
+    fn timings(step: f64) -> StepTimings {
+        StepTimings {
+            backbone: "vit-tiny".into(),
+            method: "lora".into(),
+            batch: 32,
+            image_size: 224,
+            trainable_params: 1,
+            median_step_s: step,
+            median_forward_s: step / 2.0,
+            median_backward_s: step / 2.0,
+            examples_per_s: 32.0 / step,
+            peak_rss_bytes: Some(1 << 30),
+            median_data_wait_s: None,
+            top_blocks: None,
+            frozen_prefix_s: None,
+        }
+    }
+
+    fn reference(step: f64) -> Reference {
+        Reference {
+            torch_version: "2.11.0".into(),
+            threads: 2,
+            trainable_params: 1,
+            median_step_s: step,
+            median_forward_s: step / 2.0,
+            median_backward_s: step / 2.0,
+            peak_rss_bytes: 2 << 30,
+            cpu_capability: None,
+            blas: None,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_round_and_skip_rounds_without_a_reference() {
+        let rounds = MethodRounds {
+            method: "lora".into(),
+            peftbench: vec![timings(1.0), timings(3.0), timings(2.0)],
+            reference: vec![Ok(reference(2.0)), Err("failed".into()), Ok(reference(1.0))],
+        };
+        let steps = rounds.ratios(|o, r| Some((o.median_step_s, r.median_step_s)));
+        assert_eq!(steps, vec![0.5, 2.0]);
+        let memory =
+            rounds.ratios(|o, r| Some((o.peak_rss_bytes? as f64, r.peak_rss_bytes as f64)));
+        assert_eq!(memory, vec![0.5, 0.5]);
+    }
 }
