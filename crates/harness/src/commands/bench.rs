@@ -30,8 +30,8 @@ pub enum What {
     ///
     /// Several methods and rounds: `--method full,lora,adapter --rounds 3` measures, in each round,
     /// PyTorch and then ours for every method, each in a fresh process, and prints one table of
-    /// medians over the rounds with the range of the per-round ratios. On a shared machine whose
-    /// speed drifts, alternating the two sides puts the drift on both.
+    /// medians over the rounds and every round's ratio. On a shared machine whose speed drifts,
+    /// alternating the two sides puts the drift on both.
     TrainStep(TrainStepArgs),
     /// Kaldi filter banks with AST's settings (128 mel bins, 25/10 ms, 16 kHz) on 10 s clips: clips/s of
     /// ours on one thread and on every core, beside `torchaudio.compliance.kaldi.fbank` with one thread
