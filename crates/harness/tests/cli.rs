@@ -1154,12 +1154,17 @@ fn bench_train_step_measures_several_methods_over_rounds() {
     let methods = json["methods"].as_array().unwrap();
     assert_eq!(methods.len(), 2);
     for m in methods {
-        let ours = m["peftbench"].as_array().unwrap();
-        assert_eq!(ours.len(), 2);
-        assert_eq!(ours[0]["method"], m["method"]);
-        assert!(ours
-            .iter()
-            .all(|o| o["median_step_s"].as_f64().unwrap() > 0.0));
+        let rounds = m["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2);
+        for round in rounds {
+            assert_eq!(round["peftbench"]["method"], m["method"]);
+            assert!(round["peftbench"]["median_step_s"].as_f64().unwrap() > 0.0);
+            assert!(round["reference"].is_null());
+            assert!(round["reference_error"]
+                .as_str()
+                .unwrap()
+                .contains("--no-reference"));
+        }
     }
 
     let out = run(harness(dir.path()).args(["bench", "train-step", "--method", "lora,nope"]));

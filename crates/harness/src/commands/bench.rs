@@ -430,7 +430,6 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 }
 
 /// One method over the rounds: ours and the reference's measurements (`Err` where it failed).
-#[derive(serde::Serialize)]
 struct MethodRounds {
     method: String,
     peftbench: Vec<StepTimings>,
@@ -484,6 +483,22 @@ fn train_step_series(a: &TrainStepArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if a.json {
+        // Each round as the single measurement's JSON has it: both sides, or the reference's error.
+        let methods: Vec<_> = methods
+            .iter()
+            .map(|m| {
+                let rounds: Vec<_> = (m.peftbench.iter().zip(&m.reference))
+                    .map(|(ours, theirs)| {
+                        serde_json::json!({
+                            "peftbench": ours,
+                            "reference": theirs.as_ref().ok(),
+                            "reference_error": theirs.as_ref().err(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "method": m.method, "rounds": rounds })
+            })
+            .collect();
         let value = serde_json::json!({
             "methods": methods,
             "peftbench_kernels": kernels,
