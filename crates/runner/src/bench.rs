@@ -57,6 +57,18 @@ impl BenchBackbone {
     }
 }
 
+/// The methods the bench has settings for ([`bench_method_params`]), in the order `--help` lists them.
+pub const BENCH_METHODS: [&str; 8] = [
+    "full",
+    "linear",
+    "bitfit",
+    "lora",
+    "adapter",
+    "adaptformer",
+    "vpt-shallow",
+    "vpt-deep",
+];
+
 /// The methods the bench compares, with the settings the reference script uses for them.
 pub fn bench_method_params(method: &str) -> Option<serde_json::Value> {
     use serde_json::json;
@@ -143,9 +155,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result<StepTimings> {
     let mut params = bench_method_params(&bench.method).ok_or_else(|| {
         anyhow::anyhow!(
-            "the bench has no settings for method `{}`; choose one of: full, linear, bitfit, lora, \
-             adapter, adaptformer, vpt-shallow, vpt-deep",
-            bench.method
+            "the bench has no settings for method `{}`; choose one of: {}",
+            bench.method,
+            BENCH_METHODS.join(", ")
         )
     })?;
     anyhow::ensure!(bench.steps > 0, "--steps must be at least 1");
@@ -292,6 +304,14 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_method_has_settings() {
+        for method in BENCH_METHODS {
+            assert!(bench_method_params(method).is_some(), "{method}");
+        }
+        assert!(bench_method_params("dora").is_none());
+    }
 
     /// A two-image, one-step bench of `method` on ViT-Tiny at 32 px.
     fn tiny_bench(method: &str) -> TrainStepBench {

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use peftbench_runner::bench::{
-    bench_method_params, run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench,
+    run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench, BENCH_METHODS,
 };
 
 #[derive(clap::Args)]
@@ -97,20 +97,9 @@ fn backbone_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(BenchBackbone::ALL.map(BenchBackbone::name))
 }
 
-/// The methods [`bench_method_params`] has settings for.
+/// `--method`'s choices: the methods the bench has settings for.
 fn method_names() -> clap::builder::PossibleValuesParser {
-    let names = [
-        "full",
-        "linear",
-        "bitfit",
-        "lora",
-        "adapter",
-        "adaptformer",
-        "vpt-shallow",
-        "vpt-deep",
-    ];
-    debug_assert!(names.iter().all(|m| bench_method_params(m).is_some()));
-    clap::builder::PossibleValuesParser::new(names)
+    clap::builder::PossibleValuesParser::new(BENCH_METHODS)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -142,30 +131,32 @@ fn reference_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ci/bench/train_step.py")
 }
 
+/// The configuration both sides of a measurement take, as command-line arguments (the reference
+/// script and a child `harness bench train-step` spell them alike).
+fn configuration_args(a: &TrainStepArgs, method: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        ("--backbone", a.backbone.clone()),
+        ("--method", method.to_string()),
+        ("--batch", a.batch.to_string()),
+        ("--image", a.image.to_string()),
+        ("--steps", a.steps.to_string()),
+        ("--warmup", a.warmup.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    if let Some(n) = a.top_blocks {
+        args.extend(["--top-blocks".to_string(), n.to_string()]);
+    }
+    args
+}
+
 fn run_reference(a: &TrainStepArgs, method: &str, threads: usize) -> Result<Reference, String> {
     let script = reference_script();
     let output = Command::new(&a.python)
         .arg(&script)
-        .args(["--backbone", &a.backbone, "--method", method])
-        .args([
-            "--batch",
-            &a.batch.to_string(),
-            "--image",
-            &a.image.to_string(),
-        ])
-        .args([
-            "--steps",
-            &a.steps.to_string(),
-            "--warmup",
-            &a.warmup.to_string(),
-        ])
+        .args(configuration_args(a, method))
         .args(["--threads", &threads.to_string()])
-        .args(
-            a.top_blocks
-                .map(|n| ["--top-blocks".to_string(), n.to_string()])
-                .iter()
-                .flatten(),
-        )
         .output()
         .map_err(|e| format!("could not start `{}`: {e}", a.python.display()))?;
     if !output.status.success() {
@@ -372,31 +363,10 @@ fn run_ours_in_child(a: &TrainStepArgs, method: &str) -> anyhow::Result<ChildRep
     let exe = std::env::current_exe().context("locating the harness binary")?;
     let mut command = Command::new(exe);
     command
-        .args([
-            "bench",
-            "train-step",
-            "--backbone",
-            &a.backbone,
-            "--method",
-            method,
-        ])
-        .args([
-            "--batch",
-            &a.batch.to_string(),
-            "--image",
-            &a.image.to_string(),
-        ])
-        .args([
-            "--steps",
-            &a.steps.to_string(),
-            "--warmup",
-            &a.warmup.to_string(),
-        ])
+        .args(["bench", "train-step"])
+        .args(configuration_args(a, method))
         .args(["--device", &a.device.to_string(), "--input", &a.input])
         .args(["--no-reference", "--json"]);
-    if let Some(n) = a.top_blocks {
-        command.args(["--top-blocks", &n.to_string()]);
-    }
     let output = command
         .output()
         .context("starting the harness binary for a measurement")?;
