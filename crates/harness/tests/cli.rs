@@ -1167,6 +1167,32 @@ fn bench_train_step_measures_several_methods_over_rounds() {
         }
     }
 
+    // A measurement that fails ends the series with an error, after the rounds measured before
+    // it: `--top-blocks` does not apply to `linear`.
+    let out = run(harness(dir.path()).args([
+        "bench",
+        "train-step",
+        "--method",
+        "lora,linear",
+        "--top-blocks",
+        "1",
+        "--batch",
+        "2",
+        "--image",
+        "32",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--no-reference",
+    ]));
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.lines().any(|l| l.contains(" lora ")), "{shown}");
+    assert!(!shown.lines().any(|l| l.contains(" linear ")), "{shown}");
+    assert!(shown.contains("measuring `linear` failed"), "{shown}");
+    assert!(shown.contains("the series stopped early"), "{shown}");
+
     let out = run(harness(dir.path()).args(["bench", "train-step", "--method", "lora,nope"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(

@@ -434,7 +434,10 @@ fn train_step_series(a: &TrainStepArgs) -> anyhow::Result<ExitCode> {
             reference: Vec::new(),
         })
         .collect();
-    for round in 1..=a.rounds {
+    // A measurement of ours that fails ends the series; the rounds measured before it are still
+    // printed, and the error follows them.
+    let mut failure = None;
+    'rounds: for round in 1..=a.rounds {
         for m in &mut methods {
             let reference = if a.no_reference {
                 Err("skipped (--no-reference)".to_string())
@@ -446,11 +449,22 @@ fn train_step_series(a: &TrainStepArgs) -> anyhow::Result<ExitCode> {
                 run_reference(a, &m.method, threads)
             };
             eprintln!("round {round}/{}: {}, peftbench ...", a.rounds, m.method);
-            let ours = run_ours_in_child(a, &m.method)?;
-            kernels = ours.peftbench_kernels;
-            m.peftbench.push(ours.peftbench);
-            m.reference.push(reference);
+            match run_ours_in_child(a, &m.method) {
+                Ok(ours) => {
+                    kernels = ours.peftbench_kernels;
+                    m.peftbench.push(ours.peftbench);
+                    m.reference.push(reference);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break 'rounds;
+                }
+            }
         }
+    }
+    methods.retain(|m| !m.peftbench.is_empty());
+    if methods.is_empty() {
+        return Err(failure.expect("a series with no measurement has failed"));
     }
     if a.json {
         // Each round as the single measurement's JSON has it: both sides, or the reference's error.
@@ -476,7 +490,7 @@ fn train_step_series(a: &TrainStepArgs) -> anyhow::Result<ExitCode> {
             "rounds": a.rounds,
         });
         super::emit(&format!("{}\n", serde_json::to_string_pretty(&value)?))?;
-        return Ok(ExitCode::SUCCESS);
+        return series_end(failure);
     }
 
     let mut table = comfy_table::Table::new();
@@ -578,7 +592,17 @@ fn train_step_series(a: &TrainStepArgs) -> anyhow::Result<ExitCode> {
         kernels,
         reference_line.unwrap_or_else(|| "PyTorch -".into()),
     ))?;
-    Ok(ExitCode::SUCCESS)
+    series_end(failure)
+}
+
+/// The exit of a series: success, or the measurement that ended it early.
+fn series_end(failure: Option<anyhow::Error>) -> anyhow::Result<ExitCode> {
+    match failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            Err(e.context("the series stopped early; the table holds the rounds measured before"))
+        }
+    }
 }
 
 fn device_name(device: &candle_core::Device) -> String {
