@@ -138,17 +138,17 @@ pub struct StepTimings {
     pub frozen_prefix_s: Option<f64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+/// The median of `values` (the mean of the middle two for an even count), `None` when empty.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    (n > 0).then(|| {
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    })
 }
 
 /// Runs the bench on `device` in f32: `warmup_steps` untimed steps, then `steps` timed ones.
@@ -283,7 +283,8 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
             step_s.push((end - start).as_secs_f64());
         }
     }
-    let median_step_s = median(step_s);
+    // `steps` is at least 1 (checked above), so every list below has a value.
+    let median_step_s = median(step_s).unwrap_or(f64::NAN);
     Ok(StepTimings {
         backbone: bench.backbone.name().into(),
         method: bench.method.clone(),
@@ -291,11 +292,11 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
         image_size: bench.image_size,
         trainable_params: model.trainable_count(),
         median_step_s,
-        median_forward_s: median(forward_s),
-        median_backward_s: median(backward_s),
+        median_forward_s: median(forward_s).unwrap_or(f64::NAN),
+        median_backward_s: median(backward_s).unwrap_or(f64::NAN),
         examples_per_s: bench.batch as f64 / median_step_s,
         peak_rss_bytes: peftbench_records::peak_rss_bytes(),
-        median_data_wait_s: loader.is_some().then(|| median(wait_s)),
+        median_data_wait_s: loader.is_some().then(|| median(wait_s).unwrap_or(f64::NAN)),
         top_blocks: bench.top_blocks,
         frozen_prefix_s,
     })
@@ -304,6 +305,13 @@ pub fn run_train_step(bench: &TrainStepBench, device: &Device) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
 
     #[test]
     fn every_listed_method_has_settings() {

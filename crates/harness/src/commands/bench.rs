@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use peftbench_runner::bench::{
-    run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench, BENCH_METHODS,
+    median, run_train_step, BenchBackbone, BenchInput, StepTimings, TrainStepBench, BENCH_METHODS,
 };
 
 #[derive(clap::Args)]
@@ -386,19 +386,6 @@ fn run_ours_in_child(a: &TrainStepArgs, method: &str) -> anyhow::Result<ChildRep
     })
 }
 
-/// The median of `values`, `None` when empty.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    (n > 0).then(|| {
-        if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
-        }
-    })
-}
-
 /// One method over the rounds: ours and the reference's measurements (`Err` where it failed).
 struct MethodRounds {
     method: String,
@@ -734,13 +721,6 @@ fn fbank(args: FbankArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_no_values() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(Vec::new()), None);
-    }
 
     fn timings(step: f64) -> StepTimings {
         StepTimings {
