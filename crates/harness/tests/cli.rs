@@ -1113,25 +1113,22 @@ fn score_fad_embeds_audio_folders_with_crepe() {
 #[test]
 fn bench_train_step_measures_several_methods_over_rounds() {
     let dir = tempfile::tempdir().unwrap();
+    // A tiny ViT and one step: the test checks the series, not the speed.
+    let tiny = [
+        "--batch", "2", "--image", "32", "--steps", "1", "--warmup", "0",
+    ];
     let args = [
         "bench",
         "train-step",
         "--method",
         "linear,bitfit",
-        "--batch",
-        "2",
-        "--image",
-        "32",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
         "--rounds",
         "2",
     ];
     // A reference that cannot start leaves ours measured, with a note.
     let out = run(harness(dir.path())
         .args(args)
+        .args(tiny)
         .args(["--python", "/nonexistent/python"]));
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
@@ -1148,6 +1145,7 @@ fn bench_train_step_measures_several_methods_over_rounds() {
     // Each round of each method is its own measurement, taken in a child process.
     let out = run(harness(dir.path())
         .args(args)
+        .args(tiny)
         .args(["--no-reference", "--json"]));
     assert!(out.status.success(), "{}", text(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1169,23 +1167,17 @@ fn bench_train_step_measures_several_methods_over_rounds() {
 
     // A measurement that fails ends the series with an error, after the rounds measured before
     // it: `--top-blocks` does not apply to `linear`.
-    let out = run(harness(dir.path()).args([
-        "bench",
-        "train-step",
-        "--method",
-        "lora,linear",
-        "--top-blocks",
-        "1",
-        "--batch",
-        "2",
-        "--image",
-        "32",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--no-reference",
-    ]));
+    let out = run(harness(dir.path())
+        .args([
+            "bench",
+            "train-step",
+            "--method",
+            "lora,linear",
+            "--top-blocks",
+            "1",
+        ])
+        .args(tiny)
+        .arg("--no-reference"));
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(shown.lines().any(|l| l.contains(" lora ")), "{shown}");
