@@ -5,6 +5,11 @@
 //! The forward pass keeps the attention probabilities (`[batch, heads, queries, keys]`) for the
 //! backward pass, which computes, per head, `dV = P^T dO`, `dP = dO V^T`,
 //! `dS = P * (dP - rowsum(dP * P)) / sqrt(d)`, `dQ = dS K`, `dK = dS^T Q`.
+//!
+//! Each head's scores, softmax and `P V` run in a buffer of one head that stays in cache; the
+//! probabilities then go to the kept tensor with non-temporal stores. Computed in place in the
+//! kept tensor (15 MB a layer for ViT-Tiny at batch 32), the two products ran from memory: the
+//! forward pass of a ViT-Tiny's 12 attention layers took 8% longer on two threads.
 
 use std::sync::Mutex;
 
@@ -13,7 +18,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, MatMut, MatRef};
 use super::linear::custom_op3;
-use super::simd::vectorized;
+use super::simd::{stream_copy, vectorized};
 use super::{contiguous, tensor, with_slice, Real};
 
 /// `q` `[batch, queries, hidden]`, `k` and `v` `[batch, keys, hidden]`, `heads` dividing `hidden`;
@@ -90,8 +95,9 @@ impl Attention {
             .zip(probs.par_chunks_mut(self.heads * tq * tk))
             .enumerate()
             .for_each(|(b, (out_b, probs_b))| {
+                let mut head = vec![T::ZERO; tq * tk];
                 for h in 0..self.heads {
-                    let p = &mut probs_b[h * tq * tk..(h + 1) * tq * tk];
+                    let p = &mut head[..];
                     matmul(
                         MatMut::rows(p, 0, tq, tk, tk),
                         MatRef::rows(q, b * tq * d + h * hd, tq, hd, d),
@@ -115,6 +121,7 @@ impl Attention {
                         false,
                         false,
                     );
+                    stream_copy(&mut probs_b[h * tq * tk..(h + 1) * tq * tk], &head);
                 }
             });
         (out, probs)

@@ -41,6 +41,42 @@ unsafe fn avx512_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `dst.copy_from_slice(src)` with non-temporal stores: the copy goes to memory without first
+/// reading `dst`'s lines into the cache, and without evicting what the caller works on. For large
+/// buffers written now and read back much later (attention's probabilities, kept for the backward
+/// pass); the bits are copied unchanged.
+pub(crate) fn stream_copy<T: super::Real>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "stream_copy: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_sfence, _mm_stream_ps};
+        let bytes = std::mem::size_of_val(dst);
+        if bytes % 4 == 0 && std::mem::align_of::<T>() >= 4 {
+            let words = bytes / 4;
+            let (d, s) = (dst.as_mut_ptr().cast::<f32>(), src.as_ptr().cast::<f32>());
+            // Words before the first 16-byte boundary of `dst`, then whole 16-byte groups.
+            let head = (d.align_offset(16)).min(words);
+            let groups = (words - head) / 4;
+            // SAFETY: `d` and `s` address `words` f32-sized words of two distinct slices of
+            // plain values (`T` is f32 or f64, at least 4-aligned, so a word never straddles
+            // elements wrongly: the bytes are copied as they are); `d + head` is 16-byte aligned
+            // as `_mm_stream_ps` needs; SSE is part of x86-64.
+            unsafe {
+                std::ptr::copy_nonoverlapping(s, d, head);
+                for g in 0..groups {
+                    let at = head + 4 * g;
+                    _mm_stream_ps(d.add(at), _mm_loadu_ps(s.add(at)));
+                }
+                let done = head + 4 * groups;
+                std::ptr::copy_nonoverlapping(s.add(done), d.add(done), words - done);
+                _mm_sfence();
+            }
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
+}
+
 /// Whether `PEFTBENCH_KERNELS`, when set, names a path this CPU can run (and
 /// `PEFTBENCH_GEMM` and `PEFTBENCH_FUSED_SUBLAYERS` a value they take): an error says what is
 /// wrong, so a forced run never silently falls back to another path.
@@ -83,6 +119,37 @@ pub fn instruction_sets() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The streamed copy equals `copy_from_slice` bit for bit at every alignment of the
+    /// destination and every length around the 16-byte groups, for f32 and f64 (NaN payloads and
+    /// negative zeros included).
+    #[test]
+    fn stream_copy_copies_every_bit() {
+        let f32s: Vec<f32> = (0..67u32)
+            .map(|i| match i % 5 {
+                0 => f32::from_bits(0x7fc0_0000 | i),
+                1 => -0.0,
+                _ => i as f32 * -1.25,
+            })
+            .collect();
+        let f64s: Vec<f64> = f32s.iter().map(|&x| f64::from(x)).collect();
+        for start in 0..4 {
+            for len in 0..f32s.len() - start {
+                let mut dst = vec![1f32; f32s.len()];
+                super::stream_copy(&mut dst[start..start + len], &f32s[..len]);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dst[start..start + len]), bits(&f32s[..len]));
+                assert!(dst[..start]
+                    .iter()
+                    .chain(&dst[start + len..])
+                    .all(|&x| x == 1.0));
+                let mut dst = vec![1f64; f64s.len()];
+                super::stream_copy(&mut dst[start..start + len], &f64s[..len]);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dst[start..start + len]), bits(&f64s[..len]));
+            }
+        }
+    }
+
     /// The line agrees with the CPU flags the kernel reports in `/proc/cpuinfo` (Linux, x86-64):
     /// the widest path the flags allow, unless `PEFTBENCH_KERNELS` forces another.
     #[test]
