@@ -316,8 +316,10 @@ impl Encoder {
     /// The branch runs as one fused node where the method adapts nothing inside it
     /// ([`Hooks::adapts_inside`]), its weights frozen or trained; the node adds `x` too where,
     /// further, the method leaves the branch's output alone ([`Hooks::adapts_output`]) and nothing
-    /// random comes between (drop-path, the MLP's dropout). Otherwise the branch is composed and
-    /// every hook called. The numbers are the same on each path.
+    /// random comes between (drop-path, the MLP's dropout). Where the method's change to the
+    /// output is a bottleneck adapter ([`Hooks::output_bottleneck`]), a second fused node applies
+    /// it and adds `x`. Otherwise the branch is composed and every hook called. The numbers are
+    /// the same on each path.
     fn residual(
         &self,
         layer: usize,
@@ -335,8 +337,18 @@ impl Encoder {
             ctx.drops_paths() || (kind == Sublayer::Mlp && dropout(self.dims.hidden_dropout));
         let mut fused = None;
         if !random_inside && !hooks.adapts_inside(layer, kind) {
-            let residual = !random_after && !hooks.adapts_output(layer, kind);
+            let bottleneck = match random_after {
+                true => None,
+                false => hooks.output_bottleneck(layer, kind),
+            };
+            let residual =
+                !random_after && bottleneck.is_none() && !hooks.adapts_output(layer, kind);
             fused = self.fused_branch(layer, kind, &x, hooks, residual)?;
+            if let (Some(out), Some(adapter)) = (&fused, bottleneck) {
+                if let Some(stream) = ops::fused_bottleneck_residual(&x, out, adapter)? {
+                    return Ok(stream);
+                }
+            }
             if residual {
                 if let Some(stream) = fused {
                     return Ok(stream);

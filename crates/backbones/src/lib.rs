@@ -32,7 +32,7 @@ pub use clip::{
 pub use crepe::{Crepe, CrepeCapacity};
 pub use musicgen::{Musicgen, MusicgenConfig, MusicgenDecoderConfig};
 pub use siglip::{SiglipVision, SiglipVisionConfig, SiglipVisionOutput};
-pub use sites::{Hooks, Linear, LinearSite, LowRank, NoHooks, NormSite, Sublayer};
+pub use sites::{Bottleneck, Hooks, Linear, LinearSite, LowRank, NoHooks, NormSite, Sublayer};
 pub use t5::{DecoderCache, T5Config, T5};
 pub use vit::{Vit, VitConfig};
 

@@ -1,7 +1,7 @@
 //! The places in a transformer block where PEFT methods attach.
 
 use candle_core::{Result, Tensor};
-pub use peftbench_core::kernels::LowRank;
+pub use peftbench_core::kernels::{Bottleneck, LowRank};
 use peftbench_core::{ops, ForwardCtx};
 
 /// A linear projection inside a block. Named by role; each backbone maps roles to its own module
@@ -230,6 +230,16 @@ pub trait Hooks {
     /// inside the fused node. Held to the composed path by the same test. Default: `true`.
     fn adapts_output(&self, _layer: usize, _kind: Sublayer) -> bool {
         true
+    }
+
+    /// The bottleneck adapter that [`Hooks::sublayer`] applies to the output of residual branch
+    /// `kind` of block `layer`, where it computes exactly `o + up(relu(down(o)))` with
+    /// `ops::linear` for both projections (no dropout): a ViT-style encoder then adds the adapted
+    /// output to the stream in one fused node (`peftbench_core::ops::fused_bottleneck_residual`)
+    /// instead of calling the hook. Held to the composed path by the methods' `fused_sublayers`
+    /// test. Default: none.
+    fn output_bottleneck(&self, _layer: usize, _kind: Sublayer) -> Option<Bottleneck<'_>> {
+        None
     }
 
     /// Output of a normalisation layer (`layer` is `None` for the final norm). `ctx` carries the

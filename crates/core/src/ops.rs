@@ -159,6 +159,28 @@ pub fn fused_mlp_sublayer(
     kernels::mlp_sublayer(x, norm, fc1, fc2, residual).map(Some)
 }
 
+/// `x + (o + up(relu(down(o))))`, a branch output `o` through a bottleneck adapter and back onto
+/// the stream `x`, as one fused node ([`kernels::bottleneck_residual`]) when it can be: CPU
+/// f32/f64, every parameter of `x`'s dtype, fused sublayers not turned off. `None` when it
+/// cannot: the caller then composes it from [`linear`], ReLU and two adds, the same numbers.
+pub fn fused_bottleneck_residual(
+    x: &Tensor,
+    o: &Tensor,
+    adapter: kernels::Bottleneck<'_>,
+) -> Result<Option<Tensor>> {
+    let params = [
+        o,
+        adapter.down_weight,
+        adapter.down_bias,
+        adapter.up_weight,
+        adapter.up_bias,
+    ];
+    if !(kernels::fused_sublayers() && kernels::supports(x) && same_dtype(x, &params)) {
+        return Ok(None);
+    }
+    kernels::bottleneck_residual(x, o, adapter).map(Some)
+}
+
 /// Whether a fused sublayer can run on `x` with these parameters: the kernels support `x`, every
 /// parameter matches its dtype and device, a LoRA's base weight and bias are frozen (as
 /// [`lora_linear`] needs to fuse), and fused sublayers are on.

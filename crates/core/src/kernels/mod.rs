@@ -17,12 +17,15 @@
 //! - [`attention_sublayer`], [`mlp_sublayer`]: a pre-norm block's residual branch as one node
 //!   built from the kernels above, so that the backward pass skips candle's zero-filled buffer and
 //!   add on every edge inside it; same arithmetic, same bits.
+//! - [`bottleneck_residual`]: a branch's output through a bottleneck adapter (down, ReLU, up) and
+//!   back onto the stream, `x + (o + up(relu(down(o))))`, as one node for the same reason.
 //!
 //! They run on the CPU for f32 and f64; `crate::ops` falls back to composite candle ops elsewhere
 //! (CUDA, half precision) so results never depend on which path ran, beyond float rounding. Every
 //! kernel is tested against the composite path and against finite differences.
 
 mod attention;
+mod bottleneck;
 mod gelu;
 mod gemm;
 mod layer_norm;
@@ -33,6 +36,7 @@ mod simd;
 mod sublayer;
 
 pub use attention::attention;
+pub use bottleneck::{bottleneck_residual, Bottleneck};
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

@@ -51,7 +51,7 @@ pub(crate) fn stream_copy<T: super::Real>(dst: &mut [T], src: &[T]) {
     {
         use std::arch::x86_64::{_mm_loadu_ps, _mm_sfence, _mm_stream_ps};
         let bytes = std::mem::size_of_val(dst);
-        if bytes % 4 == 0 && std::mem::align_of::<T>() >= 4 {
+        if bytes.is_multiple_of(4) && std::mem::align_of::<T>() >= 4 {
             let words = bytes / 4;
             let (d, s) = (dst.as_mut_ptr().cast::<f32>(), src.as_ptr().cast::<f32>());
             // Words before the first 16-byte boundary of `dst`, then whole 16-byte groups.

@@ -1,4 +1,5 @@
 use candle_core::{Result, Tensor, Var};
+use peftbench_backbones::Bottleneck as FusedBottleneck;
 use peftbench_core::{ops, ForwardCtx, NamedVars, SeededInit};
 
 use super::AdapterActivation;
@@ -35,6 +36,20 @@ impl Bottleneck {
         params.push(format!("{prefix}.down.bias"), self.down_bias.clone());
         params.push(format!("{prefix}.up.weight"), self.up_weight.clone());
         params.push(format!("{prefix}.up.bias"), self.up_bias.clone());
+    }
+
+    /// This adapter as the fused kernel runs it (`peftbench_core::kernels::bottleneck_residual`),
+    /// where [`Bottleneck::forward`] is what that kernel computes: with the ReLU.
+    pub fn fused(&self) -> Option<FusedBottleneck<'_>> {
+        match self.activation {
+            AdapterActivation::Relu => Some(FusedBottleneck {
+                down_weight: self.down_weight.as_tensor(),
+                down_bias: self.down_bias.as_tensor(),
+                up_weight: self.up_weight.as_tensor(),
+                up_bias: self.up_bias.as_tensor(),
+            }),
+            AdapterActivation::Gelu | AdapterActivation::Silu => None,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -98,6 +98,15 @@ impl Hooks for AdapterAdaptation {
         self.adapters.contains_key(&(layer, kind.into()))
     }
 
+    /// ReLU adapters (the default) run fused with the residual add where the backbone can.
+    fn output_bottleneck(
+        &self,
+        layer: usize,
+        kind: Sublayer,
+    ) -> Option<peftbench_backbones::Bottleneck<'_>> {
+        self.adapters.get(&(layer, kind.into()))?.fused()
+    }
+
     fn sublayer(
         &self,
         layer: usize,
