@@ -337,9 +337,10 @@ impl Encoder {
             ctx.drops_paths() || (kind == Sublayer::Mlp && dropout(self.dims.hidden_dropout));
         let mut fused = None;
         if !random_inside && !hooks.adapts_inside(layer, kind) {
-            let bottleneck = match random_after {
-                true => None,
-                false => hooks.output_bottleneck(layer, kind),
+            let bottleneck = if random_after {
+                None
+            } else {
+                hooks.output_bottleneck(layer, kind)
             };
             let residual =
                 !random_after && bottleneck.is_none() && !hooks.adapts_output(layer, kind);

@@ -168,14 +168,14 @@ pub fn fused_bottleneck_residual(
     o: &Tensor,
     adapter: kernels::Bottleneck<'_>,
 ) -> Result<Option<Tensor>> {
-    let params = [
+    let others = [
         o,
         adapter.down_weight,
         adapter.down_bias,
         adapter.up_weight,
         adapter.up_bias,
     ];
-    if !(kernels::fused_sublayers() && kernels::supports(x) && same_dtype(x, &params)) {
+    if !(kernels::fused_sublayers() && kernels::supports(x) && same_dtype(x, &others)) {
         return Ok(None);
     }
     kernels::bottleneck_residual(x, o, adapter).map(Some)

@@ -19,10 +19,7 @@ use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linear::Linear;
-use super::{contiguous, tensor, with_slice, Real};
-
-/// Elements per parallel chunk of the elementwise passes.
-const CHUNK: usize = 1 << 14;
+use super::{contiguous, par_add_into, tensor, with_slice, Real, PAR_CHUNK};
 
 /// A bottleneck adapter `up(relu(down(o)))` with biases, weights in PyTorch's `[out, in]`
 /// layout: `down_weight` `[rank, hidden]`, `up_weight` `[hidden, rank]`.
@@ -133,8 +130,8 @@ impl BottleneckResidual {
         let activated: Vec<T> = pre.iter().map(|&v| v.maximum(T::ZERO)).collect();
         let mut y = self.up().forward(&activated, p.up_weight, Some(p.up_bias));
         // `x + (o + a)`: the composed path's two adds, in its order, in one pass.
-        y.par_chunks_mut(CHUNK)
-            .zip(xs.par_chunks(CHUNK).zip(os.par_chunks(CHUNK)))
+        y.par_chunks_mut(PAR_CHUNK)
+            .zip(xs.par_chunks(PAR_CHUNK).zip(os.par_chunks(PAR_CHUNK)))
             .for_each(|(ys, (xs, os))| {
                 super::simd::vectorized(
                     #[inline(always)]
@@ -184,9 +181,7 @@ impl BottleneckResidual {
                             let mut d = down.grad_input(&d_pre, p.down_weight);
                             // The branch output's two uses: the residual add's `dy` and the
                             // adapter's input gradient.
-                            d.par_chunks_mut(CHUNK)
-                                .zip(dy.par_chunks(CHUNK))
-                                .for_each(|(d, dy)| super::add_into(d, dy));
+                            par_add_into(&mut d, dy);
                             d
                         });
                         let d_params = params.track_op().then(|| {
@@ -263,12 +258,21 @@ mod tests {
                     up_bias: ub.as_tensor(),
                 };
                 let fused = bottleneck_residual(x.as_tensor(), &o_in, adapter).unwrap();
+                let pre = crate::ops::linear(&o_in, dw.as_tensor(), Some(db.as_tensor())).unwrap();
+                // The ReLU both passes and blocks units here, so both sides of it are checked.
+                let signs: Vec<f64> = pre
+                    .flatten_all()
+                    .and_then(|p| p.to_dtype(DType::F64))
+                    .and_then(|p| p.to_vec1())
+                    .unwrap();
+                assert!(signs.iter().any(|&v| v < 0.0) && signs.iter().any(|&v| v > 0.0));
                 let composed = {
-                    let h = crate::ops::linear(&o_in, dw.as_tensor(), Some(db.as_tensor()))
-                        .unwrap()
-                        .relu()
-                        .unwrap();
-                    let a = crate::ops::linear(&h, uw.as_tensor(), Some(ub.as_tensor())).unwrap();
+                    let a = crate::ops::linear(
+                        &pre.relu().unwrap(),
+                        uw.as_tensor(),
+                        Some(ub.as_tensor()),
+                    )
+                    .unwrap();
                     (x.as_tensor() + (&o_in + a).unwrap()).unwrap()
                 };
                 assert_eq!(bits(&fused), bits(&composed), "{dtype:?} forward");

@@ -6,10 +6,7 @@ use rayon::prelude::*;
 
 use super::linear::{by_dtype, by_tensor_dtype};
 use super::simd::vectorized;
-use super::{contiguous, tensor, with_slice, Real};
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
+use super::{contiguous, tensor, with_slice, Real, PAR_CHUNK};
 
 /// Exact (erf) GELU of a CPU f32/f64 tensor of any shape.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -21,8 +18,8 @@ pub(super) struct GeluErf;
 impl GeluErf {
     pub(super) fn forward<T: Real>(x: &[T]) -> Vec<T> {
         let mut y = vec![T::ZERO; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
+        y.par_chunks_mut(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK))
             .for_each(|(y, x)| {
                 vectorized(
                     #[inline(always)]
@@ -34,8 +31,8 @@ impl GeluErf {
 
     fn backward<T: Real>(x: &[T], dy: &[T]) -> Vec<T> {
         let mut dx = vec![T::ZERO; x.len()];
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        dx.par_chunks_mut(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK).zip(dy.par_chunks(PAR_CHUNK)))
             .for_each(|(dx, (x, dy))| {
                 vectorized(
                     #[inline(always)]
@@ -47,8 +44,8 @@ impl GeluErf {
 
     /// `g = dL/dy` becomes `dL/dx` in place (the same arithmetic as [`GeluErf::backward`]).
     pub(super) fn backward_in_place<T: Real>(x: &[T], g: &mut [T]) {
-        g.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
+        g.par_chunks_mut(PAR_CHUNK)
+            .zip(x.par_chunks(PAR_CHUNK))
             .for_each(|(g, x)| {
                 vectorized(
                     #[inline(always)]

@@ -81,6 +81,17 @@ fn tensor<T: Real>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &Device::Cpu)
 }
 
+/// Elements per parallel task of the elementwise passes (64 KiB of f32).
+const PAR_CHUNK: usize = 1 << 14;
+
+/// `acc[i] += part[i]`, in parallel (each element's sum is the same whatever the split).
+fn par_add_into<T: Real>(acc: &mut [T], part: &[T]) {
+    use rayon::prelude::*;
+    acc.par_chunks_mut(PAR_CHUNK)
+        .zip(part.par_chunks(PAR_CHUNK))
+        .for_each(|(a, p)| add_into(a, p));
+}
+
 /// `acc[i] += part[i]`: how the kernels add per-block partial sums, always in block order so that
 /// a gradient's rounding never depends on how rayon scheduled the blocks.
 fn add_into<T: Real>(acc: &mut [T], part: &[T]) {

@@ -30,14 +30,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
-use rayon::prelude::*;
 
 use super::attention::Attention;
 use super::gelu::GeluErf;
 use super::layer_norm::LayerNorm;
 use super::linear::{by_dtype, by_tensor_dtype, Linear};
 use super::lora::LoraLinear;
-use super::{contiguous, tensor, with_slice, Real};
+use super::{contiguous, par_add_into, tensor, with_slice, Real};
 
 /// Environment variable that turns the fused branches off (`0`): every block then runs the
 /// composed ops, for comparing speed; the numbers are the same either way.
@@ -429,14 +428,6 @@ impl Params {
         }
         dx
     }
-}
-
-/// `acc[i] += part[i]`, in parallel (each element's sum is the same whatever the split).
-fn par_add_into<T: Real>(acc: &mut [T], part: &[T]) {
-    const CHUNK: usize = 1 << 14;
-    acc.par_chunks_mut(CHUNK)
-        .zip(part.par_chunks(CHUNK))
-        .for_each(|(a, p)| super::add_into(a, p));
 }
 
 /// The node's gradients, `(dx, d_trained)`, from the branch's input gradient `dx` and the trained
